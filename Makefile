@@ -1,0 +1,41 @@
+# The two commands: `make demo` and `make test`. Everything else is for development.
+SHELL := /bin/bash
+CARGO ?= cargo
+STACK ?= stacks/orderflow.toml
+ENV ?=
+GPU ?=
+STACK_FLAGS = --stack $(STACK) $(if $(ENV),--env $(ENV)) $(if $(GPU),--set gpu=$(GPU))
+PROVISION = target/debug/provision
+RUNTIME = target/debug/runtime
+
+.PHONY: test demo build venv emulator emulator-stop plan deploy destroy bench
+
+## make test: every test of the workspace, against a moto server the tests start themselves.
+test: venv
+	$(CARGO) test --workspace
+
+## make demo: start the emulator, apply the reference stack, run the pipeline, destroy.
+demo: venv build
+	scripts/demo.sh
+
+build:
+	$(CARGO) build --workspace
+
+venv:
+	scripts/venv.sh
+
+## make emulator: a moto server in the background; prints the exports to use it.
+emulator:
+	@scripts/emulator.sh start
+
+emulator-stop:
+	@scripts/emulator.sh stop
+
+plan: build
+	$(PROVISION) plan $(STACK_FLAGS)
+
+deploy: build
+	$(PROVISION) apply $(STACK_FLAGS)
+
+destroy: build
+	$(PROVISION) destroy $(STACK_FLAGS)

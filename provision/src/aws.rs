@@ -1,0 +1,74 @@
+//! AWS clients, built once per command: region from the stack, everything else (credentials,
+//! endpoint, profile) from the SDK's standard chain, and retries configured here for all.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+/// Attempts per call, first try included. With throttles and 500s on a 100-call apply the
+/// SDK's default of 3 is not enough (DESIGN.md §5); standard mode backs off exponentially.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// The shared SDK configuration for `region`.
+pub async fn sdk_config(region: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(100))
+                .with_max_backoff(Duration::from_secs(5)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// S3 needs path-style addressing on S3-compatible stores (an explicit endpoint); real AWS
+/// keeps the SDK's default virtual-hosted style.
+pub fn s3_path_style(config: &SdkConfig) -> bool {
+    config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+}
+
+/// Every client the tool uses, from one configuration.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub config: SdkConfig,
+    pub batch: aws_sdk_batch::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub ecr: aws_sdk_ecr::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub sts: aws_sdk_sts::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl Clients {
+    pub async fn new(region: &str) -> Self {
+        let config = sdk_config(region).await;
+        let s3_config = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(s3_path_style(&config))
+            .build();
+        Self {
+            batch: aws_sdk_batch::Client::new(&config),
+            ec2: aws_sdk_ec2::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
+            s3: aws_sdk_s3::Client::from_conf(s3_config),
+            ecr: aws_sdk_ecr::Client::new(&config),
+            dynamodb: aws_sdk_dynamodb::Client::new(&config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+            sts: aws_sdk_sts::Client::new(&config),
+            secrets: aws_sdk_secretsmanager::Client::new(&config),
+            config,
+        }
+    }
+}

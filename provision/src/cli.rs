@@ -1,0 +1,221 @@
+//! The command line (DESIGN.md §3). Doc comments are the help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Plan, apply and destroy AWS Batch ML stacks from a TOML file; submit and watch their jobs.
+///
+/// AWS endpoint, region and credentials come from the SDK's standard chain (AWS_PROFILE,
+/// AWS_REGION, AWS_ENDPOINT_URL, ...). Exit codes: 0 success, 1 error, 2 (with
+/// --detailed-exitcode) the plan has changes.
+#[derive(Debug, Parser)]
+#[command(name = "provision", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a stack file and print the resolved stack; no AWS call.
+    Validate(ValidateArgs),
+    /// Show what apply would change: desired vs recorded state vs live resources.
+    Plan(PlanArgs),
+    /// Create, update or replace resources until the account matches the stack.
+    Apply(ApplyArgs),
+    /// Delete every resource of the stack, in reverse dependency order.
+    Destroy(DestroyArgs),
+    /// Print the stack's outputs: bucket names, repository URIs, queue and job definition ARNs.
+    Output(OutputArgs),
+    /// Inspect or repair the recorded state.
+    State(StateArgs),
+    /// Submit one of the stack's jobs; prints the job id.
+    Submit(SubmitArgs),
+    /// Show the status of jobs (and of array children).
+    Status(StatusArgs),
+    /// Print a job's CloudWatch log stream.
+    Logs(LogsArgs),
+    /// Run a job's command on this machine with the environment its job definition gives it.
+    RunLocal(RunLocalArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+}
+
+/// The stack selection every stack command shares.
+#[derive(Debug, Clone, Args)]
+pub struct StackArgs {
+    /// The stack file (TOML).
+    #[arg(long, env = "PROVISION_STACK", value_name = "FILE")]
+    pub stack: PathBuf,
+    /// Environment: merges `[env.NAME]` onto the stack. Without it the environment is `default`.
+    #[arg(long, env = "PROVISION_ENV", value_name = "NAME")]
+    pub env: Option<String>,
+    /// Override one value after the overlays, like `terraform -var` (`gpu=true`,
+    /// `compute.spot.max_vcpus=32`). Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Print the resolved stack as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Save the plan to this file, bound to the current state serial, for `apply PLAN`.
+    #[arg(long, value_name = "PLAN")]
+    pub out: Option<PathBuf>,
+    /// Print the plan as JSON (format_version 1).
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 2 when the plan has changes (0: none, 1: error).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Apply without asking for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// A plan saved by `plan --out`; refused when the state changed since.
+    #[arg(value_name = "PLAN")]
+    pub plan: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Destroy without asking for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Print the outputs as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(subcommand)]
+    pub command: StateCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List the recorded resources.
+    List {
+        #[command(flatten)]
+        stack: StackArgs,
+    },
+    /// Show one recorded resource (`compute.spot`, `bucket.data`, ...).
+    Show {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// The resource address, as the plan prints it.
+        address: String,
+    },
+    /// Remove the stack's lock.
+    Unlock {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// Remove a lock that has not expired (its holder may still be running).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// The job's key in `[jobs]` (a matrix job: `KEY-VALUE` or `--var KEY=VALUE`).
+    pub job: String,
+    /// Submit an array job of N children (2–10000).
+    #[arg(long, value_name = "N")]
+    pub array_size: Option<u32>,
+    /// Start only after this job succeeds. Repeatable.
+    #[arg(long = "depends-on", value_name = "JOB_ID")]
+    pub depends_on: Vec<String>,
+    /// A matrix value or an extra environment variable for this run. Repeatable.
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    /// Override the job definition's vCPUs.
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+    /// Override the job definition's memory.
+    #[arg(long)]
+    pub memory_mib: Option<u32>,
+    /// Override the job definition's GPUs.
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// Override the job definition's timeout.
+    #[arg(long)]
+    pub timeout_s: Option<u32>,
+    /// Watch the job until it ends; exit 1 when it fails.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print {"job_id", "job_name", "queue", "job_definition"} as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Replace the job definition's command.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Job ids, as `submit` prints them.
+    #[arg(required = true, value_name = "JOB_ID")]
+    pub job_ids: Vec<String>,
+    /// Refresh until every job has ended.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print a JSON list.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub job_id: String,
+    /// Keep printing new lines until the job ends.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunLocalArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// The job's key in `[jobs]`.
+    pub job: String,
+    /// Run as this child of an array job (sets AWS_BATCH_JOB_ARRAY_INDEX).
+    #[arg(long, value_name = "I")]
+    pub array_index: Option<u32>,
+    /// Replace the job definition's command.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    pub shell: clap_complete::Shell,
+}

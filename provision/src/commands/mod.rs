@@ -1,0 +1,41 @@
+//! One module per subcommand; `run` dispatches.
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+
+mod apply;
+mod completions;
+mod destroy;
+mod logs;
+mod output;
+mod plan;
+mod run_local;
+mod state;
+mod status;
+mod submit;
+mod validate;
+
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate(args) => validate::run(args).await,
+        Command::Plan(args) => plan::run(args).await,
+        Command::Apply(args) => apply::run(args).await,
+        Command::Destroy(args) => destroy::run(args).await,
+        Command::Output(args) => output::run(args).await,
+        Command::State(args) => state::run(args).await,
+        Command::Submit(args) => submit::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Logs(args) => logs::run(args).await,
+        Command::RunLocal(args) => run_local::run(args).await,
+        Command::Completions(args) => completions::run(args),
+    }
+}
+
+/// Prints an error and its causes on stderr (stdout stays parseable).
+pub fn report(err: &anyhow::Error) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}

@@ -1,0 +1,8 @@
+use std::process::ExitCode;
+
+use crate::cli::StateArgs;
+
+// UNFINISHED(skeleton): replaced by the issue that builds this command.
+pub async fn run(_args: StateArgs) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("this command is not built yet")
+}

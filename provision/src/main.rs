@@ -1,0 +1,42 @@
+//! `provision`: plan, apply and destroy AWS Batch ML stacks; submit and watch their jobs.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod aws;
+mod cli;
+mod commands;
+mod stack;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            // Help and version are not errors; every bad flag is exit 1 (DESIGN.md §3).
+            return if err.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PROVISION_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            commands::report(&err);
+            ExitCode::from(1)
+        }
+    }
+}

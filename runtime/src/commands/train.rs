@@ -1,0 +1,8 @@
+use std::process::ExitCode;
+
+use crate::cli::TrainArgs;
+
+// UNFINISHED(skeleton): replaced by the issue that builds this command.
+pub fn run(_args: TrainArgs) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("this command is not built yet")
+}
