@@ -3,11 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-
-mod aws;
-mod cli;
-mod commands;
-mod stack;
+use provision::{cli, commands};
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {

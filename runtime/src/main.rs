@@ -3,9 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-
-mod cli;
-mod commands;
+use runtime::{cli, commands};
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {

@@ -1,0 +1,6 @@
+//! The `provision` library: everything the binary does, so integration tests can reach it.
+
+pub mod aws;
+pub mod cli;
+pub mod commands;
+pub mod stack;

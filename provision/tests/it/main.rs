@@ -1,0 +1,3 @@
+//! The provision crate's one integration-test binary (one build, one moto server).
+
+mod harness;

@@ -1,0 +1,4 @@
+//! The `runtime` library: everything the binary does, so integration tests can reach it.
+
+pub mod cli;
+pub mod commands;

@@ -1,0 +1,1 @@
+//! The runtime crate's one integration-test binary.
