@@ -1,8 +1,98 @@
+//! `provision apply`: make the account match the stack, under the state lock.
+
 use std::process::ExitCode;
 
-use crate::cli::ApplyArgs;
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
 
-// UNFINISHED(skeleton): replaced by the issue that builds this command.
-pub async fn run(_args: ApplyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("this command is not built yet")
+use crate::aws::Clients;
+use crate::cli::ApplyArgs;
+use crate::engine::{self, apply, plan, progress::Reporter, render};
+use crate::state::Lock;
+
+/// A plan saved by `plan --out`.
+struct Saved {
+    serial: u64,
+    changes: Value,
+}
+
+fn read_saved(path: &std::path::Path, stack: &crate::stack::Stack) -> Result<Saved> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading saved plan {}", path.display()))?;
+    let saved: Value = serde_json::from_str(&text).with_context(|| format!("{} is not a saved plan", path.display()))?;
+    if saved["saved_plan"] != Value::Bool(true) || saved["format_version"] != 1 {
+        bail!("{} is not a plan saved by `provision plan --out`", path.display());
+    }
+    if saved["stack"] != stack.name.as_str() || saved["env"] != stack.env.as_str() {
+        bail!(
+            "{} was saved for {}/{}, not {}/{}",
+            path.display(),
+            saved["stack"].as_str().unwrap_or("?"),
+            saved["env"].as_str().unwrap_or("?"),
+            stack.name,
+            stack.env
+        );
+    }
+    Ok(Saved {
+        serial: saved["serial"].as_u64().context("saved plan without a serial")?,
+        changes: saved["plan"]["changes"].clone(),
+    })
+}
+
+pub async fn run(args: ApplyArgs) -> Result<ExitCode> {
+    let stack = engine::load_stack(&args.stack)?;
+    let saved = args.plan.as_deref().map(|p| read_saved(p, &stack)).transpose()?;
+    // A saved plan was reviewed when it was made (as with `terraform apply PLAN`).
+    let approved = args.auto_approve || saved.is_some();
+    engine::require_confirmation_possible(approved, "apply")?;
+
+    let clients = Clients::new(&stack.region).await;
+    let store = engine::store(&clients, &stack);
+    store.ensure_table().await?;
+    let lock = Lock::acquire(&store, "apply").await?;
+    let result = locked(&clients, &stack, &store, saved, approved).await;
+    let released = lock.release().await;
+    let code = result?;
+    released?;
+    Ok(code)
+}
+
+async fn locked(
+    clients: &Clients,
+    stack: &crate::stack::Stack,
+    store: &crate::state::Store,
+    saved: Option<Saved>,
+    approved: bool,
+) -> Result<ExitCode> {
+    let (facts, snapshot) = plan::prepare(clients, stack).await?;
+    let plan = plan::plan(clients, stack, facts, snapshot).await?;
+    if let Some(saved) = &saved {
+        if saved.serial != plan.snapshot.serial {
+            bail!(
+                "the saved plan is stale: the state changed since it was made (serial {} -> {}); run `provision plan` again",
+                saved.serial,
+                plan.snapshot.serial
+            );
+        }
+        if render::json(&plan)["changes"] != saved.changes {
+            bail!("the saved plan is stale: the live resources or the stack changed since it was made; run `provision plan` again");
+        }
+    }
+    print!("{}", render::text(&plan));
+    if plan.has_changes() && !approved && !engine::confirm("\nDo you want to perform these actions?")? {
+        eprintln!("Apply cancelled.");
+        return Ok(ExitCode::from(1));
+    }
+    let reporter = Reporter::new();
+    let report = apply::apply(clients, &plan, store, &reporter).await?;
+    if report.state_changed {
+        store.bump_serial(Some(stack.gpu)).await?;
+    }
+    if !report.errors.is_empty() {
+        return Err(apply::join_errors(report.errors).context("apply failed part way; run apply again to converge"));
+    }
+    println!(
+        "\nApply complete! Resources: {} added, {} changed, {} destroyed.",
+        report.added, report.changed, report.destroyed
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,8 +1,46 @@
+//! `provision destroy`: delete every resource of the stack, dependents first.
+
 use std::process::ExitCode;
 
-use crate::cli::DestroyArgs;
+use anyhow::Result;
 
-// UNFINISHED(skeleton): replaced by the issue that builds this command.
-pub async fn run(_args: DestroyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("this command is not built yet")
+use crate::aws::Clients;
+use crate::cli::DestroyArgs;
+use crate::engine::{self, apply, plan, progress::Reporter, render};
+use crate::state::Lock;
+
+pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
+    let stack = engine::load_stack(&args.stack)?;
+    engine::require_confirmation_possible(args.auto_approve, "destroy")?;
+    let clients = Clients::new(&stack.region).await;
+    let store = engine::store(&clients, &stack);
+    store.ensure_table().await?;
+    let lock = Lock::acquire(&store, "destroy").await?;
+    let result = async {
+        let (facts, snapshot) = plan::prepare(&clients, &stack).await?;
+        let plan = plan::destroy_plan(&clients, &stack, facts, snapshot).await?;
+        print!("{}", render::text(&plan));
+        if plan.has_changes()
+            && !args.auto_approve
+            && !engine::confirm(&format!("\nDo you really want to destroy every resource of {}/{}?", stack.name, stack.env))?
+        {
+            eprintln!("Destroy cancelled.");
+            return Ok(ExitCode::from(1));
+        }
+        let reporter = Reporter::new();
+        let report = apply::destroy(&clients, &plan, &store, &reporter).await?;
+        if report.state_changed {
+            store.bump_serial(None).await?;
+        }
+        if !report.errors.is_empty() {
+            return Err(apply::join_errors(report.errors).context("destroy failed part way; run destroy again"));
+        }
+        println!("\nDestroy complete! Resources: {} destroyed.", report.destroyed);
+        Ok(ExitCode::SUCCESS)
+    }
+    .await;
+    let released = lock.release().await;
+    let code = result?;
+    released?;
+    Ok(code)
 }

@@ -1,8 +1,40 @@
+//! `provision plan`: what apply would change, desired vs recorded vs live.
+
 use std::process::ExitCode;
 
-use crate::cli::PlanArgs;
+use anyhow::{Context, Result};
+use serde_json::json;
 
-// UNFINISHED(skeleton): replaced by the issue that builds this command.
-pub async fn run(_args: PlanArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("this command is not built yet")
+use crate::aws::Clients;
+use crate::cli::PlanArgs;
+use crate::engine::{self, plan, render};
+
+pub async fn run(args: PlanArgs) -> Result<ExitCode> {
+    let stack = engine::load_stack(&args.stack)?;
+    let clients = Clients::new(&stack.region).await;
+    let (facts, snapshot) = plan::prepare(&clients, &stack).await?;
+    let plan = plan::plan(&clients, &stack, facts, snapshot).await?;
+    let rendered = render::json(&plan);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rendered)?);
+    } else {
+        print!("{}", render::text(&plan));
+    }
+    if let Some(path) = &args.out {
+        let saved = json!({
+            "format_version": 1,
+            "saved_plan": true,
+            "stack": stack.name,
+            "env": stack.env,
+            "gpu": stack.gpu,
+            "serial": plan.snapshot.serial,
+            "plan": rendered,
+        });
+        // Written whole or not at all: a half-written plan must never be applied.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&saved)?).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("Saved the plan to {}; apply it with `provision apply {}`.", path.display(), path.display());
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }

@@ -1,8 +1,68 @@
+//! `provision state list | show ADDR | unlock [--force]`.
+
 use std::process::ExitCode;
 
-use crate::cli::StateArgs;
+use anyhow::{bail, Result};
+use serde_json::json;
 
-// UNFINISHED(skeleton): replaced by the issue that builds this command.
-pub async fn run(_args: StateArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("this command is not built yet")
+use crate::aws::Clients;
+use crate::cli::{StateArgs, StateCommand};
+use crate::engine;
+use crate::state::lock;
+
+pub async fn run(args: StateArgs) -> Result<ExitCode> {
+    let stack_args = match &args.command {
+        StateCommand::List { stack } | StateCommand::Show { stack, .. } | StateCommand::Unlock { stack, .. } => stack,
+    };
+    let stack = engine::load_stack(stack_args)?;
+    let clients = Clients::new(&stack.region).await;
+    let store = engine::store(&clients, &stack);
+    match args.command {
+        StateCommand::List { .. } => {
+            let snapshot = store.load().await?;
+            for rec in snapshot.records.values() {
+                println!("{}\t{}\t{}", rec.address, rec.handle.name, rec.handle.id);
+                for deposed in &rec.deposed {
+                    println!("{} (deposed)\t{}\t{}", rec.address, deposed.name, deposed.id);
+                }
+            }
+        }
+        StateCommand::Show { address, .. } => {
+            let snapshot = store.load().await?;
+            let Some(rec) = snapshot.records.get(&address) else {
+                bail!("{address} is not in the state of {} (see `provision state list`)", store.pk);
+            };
+            let shown = json!({
+                "address": rec.address,
+                "type": rec.handle.kind.as_str(),
+                "name": rec.handle.name,
+                "id": rec.handle.id,
+                "attributes": rec.attributes,
+                "dependencies": rec.deps,
+                "suffix": rec.suffix,
+                "deposed": rec.deposed,
+                "hash": rec.hash,
+                "updated": rec.updated,
+            });
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+        }
+        StateCommand::Unlock { force, .. } => {
+            if !store.table_exists().await? {
+                println!("No lock held on {}.", store.pk);
+                return Ok(ExitCode::SUCCESS);
+            }
+            match lock::read(&store).await? {
+                None => println!("No lock held on {}.", store.pk),
+                Some(info) if force || lock::expired(&info) => {
+                    lock::remove(&store).await?;
+                    println!("Removed the lock on {} held by {info}.", store.pk);
+                }
+                Some(info) => bail!(
+                    "the lock on {} is held by {info} and has not expired; pass --force if that process is gone",
+                    store.pk
+                ),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

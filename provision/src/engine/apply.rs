@@ -1,0 +1,359 @@
+//! Apply: run a plan's actions in two phases.
+//!
+//! 1. Forward: creates, in-place updates and the new half of every replacement, each as soon
+//!    as the resources it depends on are done (independent ones run concurrently). Each
+//!    result is recorded at once, so a crash leaves a state the next apply converges from;
+//!    a replaced resource stays recorded as *deposed* until it is deleted.
+//! 2. Delete: removed resources and the old halves of replacements, dependents first. By then
+//!    every queue points at its new compute environment, so no "existing JobQueue
+//!    relationship" error can happen and a queue is never left without compute.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use super::plan::{Action, Item, Plan};
+use super::progress::Reporter;
+use super::spec;
+use crate::aws::Clients;
+use crate::resources::{self, bucket, is_unknown, repository, Handle, Kind};
+use crate::state::{record, Record, Store};
+
+/// What an apply or destroy did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub added: usize,
+    pub changed: usize,
+    pub destroyed: usize,
+    /// Whether the state changed (the serial is bumped then).
+    pub state_changed: bool,
+    pub errors: Vec<anyhow::Error>,
+}
+
+/// Runs `run(i)` for every task once all tasks in `waits[i]` succeeded, as many at once as
+/// are ready. After a failure nothing new starts; running tasks finish.
+async fn run_dag<F, Fut>(waits: &[Vec<usize>], run: F) -> Vec<anyhow::Error>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let n = waits.len();
+    let mut done = vec![false; n];
+    let mut started = vec![false; n];
+    let mut errors = Vec::new();
+    let mut running = FuturesUnordered::new();
+    let run = &run;
+    loop {
+        if errors.is_empty() {
+            for i in 0..n {
+                if !started[i] && waits[i].iter().all(|&j| done[j]) {
+                    started[i] = true;
+                    running.push(async move { (i, run(i).await) });
+                }
+            }
+        }
+        match running.next().await {
+            None => break,
+            Some((i, Ok(()))) => done[i] = true,
+            Some((_, Err(e))) => errors.push(e),
+        }
+    }
+    errors
+}
+
+/// One deletion: a removed resource, or the old half of a replacement.
+struct Deletion {
+    address: String,
+    handle: Handle,
+    deps: Vec<String>,
+    /// Deposed (old half of a replacement): its address keeps a record.
+    deposed: bool,
+}
+
+/// Refuses, before anything is deleted, when `protect` is on and a bucket or repository to
+/// delete still holds data.
+pub async fn check_protected(c: &Clients, protect: bool, handles: &[&Handle]) -> Result<()> {
+    if !protect {
+        return Ok(());
+    }
+    let mut refused = Vec::new();
+    for handle in handles {
+        let empty = match handle.kind {
+            Kind::Bucket => bucket::is_empty(c, &handle.name).await?,
+            Kind::Repository => repository::is_empty(c, &handle.name).await?,
+            _ => true,
+        };
+        if !empty {
+            refused.push(format!("{} {}", handle.kind.as_str(), handle.name));
+        }
+    }
+    if !refused.is_empty() {
+        bail!(
+            "protect is on and these are not empty: {}; nothing was deleted. Empty them first, or set protect = false",
+            refused.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn deletions(plan: &Plan) -> Vec<Deletion> {
+    let mut out = Vec::new();
+    for item in &plan.items {
+        match item.action {
+            Action::Delete => out.push(Deletion {
+                address: item.address.clone(),
+                handle: item.handle.clone().expect("a delete has a handle"),
+                deps: item.deps.clone(),
+                deposed: item.deposed,
+            }),
+            Action::Replace => out.push(Deletion {
+                address: item.address.clone(),
+                handle: item.handle.clone().expect("a replace has the old handle"),
+                deps: item.deps.clone(),
+                deposed: true,
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Applies `plan`: forward phase, then delete phase; records every step in `store`.
+pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter) -> Result<Report> {
+    let stack = &plan.stack;
+    let tags = stack.tags();
+    let dels = deletions(plan);
+    let protected: Vec<&Handle> = dels.iter().filter(|d| !d.deposed).map(|d| &d.handle).collect();
+    check_protected(c, stack.protect, &protected).await?;
+
+    let refs = Mutex::new(plan.refs.clone());
+    let records: Mutex<BTreeMap<String, Record>> = Mutex::new(plan.snapshot.records.clone());
+    let mut report = Report::default();
+
+    // Resources that need no change but whose state entry is missing or stale (adopted by
+    // tags, or recorded before a crash): record them without touching AWS.
+    for item in plan.items.iter().filter(|i| i.action == Action::NoOp) {
+        match (&item.node, &item.live) {
+            (Some(node), Some(live)) => {
+                let desired = spec(stack, &plan.facts, &refs.lock().unwrap(), node)?;
+                let attrs = desired.attributes();
+                let stale = item.record.as_ref().is_none_or(|r| r.attributes != attrs || r.handle.id != live.id);
+                if stale {
+                    let handle = super::plan::handle_of(&desired, live);
+                    let mut rec = record(&item.address, handle, attrs, item.deps.clone(), item.suffix);
+                    if let Some(old) = &item.record {
+                        rec.deposed = old.deposed.clone();
+                    }
+                    store.put(&rec).await?;
+                    records.lock().unwrap().insert(item.address.clone(), rec);
+                    report.state_changed = true;
+                }
+            }
+            (None, None) if !item.deposed => {
+                store.remove(&item.address).await?;
+                records.lock().unwrap().remove(&item.address);
+                report.state_changed = true;
+            }
+            _ => {}
+        }
+    }
+
+    let forward: Vec<&Item> = plan
+        .items
+        .iter()
+        .filter(|i| matches!(i.action, Action::Create | Action::Update | Action::Replace))
+        .collect();
+    let waits: Vec<Vec<usize>> = forward
+        .iter()
+        .map(|item| {
+            item.deps.iter().filter_map(|d| forward.iter().position(|other| &other.address == d)).collect()
+        })
+        .collect();
+    if !forward.is_empty() {
+        report.state_changed = true;
+    }
+    let errors = run_dag(&waits, |i| {
+        let item = forward[i];
+        let refs = &refs;
+        let records = &records;
+        let tags = &tags;
+        async move {
+            let node = item.node.as_ref().context("a forward action without a node")?;
+            let desired = spec(stack, &plan.facts, &refs.lock().unwrap(), node)?;
+            let attrs = desired.attributes();
+            if let Some((name, _)) = attrs.iter().find(|(_, v)| is_unknown(v)) {
+                bail!("{}: {name} is still unknown when its turn came (a missing dependency)", item.address);
+            }
+            let (verb, done) = match item.action {
+                Action::Create => ("Creating", "Creation complete"),
+                Action::Update => ("Modifying", "Modifications complete"),
+                _ => ("Creating replacement", "Replacement created"),
+            };
+            let task = reporter.start(&item.address, verb);
+            let result = {
+                let progress = |s: &str| task.status(s);
+                match item.action {
+                    Action::Update => {
+                        let live = item.live.as_ref().context("an update without a live resource")?;
+                        let changed: Vec<String> = item.diffs.iter().map(|d| d.name.clone()).collect();
+                        desired.update(c, live, &changed, tags, &progress).await
+                    }
+                    _ => desired.create(c, tags, &progress).await,
+                }
+            };
+            let handle = match result {
+                Ok(handle) => {
+                    task.finish(done);
+                    handle
+                }
+                Err(e) => {
+                    task.finish("failed");
+                    return Err(e.context(format!("{} ({})", item.address, verb.to_lowercase())));
+                }
+            };
+            refs.lock().unwrap().ids.insert(item.address.clone(), handle.id.clone());
+            let mut rec = record(&item.address, handle, attrs, item.deps.clone(), item.suffix);
+            if let Some(old) = &item.record {
+                rec.deposed = old.deposed.clone();
+            }
+            if item.action == Action::Replace {
+                rec.deposed.push(item.handle.clone().context("a replace without the old handle")?);
+            }
+            store.put(&rec).await?;
+            records.lock().unwrap().insert(item.address.clone(), rec);
+            Ok(())
+        }
+    })
+    .await;
+    for item in &forward {
+        match item.action {
+            Action::Create => report.added += 1,
+            Action::Update => report.changed += 1,
+            Action::Replace => report.added += 1,
+            _ => {}
+        }
+    }
+    if !errors.is_empty() {
+        report.errors = errors;
+        return Ok(report);
+    }
+
+    let deleted = delete_phase(c, &dels, store, reporter, &mut report).await;
+    // Deposed handles that are gone leave their records.
+    let mut by_address: BTreeMap<&str, Vec<&Handle>> = BTreeMap::new();
+    for d in &deleted {
+        if d.deposed {
+            by_address.entry(&d.address).or_default().push(&d.handle);
+        }
+    }
+    for (address, gone) in by_address {
+        let updated = {
+            let mut records = records.lock().unwrap();
+            records.get_mut(address).map(|rec| {
+                rec.deposed.retain(|h| !gone.contains(&h));
+                rec.clone()
+            })
+        };
+        if let Some(rec) = updated {
+            store.put(&rec).await?;
+        }
+    }
+    Ok(report)
+}
+
+/// Deletes in reverse dependency order; returns what was deleted. Removed (not deposed)
+/// resources leave the state as they go.
+async fn delete_phase<'a>(
+    c: &Clients,
+    dels: &'a [Deletion],
+    store: &Store,
+    reporter: &Reporter,
+    report: &mut Report,
+) -> Vec<&'a Deletion> {
+    if dels.is_empty() {
+        return vec![];
+    }
+    report.state_changed = true;
+    // X waits for every other deletion that depends on X.
+    let waits: Vec<Vec<usize>> = dels
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            dels.iter()
+                .enumerate()
+                .filter(|(j, y)| *j != i && y.address != x.address && y.deps.contains(&x.address))
+                .map(|(j, _)| j)
+                .collect()
+        })
+        .collect();
+    let done: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    let errors = run_dag(&waits, |i| {
+        let d = &dels[i];
+        let done = &done;
+        async move {
+            let label = if d.deposed { format!("{} ({})", d.address, d.handle.name) } else { d.address.clone() };
+            let task = reporter.start(&label, "Destroying");
+            let result = {
+                let progress = |s: &str| task.status(s);
+                resources::delete(c, &d.handle, &progress).await
+            };
+            match result {
+                Ok(()) => task.finish("Destruction complete"),
+                Err(e) => {
+                    task.finish("failed");
+                    return Err(e.context(format!("{label} (destroying)")));
+                }
+            }
+            if !d.deposed {
+                store.remove(&d.address).await?;
+            }
+            done.lock().unwrap().push(i);
+            Ok(())
+        }
+    })
+    .await;
+    let done = done.into_inner().unwrap();
+    report.destroyed += dels.iter().enumerate().filter(|(i, d)| done.contains(i) && !d.deposed).count();
+    // A replacement's old half counts once, with the replacement, as Terraform does.
+    report.destroyed += dels.iter().enumerate().filter(|(i, d)| done.contains(i) && d.deposed).count();
+    report.errors.extend(errors);
+    done.into_iter().map(|i| &dels[i]).collect()
+}
+
+/// Destroys everything `plan` (a destroy plan) lists, then clears the stack's records.
+pub async fn destroy(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter) -> Result<Report> {
+    let dels: Vec<Deletion> = plan
+        .items
+        .iter()
+        .filter(|i| i.action == Action::Delete)
+        .map(|i| Deletion {
+            address: i.address.clone(),
+            handle: i.handle.clone().expect("a delete has a handle"),
+            deps: i.deps.clone(),
+            deposed: i.deposed,
+        })
+        .collect();
+    let protected: Vec<&Handle> = dels.iter().map(|d| &d.handle).collect();
+    check_protected(c, plan.stack.protect, &protected).await?;
+    let mut report = Report::default();
+    delete_phase(c, &dels, store, reporter, &mut report).await;
+    if report.errors.is_empty() {
+        for address in plan.snapshot.records.keys() {
+            store.remove(address).await?;
+            report.state_changed = true;
+        }
+    }
+    Ok(report)
+}
+
+/// Joins several errors into one (apply may fail in more than one place at once).
+pub fn join_errors(errors: Vec<anyhow::Error>) -> anyhow::Error {
+    if errors.len() == 1 {
+        return errors.into_iter().next().unwrap();
+    }
+    let text: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+    anyhow!("{} actions failed:\n  {}", errors.len(), text.join("\n  "))
+}

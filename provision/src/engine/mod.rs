@@ -1,0 +1,395 @@
+//! The engine: the desired graph of a stack, the plan (desired vs state vs live), apply
+//! (ordered by dependencies, concurrent where independent) and rendering.
+//!
+//! Data flows one way: [`Stack`] → [`graph`] (addresses and dependencies) → [`spec`] (one
+//! resource's desired spec, references resolved through [`Refs`]) → [`plan::plan`] →
+//! [`apply::apply`].
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::Value;
+
+use crate::aws::Clients;
+use crate::resources::vpc_endpoint::filter;
+use crate::resources::{
+    bucket, compute_environment, iam, job_definition, job_queue, log_group, repository, security_group, vpc_endpoint,
+    Kind, SdkContext, Spec, UNKNOWN,
+};
+use crate::stack::{Image, Stack, Vpc};
+use crate::state::Store;
+
+pub mod apply;
+pub mod plan;
+pub mod progress;
+pub mod render;
+
+/// Facts read from AWS before planning: who and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facts {
+    pub account: String,
+    pub partition: String,
+    pub vpc_id: String,
+    pub subnets: Vec<String>,
+    pub route_tables: Vec<String>,
+    /// Secret as written in the stack → its ARN and KMS key ARN (when it has its own key).
+    pub secrets: BTreeMap<String, (String, Option<String>)>,
+}
+
+/// Values one resource takes from others: ids/ARNs by address (absent: known after apply)
+/// and the current name of each compute environment (its replacement suffix).
+#[derive(Debug, Clone, Default)]
+pub struct Refs {
+    pub ids: BTreeMap<String, String>,
+    pub suffixes: BTreeMap<String, Option<u32>>,
+}
+
+impl Refs {
+    fn id(&self, address: &str) -> String {
+        self.ids.get(address).cloned().unwrap_or_else(|| UNKNOWN.to_string())
+    }
+}
+
+/// One resource of the desired graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub address: String,
+    pub kind: Kind,
+    /// The key after the kind (`spot` in `compute.spot`).
+    pub key: String,
+    pub deps: Vec<String>,
+}
+
+pub const ENDPOINT: &str = "vpc_endpoint.s3";
+pub const SECURITY_GROUP: &str = "security_group.batch";
+pub const LOG_GROUP: &str = "log_group.jobs";
+pub const INSTANCE_PROFILE: &str = "instance_profile.instance";
+/// Role keys, as in `role.{key}` and `{P}-{key}`.
+pub const ROLES: [&str; 4] = ["instance", "batch-service", "execution", "job"];
+
+fn address(kind: Kind, key: &str) -> String {
+    format!("{}.{key}", kind.as_str())
+}
+
+/// Every resource the stack declares, dependencies first.
+pub fn graph(stack: &Stack) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    let mut push = |kind: Kind, key: &str, deps: Vec<String>| {
+        nodes.push(Node { address: address(kind, key), kind, key: key.to_string(), deps });
+    };
+    if stack.network.s3_endpoint {
+        push(Kind::VpcEndpoint, "s3", vec![]);
+    }
+    let own_sg = stack.network.security_groups.is_empty();
+    if own_sg {
+        push(Kind::SecurityGroup, "batch", vec![]);
+    }
+    for key in stack.buckets.keys() {
+        push(Kind::Bucket, key, vec![]);
+    }
+    for key in stack.repositories.keys() {
+        push(Kind::Repository, key, vec![]);
+    }
+    push(Kind::LogGroup, "jobs", vec![]);
+    for role in ROLES {
+        let deps = if role == "job" { stack.buckets.keys().map(|k| address(Kind::Bucket, k)).collect() } else { vec![] };
+        push(Kind::Role, role, deps);
+    }
+    push(Kind::InstanceProfile, "instance", vec!["role.instance".into()]);
+    for key in stack.compute.keys() {
+        let mut deps = vec![INSTANCE_PROFILE.to_string(), "role.batch-service".to_string()];
+        if own_sg {
+            deps.push(SECURITY_GROUP.into());
+        }
+        push(Kind::ComputeEnvironment, key, deps);
+    }
+    for (key, queue) in &stack.queues {
+        push(Kind::JobQueue, key, queue.compute.iter().map(|c| address(Kind::ComputeEnvironment, c)).collect());
+    }
+    for def in stack.job_definitions() {
+        let mut deps = vec!["role.job".to_string(), "role.execution".to_string(), LOG_GROUP.to_string()];
+        if let Image::Repository(repo) = &def.job.image {
+            deps.push(address(Kind::Repository, repo));
+        }
+        push(Kind::JobDefinition, &def.key, deps);
+    }
+    nodes
+}
+
+/// `aws`, `aws-cn` or `aws-us-gov`, from the region.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// A KMS key as IAM wants it in `Resource`: an ARN.
+fn kms_arn(key: &str, facts: &Facts, region: &str) -> String {
+    if key.starts_with("arn:") {
+        key.to_string()
+    } else if let Some(alias) = key.strip_prefix("alias/") {
+        format!("arn:{}:kms:{region}:{}:alias/{alias}", facts.partition, facts.account)
+    } else {
+        format!("arn:{}:kms:{region}:{}:key/{key}", facts.partition, facts.account)
+    }
+}
+
+/// The compute environment name for `key` with its current suffix.
+pub fn compute_name(stack: &Stack, refs: &Refs, key: &str) -> String {
+    let suffix = refs.suffixes.get(&address(Kind::ComputeEnvironment, key)).copied().flatten();
+    stack.compute_environment_name(key, suffix)
+}
+
+/// The desired spec of one node, references resolved through `refs`.
+pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Spec> {
+    let p = &facts.partition;
+    let key = node.key.as_str();
+    Ok(match node.kind {
+        Kind::VpcEndpoint => Spec::VpcEndpoint(vpc_endpoint::Spec {
+            vpc_id: facts.vpc_id.clone(),
+            service_name: format!("com.amazonaws.{}.s3", stack.region),
+            route_table_ids: facts.route_tables.clone(),
+        }),
+        Kind::SecurityGroup => {
+            Spec::SecurityGroup(security_group::Spec { name: stack.security_group_name(), vpc_id: facts.vpc_id.clone() })
+        }
+        Kind::Bucket => {
+            let b = &stack.buckets[key];
+            Spec::Bucket(bucket::Spec {
+                name: stack.bucket_name(key, &facts.account),
+                region: stack.region.clone(),
+                versioning: b.versioning,
+                expire_noncurrent_days: b.expire_noncurrent_days,
+                kms_key: b.kms_key.clone(),
+            })
+        }
+        Kind::Repository => {
+            let r = &stack.repositories[key];
+            Spec::Repository(repository::Spec {
+                name: stack.repository_name(key),
+                keep_images: r.keep_images,
+                scan_on_push: r.scan_on_push,
+            })
+        }
+        Kind::LogGroup => {
+            Spec::LogGroup(log_group::Spec { name: stack.log_group_name(), retention_days: stack.logs.retention_days })
+        }
+        Kind::Role => {
+            let managed = |name: &str| format!("arn:{p}:iam::aws:policy/service-role/{name}");
+            let (service, managed, inline) = match key {
+                "instance" => ("ec2.amazonaws.com", vec![managed("AmazonEC2ContainerServiceforEC2Role")], BTreeMap::new()),
+                "batch-service" => ("batch.amazonaws.com", vec![managed("AWSBatchServiceRole")], BTreeMap::new()),
+                "execution" => {
+                    let mut inline = BTreeMap::new();
+                    let mut arns: Vec<String> = facts.secrets.values().map(|(arn, _)| arn.clone()).collect();
+                    arns.sort();
+                    arns.dedup();
+                    if !arns.is_empty() {
+                        let mut keys: Vec<String> = facts.secrets.values().filter_map(|(_, k)| k.clone()).collect();
+                        keys.sort();
+                        keys.dedup();
+                        inline.insert("job-secrets".to_string(), iam::execution_secrets_policy(&arns, &keys)?);
+                    }
+                    ("ecs-tasks.amazonaws.com", vec![managed("AmazonECSTaskExecutionRolePolicy")], inline)
+                }
+                "job" => {
+                    let mut inline = BTreeMap::new();
+                    let buckets: Vec<String> = stack.buckets.keys().map(|k| stack.bucket_name(k, &facts.account)).collect();
+                    if !buckets.is_empty() {
+                        let mut keys: Vec<String> = stack
+                            .buckets
+                            .values()
+                            .filter_map(|b| b.kms_key.as_deref())
+                            .map(|k| kms_arn(k, facts, &stack.region))
+                            .collect();
+                        keys.sort();
+                        keys.dedup();
+                        inline.insert("stack-buckets".to_string(), iam::job_s3_policy(p, &buckets, &keys)?);
+                    }
+                    ("ecs-tasks.amazonaws.com", vec![], inline)
+                }
+                other => bail!("unknown role {other}"),
+            };
+            Spec::Role(iam::RoleSpec { name: stack.role_name(key), trust: iam::trust_policy(service)?, managed, inline })
+        }
+        Kind::InstanceProfile => {
+            Spec::InstanceProfile(iam::ProfileSpec { name: stack.instance_profile_name(), role: stack.role_name("instance") })
+        }
+        Kind::ComputeEnvironment => {
+            let ce = &stack.compute[key];
+            let suffix = refs.suffixes.get(&node.address).copied().flatten();
+            let security_groups = if stack.network.security_groups.is_empty() {
+                vec![refs.id(SECURITY_GROUP)]
+            } else {
+                stack.network.security_groups.clone()
+            };
+            Spec::ComputeEnvironment(compute_environment::Spec {
+                name: stack.compute_environment_name(key, suffix),
+                kind: ce.kind,
+                min_vcpus: ce.min_vcpus,
+                max_vcpus: ce.max_vcpus,
+                instance_types: ce.instance_types.clone(),
+                allocation_strategy: ce.allocation_strategy,
+                bid_percentage: ce.bid_percentage,
+                subnets: facts.subnets.clone(),
+                security_groups,
+                instance_role: refs.id(INSTANCE_PROFILE),
+                service_role: refs.id("role.batch-service"),
+                image_type: crate::stack::ComputeEnvironment::image_type(stack.gpu).to_string(),
+                launch_template: ce.root_volume_gb.map(|gb| (stack.launch_template_name(key, suffix), gb)),
+                state: ce.state,
+            })
+        }
+        Kind::JobQueue => {
+            let q = &stack.queues[key];
+            Spec::JobQueue(job_queue::Spec {
+                name: stack.queue_name(key),
+                priority: q.priority,
+                state: q.state,
+                compute: q.compute.iter().map(|c| refs.id(&address(Kind::ComputeEnvironment, c))).collect(),
+            })
+        }
+        Kind::JobDefinition => {
+            let defs = stack.job_definitions();
+            let def = defs.iter().find(|d| d.key == key).context("job definition vanished from the stack")?;
+            let mut environment = def.env.clone();
+            environment.extend(stack.injected_env(&facts.account));
+            let mut secrets = BTreeMap::new();
+            for (var, secret) in &def.job.secrets {
+                let (arn, _) = facts.secrets.get(secret).with_context(|| format!("secret {secret} was not resolved"))?;
+                secrets.insert(var.clone(), arn.clone());
+            }
+            Spec::JobDefinition(job_definition::Spec {
+                name: def.name.clone(),
+                image: stack.image_uri(&def.job.image, &facts.account),
+                command: def.command.clone(),
+                vcpus: def.job.vcpus,
+                memory_mib: def.job.memory_mib,
+                gpus: def.job.gpus,
+                timeout_s: def.job.timeout_s,
+                attempts: def.job.retry.attempts,
+                rules: def.job.retry.rules.clone(),
+                environment,
+                secrets,
+                log_group: stack.log_group_name(),
+                region: stack.region.clone(),
+                stream_prefix: def.key.clone(),
+                job_role: refs.id("role.job"),
+                execution_role: refs.id("role.execution"),
+            })
+        }
+    })
+}
+
+/// Reads the facts a plan needs: account, VPC, subnets, route tables, secret ARNs.
+pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
+    let identity = c.sts.get_caller_identity().send().await.ctx("reading the account id (STS GetCallerIdentity)")?;
+    let account = identity.account().context("STS answered without an account id")?.to_string();
+    let vpc_id = match &stack.network.vpc {
+        Vpc::Default => {
+            let out = c.ec2.describe_vpcs().filters(filter("is-default", "true")).send().await.ctx("finding the default VPC")?;
+            out.vpcs()
+                .first()
+                .and_then(|v| v.vpc_id())
+                .map(String::from)
+                .with_context(|| format!("region {} has no default VPC; set network.vpc to a VPC id", stack.region))?
+        }
+        Vpc::Id(id) => {
+            let out = c.ec2.describe_vpcs().filters(filter("vpc-id", id)).send().await.ctx(format!("reading VPC {id}"))?;
+            if out.vpcs().is_empty() {
+                bail!("network.vpc: VPC {id} does not exist in {}", stack.region);
+            }
+            id.clone()
+        }
+    };
+    let subnets = if stack.network.subnets.is_empty() {
+        let out = c.ec2.describe_subnets().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing subnets")?;
+        let mut subnets: Vec<String> = out.subnets().iter().filter_map(|s| s.subnet_id()).map(String::from).collect();
+        subnets.sort();
+        if subnets.is_empty() {
+            bail!("VPC {vpc_id} has no subnets; set network.subnets");
+        }
+        subnets
+    } else {
+        stack.network.subnets.clone()
+    };
+    let route_tables = if stack.network.s3_endpoint {
+        let out =
+            c.ec2.describe_route_tables().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing route tables")?;
+        let mut ids: Vec<String> = out.route_tables().iter().filter_map(|r| r.route_table_id()).map(String::from).collect();
+        ids.sort();
+        ids
+    } else {
+        vec![]
+    };
+    let partition = partition(&stack.region).to_string();
+    let mut secrets = BTreeMap::new();
+    for job in stack.jobs.values() {
+        for secret in job.secrets.values() {
+            if secrets.contains_key(secret) {
+                continue;
+            }
+            let out = c
+                .secrets
+                .describe_secret()
+                .secret_id(secret)
+                .send()
+                .await
+                .ctx(format!("resolving secret {secret}"))?;
+            let arn = out.arn().with_context(|| format!("secret {secret} has no ARN"))?.to_string();
+            let facts_so_far = Facts {
+                account: account.clone(),
+                partition: partition.clone(),
+                vpc_id: String::new(),
+                subnets: vec![],
+                route_tables: vec![],
+                secrets: BTreeMap::new(),
+            };
+            let kms = out.kms_key_id().map(|k| kms_arn(k, &facts_so_far, &stack.region));
+            secrets.insert(secret.clone(), (arn, kms));
+        }
+    }
+    Ok(Facts { account, partition, vpc_id, subnets, route_tables, secrets })
+}
+
+/// The state store of a stack.
+pub fn store(c: &Clients, stack: &Stack) -> Store {
+    Store::new(c.dynamodb.clone(), &stack.state_table, &stack.state_pk())
+}
+
+/// Shows a JSON value compactly, as the plan prints it.
+pub fn show(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Loads and validates the stack before any AWS call; a bad stack is exit 1 with every
+/// diagnostic.
+pub fn load_stack(args: &crate::cli::StackArgs) -> Result<Stack> {
+    crate::stack::load_args(args).map_err(|d| anyhow::anyhow!("{d}"))
+}
+
+/// Reads one confirmation line from a terminal, as Terraform does.
+pub fn confirm(question: &str) -> Result<bool> {
+    use std::io::Write;
+    eprint!("{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("reading the confirmation")?;
+    Ok(line.trim() == "yes")
+}
+
+/// Refuses before any AWS call when a confirmation is needed and nobody can give it.
+pub fn require_confirmation_possible(auto_approve: bool, command: &str) -> Result<()> {
+    use std::io::IsTerminal;
+    if !auto_approve && !std::io::stdin().is_terminal() {
+        bail!("{command} needs confirmation, but stdin is not a terminal: pass --auto-approve to {command} without asking");
+    }
+    Ok(())
+}

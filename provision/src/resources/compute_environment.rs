@@ -1,0 +1,242 @@
+//! Managed Batch compute environment (SPOT or EC2), with its launch template when the stack
+//! sets `root_volume_gb`. In place: `min_vcpus`, `max_vcpus`, `state`. AWS refuses every other
+//! change for environments with a custom service role, so those are replacements done
+//! create-before-destroy by the engine under the name `{P}-{key}-r{N}`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use aws_sdk_batch::types::{
+    CeState, CeStatus, CeType, ComputeEnvironmentDetail, ComputeResource, ComputeResourceUpdate,
+    CrAllocationStrategy, CrType, Ec2Configuration, LaunchTemplateSpecification,
+};
+use serde_json::{json, Value};
+
+use super::{launch_template, wait_for, Attrs, Handle, Kind, Live, Progress, SdkContext};
+use crate::aws::Clients;
+use crate::stack::{AllocationStrategy, ComputeType, State};
+
+pub const REPLACE_ON: &[&str] = &[
+    "type",
+    "instance_types",
+    "allocation_strategy",
+    "bid_percentage",
+    "subnets",
+    "security_groups",
+    "instance_role",
+    "service_role",
+    "image_type",
+    "launch_template",
+    "root_volume_gb",
+];
+
+/// Batch takes minutes to bring an environment to VALID on AWS.
+const WAIT: Duration = Duration::from_secs(1200);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub name: String,
+    pub kind: ComputeType,
+    pub min_vcpus: u32,
+    pub max_vcpus: u32,
+    pub instance_types: Vec<String>,
+    pub allocation_strategy: AllocationStrategy,
+    pub bid_percentage: Option<u32>,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    /// Instance profile ARN.
+    pub instance_role: String,
+    pub service_role: String,
+    pub image_type: String,
+    /// Launch template name and root volume size: present when the stack sets the size.
+    pub launch_template: Option<(String, u32)>,
+    pub state: State,
+}
+
+fn cr_type(kind: ComputeType) -> &'static str {
+    match kind {
+        ComputeType::Spot => "SPOT",
+        ComputeType::OnDemand => "EC2",
+    }
+}
+
+impl Spec {
+    pub fn attributes(&self) -> Attrs {
+        Attrs::from([
+            ("type".into(), json!(cr_type(self.kind))),
+            ("min_vcpus".into(), json!(self.min_vcpus)),
+            ("max_vcpus".into(), json!(self.max_vcpus)),
+            ("instance_types".into(), super::string_set(self.instance_types.iter().cloned())),
+            ("allocation_strategy".into(), json!(self.allocation_strategy.as_api())),
+            ("bid_percentage".into(), json!(self.bid_percentage)),
+            ("subnets".into(), super::string_set(self.subnets.iter().cloned())),
+            ("security_groups".into(), super::string_set(self.security_groups.iter().cloned())),
+            ("instance_role".into(), json!(self.instance_role)),
+            ("service_role".into(), json!(self.service_role)),
+            ("image_type".into(), json!(self.image_type)),
+            ("launch_template".into(), json!(self.launch_template.as_ref().map(|(n, _)| n))),
+            ("root_volume_gb".into(), json!(self.launch_template.as_ref().map(|(_, gb)| gb))),
+            ("state".into(), json!(self.state.as_api())),
+        ])
+    }
+}
+
+async fn describe(c: &Clients, name: &str) -> Result<Option<ComputeEnvironmentDetail>> {
+    let out = c
+        .batch
+        .describe_compute_environments()
+        .compute_environments(name)
+        .send()
+        .await
+        .ctx(format!("reading compute environment {name}"))?;
+    Ok(out
+        .compute_environments()
+        .iter()
+        .find(|e| e.compute_environment_name() == Some(name) && e.status() != Some(&CeStatus::Deleted))
+        .cloned())
+}
+
+pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
+    let Some(env) = describe(c, name).await? else { return Ok(None) };
+    let cr = env.compute_resources();
+    let lt_name = cr.and_then(|r| r.launch_template()).and_then(|t| t.launch_template_name()).map(String::from);
+    let root_volume = match &lt_name {
+        Some(lt) => launch_template::read(c, lt).await?.and_then(|t| t.root_volume_gb),
+        None => None,
+    };
+    let strings = |v: &[String]| super::string_set(v.iter().cloned());
+    let attrs = Attrs::from([
+        ("type".into(), json!(cr.and_then(|r| r.r#type()).map(|t| t.as_str()))),
+        ("min_vcpus".into(), json!(cr.and_then(|r| r.minv_cpus()))),
+        ("max_vcpus".into(), json!(cr.and_then(|r| r.maxv_cpus()))),
+        ("instance_types".into(), cr.map(|r| strings(r.instance_types())).unwrap_or(Value::Null)),
+        ("allocation_strategy".into(), json!(cr.and_then(|r| r.allocation_strategy()).map(|a| a.as_str()))),
+        ("bid_percentage".into(), json!(cr.and_then(|r| r.bid_percentage()))),
+        ("subnets".into(), cr.map(|r| strings(r.subnets())).unwrap_or(Value::Null)),
+        ("security_groups".into(), cr.map(|r| strings(r.security_group_ids())).unwrap_or(Value::Null)),
+        ("instance_role".into(), json!(cr.and_then(|r| r.instance_role()))),
+        ("service_role".into(), json!(env.service_role())),
+        ("image_type".into(), json!(cr.and_then(|r| r.ec2_configuration().first()).and_then(|e| e.image_type()))),
+        ("launch_template".into(), json!(lt_name)),
+        ("root_volume_gb".into(), json!(root_volume)),
+        ("state".into(), json!(env.state().map(|s| s.as_str()))),
+    ]);
+    let tags = env.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+    Ok(Some(Live { id: env.compute_environment_arn().unwrap_or_default().to_string(), attrs, tags: Some(tags) }))
+}
+
+fn handle(spec: &Spec, arn: String) -> Handle {
+    let mut extra = BTreeMap::new();
+    if let Some((lt, _)) = &spec.launch_template {
+        extra.insert("launch_template".to_string(), lt.clone());
+    }
+    Handle { kind: Kind::ComputeEnvironment, name: spec.name.clone(), id: arn, extra }
+}
+
+pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>, progress: Progress<'_>) -> Result<Handle> {
+    let mut cr = ComputeResource::builder()
+        .r#type(CrType::from(cr_type(spec.kind)))
+        .allocation_strategy(CrAllocationStrategy::from(spec.allocation_strategy.as_api()))
+        .minv_cpus(spec.min_vcpus as i32)
+        .maxv_cpus(spec.max_vcpus as i32)
+        .set_instance_types(Some(spec.instance_types.clone()))
+        .set_subnets(Some(spec.subnets.clone()))
+        .set_security_group_ids(Some(spec.security_groups.clone()))
+        .instance_role(&spec.instance_role)
+        .ec2_configuration(Ec2Configuration::builder().image_type(&spec.image_type).build())
+        // Instances carry the stack's tags too, so their cost shows per stack.
+        .set_tags(Some(tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
+    if let Some(bid) = spec.bid_percentage {
+        cr = cr.bid_percentage(bid as i32);
+    }
+    if let Some((lt, gb)) = &spec.launch_template {
+        launch_template::ensure(c, lt, *gb, tags).await?;
+        cr = cr.launch_template(LaunchTemplateSpecification::builder().launch_template_name(lt).version("$Default").build());
+    }
+    let out = c
+        .batch
+        .create_compute_environment()
+        .compute_environment_name(&spec.name)
+        .r#type(CeType::Managed)
+        .state(CeState::from(spec.state.as_api()))
+        .compute_resources(cr.build())
+        .service_role(&spec.service_role)
+        .set_tags(Some(tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
+        .send()
+        .await
+        .ctx(format!("creating compute environment {}", spec.name))?;
+    let arn = out.compute_environment_arn().unwrap_or_default().to_string();
+    wait_valid(c, &spec.name, progress).await?;
+    Ok(handle(spec, arn))
+}
+
+pub async fn update(c: &Clients, spec: &Spec, live: &Live, progress: Progress<'_>) -> Result<Handle> {
+    c.batch
+        .update_compute_environment()
+        .compute_environment(&spec.name)
+        .state(CeState::from(spec.state.as_api()))
+        .compute_resources(
+            ComputeResourceUpdate::builder()
+                .minv_cpus(spec.min_vcpus as i32)
+                .maxv_cpus(spec.max_vcpus as i32)
+                .build(),
+        )
+        .send()
+        .await
+        .ctx(format!("updating compute environment {}", spec.name))?;
+    wait_valid(c, &spec.name, progress).await?;
+    Ok(handle(spec, live.id.clone()))
+}
+
+/// Waits until the environment is VALID; INVALID is an error with Batch's reason.
+async fn wait_valid(c: &Clients, name: &str, progress: Progress<'_>) -> Result<()> {
+    wait_for(&format!("compute environment {name}"), WAIT, progress, || async {
+        let Some(env) = describe(c, name).await? else { bail!("compute environment {name} disappeared") };
+        match env.status() {
+            Some(CeStatus::Valid) => Ok(Ok(())),
+            Some(CeStatus::Invalid) => {
+                bail!("compute environment {name} is INVALID: {}", env.status_reason().unwrap_or("no reason given"))
+            }
+            other => Ok(Err(other.map(|s| s.as_str().to_string()).unwrap_or_default())),
+        }
+    })
+    .await
+}
+
+/// Disables the environment (AWS refuses to delete an enabled one), deletes it, waits until it
+/// is gone, then deletes its launch template.
+pub async fn delete(c: &Clients, handle: &Handle, progress: Progress<'_>) -> Result<()> {
+    let name = &handle.name;
+    if let Some(env) = describe(c, name).await? {
+        if env.state() == Some(&CeState::Enabled) {
+            c.batch
+                .update_compute_environment()
+                .compute_environment(name)
+                .state(CeState::Disabled)
+                .send()
+                .await
+                .ctx(format!("disabling compute environment {name}"))?;
+        }
+        if env.status() != Some(&CeStatus::Deleting) {
+            wait_valid(c, name, progress).await?;
+            c.batch
+                .delete_compute_environment()
+                .compute_environment(name)
+                .send()
+                .await
+                .ctx(format!("deleting compute environment {name}"))?;
+        }
+        wait_for(&format!("compute environment {name} to be deleted"), WAIT, progress, || async {
+            Ok(match describe(c, name).await? {
+                None => Ok(()),
+                Some(env) => Err(env.status().map(|s| s.as_str().to_string()).unwrap_or_default()),
+            })
+        })
+        .await?;
+    }
+    if let Some(lt) = handle.extra.get("launch_template") {
+        launch_template::delete(c, lt).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! Batch job queue: priority, state and the ordered compute environments, all in place.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use aws_sdk_batch::types::{ComputeEnvironmentOrder, JobQueueDetail, JqState, JqStatus};
+use serde_json::json;
+
+use super::{wait_for, Attrs, Handle, Kind, Live, Progress, SdkContext};
+use crate::aws::Clients;
+use crate::stack::State;
+
+const WAIT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub name: String,
+    pub priority: u32,
+    pub state: State,
+    /// Compute environment ARNs, order = preference.
+    pub compute: Vec<String>,
+}
+
+impl Spec {
+    pub fn attributes(&self) -> Attrs {
+        Attrs::from([
+            ("priority".into(), json!(self.priority)),
+            ("state".into(), json!(self.state.as_api())),
+            ("compute".into(), json!(self.compute)),
+        ])
+    }
+
+    fn order(&self) -> Vec<ComputeEnvironmentOrder> {
+        self.compute
+            .iter()
+            .enumerate()
+            .map(|(i, arn)| ComputeEnvironmentOrder::builder().order(i as i32 + 1).compute_environment(arn).build())
+            .collect()
+    }
+}
+
+async fn describe(c: &Clients, name: &str) -> Result<Option<JobQueueDetail>> {
+    let out = c
+        .batch
+        .describe_job_queues()
+        .job_queues(name)
+        .send()
+        .await
+        .ctx(format!("reading job queue {name}"))?;
+    Ok(out
+        .job_queues()
+        .iter()
+        .find(|q| q.job_queue_name() == Some(name) && q.status() != Some(&JqStatus::Deleted))
+        .cloned())
+}
+
+pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
+    let Some(queue) = describe(c, name).await? else { return Ok(None) };
+    let mut order: Vec<(i32, String)> = queue
+        .compute_environment_order()
+        .iter()
+        .map(|o| (o.order().unwrap_or(0), o.compute_environment().unwrap_or_default().to_string()))
+        .collect();
+    order.sort();
+    let compute: Vec<String> = order.into_iter().map(|(_, arn)| arn).collect();
+    Ok(Some(Live {
+        id: queue.job_queue_arn().unwrap_or_default().to_string(),
+        attrs: Attrs::from([
+            ("priority".into(), json!(queue.priority())),
+            ("state".into(), json!(queue.state().map(|s| s.as_str()))),
+            ("compute".into(), json!(compute)),
+        ]),
+        tags: Some(queue.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()),
+    }))
+}
+
+pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>, progress: Progress<'_>) -> Result<Handle> {
+    let out = c
+        .batch
+        .create_job_queue()
+        .job_queue_name(&spec.name)
+        .priority(spec.priority as i32)
+        .state(JqState::from(spec.state.as_api()))
+        .set_compute_environment_order(Some(spec.order()))
+        .set_tags(Some(tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
+        .send()
+        .await
+        .ctx(format!("creating job queue {}", spec.name))?;
+    wait_valid(c, &spec.name, progress).await?;
+    Ok(Handle { kind: Kind::JobQueue, name: spec.name.clone(), id: out.job_queue_arn().unwrap_or_default().to_string(), extra: BTreeMap::new() })
+}
+
+pub async fn update(c: &Clients, spec: &Spec, live: &Live, progress: Progress<'_>) -> Result<Handle> {
+    c.batch
+        .update_job_queue()
+        .job_queue(&spec.name)
+        .priority(spec.priority as i32)
+        .state(JqState::from(spec.state.as_api()))
+        .set_compute_environment_order(Some(spec.order()))
+        .send()
+        .await
+        .ctx(format!("updating job queue {}", spec.name))?;
+    wait_valid(c, &spec.name, progress).await?;
+    Ok(Handle { kind: Kind::JobQueue, name: spec.name.clone(), id: live.id.clone(), extra: BTreeMap::new() })
+}
+
+async fn wait_valid(c: &Clients, name: &str, progress: Progress<'_>) -> Result<()> {
+    wait_for(&format!("job queue {name}"), WAIT, progress, || async {
+        let Some(queue) = describe(c, name).await? else { bail!("job queue {name} disappeared") };
+        match queue.status() {
+            Some(JqStatus::Valid) => Ok(Ok(())),
+            Some(JqStatus::Invalid) => bail!("job queue {name} is INVALID: {}", queue.status_reason().unwrap_or("no reason given")),
+            other => Ok(Err(other.map(|s| s.as_str().to_string()).unwrap_or_default())),
+        }
+    })
+    .await
+}
+
+/// Disables the queue, deletes it and waits until it is gone (its compute environments can
+/// only be deleted after that).
+pub async fn delete(c: &Clients, name: &str, progress: Progress<'_>) -> Result<()> {
+    let Some(queue) = describe(c, name).await? else { return Ok(()) };
+    if queue.status() != Some(&JqStatus::Deleting) {
+        if queue.state() == Some(&JqState::Enabled) {
+            c.batch
+                .update_job_queue()
+                .job_queue(name)
+                .state(JqState::Disabled)
+                .send()
+                .await
+                .ctx(format!("disabling job queue {name}"))?;
+            wait_valid(c, name, progress).await?;
+        }
+        c.batch.delete_job_queue().job_queue(name).send().await.ctx(format!("deleting job queue {name}"))?;
+    }
+    wait_for(&format!("job queue {name} to be deleted"), WAIT, progress, || async {
+        Ok(match describe(c, name).await? {
+            None => Ok(()),
+            Some(q) => Err(q.status().map(|s| s.as_str().to_string()).unwrap_or_default()),
+        })
+    })
+    .await
+}

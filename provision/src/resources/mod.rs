@@ -1,0 +1,353 @@
+//! One module per AWS resource kind. Each owns its whole lifecycle: read the live resource,
+//! create it, update it in place where AWS allows, delete it. Nothing outside a module knows
+//! its API calls; the engine sees only [`Spec`], [`Live`] and [`Attrs`].
+//!
+//! Attributes are flat JSON maps (`Attrs`) so that one diff serves every kind: a module turns
+//! its desired spec and what it reads back from AWS into the same keys, normalized the same
+//! way (sorted sets, upper-case enums), so equal means "nothing to do".
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub mod bucket;
+pub mod compute_environment;
+pub mod iam;
+pub mod job_definition;
+pub mod job_queue;
+pub mod launch_template;
+pub mod log_group;
+pub mod repository;
+pub mod security_group;
+pub mod vpc_endpoint;
+
+use crate::aws::Clients;
+
+/// Attribute name → value, as the plan shows them.
+pub type Attrs = BTreeMap<String, Value>;
+
+/// A desired value that depends on a resource not created yet (Terraform's wording).
+pub const UNKNOWN: &str = "(known after apply)";
+
+/// Does `value` (or anything inside it) wait on a resource created during apply?
+pub fn is_unknown(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s == UNKNOWN,
+        Value::Array(items) => items.iter().any(is_unknown),
+        Value::Object(map) => map.values().any(is_unknown),
+        _ => false,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    VpcEndpoint,
+    SecurityGroup,
+    Bucket,
+    Repository,
+    LogGroup,
+    Role,
+    InstanceProfile,
+    ComputeEnvironment,
+    JobQueue,
+    JobDefinition,
+}
+
+impl Kind {
+    /// The plan's `type` and the address prefix (`bucket.data`, `compute.spot`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::VpcEndpoint => "vpc_endpoint",
+            Kind::SecurityGroup => "security_group",
+            Kind::Bucket => "bucket",
+            Kind::Repository => "repository",
+            Kind::LogGroup => "log_group",
+            Kind::Role => "role",
+            Kind::InstanceProfile => "instance_profile",
+            Kind::ComputeEnvironment => "compute",
+            Kind::JobQueue => "queue",
+            Kind::JobDefinition => "job_definition",
+        }
+    }
+
+    /// Attributes whose change AWS cannot make in place: the resource is replaced,
+    /// create-before-destroy.
+    pub fn forces_replacement(self, attribute: &str) -> bool {
+        match self {
+            Kind::VpcEndpoint => vpc_endpoint::REPLACE_ON.contains(&attribute),
+            Kind::SecurityGroup => security_group::REPLACE_ON.contains(&attribute),
+            Kind::ComputeEnvironment => compute_environment::REPLACE_ON.contains(&attribute),
+            _ => false,
+        }
+    }
+}
+
+/// What the tool wants one resource to be, with every reference resolved (or [`UNKNOWN`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spec {
+    VpcEndpoint(vpc_endpoint::Spec),
+    SecurityGroup(security_group::Spec),
+    Bucket(bucket::Spec),
+    Repository(repository::Spec),
+    LogGroup(log_group::Spec),
+    Role(iam::RoleSpec),
+    InstanceProfile(iam::ProfileSpec),
+    ComputeEnvironment(compute_environment::Spec),
+    JobQueue(job_queue::Spec),
+    JobDefinition(job_definition::Spec),
+}
+
+/// A resource as AWS reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Live {
+    /// What later calls and other resources use: an ARN, an id, or a name.
+    pub id: String,
+    pub attrs: Attrs,
+    /// `None` where AWS cannot list the tags (instance profiles on some endpoints).
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// Where a resource lives, enough to read or delete it without its spec (a removed or deposed
+/// resource has none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handle {
+    pub kind: Kind,
+    pub name: String,
+    pub id: String,
+    /// Kind-specific extras (the launch template of a compute environment, a VPC id).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// Reports progress of long waits (a compute environment turning VALID).
+pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
+
+impl Spec {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Spec::VpcEndpoint(_) => Kind::VpcEndpoint,
+            Spec::SecurityGroup(_) => Kind::SecurityGroup,
+            Spec::Bucket(_) => Kind::Bucket,
+            Spec::Repository(_) => Kind::Repository,
+            Spec::LogGroup(_) => Kind::LogGroup,
+            Spec::Role(_) => Kind::Role,
+            Spec::InstanceProfile(_) => Kind::InstanceProfile,
+            Spec::ComputeEnvironment(_) => Kind::ComputeEnvironment,
+            Spec::JobQueue(_) => Kind::JobQueue,
+            Spec::JobDefinition(_) => Kind::JobDefinition,
+        }
+    }
+
+    /// The AWS name (the endpoint's service name: endpoints have no name).
+    pub fn name(&self) -> &str {
+        match self {
+            Spec::VpcEndpoint(s) => &s.service_name,
+            Spec::SecurityGroup(s) => &s.name,
+            Spec::Bucket(s) => &s.name,
+            Spec::Repository(s) => &s.name,
+            Spec::LogGroup(s) => &s.name,
+            Spec::Role(s) => &s.name,
+            Spec::InstanceProfile(s) => &s.name,
+            Spec::ComputeEnvironment(s) => &s.name,
+            Spec::JobQueue(s) => &s.name,
+            Spec::JobDefinition(s) => &s.name,
+        }
+    }
+
+    pub fn attributes(&self) -> Attrs {
+        match self {
+            Spec::VpcEndpoint(s) => s.attributes(),
+            Spec::SecurityGroup(s) => s.attributes(),
+            Spec::Bucket(s) => s.attributes(),
+            Spec::Repository(s) => s.attributes(),
+            Spec::LogGroup(s) => s.attributes(),
+            Spec::Role(s) => s.attributes(),
+            Spec::InstanceProfile(s) => s.attributes(),
+            Spec::ComputeEnvironment(s) => s.attributes(),
+            Spec::JobQueue(s) => s.attributes(),
+            Spec::JobDefinition(s) => s.attributes(),
+        }
+    }
+
+    /// Reads the live resource this spec names (adoption finds it by name and tags).
+    pub async fn read(&self, c: &Clients, tags: &BTreeMap<String, String>) -> Result<Option<Live>> {
+        match self {
+            Spec::VpcEndpoint(s) => vpc_endpoint::read(c, &s.vpc_id, &s.service_name, tags).await,
+            Spec::SecurityGroup(s) => security_group::read(c, &s.name, &s.vpc_id).await,
+            Spec::Bucket(s) => bucket::read(c, &s.name).await,
+            Spec::Repository(s) => repository::read(c, &s.name).await,
+            Spec::LogGroup(s) => log_group::read(c, &s.name).await,
+            Spec::Role(s) => iam::read_role(c, &s.name).await,
+            Spec::InstanceProfile(s) => iam::read_profile(c, &s.name).await,
+            Spec::ComputeEnvironment(s) => compute_environment::read(c, &s.name).await,
+            Spec::JobQueue(s) => job_queue::read(c, &s.name).await,
+            Spec::JobDefinition(s) => job_definition::read(c, &s.name).await,
+        }
+    }
+
+    /// Creates the resource, tagged at creation; returns what [`Spec::read`] would.
+    pub async fn create(
+        &self,
+        c: &Clients,
+        tags: &BTreeMap<String, String>,
+        progress: Progress<'_>,
+    ) -> Result<Handle> {
+        match self {
+            Spec::VpcEndpoint(s) => vpc_endpoint::create(c, s, tags).await,
+            Spec::SecurityGroup(s) => security_group::create(c, s, tags).await,
+            Spec::Bucket(s) => bucket::create(c, s, tags).await,
+            Spec::Repository(s) => repository::create(c, s, tags).await,
+            Spec::LogGroup(s) => log_group::create(c, s, tags).await,
+            Spec::Role(s) => iam::create_role(c, s, tags).await,
+            Spec::InstanceProfile(s) => iam::create_profile(c, s, tags).await,
+            Spec::ComputeEnvironment(s) => compute_environment::create(c, s, tags, progress).await,
+            Spec::JobQueue(s) => job_queue::create(c, s, tags, progress).await,
+            Spec::JobDefinition(s) => job_definition::register(c, s, tags, None).await,
+        }
+    }
+
+    /// Changes the live resource in place so that `changed` attributes match the spec.
+    pub async fn update(
+        &self,
+        c: &Clients,
+        live: &Live,
+        changed: &[String],
+        tags: &BTreeMap<String, String>,
+        progress: Progress<'_>,
+    ) -> Result<Handle> {
+        match self {
+            Spec::VpcEndpoint(s) => vpc_endpoint::update(c, s, live).await,
+            Spec::SecurityGroup(s) => security_group::update(c, s, live).await,
+            Spec::Bucket(s) => bucket::update(c, s, changed).await,
+            Spec::Repository(s) => repository::update(c, s, live, changed).await,
+            Spec::LogGroup(s) => log_group::update(c, s).await,
+            Spec::Role(s) => iam::update_role(c, s, live).await,
+            Spec::InstanceProfile(s) => iam::update_profile(c, s, live).await,
+            Spec::ComputeEnvironment(s) => compute_environment::update(c, s, live, progress).await,
+            Spec::JobQueue(s) => job_queue::update(c, s, live, progress).await,
+            Spec::JobDefinition(s) => job_definition::register(c, s, tags, Some(live)).await,
+        }
+    }
+}
+
+/// Deletes the resource behind `handle` (missing is fine: delete is idempotent).
+pub async fn delete(c: &Clients, handle: &Handle, progress: Progress<'_>) -> Result<()> {
+    match handle.kind {
+        Kind::VpcEndpoint => vpc_endpoint::delete(c, handle).await,
+        Kind::SecurityGroup => security_group::delete(c, handle, progress).await,
+        Kind::Bucket => bucket::delete(c, &handle.name).await,
+        Kind::Repository => repository::delete(c, &handle.name).await,
+        Kind::LogGroup => log_group::delete(c, &handle.name).await,
+        Kind::Role => iam::delete_role(c, &handle.name).await,
+        Kind::InstanceProfile => iam::delete_profile(c, &handle.name).await,
+        Kind::ComputeEnvironment => compute_environment::delete(c, handle, progress).await,
+        Kind::JobQueue => job_queue::delete(c, &handle.name, progress).await,
+        Kind::JobDefinition => job_definition::delete(c, &handle.name).await,
+    }
+}
+
+/// Reads the resource behind a handle (a recorded resource the stack no longer declares).
+pub async fn read_handle(c: &Clients, handle: &Handle) -> Result<Option<Live>> {
+    match handle.kind {
+        Kind::VpcEndpoint => vpc_endpoint::read_id(c, &handle.id).await,
+        Kind::SecurityGroup => security_group::read_id(c, &handle.id).await,
+        Kind::Bucket => bucket::read(c, &handle.name).await,
+        Kind::Repository => repository::read(c, &handle.name).await,
+        Kind::LogGroup => log_group::read(c, &handle.name).await,
+        Kind::Role => iam::read_role(c, &handle.name).await,
+        Kind::InstanceProfile => iam::read_profile(c, &handle.name).await,
+        Kind::ComputeEnvironment => compute_environment::read(c, &handle.name).await,
+        Kind::JobQueue => job_queue::read(c, &handle.name).await,
+        Kind::JobDefinition => job_definition::read(c, &handle.name).await,
+    }
+}
+
+/// The error code of an SDK error (`NoSuchEntity`, `ResourceNotFoundException`, ...).
+pub fn error_code<E>(err: &E) -> Option<&str>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    err.code()
+}
+
+/// An SDK error with its service message, for `anyhow` context.
+pub fn describe_error<E>(err: &E) -> String
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error,
+{
+    match (err.code(), err.message()) {
+        (Some(code), Some(msg)) => format!("{code}: {msg}"),
+        (Some(code), None) => code.to_string(),
+        // No service error code: a transport or parsing failure; show the whole chain.
+        _ => format!("{}", aws_smithy_types::error::display::DisplayErrorContext(err)),
+    }
+}
+
+/// Wraps an SDK result: `what` names the call for the error message.
+pub trait SdkContext<T> {
+    fn ctx(self, what: impl std::fmt::Display) -> Result<T>;
+}
+
+impl<T, E> SdkContext<T> for std::result::Result<T, E>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error,
+{
+    fn ctx(self, what: impl std::fmt::Display) -> Result<T> {
+        self.map_err(|e| anyhow::anyhow!("{what}: {}", describe_error(&e)))
+    }
+}
+
+/// Polls `check` until it answers `Some`, reporting the waiting status through `progress`;
+/// fails after `timeout`. AWS reaches the state in seconds to minutes; the first poll is
+/// immediate.
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    progress: Progress<'_>,
+    mut check: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<std::result::Result<T, String>>>,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match check().await? {
+            Ok(value) => return Ok(value),
+            Err(status) => {
+                if start.elapsed() > timeout {
+                    bail!("timed out after {}s waiting for {what} (last status: {status})", timeout.as_secs());
+                }
+                progress(&format!("waiting for {what}: {status} ({}s)", start.elapsed().as_secs()));
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Sorted, de-duplicated strings as a JSON array: sets compare equal whatever the order.
+pub fn string_set<I, S>(items: I) -> Value
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut v: Vec<String> = items.into_iter().map(Into::into).collect();
+    v.sort();
+    v.dedup();
+    Value::from(v)
+}
+
+/// Do the live tags say this resource belongs to the stack (adoption by tags)?
+pub fn owned_by(live_tags: &Option<BTreeMap<String, String>>, tags: &BTreeMap<String, String>) -> bool {
+    match live_tags {
+        None => true,
+        Some(live) => tags.iter().all(|(k, v)| live.get(k) == Some(v)),
+    }
+}

@@ -1,0 +1,163 @@
+//! ECR repository: scan on push and a lifecycle policy keeping the newest `keep_images`
+//! images, both updated in place. The handle's id is the repository URI (what jobs pull).
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use aws_sdk_ecr::types::{ImageScanningConfiguration, Tag};
+use serde_json::{json, Value};
+
+use super::{error_code, Attrs, Handle, Kind, Live, SdkContext};
+use crate::aws::Clients;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub name: String,
+    pub keep_images: Option<u32>,
+    pub scan_on_push: bool,
+}
+
+impl Spec {
+    pub fn attributes(&self) -> Attrs {
+        Attrs::from([
+            ("scan_on_push".into(), json!(self.scan_on_push)),
+            ("keep_images".into(), json!(self.keep_images)),
+        ])
+    }
+}
+
+fn lifecycle_policy(keep: u32) -> String {
+    json!({
+        "rules": [{
+            "rulePriority": 1,
+            "description": format!("keep the newest {keep} images"),
+            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep},
+            "action": {"type": "expire"}
+        }]
+    })
+    .to_string()
+}
+
+/// `countNumber` of the policy's `imageCountMoreThan` rule; any other policy reads as
+/// `Value::String` of itself so that it shows as drift.
+fn parse_keep(policy: &str) -> Value {
+    let parsed: Value = serde_json::from_str(policy).unwrap_or(Value::Null);
+    let rules = parsed["rules"].as_array().cloned().unwrap_or_default();
+    match rules.as_slice() {
+        [rule] if rule["selection"]["countType"] == "imageCountMoreThan" && rule["action"]["type"] == "expire" => {
+            rule["selection"]["countNumber"].clone()
+        }
+        _ => json!(policy),
+    }
+}
+
+pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
+    let out = match c.ecr.describe_repositories().repository_names(name).send().await {
+        Ok(out) => out,
+        Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => return Ok(None),
+        Err(e) => return Err(e).ctx(format!("reading repository {name}")),
+    };
+    let Some(repo) = out.repositories().first() else { return Ok(None) };
+    let arn = repo.repository_arn().unwrap_or_default().to_string();
+    let uri = repo.repository_uri().unwrap_or_default().to_string();
+    let scan = repo.image_scanning_configuration().map(|s| s.scan_on_push()).unwrap_or(false);
+    let tags = c
+        .ecr
+        .list_tags_for_resource()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .ctx(format!("reading tags of repository {name}"))?
+        .tags()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
+    let keep = match c.ecr.get_lifecycle_policy().repository_name(name).send().await {
+        Ok(out) => out.lifecycle_policy_text().map(parse_keep).unwrap_or(Value::Null),
+        Err(e) if error_code(&e) == Some("LifecyclePolicyNotFoundException") => Value::Null,
+        Err(e) => return Err(e).ctx(format!("reading lifecycle policy of repository {name}")),
+    };
+    Ok(Some(Live {
+        id: uri,
+        attrs: Attrs::from([("scan_on_push".into(), json!(scan)), ("keep_images".into(), keep)]),
+        tags: Some(tags),
+    }))
+}
+
+pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -> Result<Handle> {
+    let tags = tags
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = c
+        .ecr
+        .create_repository()
+        .repository_name(&spec.name)
+        .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(spec.scan_on_push).build())
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .ctx(format!("creating repository {}", spec.name))?;
+    let uri = out.repository().and_then(|r| r.repository_uri()).unwrap_or_default().to_string();
+    put_lifecycle(c, spec).await?;
+    Ok(Handle { kind: Kind::Repository, name: spec.name.clone(), id: uri, extra: BTreeMap::new() })
+}
+
+pub async fn update(c: &Clients, spec: &Spec, live: &Live, changed: &[String]) -> Result<Handle> {
+    for attr in changed {
+        match attr.as_str() {
+            "scan_on_push" => {
+                c.ecr
+                    .put_image_scanning_configuration()
+                    .repository_name(&spec.name)
+                    .image_scanning_configuration(
+                        ImageScanningConfiguration::builder().scan_on_push(spec.scan_on_push).build(),
+                    )
+                    .send()
+                    .await
+                    .ctx(format!("setting scan on push of repository {}", spec.name))?;
+            }
+            "keep_images" => put_lifecycle(c, spec).await?,
+            _ => {}
+        }
+    }
+    Ok(Handle { kind: Kind::Repository, name: spec.name.clone(), id: live.id.clone(), extra: BTreeMap::new() })
+}
+
+async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
+    match spec.keep_images {
+        Some(keep) => {
+            c.ecr
+                .put_lifecycle_policy()
+                .repository_name(&spec.name)
+                .lifecycle_policy_text(lifecycle_policy(keep))
+                .send()
+                .await
+                .ctx(format!("setting lifecycle policy of repository {}", spec.name))?;
+        }
+        None => match c.ecr.delete_lifecycle_policy().repository_name(&spec.name).send().await {
+            Ok(_) => {}
+            Err(e) if error_code(&e) == Some("LifecyclePolicyNotFoundException") => {}
+            Err(e) => return Err(e).ctx(format!("removing lifecycle policy of repository {}", spec.name)),
+        },
+    }
+    Ok(())
+}
+
+/// Does the repository hold any image?
+pub async fn is_empty(c: &Clients, name: &str) -> Result<bool> {
+    match c.ecr.list_images().repository_name(name).max_results(1).send().await {
+        Ok(out) => Ok(out.image_ids().is_empty()),
+        Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => Ok(true),
+        Err(e) => Err(e).ctx(format!("listing images of repository {name}")),
+    }
+}
+
+/// Deletes the repository with its images (`protect` was checked before).
+pub async fn delete(c: &Clients, name: &str) -> Result<()> {
+    match c.ecr.delete_repository().repository_name(name).force(true).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => Ok(()),
+        Err(e) => Err(e).ctx(format!("deleting repository {name}")),
+    }
+}

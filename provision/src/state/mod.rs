@@ -1,0 +1,241 @@
+//! State in DynamoDB (DESIGN.md §4): one item per resource, a `meta` item with the serial, and a
+//! `lock` item taken with a conditional write. Partition `{stack}/{env}`, so one table serves
+//! every stack and environment.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::resources::{error_code, Attrs, Handle, Kind, SdkContext};
+
+pub mod lock;
+
+pub use lock::{Lock, LockError, LockInfo};
+
+const RESOURCE_PREFIX: &str = "resource#";
+
+/// What was applied for one address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub address: String,
+    pub handle: Handle,
+    /// The attributes as applied (desired, every reference resolved).
+    pub attributes: Attrs,
+    /// SHA-256 of `attributes` (canonical JSON).
+    pub hash: String,
+    /// Addresses this resource depends on: a removed resource is deleted after its dependents.
+    pub deps: Vec<String>,
+    /// Replacement counter of a compute environment (`-r{N}` suffix); `None` for the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<u32>,
+    /// Replaced resources not deleted yet (a crash between create and delete): the next apply
+    /// deletes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deposed: Vec<Handle>,
+    pub updated: String,
+}
+
+pub fn hash_attrs(attrs: &Attrs) -> String {
+    // BTreeMap keys are ordered, and serde_json keeps object order: the text is canonical.
+    hex::encode(Sha256::digest(serde_json::to_vec(attrs).unwrap_or_default()))
+}
+
+/// The stack's recorded state.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Bumped by every apply or destroy that changed something; survives destroy.
+    pub serial: u64,
+    /// GPU mode of the last apply.
+    pub gpu: Option<bool>,
+    pub records: BTreeMap<String, Record>,
+    /// Whether the table exists at all (plan before the first apply: it does not).
+    pub table_exists: bool,
+}
+
+/// The state table, seen from one stack and environment.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub client: aws_sdk_dynamodb::Client,
+    pub table: String,
+    pub pk: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, key: &str) -> Option<&'a str> {
+    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Store {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: &str, pk: &str) -> Self {
+        Self { client, table: table.to_string(), pk: pk.to_string() }
+    }
+
+    pub async fn table_exists(&self) -> Result<bool> {
+        match self.client.describe_table().table_name(&self.table).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(false),
+            Err(e) => Err(e).ctx(format!("reading state table {}", self.table)),
+        }
+    }
+
+    /// Creates the table when missing (first apply), and waits until it is ACTIVE. Two
+    /// first applies at once both get here: the loser of the create waits like the winner.
+    pub async fn ensure_table(&self) -> Result<()> {
+        if !self.table_exists().await? {
+            let created = self
+                .client
+                .create_table()
+                .table_name(&self.table)
+                .billing_mode(BillingMode::PayPerRequest)
+                .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build()?)
+                .attribute_definitions(AttributeDefinition::builder().attribute_name("sk").attribute_type(ScalarAttributeType::S).build()?)
+                .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build()?)
+                .key_schema(KeySchemaElement::builder().attribute_name("sk").key_type(KeyType::Range).build()?)
+                .send()
+                .await;
+            match created {
+                Ok(_) => {}
+                Err(e) if error_code(&e) == Some("ResourceInUseException") => {}
+                Err(e) => return Err(e).ctx(format!("creating state table {}", self.table)),
+            }
+        }
+        for _ in 0..300 {
+            let out = self.client.describe_table().table_name(&self.table).send().await.ctx("reading state table")?;
+            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        bail!("state table {} did not become ACTIVE", self.table)
+    }
+
+    /// Reads every item of this stack and environment (no table: empty state).
+    pub async fn load(&self) -> Result<Snapshot> {
+        if !self.table_exists().await? {
+            return Ok(Snapshot::default());
+        }
+        let mut snapshot = Snapshot { table_exists: true, ..Default::default() };
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&self.pk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .ctx(format!("reading state of {}", self.pk))?;
+            for item in out.items() {
+                let sk = get_s(item, "sk").unwrap_or_default();
+                if sk == "meta" {
+                    snapshot.serial = item.get("serial").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
+                    snapshot.gpu = item.get("gpu").and_then(|v| v.as_bool().ok()).copied();
+                } else if let Some(address) = sk.strip_prefix(RESOURCE_PREFIX) {
+                    let json = get_s(item, "record").context("state item without a record")?;
+                    let record: Record =
+                        serde_json::from_str(json).with_context(|| format!("state item {address} is not readable"))?;
+                    snapshot.records.insert(address.to_string(), record);
+                }
+            }
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(snapshot)
+    }
+
+    pub async fn put(&self, record: &Record) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&self.pk))
+            .item("sk", s(format!("{RESOURCE_PREFIX}{}", record.address)))
+            .item("kind", s(record.handle.kind.as_str()))
+            .item("name", s(&record.handle.name))
+            .item("id", s(&record.handle.id))
+            .item("hash", s(&record.hash))
+            .item("updated", s(&record.updated))
+            .item("record", s(serde_json::to_string(record)?))
+            .send()
+            .await
+            .ctx(format!("recording {} in the state", record.address))?;
+        Ok(())
+    }
+
+    pub async fn remove(&self, address: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(&self.pk))
+            .key("sk", s(format!("{RESOURCE_PREFIX}{address}")))
+            .send()
+            .await
+            .ctx(format!("removing {address} from the state"))?;
+        Ok(())
+    }
+
+    /// Bumps the serial (a saved plan made before is refused from now on); records the GPU mode.
+    pub async fn bump_serial(&self, gpu: Option<bool>) -> Result<u64> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&self.pk))
+            .key("sk", s("meta"))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":now", s(now_rfc3339()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        req = match gpu {
+            Some(gpu) => req
+                .update_expression("ADD serial :one SET updated = :now, gpu = :gpu")
+                .expression_attribute_values(":gpu", AttributeValue::Bool(gpu)),
+            None => req.update_expression("ADD serial :one SET updated = :now REMOVE gpu"),
+        };
+        let out = req.send().await.ctx("bumping the state serial")?;
+        Ok(out
+            .attributes()
+            .and_then(|a| a.get("serial"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+/// A new record for `address` after an action.
+pub fn record(address: &str, handle: Handle, attributes: Attrs, deps: Vec<String>, suffix: Option<u32>) -> Record {
+    Record {
+        address: address.to_string(),
+        handle,
+        hash: hash_attrs(&attributes),
+        attributes,
+        deps,
+        suffix,
+        deposed: Vec::new(),
+        updated: now_rfc3339(),
+    }
+}
+
+/// Addresses by kind, for `output`.
+pub fn by_kind(records: &BTreeMap<String, Record>, kind: Kind) -> impl Iterator<Item = (&str, &Record)> {
+    records.values().filter(move |r| r.handle.kind == kind).map(|r| {
+        let key = r.address.split_once('.').map(|(_, k)| k).unwrap_or(&r.address);
+        (key, r)
+    })
+}
