@@ -29,7 +29,14 @@ pub(crate) fn load_str(text: &str, ctx: &mut Ctx, env: Option<&str>, sets: &[Str
         Ok(doc) => doc,
         Err(err) => {
             let at = err.span().map_or(Origin::File { line: 1, col: 1 }, |s| index.origin(s.start));
-            ctx.err(&at, "", format!("invalid TOML: {}", err.message().trim()));
+            // Name what the parser stopped at (`duplicate key` alone does not say which).
+            let near = err
+                .span()
+                .and_then(|s| text.get(s))
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && t.len() <= 60 && !t.contains('\n'))
+                .map_or(String::new(), |t| format!(" (at `{t}`)"));
+            ctx.err(&at, "", format!("invalid TOML: {}{near}", err.message().trim()));
             return Err(std::mem::take(&mut ctx.diags).sorted());
         }
     };

@@ -119,7 +119,7 @@ pub(crate) fn build(
     let queues = b.resources(root, "queues", "queue", |b, key, node, path| {
         b.queue(node, path, &compute, compute_nodes, prefix.as_deref().map(|p| format!("{p}-{key}")))
     });
-    let refs = Refs { gpu, queues: &queues, compute: &compute, repositories: &repositories };
+    let refs = Refs { gpu, queues: &queues, compute: &compute, repositories: &repositories, root };
     let jobs = b.resources(root, "jobs", "job", |b, key, node, path| b.job(key, node, path, &refs));
 
     if let (Some((n, at)), Some(p)) = (&name, &prefix) {
@@ -151,6 +151,15 @@ struct Refs<'a> {
     queues: &'a BTreeMap<String, Queue>,
     compute: &'a BTreeMap<String, ComputeEnvironment>,
     repositories: &'a BTreeMap<String, Repository>,
+    /// The resolved tree: a reference to a resource that is declared but has errors of its own
+    /// is not also reported as missing.
+    root: &'a Node,
+}
+
+impl Refs<'_> {
+    fn declared(&self, section: &str, key: &str) -> bool {
+        self.root.get(section).and_then(|s| s.get(key)).is_some()
+    }
 }
 
 struct Builder<'c> {
@@ -348,7 +357,7 @@ impl Builder<'_> {
                 format!("`{k}` is not a KMS key id, alias (alias/NAME) or key/alias ARN")
             })
         });
-        if let Some(p) = prefix {
+        if let Some(p) = prefix.filter(|_| KEY.is_match(key)) {
             let name = format!("{p}-{key}-{}", "0".repeat(ACCOUNT_ID_LEN));
             let shown = format!("{p}-{key}-{{account}}");
             if name.len() > 63 {
@@ -370,7 +379,7 @@ impl Builder<'_> {
     fn repository(&mut self, key: &str, t: &Node, path: &str, prefix: Option<&str>) -> Option<Repository> {
         let keep_images = self.opt_int(t, path, "keep_images", 1, 10_000, "")?;
         let scan_on_push = self.opt_bool(t, path, "scan_on_push").unwrap_or(false);
-        if let Some(p) = prefix {
+        if let Some(p) = prefix.filter(|_| KEY.is_match(key)) {
             let name = format!("{p}-{key}");
             self.check(ECR_NAME.is_match(&name) && name.len() <= 256, &t.key_at, path, || {
                 format!("repository name `{name}` is not a valid ECR name (no `--`, no trailing `-`, at most 256 characters)")
@@ -478,7 +487,7 @@ impl Builder<'_> {
             (Some(n), _) => self.int(n, &join(path, "bid_percentage"), 1, 100, "percent of the on-demand price").map(Some),
         };
         let state = self.state(t, path);
-        if let Some(p) = prefix {
+        if let Some(p) = prefix.filter(|_| KEY.is_match(key)) {
             let name = format!("{p}-{key}{REPLACEMENT_SUFFIX}");
             self.check(name.len() <= 128, &t.key_at, path, || {
                 format!("compute environment name `{p}-{key}` (plus a replacement suffix) exceeds Batch's 128 characters")
@@ -534,7 +543,8 @@ impl Builder<'_> {
     fn job(&mut self, _key: &str, t: &Node, path: &str, refs: &Refs<'_>) -> Option<Job> {
         let queue = self.req_str(t, path, "queue").filter(|(q, at)| {
             let known: Vec<&str> = refs.queues.keys().map(String::as_str).collect();
-            self.check(refs.queues.contains_key(q), at, &join(path, "queue"), || {
+            let ok = refs.queues.contains_key(q) || refs.declared("queues", q);
+            self.check(ok, at, &join(path, "queue"), || {
                 format!("no queue `{q}` (defined: {})", list_or_none(&known))
             })
         });
@@ -543,6 +553,9 @@ impl Builder<'_> {
             if !i.contains('/') && !i.contains(':') {
                 if refs.repositories.contains_key(&i) {
                     return Some(Image::Repository(i));
+                }
+                if refs.declared("repositories", &i) {
+                    return None;
                 }
                 let known: Vec<&str> = refs.repositories.keys().map(String::as_str).collect();
                 self.err(&at, &key, format!("no repository `{i}` (defined: {}); a literal image needs a `/` or `:`", list_or_none(&known)));
@@ -747,18 +760,35 @@ impl Builder<'_> {
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for (key, job) in jobs {
             let node = root.get("jobs").and_then(|j| j.get(key)).expect("built from it");
-            let suffixes: Vec<String> = match &job.matrix {
-                None => vec![key.clone()],
-                Some(m) => m.values.iter().map(|v| format!("{key}-{v}")).collect(),
+            let path = join("jobs", key);
+            // (name suffix, where it came from, its key path)
+            let suffixes: Vec<(String, Origin, String)> = match &job.matrix {
+                None => vec![(key.clone(), node.key_at.clone(), path.clone())],
+                Some(m) => {
+                    let values = node.get("matrix").and_then(|n| n.get(&m.key));
+                    let vpath = join(&join(&path, "matrix"), &m.key);
+                    m.values
+                        .iter()
+                        .map(|v| {
+                            let at = match values.map(|n| &n.val) {
+                                Some(Val::Array(items)) => items
+                                    .iter()
+                                    .find(|i| matches!(&i.val, Val::Str(s) if s == v))
+                                    .map_or_else(|| node.key_at.clone(), |i| i.at.clone()),
+                                _ => node.key_at.clone(),
+                            };
+                            (format!("{key}-{v}"), at, vpath.clone())
+                        })
+                        .collect()
+                }
             };
-            for s in suffixes {
-                let name = format!("{prefix}-{s}");
-                let path = join("jobs", key);
+            for (suffix, at, kpath) in suffixes {
+                let name = format!("{prefix}-{suffix}");
                 if name.len() > 128 {
-                    self.err(&node.key_at, &path, format!("job definition name `{name}` exceeds Batch's 128 characters"));
+                    self.err(&at, &kpath, format!("job definition name `{name}` has {} characters; Batch allows 128", name.len()));
                 }
                 if let Some(other) = seen.get(&name) {
-                    self.err(&node.key_at, &path, format!("job definition name `{name}` is also derived from job `{other}`"));
+                    self.err(&at, &kpath, format!("job definition name `{name}` is also derived from job `{other}`"));
                 } else {
                     seen.insert(name, key.clone());
                 }
