@@ -99,3 +99,62 @@ pub(crate) fn load_str(text: &str, ctx: &mut Ctx, env: Option<&str>, sets: &[Str
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STACK: &str = r#"
+[stack]
+name = "demo"
+region = "eu-west-1"
+
+[env.prod]
+gpu = true
+compute.c.max_vcpus = 4
+
+[compute.c]
+type = "spot"
+max_vcpus = 16
+instance_types = ["c5.xlarge"]
+[compute.c.gpu]
+instance_types = ["g5.xlarge"]
+
+[queues.q]
+compute = ["c"]
+"#;
+
+    fn load(env: Option<&str>, sets: &[&str]) -> Result<Stack, Diagnostics> {
+        let mut ctx = Ctx::new("s.toml".into());
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        load_str(STACK, &mut ctx, env, &sets)
+    }
+
+    #[test]
+    fn resolution_order() {
+        let s = load(None, &[]).unwrap();
+        assert_eq!((s.env.as_str(), s.gpu, s.compute["c"].max_vcpus), ("default", false, 16));
+        assert_eq!(s.compute["c"].instance_types, ["c5.xlarge"]);
+        assert!(s.jobs.is_empty() && s.buckets.is_empty());
+        assert_eq!(s.queues["q"].priority, 1);
+        let s = load(Some("prod"), &[]).unwrap();
+        assert_eq!((s.gpu, s.compute["c"].max_vcpus), (true, 4));
+        assert_eq!(s.compute["c"].instance_types, ["g5.xlarge"]);
+        // --set gpu comes before the GPU overlays, every other --set after them.
+        let s = load(Some("prod"), &["gpu=false", "compute.c.instance_types=m5.large"]).unwrap();
+        assert_eq!((s.gpu, s.compute["c"].max_vcpus), (false, 4));
+        assert_eq!(s.compute["c"].instance_types, ["m5.large"]);
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_key() {
+        let err = load(Some("prod"), &["compute.c.max_vcpus=-1"]).unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert_eq!(
+            err.to_string(),
+            "--set compute.c.max_vcpus=-1: error: must be at least 0, found -1 (key `compute.c.max_vcpus`)"
+        );
+        let err = load(Some("qa"), &["x=1"]).unwrap_err();
+        assert_eq!(err.len(), 2, "{err}");
+    }
+}

@@ -263,3 +263,23 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     prev[b.len()]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_keys_only() {
+        let keys = ["max_vcpus", "min_vcpus", "instance_types"];
+        assert_eq!(nearest("max_vcpu", keys.iter().copied()), Some("max_vcpus"));
+        assert_eq!(nearest("instance_type", keys.iter().copied()), Some("instance_types"));
+        assert_eq!(nearest("colour", keys.iter().copied()), None);
+    }
+
+    #[test]
+    fn describes_types_for_messages() {
+        assert_eq!(STRS.describe(), "an array of strings");
+        assert_eq!(RULES.describe(), "an array of tables");
+        assert_eq!(JOB.describe(), "a table");
+    }
+}

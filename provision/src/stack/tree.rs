@@ -217,3 +217,52 @@ pub(crate) fn apply_gpu(node: &mut Node, on: bool, is_root: bool) {
         merge(node, overlay);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Node {
+        let doc = toml_edit::Document::parse(text).unwrap();
+        from_document(&doc, &LineIndex::new(text))
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let node = parse("a = \"é\"\nb = 1\n  c = \"ü\" \n");
+        assert_eq!(node.get("b").unwrap().at, Origin::File { line: 2, col: 5 });
+        assert_eq!(node.get("c").unwrap().key_at, Origin::File { line: 3, col: 3 });
+        assert_eq!(node.get("c").unwrap().at, Origin::File { line: 3, col: 7 });
+    }
+
+    #[test]
+    fn merge_keeps_the_origin_of_each_value() {
+        let mut base = parse("[t]\nx = 1\ny = [1, 2]\n[t.u]\nz = 1\n");
+        let over = parse("\n\n\n\n\n[t]\ny = [3]\nu.w = 2\n");
+        merge(&mut base, over);
+        let t = base.get("t").unwrap();
+        assert_eq!(t.get("x").unwrap().at, Origin::File { line: 2, col: 5 });
+        // Arrays replace, they do not concatenate.
+        assert!(matches!(&t.get("y").unwrap().val, Val::Array(a) if a.len() == 1));
+        assert_eq!(t.get("y").unwrap().at, Origin::File { line: 7, col: 5 });
+        let u = t.get("u").unwrap();
+        assert!(u.get("z").is_some() && u.get("w").is_some());
+    }
+
+    #[test]
+    fn gpu_tables_merge_when_on_and_vanish_when_off() {
+        let text = "gpu = true\n[a]\nx = 1\n[a.gpu]\nx = 2\n[a.b]\ny = 1\n[a.b.gpu]\ny = 3\n";
+        let mut on = parse(text);
+        apply_gpu(&mut on, true, true);
+        assert_eq!(on.get("a").unwrap().get("x").unwrap().val, Val::Int(2));
+        assert_eq!(on.get("a").unwrap().get("b").unwrap().get("y").unwrap().val, Val::Int(3));
+        assert!(on.get("a").unwrap().get("gpu").is_none());
+        // The root's `gpu` is the switch, not an overlay.
+        assert_eq!(on.get("gpu").unwrap().val, Val::Bool(true));
+        let mut off = parse(text);
+        apply_gpu(&mut off, false, true);
+        assert_eq!(off.get("a").unwrap().get("x").unwrap().val, Val::Int(1));
+        assert!(off.get("a").unwrap().get("gpu").is_none());
+        assert!(off.get("a").unwrap().get("b").unwrap().get("gpu").is_none());
+    }
+}
