@@ -3,11 +3,10 @@
 //! queue, job definitions, log group) with SDK calls, by the names `stack::names` derives, so
 //! these tests hold the commands to those names without depending on the engine.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use aws_sdk_batch::types::{
     CeState, CeType, ComputeEnvironmentOrder, ContainerProperties, JobDefinitionType, JqState,
@@ -81,26 +80,11 @@ impl Moto {
     /// A second server started with `MOTO_SIMPLE_BATCH_FAIL_AFTER=0` (read per job, but only
     /// from the server's own environment), so every job it runs ends FAILED.
     fn failing() -> Self {
-        static FAILING: OnceLock<(String, Mutex<Child>, Mutex<ChildStdin>)> = OnceLock::new();
+        static FAILING: OnceLock<testkit::Emulator> = OnceLock::new();
         Moto::shared();
-        let (endpoint, _, _) = FAILING.get_or_init(|| {
-            let root = testkit::workspace_root();
-            let mut child = Command::new(testkit::venv_python())
-                .arg(root.join("scripts/emulator.py"))
-                .arg("--watch-stdin")
-                .env("MOTO_SIMPLE_BATCH_FAIL_AFTER", "0")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start a second emulator");
-            let stdin = child.stdin.take().unwrap();
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-            let endpoint = line.trim().strip_prefix("MOTO_ENDPOINT=").expect("endpoint").to_string();
-            (endpoint, Mutex::new(child), Mutex::new(stdin))
-        });
-        Moto { endpoint: endpoint.clone() }
+        let emulator =
+            FAILING.get_or_init(|| testkit::start_with_env(&[("MOTO_SIMPLE_BATCH_FAIL_AFTER", "0")]));
+        Moto { endpoint: emulator.endpoint.clone() }
     }
 
     fn provision(&self) -> Command {
