@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use aws_sdk_sts::config::ProvideCredentials;
 
 use crate::aws::Clients;
 use crate::cli::RunLocalArgs;
@@ -27,11 +28,21 @@ pub async fn run(args: RunLocalArgs) -> anyhow::Result<ExitCode> {
     };
 
     let clients = Clients::new(&stack.region).await;
+    // The job's bucket names contain the account id, which only STS can tell; without
+    // credentials say that plainly rather than through the SDK's dispatch error.
+    const NEED: &str = "run-local reads the AWS account id (the job's bucket names contain \
+                        it): set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY";
+    let provider = clients
+        .config
+        .credentials_provider()
+        .ok_or_else(|| anyhow::anyhow!("no AWS credentials: {NEED}"))?;
+    provider
+        .provide_credentials()
+        .await
+        .map_err(|err| anyhow::anyhow!("no AWS credentials ({err}): {NEED}"))?;
     let identity = clients.sts.get_caller_identity().send().await.map_err(|err| {
         anyhow::anyhow!(
-            "cannot read the AWS account id, which the job's bucket names contain: {}; \
-             configure credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID and \
-             AWS_SECRET_ACCESS_KEY)",
+            "STS GetCallerIdentity: {}",
             aws_smithy_types::error::display::DisplayErrorContext(&err)
         )
     })?;
