@@ -75,8 +75,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         .job_name(&job_name)
         .job_queue(&queue_arn)
         .job_definition(&definition_arn)
-        .container_overrides(overrides(&args, &selected.env))
-        .propagate_tags(true);
+        .container_overrides(overrides(&args, &selected.env));
     for (key, value) in stack.tags() {
         request = request.tags(key, value);
     }
