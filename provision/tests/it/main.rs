@@ -1,3 +1,4 @@
 //! The provision crate's one integration-test binary (one build, one moto server).
 
 mod harness;
+mod engine;
