@@ -58,3 +58,174 @@ def s3_get_bucket_versioning_root_element():
         return status, headers, body
 
     S3Response.get_bucket_versioning = get_bucket_versioning
+
+
+@patch
+def batch_lifecycle_rules():
+    """AWS Batch rules the engine's create-before-destroy replacement depends on, which moto
+    lacks (it makes everything VALID at once and deletes anything):
+
+    - a compute environment or job queue passes through CREATING / UPDATING / DELETING for a
+      while (MOTO_BATCH_TRANSITION_SECONDS, default 0.5) before it is VALID or gone, and
+      refuses another update or a delete meanwhile ("resource is being modified");
+    - an ENABLED compute environment cannot be deleted (disable it first);
+    - a compute environment that a job queue still names cannot be deleted ("Cannot delete,
+      found existing JobQueue relationship", Terraform AWS provider #2044, #13221);
+    - a job queue can only name VALID compute environments, and an ENABLED queue cannot be
+      deleted.
+
+    Without these a tool that deletes the old environment before re-pointing the queue, or
+    that does not wait, passes every test and fails on AWS."""
+    import os
+    import threading
+    import time
+
+    from moto.batch.exceptions import ClientException
+    from moto.batch.models import BatchBackend
+
+    seconds = float(os.environ.get("MOTO_BATCH_TRANSITION_SECONDS", "0.5"))
+    lock = threading.RLock()
+
+    def begin(obj, status):
+        obj._transition = (status, time.monotonic() + seconds)
+
+    def status_of(obj):
+        transition = getattr(obj, "_transition", None)
+        if transition is None:
+            return "VALID"
+        status, until = transition
+        return status if time.monotonic() < until else "VALID"
+
+    def busy(obj, what, name):
+        if status_of(obj) in ("CREATING", "UPDATING", "DELETING"):
+            raise ClientException(f"Cannot update {what} {name}: resource is being modified ({status_of(obj)})")
+
+    original_delete_ce = BatchBackend.delete_compute_environment
+    original_delete_queue = BatchBackend.delete_job_queue
+
+    def settle(self):
+        """Finishes transitions whose time is up: a DELETING resource is removed now."""
+        with lock:
+            for env in list(self._compute_environments.values()):
+                t = getattr(env, "_transition", None)
+                if t and t[0] == "DELETING" and time.monotonic() >= t[1]:
+                    original_delete_ce(self, env.arn)
+            for queue in list(self._job_queues.values()):
+                t = getattr(queue, "_transition", None)
+                if t and t[0] == "DELETING" and time.monotonic() >= t[1]:
+                    original_delete_queue(self, queue.arn)
+            for queue in self._job_queues.values():
+                queue.status = status_of(queue)
+
+    def wrap(name, before=None, after=None):
+        original = getattr(BatchBackend, name)
+
+        def wrapper(self, *args, **kwargs):
+            with lock:
+                settle(self)
+                if before:
+                    before(self, *args, **kwargs)
+                result = original(self, *args, **kwargs)
+                if after:
+                    after(self, result, *args, **kwargs)
+                return result
+
+        setattr(BatchBackend, name, wrapper)
+
+    def arg(args, kwargs, name, index):
+        return kwargs[name] if name in kwargs else (args[index] if len(args) > index else None)
+
+    def after_create_ce(self, result, *args, **kwargs):
+        env = self.get_compute_environment(arg(args, kwargs, "compute_environment_name", 0))
+        if env is not None:
+            begin(env, "CREATING")
+
+    def before_update_ce(self, *args, **kwargs):
+        env = self.get_compute_environment(arg(args, kwargs, "compute_environment_name", 0))
+        if env is not None:
+            busy(env, "compute environment", env.name)
+
+    def after_update_ce(self, result, *args, **kwargs):
+        env = self.get_compute_environment(arg(args, kwargs, "compute_environment_name", 0))
+        if env is not None:
+            begin(env, "UPDATING")
+
+    def delete_ce(self, compute_environment_name):
+        with lock:
+            settle(self)
+            env = self.get_compute_environment(compute_environment_name)
+            if env is None:
+                return original_delete_ce(self, compute_environment_name)
+            busy(env, "compute environment", env.name)
+            if env.state == "ENABLED":
+                raise ClientException(
+                    f"Cannot delete compute environment {env.name}: it is ENABLED; disable it first"
+                )
+            for queue in self._job_queues.values():
+                if getattr(queue, "_transition", (None,))[0] == "DELETING":
+                    continue
+                if any(e.arn == env.arn for e in queue.environments):
+                    raise ClientException("Cannot delete, found existing JobQueue relationship")
+            begin(env, "DELETING")
+
+    def check_order(self, compute_env_order):
+        for item in compute_env_order or []:
+            env = self.get_compute_environment(item.get("computeEnvironment", ""))
+            if env is not None and status_of(env) != "VALID":
+                raise ClientException(
+                    f"Compute environment {env.name} is not VALID ({status_of(env)}); a job queue can only use VALID ones"
+                )
+
+    def before_create_queue(self, *args, **kwargs):
+        check_order(self, arg(args, kwargs, "compute_env_order", 4))
+
+    def after_create_queue(self, queue, *args, **kwargs):
+        begin(queue, "CREATING")
+        queue.status = status_of(queue)
+
+    def before_update_queue(self, *args, **kwargs):
+        queue = self.get_job_queue(arg(args, kwargs, "queue_name", 0))
+        if queue is not None:
+            busy(queue, "job queue", queue.name)
+        check_order(self, arg(args, kwargs, "compute_env_order", 3))
+
+    def after_update_queue(self, result, *args, **kwargs):
+        queue = self.get_job_queue(arg(args, kwargs, "queue_name", 0))
+        if queue is not None:
+            begin(queue, "UPDATING")
+            queue.status = status_of(queue)
+
+    def delete_queue(self, queue_name):
+        with lock:
+            settle(self)
+            queue = self.get_job_queue(queue_name)
+            if queue is None:
+                return
+            busy(queue, "job queue", queue.name)
+            if queue.state == "ENABLED":
+                raise ClientException(f"Cannot delete job queue {queue.name}: it is ENABLED; disable it first")
+            begin(queue, "DELETING")
+            queue.status = "DELETING"
+
+    original_describe_ce = BatchBackend.describe_compute_environments
+
+    def describe_ce(self, environments=None):
+        with lock:
+            settle(self)
+            result = original_describe_ce(self, environments)
+            for item in result:
+                env = self._compute_environments.get(item["computeEnvironmentArn"])
+                if env is not None:
+                    item["status"] = status_of(env)
+                    if item["status"] != "VALID":
+                        item["statusReason"] = f"Compute environment is {item['status'].lower()}"
+            return result
+
+    wrap("create_compute_environment", after=after_create_ce)
+    wrap("update_compute_environment", before=before_update_ce, after=after_update_ce)
+    wrap("create_job_queue", before=before_create_queue, after=after_create_queue)
+    wrap("update_job_queue", before=before_update_queue, after=after_update_queue)
+    wrap("describe_job_queues")
+    BatchBackend.delete_compute_environment = delete_ce
+    BatchBackend.delete_job_queue = delete_queue
+    BatchBackend.describe_compute_environments = describe_ce

@@ -11,6 +11,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+pub mod faults;
+
 /// A running moto server shared by every test of one test binary.
 pub struct Emulator {
     /// `http://127.0.0.1:PORT`
@@ -149,4 +151,12 @@ fn base36(mut n: u64) -> String {
     }
     out.reverse();
     String::from_utf8(out).unwrap()
+}
+
+/// A 12-digit AWS account id unique within this test run and across concurrent runs, for an
+/// isolated account on the shared emulator (see [`faults::FaultProxy`]).
+pub fn unique_account() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("9{:06}{:05}", std::process::id() as u64 % 1_000_000, n % 100_000)
 }

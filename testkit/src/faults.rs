@@ -1,0 +1,446 @@
+//! A small HTTP proxy between the tool and moto, for the engine's hardening tests.
+//!
+//! It does three things a test can switch on and off while it runs:
+//! - Account: every request gets `x-moto-account-id`, so each test has an AWS account of its
+//!   own (its own default VPC, IAM, Batch...), whatever the tests running beside it do.
+//! - Faults: a share of requests (per mille, deterministic from a seed) is answered without
+//!   reaching moto, half with the service's throttling error as its protocol spells it, half
+//!   with a 500, as AWS answers under load. Nothing happens on the server for those, as with a
+//!   real throttle.
+//! - Crash: after the Nth mutating request has been *executed* by moto, the process under test
+//!   is killed with SIGKILL before it sees the answer: the resource exists, the tool never
+//!   learnt it. This is the worst moment for a crash, reached deterministically.
+//!
+//! Std only (threads and blocking sockets): one connection per request, closed after the
+//! answer, which every HTTP/1.1 client handles.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Counts of what the proxy did, for a test's assertions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub requests: usize,
+    pub throttled: usize,
+    pub server_errors: usize,
+    pub mutating: usize,
+}
+
+struct Shared {
+    upstream: String,
+    account: String,
+    /// Faults per thousand requests.
+    per_mille: AtomicU64,
+    rng: AtomicU64,
+    requests: AtomicUsize,
+    throttled: AtomicUsize,
+    server_errors: AtomicUsize,
+    mutating: AtomicUsize,
+    /// Kill `victim` once this many mutating requests have run (0: never).
+    kill_after: AtomicUsize,
+    victim: Mutex<Option<Child>>,
+    killed: AtomicBool,
+    /// Mutating request lines seen, for a test's failure message.
+    log: Mutex<Vec<String>>,
+}
+
+/// A running proxy; it stops serving when dropped (its thread ends with the process).
+pub struct FaultProxy {
+    /// `http://127.0.0.1:PORT`: the endpoint to give the tool.
+    pub endpoint: String,
+    pub account: String,
+    shared: Arc<Shared>,
+}
+
+impl FaultProxy {
+    /// Proxies to `upstream` (`http://127.0.0.1:PORT`) as the 12-digit `account`.
+    pub fn start(upstream: &str, account: &str) -> FaultProxy {
+        assert!(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()), "account must be 12 digits");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fault proxy");
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let shared = Arc::new(Shared {
+            upstream,
+            account: account.to_string(),
+            per_mille: AtomicU64::new(0),
+            rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            requests: AtomicUsize::new(0),
+            throttled: AtomicUsize::new(0),
+            server_errors: AtomicUsize::new(0),
+            mutating: AtomicUsize::new(0),
+            kill_after: AtomicUsize::new(0),
+            victim: Mutex::new(None),
+            killed: AtomicBool::new(false),
+            log: Mutex::new(Vec::new()),
+        });
+        let accept = shared.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let shared = accept.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(&shared, stream);
+                });
+            }
+        });
+        FaultProxy { endpoint, account: account.to_string(), shared }
+    }
+
+    /// Fails `per_mille` of the requests from now on (0 turns faults off); `seed` fixes which.
+    pub fn set_faults(&self, per_mille: u64, seed: u64) {
+        self.shared.rng.store(seed | 1, Ordering::SeqCst);
+        self.shared.per_mille.store(per_mille, Ordering::SeqCst);
+    }
+
+    /// Kills `child` (SIGKILL) right after the `n`th mutating request from now has run on the
+    /// server, before the answer reaches it.
+    pub fn kill_after(&self, n: usize, child: Child) {
+        self.shared.killed.store(false, Ordering::SeqCst);
+        self.shared.mutating.store(0, Ordering::SeqCst);
+        self.shared.log.lock().unwrap().clear();
+        *self.shared.victim.lock().unwrap() = Some(child);
+        self.shared.kill_after.store(n, Ordering::SeqCst);
+    }
+
+    /// Takes the victim back (to wait for it) and says whether the proxy killed it.
+    pub fn take_victim(&self) -> (Option<Child>, bool) {
+        self.shared.kill_after.store(0, Ordering::SeqCst);
+        (self.shared.victim.lock().unwrap().take(), self.shared.killed.load(Ordering::SeqCst))
+    }
+
+    /// The mutating requests seen since the last [`FaultProxy::kill_after`] (`service action`).
+    pub fn mutating_log(&self) -> Vec<String> {
+        self.shared.log.lock().unwrap().clone()
+    }
+
+    pub fn counts(&self) -> Counts {
+        let s = &self.shared;
+        Counts {
+            requests: s.requests.load(Ordering::SeqCst),
+            throttled: s.throttled.load(Ordering::SeqCst),
+            server_errors: s.server_errors.load(Ordering::SeqCst),
+            mutating: s.mutating.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Environment for a process that should reach moto through this proxy.
+    pub fn aws_env(&self) -> Vec<(String, String)> {
+        let mut env = crate::emulator().aws_env();
+        for (k, v) in env.iter_mut() {
+            if k == "AWS_ENDPOINT_URL" {
+                *v = self.endpoint.clone();
+            }
+        }
+        env
+    }
+
+    /// A `Command` for `program` that talks to moto through this proxy.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut cmd = std::process::Command::new(program);
+        cmd.env_remove("AWS_PROFILE").env_remove("AWS_SESSION_TOKEN");
+        cmd.envs(self.aws_env());
+        cmd
+    }
+}
+
+struct Request {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The signing name from the SigV4 `Authorization` header (`s3`, `batch`, `iam`...).
+    fn service(&self) -> String {
+        self.header("authorization")
+            .and_then(|a| a.split("Credential=").nth(1))
+            .and_then(|c| c.split('/').nth(3))
+            .unwrap_or("unknown")
+            .to_string()
+    }
+
+    /// The operation: `X-Amz-Target`'s, a query protocol's `Action`, or the REST path.
+    fn action(&self) -> String {
+        if let Some(target) = self.header("x-amz-target") {
+            return target.rsplit('.').next().unwrap_or(target).to_string();
+        }
+        let body = String::from_utf8_lossy(&self.body);
+        let query = self.target.split_once('?').map(|(_, q)| q).unwrap_or("");
+        for pair in body.split('&').chain(query.split('&')) {
+            if let Some(action) = pair.strip_prefix("Action=") {
+                return action.to_string();
+            }
+        }
+        // Batch (restJson1): /v1/createcomputeenvironment.
+        self.target.split('?').next().unwrap_or("").rsplit('/').next().unwrap_or("").to_string()
+    }
+
+    fn mutating(&self) -> bool {
+        if self.service() == "s3" {
+            return !matches!(self.method.as_str(), "GET" | "HEAD");
+        }
+        let action = self.action().to_ascii_lowercase();
+        const VERBS: [&str; 19] = [
+            "create", "put", "update", "delete", "register", "deregister", "attach", "detach", "add", "remove",
+            "modify", "authorize", "revoke", "tag", "untag", "set", "enable", "disable", "associate",
+        ];
+        VERBS.iter().any(|v| action.starts_with(v))
+    }
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let target = parts.next().unwrap_or_default().to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let mut req = Request { method, target, headers, body: Vec::new() };
+    if req.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        req.body = read_chunked(reader)?;
+    } else if let Some(len) = req.header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body)?;
+        req.body = body;
+    }
+    Ok(Some(req))
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size)?;
+        let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+        if size == 0 {
+            // Trailers, then the blank line.
+            loop {
+                let mut t = String::new();
+                if reader.read_line(&mut t)? == 0 || t.trim().is_empty() {
+                    break;
+                }
+            }
+            return Ok(body);
+        }
+        let mut chunk = vec![0; size];
+        reader.read_exact(&mut chunk)?;
+        body.extend_from_slice(&chunk);
+        let mut crlf = [0; 2];
+        reader.read_exact(&mut crlf)?;
+    }
+}
+
+/// xorshift64*: a fixed sequence per seed, shared by every connection.
+fn next_random(rng: &AtomicU64) -> u64 {
+    let mut x = rng.load(Ordering::SeqCst);
+    loop {
+        let mut y = x;
+        y ^= y >> 12;
+        y ^= y << 25;
+        y ^= y >> 27;
+        match rng.compare_exchange(x, y, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return y.wrapping_mul(0x2545_F491_4F6C_DD1D),
+            Err(now) => x = now,
+        }
+    }
+}
+
+/// The throttling answer each protocol's clients recognize (aws-runtime's THROTTLING_ERRORS).
+fn throttle(service: &str) -> (u16, &'static str, String, Vec<(&'static str, String)>) {
+    match service {
+        "s3" => (
+            503,
+            "application/xml",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message><RequestId>FAULT</RequestId></Error>".into(),
+            vec![],
+        ),
+        "ec2" => (
+            503,
+            "text/xml",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>FAULT</RequestID></Response>".into(),
+            vec![],
+        ),
+        "iam" | "sts" => (
+            400,
+            "text/xml",
+            "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>FAULT</RequestId></ErrorResponse>".into(),
+            vec![],
+        ),
+        // JSON protocols (Batch, DynamoDB, ECR, Logs, Secrets Manager).
+        _ => (
+            400,
+            "application/x-amz-json-1.1",
+            "{\"__type\":\"ThrottlingException\",\"message\":\"Rate exceeded\"}".into(),
+            vec![("x-amzn-ErrorType", "ThrottlingException".into())],
+        ),
+    }
+}
+
+fn server_error(service: &str) -> (u16, &'static str, String, Vec<(&'static str, String)>) {
+    match service {
+        "s3" => (500, "application/xml", "<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>".into(), vec![]),
+        "ec2" => (500, "text/xml", "<Response><Errors><Error><Code>InternalError</Code><Message>An internal error has occurred</Message></Error></Errors><RequestID>FAULT</RequestID></Response>".into(), vec![]),
+        "iam" | "sts" => (500, "text/xml", "<ErrorResponse><Error><Type>Receiver</Type><Code>ServiceFailure</Code><Message>Internal failure</Message></Error><RequestId>FAULT</RequestId></ErrorResponse>".into(), vec![]),
+        _ => (500, "application/x-amz-json-1.1", "{\"__type\":\"InternalFailure\",\"message\":\"Internal failure\"}".into(), vec![("x-amzn-ErrorType", "InternalFailure".into())]),
+    }
+}
+
+fn write_response(
+    client: &mut TcpStream,
+    status: u16,
+    reason: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    head: bool,
+) -> std::io::Result<()> {
+    let mut out = format!("HTTP/1.1 {status} {reason}\r\n");
+    let mut has_length = false;
+    for (k, v) in headers {
+        let lower = k.to_ascii_lowercase();
+        if lower == "connection" || lower == "transfer-encoding" || lower == "keep-alive" {
+            continue;
+        }
+        if lower == "content-length" {
+            // HEAD answers keep the length of the body they do not carry.
+            if !head {
+                continue;
+            }
+            has_length = true;
+        }
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !has_length {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    client.write_all(out.as_bytes())?;
+    if !head {
+        client.write_all(body)?;
+    }
+    client.flush()
+}
+
+fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut client = client;
+    let Some(req) = read_request(&mut reader)? else { return Ok(()) };
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let service = req.service();
+    let head = req.method == "HEAD";
+
+    let per_mille = shared.per_mille.load(Ordering::SeqCst);
+    if per_mille > 0 {
+        let r = next_random(&shared.rng);
+        if r % 1000 < per_mille {
+            let (status, ctype, body, extra) = if (r >> 20) % 2 == 0 {
+                shared.throttled.fetch_add(1, Ordering::SeqCst);
+                throttle(&service)
+            } else {
+                shared.server_errors.fetch_add(1, Ordering::SeqCst);
+                server_error(&service)
+            };
+            let mut headers = vec![("Content-Type".to_string(), ctype.to_string())];
+            headers.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
+            let reason = if status == 500 { "Internal Server Error" } else if status == 503 { "Service Unavailable" } else { "Bad Request" };
+            return write_response(&mut client, status, reason, &headers, body.as_bytes(), false);
+        }
+    }
+
+    let mutating = req.mutating();
+    let (status, reason, headers, body) = forward(shared, &req)?;
+    if mutating {
+        let n = shared.mutating.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.log.lock().unwrap().push(format!("{n}: {service} {} -> {status}", req.action()));
+        let limit = shared.kill_after.load(Ordering::SeqCst);
+        if limit > 0 && n >= limit {
+            if let Some(child) = shared.victim.lock().unwrap().as_mut() {
+                if !shared.killed.swap(true, Ordering::SeqCst) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+            // The process is gone: nobody is left to answer.
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+    }
+    write_response(&mut client, status, &reason, &headers, &body, head)
+}
+
+type Answer = (u16, String, Vec<(String, String)>, Vec<u8>);
+
+fn forward(shared: &Shared, req: &Request) -> std::io::Result<Answer> {
+    let mut upstream = TcpStream::connect(&shared.upstream)?;
+    upstream.set_read_timeout(Some(Duration::from_secs(300)))?;
+    let mut out = format!("{} {} HTTP/1.1\r\n", req.method, req.target);
+    for (k, v) in &req.headers {
+        let lower = k.to_ascii_lowercase();
+        if matches!(lower.as_str(), "connection" | "transfer-encoding" | "content-length" | "x-moto-account-id" | "expect") {
+            continue;
+        }
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!("x-moto-account-id: {}\r\n", shared.account));
+    out.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", req.body.len()));
+    upstream.write_all(out.as_bytes())?;
+    upstream.write_all(&req.body)?;
+    upstream.flush()?;
+
+    let mut reader = BufReader::new(upstream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let mut parts = status_line.trim_end().splitn(3, ' ');
+    let _version = parts.next();
+    let status: u16 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(502);
+    let reason = parts.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 {
+            break;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
+    let body = if req.method == "HEAD" {
+        Vec::new()
+    } else if chunked {
+        read_chunked(&mut reader)?
+    } else {
+        let mut body = Vec::new();
+        reader.read_to_end(&mut body)?;
+        body
+    };
+    Ok((status, reason, headers, body))
+}
