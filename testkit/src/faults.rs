@@ -96,20 +96,37 @@ impl FaultProxy {
         self.shared.per_mille.store(per_mille, Ordering::SeqCst);
     }
 
-    /// Kills `child` (SIGKILL) right after the `n`th mutating request from now has run on the
-    /// server, before the answer reaches it.
-    pub fn kill_after(&self, n: usize, child: Child) {
+    /// Arms the crash: the process given to [`FaultProxy::set_victim`] is killed (SIGKILL)
+    /// right after the `n`th mutating request from now has run on the server, before the
+    /// answer reaches it. Arm before spawning, so that no request goes uncounted.
+    pub fn arm_kill(&self, n: usize) {
         self.shared.killed.store(false, Ordering::SeqCst);
         self.shared.mutating.store(0, Ordering::SeqCst);
         self.shared.log.lock().unwrap().clear();
-        *self.shared.victim.lock().unwrap() = Some(child);
+        *self.shared.victim.lock().unwrap() = None;
         self.shared.kill_after.store(n, Ordering::SeqCst);
     }
 
-    /// Takes the victim back (to wait for it) and says whether the proxy killed it.
-    pub fn take_victim(&self) -> (Option<Child>, bool) {
-        self.shared.kill_after.store(0, Ordering::SeqCst);
-        (self.shared.victim.lock().unwrap().take(), self.shared.killed.load(Ordering::SeqCst))
+    pub fn set_victim(&self, child: Child) {
+        *self.shared.victim.lock().unwrap() = Some(child);
+    }
+
+    /// Waits until the victim was killed or exited by itself; returns it and whether it was
+    /// killed. Disarms the crash.
+    pub fn wait_victim(&self, timeout: Duration) -> (Option<Child>, bool) {
+        let start = std::time::Instant::now();
+        loop {
+            {
+                let mut victim = self.shared.victim.lock().unwrap();
+                let killed = self.shared.killed.load(Ordering::SeqCst);
+                let exited = victim.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                if killed || exited || start.elapsed() > timeout {
+                    self.shared.kill_after.store(0, Ordering::SeqCst);
+                    return (victim.take(), killed);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The mutating requests seen since the last [`FaultProxy::kill_after`] (`service action`).
@@ -376,6 +393,13 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
         shared.log.lock().unwrap().push(format!("{n}: {service} {} -> {status}", req.action()));
         let limit = shared.kill_after.load(Ordering::SeqCst);
         if limit > 0 && n >= limit {
+            // The test sets the victim just after spawning it; wait for that moment.
+            for _ in 0..500 {
+                if shared.victim.lock().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             if let Some(child) = shared.victim.lock().unwrap().as_mut() {
                 if !shared.killed.swap(true, Ordering::SeqCst) {
                     let _ = child.kill();

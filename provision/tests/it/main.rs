@@ -1,6 +1,7 @@
 //! The provision crate's one integration-test binary (one build, one moto server).
 
 mod engine;
+mod hardening;
 mod harness;
 mod jobs;
 mod stack;
