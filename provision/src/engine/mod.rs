@@ -321,6 +321,10 @@ pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
         let out =
             c.ec2.describe_route_tables().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing route tables")?;
         let mut ids: Vec<String> = out.route_tables().iter().filter_map(|r| r.route_table_id()).map(String::from).collect();
+        // AWS allows one S3 gateway endpoint per route table: tables another endpoint already
+        // serves (the account's own, another stack's) reach S3 through it and are left alone.
+        let taken = foreign_s3_route_tables(c, stack, &vpc_id).await?;
+        ids.retain(|id| !taken.contains(id));
         ids.sort();
         ids
     } else {
@@ -354,6 +358,35 @@ pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
         }
     }
     Ok(Facts { account, partition, vpc_id, subnets, route_tables, secrets })
+}
+
+/// Route tables of `vpc_id` that an S3 gateway endpoint not of this stack already serves.
+async fn foreign_s3_route_tables(c: &Clients, stack: &Stack, vpc_id: &str) -> Result<Vec<String>> {
+    let out = c
+        .ec2
+        .describe_vpc_endpoints()
+        .filters(filter("vpc-id", vpc_id))
+        .filters(filter("service-name", &format!("com.amazonaws.{}.s3", stack.region)))
+        .send()
+        .await
+        .ctx("listing the VPC's S3 endpoints")?;
+    let tags = stack.tags();
+    let mut taken = Vec::new();
+    for e in out.vpc_endpoints() {
+        let state = e.state().map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_default();
+        let ours = tags.iter().all(|(k, v)| e.tags().iter().any(|t| t.key() == Some(k) && t.value() == Some(v)));
+        let gateway = e.vpc_endpoint_type().is_none_or(|t| t.as_str().eq_ignore_ascii_case("gateway"));
+        if !ours && gateway && !matches!(state.as_str(), "deleted" | "deleting" | "failed" | "rejected" | "expired") {
+            taken.extend(e.route_table_ids().iter().cloned());
+        }
+    }
+    Ok(taken)
+}
+
+/// The desired graph as these facts allow: no S3 endpoint when every route table already has
+/// one.
+pub fn graph_for(stack: &Stack, facts: &Facts) -> Vec<Node> {
+    graph(stack).into_iter().filter(|n| n.kind != Kind::VpcEndpoint || !facts.route_tables.is_empty()).collect()
 }
 
 /// The state store of a stack.

@@ -71,7 +71,7 @@ impl RoleSpec {
 }
 
 /// IAM answers policy documents URL-encoded.
-fn decode_policy(text: &str) -> Value {
+pub fn decode_policy(text: &str) -> Value {
     let decoded = percent_decode(text);
     serde_json::from_str(&decoded).unwrap_or(Value::String(decoded))
 }
