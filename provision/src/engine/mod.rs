@@ -287,9 +287,12 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
 
 /// Reads the facts a plan needs: account, VPC, subnets, route tables, secret ARNs.
 pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
-    let identity = c.sts.get_caller_identity().send().await.ctx("reading the account id (STS GetCallerIdentity)")?;
-    let account = identity.account().context("STS answered without an account id")?.to_string();
-    let vpc_id = match &stack.network.vpc {
+    // Independent reads run together: a no-op plan is bound by round trips.
+    let account = async {
+        let identity = c.sts.get_caller_identity().send().await.ctx("reading the account id (STS GetCallerIdentity)")?;
+        anyhow::Ok(identity.account().context("STS answered without an account id")?.to_string())
+    };
+    let vpc_id = async { anyhow::Ok(match &stack.network.vpc {
         Vpc::Default => {
             let out = c.ec2.describe_vpcs().filters(filter("is-default", "true")).send().await.ctx("finding the default VPC")?;
             out.vpcs()
@@ -305,8 +308,9 @@ pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
             }
             id.clone()
         }
-    };
-    let subnets = if stack.network.subnets.is_empty() {
+    }) };
+    let (account, vpc_id) = tokio::try_join!(account, vpc_id)?;
+    let subnets = async { anyhow::Ok(if stack.network.subnets.is_empty() {
         let out = c.ec2.describe_subnets().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing subnets")?;
         let mut subnets: Vec<String> = out.subnets().iter().filter_map(|s| s.subnet_id()).map(String::from).collect();
         subnets.sort();
@@ -316,8 +320,8 @@ pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
         subnets
     } else {
         stack.network.subnets.clone()
-    };
-    let route_tables = if stack.network.s3_endpoint {
+    }) };
+    let route_tables = async { anyhow::Ok(if stack.network.s3_endpoint {
         let out =
             c.ec2.describe_route_tables().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing route tables")?;
         let mut ids: Vec<String> = out.route_tables().iter().filter_map(|r| r.route_table_id()).map(String::from).collect();
@@ -329,7 +333,8 @@ pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
         ids
     } else {
         vec![]
-    };
+    }) };
+    let (subnets, route_tables) = tokio::try_join!(subnets, route_tables)?;
     let partition = partition(&stack.region).to_string();
     let mut secrets = BTreeMap::new();
     for job in stack.jobs.values() {

@@ -16,7 +16,7 @@ use crate::stack::Stack;
 use crate::state::{Record, Snapshot};
 
 /// How many live reads run at once (each is a handful of API calls).
-const READ_CONCURRENCY: usize = 8;
+const READ_CONCURRENCY: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
