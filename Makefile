@@ -39,3 +39,7 @@ deploy: build
 
 destroy: build
 	$(PROVISION) destroy $(STACK_FLAGS)
+
+## make bench: no-op plan of the reference stack against moto vs `cdk synth` of the same stack.
+bench: venv
+	bench/run.sh

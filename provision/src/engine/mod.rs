@@ -287,9 +287,12 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
 
 /// Reads the facts a plan needs: account, VPC, subnets, route tables, secret ARNs.
 pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
-    let identity = c.sts.get_caller_identity().send().await.ctx("reading the account id (STS GetCallerIdentity)")?;
-    let account = identity.account().context("STS answered without an account id")?.to_string();
-    let vpc_id = match &stack.network.vpc {
+    // Independent reads run together: a no-op plan is bound by round trips.
+    let account = async {
+        let identity = c.sts.get_caller_identity().send().await.ctx("reading the account id (STS GetCallerIdentity)")?;
+        anyhow::Ok(identity.account().context("STS answered without an account id")?.to_string())
+    };
+    let vpc_id = async { anyhow::Ok(match &stack.network.vpc {
         Vpc::Default => {
             let out = c.ec2.describe_vpcs().filters(filter("is-default", "true")).send().await.ctx("finding the default VPC")?;
             out.vpcs()
@@ -305,8 +308,9 @@ pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
             }
             id.clone()
         }
-    };
-    let subnets = if stack.network.subnets.is_empty() {
+    }) };
+    let (account, vpc_id) = tokio::try_join!(account, vpc_id)?;
+    let subnets = async { anyhow::Ok(if stack.network.subnets.is_empty() {
         let out = c.ec2.describe_subnets().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing subnets")?;
         let mut subnets: Vec<String> = out.subnets().iter().filter_map(|s| s.subnet_id()).map(String::from).collect();
         subnets.sort();
@@ -316,16 +320,21 @@ pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
         subnets
     } else {
         stack.network.subnets.clone()
-    };
-    let route_tables = if stack.network.s3_endpoint {
+    }) };
+    let route_tables = async { anyhow::Ok(if stack.network.s3_endpoint {
         let out =
             c.ec2.describe_route_tables().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing route tables")?;
         let mut ids: Vec<String> = out.route_tables().iter().filter_map(|r| r.route_table_id()).map(String::from).collect();
+        // AWS allows one S3 gateway endpoint per route table: tables another endpoint already
+        // serves (the account's own, another stack's) reach S3 through it and are left alone.
+        let taken = foreign_s3_route_tables(c, stack, &vpc_id).await?;
+        ids.retain(|id| !taken.contains(id));
         ids.sort();
         ids
     } else {
         vec![]
-    };
+    }) };
+    let (subnets, route_tables) = tokio::try_join!(subnets, route_tables)?;
     let partition = partition(&stack.region).to_string();
     let mut secrets = BTreeMap::new();
     for job in stack.jobs.values() {
@@ -354,6 +363,35 @@ pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
         }
     }
     Ok(Facts { account, partition, vpc_id, subnets, route_tables, secrets })
+}
+
+/// Route tables of `vpc_id` that an S3 gateway endpoint not of this stack already serves.
+async fn foreign_s3_route_tables(c: &Clients, stack: &Stack, vpc_id: &str) -> Result<Vec<String>> {
+    let out = c
+        .ec2
+        .describe_vpc_endpoints()
+        .filters(filter("vpc-id", vpc_id))
+        .filters(filter("service-name", &format!("com.amazonaws.{}.s3", stack.region)))
+        .send()
+        .await
+        .ctx("listing the VPC's S3 endpoints")?;
+    let tags = stack.tags();
+    let mut taken = Vec::new();
+    for e in out.vpc_endpoints() {
+        let state = e.state().map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_default();
+        let ours = tags.iter().all(|(k, v)| e.tags().iter().any(|t| t.key() == Some(k) && t.value() == Some(v)));
+        let gateway = e.vpc_endpoint_type().is_none_or(|t| t.as_str().eq_ignore_ascii_case("gateway"));
+        if !ours && gateway && !matches!(state.as_str(), "deleted" | "deleting" | "failed" | "rejected" | "expired") {
+            taken.extend(e.route_table_ids().iter().cloned());
+        }
+    }
+    Ok(taken)
+}
+
+/// The desired graph as these facts allow: no S3 endpoint when every route table already has
+/// one.
+pub fn graph_for(stack: &Stack, facts: &Facts) -> Vec<Node> {
+    graph(stack).into_iter().filter(|n| n.kind != Kind::VpcEndpoint || !facts.route_tables.is_empty()).collect()
 }
 
 /// The state store of a stack.

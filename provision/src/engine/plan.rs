@@ -9,14 +9,14 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{facts, graph, spec, store, Facts, Node, Refs};
+use super::{facts, graph, graph_for, spec, store, Facts, Node, Refs};
 use crate::aws::Clients;
 use crate::resources::{self, is_unknown, owned_by, Handle, Kind, Live, Spec};
 use crate::stack::Stack;
 use crate::state::{Record, Snapshot};
 
 /// How many live reads run at once (each is a handful of API calls).
-const READ_CONCURRENCY: usize = 8;
+const READ_CONCURRENCY: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -152,7 +152,7 @@ pub async fn prepare(c: &Clients, stack: &Stack) -> Result<(Facts, Snapshot)> {
 /// Builds the plan that makes the account match `stack`.
 pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot) -> Result<Plan> {
     let tags = stack.tags();
-    let nodes = graph(stack);
+    let nodes = graph_for(stack, &facts);
     let mut refs = Refs::default();
     for node in &nodes {
         if node.kind == Kind::ComputeEnvironment {

@@ -55,7 +55,23 @@ pub fn text(plan: &Plan) -> String {
                 }
                 _ => {
                     let forces = if d.forces_replacement { "  # forces replacement" } else { "" };
-                    let _ = writeln!(out, "        ~ {} = {} -> {}{forces}", d.name, show(&d.before), show(&d.after));
+                    match (&d.before, &d.after) {
+                        // Maps (job environment, inline policies): only the keys that differ.
+                        (Value::Object(before), Value::Object(after)) => {
+                            let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+                            for key in keys {
+                                let (b, a) = (before.get(key), after.get(key));
+                                if b != a {
+                                    let b = b.map(show).unwrap_or_else(|| "(none)".into());
+                                    let a = a.map(show).unwrap_or_else(|| "(none)".into());
+                                    let _ = writeln!(out, "        ~ {}.{key} = {b} -> {a}{forces}", d.name);
+                                }
+                            }
+                        }
+                        _ => {
+                            let _ = writeln!(out, "        ~ {} = {} -> {}{forces}", d.name, show(&d.before), show(&d.after));
+                        }
+                    }
                 }
             }
         }

@@ -54,20 +54,22 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
         Err(e) if matches!(error_code(&e), Some("NotFound" | "NoSuchBucket")) => return Ok(None),
         Err(e) => return Err(e).ctx(format!("reading bucket {name}")),
     }
-    let tags = match c.s3.get_bucket_tagging().bucket(name).send().await {
+    // Five independent reads: one round trip instead of five.
+    let (tagging, versioning, lifecycle, encryption, pab) = tokio::join!(
+        c.s3.get_bucket_tagging().bucket(name).send(),
+        c.s3.get_bucket_versioning().bucket(name).send(),
+        c.s3.get_bucket_lifecycle_configuration().bucket(name).send(),
+        c.s3.get_bucket_encryption().bucket(name).send(),
+        c.s3.get_public_access_block().bucket(name).send(),
+    );
+    let tags = match tagging {
         Ok(out) => out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
         Err(e) if error_code(&e) == Some("NoSuchTagSet") => BTreeMap::new(),
         Err(e) => return Err(e).ctx(format!("reading tags of bucket {name}")),
     };
-    let versioning = c
-        .s3
-        .get_bucket_versioning()
-        .bucket(name)
-        .send()
-        .await
-        .ctx(format!("reading versioning of bucket {name}"))?;
+    let versioning = versioning.ctx(format!("reading versioning of bucket {name}"))?;
     let versioning = versioning.status() == Some(&BucketVersioningStatus::Enabled);
-    let expire = match c.s3.get_bucket_lifecycle_configuration().bucket(name).send().await {
+    let expire = match lifecycle {
         Ok(out) => out
             .rules()
             .iter()
@@ -77,7 +79,7 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
         Err(e) if error_code(&e) == Some("NoSuchLifecycleConfiguration") => None,
         Err(e) => return Err(e).ctx(format!("reading lifecycle of bucket {name}")),
     };
-    let encryption = match c.s3.get_bucket_encryption().bucket(name).send().await {
+    let encryption = match encryption {
         Ok(out) => out
             .server_side_encryption_configuration()
             .and_then(|cfg| cfg.rules().first())
@@ -90,7 +92,7 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
         Err(e) if error_code(&e) == Some("ServerSideEncryptionConfigurationNotFoundError") => Value::Null,
         Err(e) => return Err(e).ctx(format!("reading encryption of bucket {name}")),
     };
-    let blocked = match c.s3.get_public_access_block().bucket(name).send().await {
+    let blocked = match pab {
         Ok(out) => out.public_access_block_configuration().is_some_and(|p| {
             p.block_public_acls() == Some(true)
                 && p.ignore_public_acls() == Some(true)

@@ -71,7 +71,7 @@ impl RoleSpec {
 }
 
 /// IAM answers policy documents URL-encoded.
-fn decode_policy(text: &str) -> Value {
+pub fn decode_policy(text: &str) -> Value {
     let decoded = percent_decode(text);
     serde_json::from_str(&decoded).unwrap_or(Value::String(decoded))
 }
@@ -102,21 +102,13 @@ pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
     };
     let trust = role.assume_role_policy_document().map(decode_policy).unwrap_or(Value::Null);
     let tags = role.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect();
-    let attached = c
-        .iam
-        .list_attached_role_policies()
-        .role_name(name)
-        .send()
-        .await
-        .ctx(format!("listing policies of role {name}"))?;
+    let (attached, names) = tokio::join!(
+        c.iam.list_attached_role_policies().role_name(name).send(),
+        c.iam.list_role_policies().role_name(name).send(),
+    );
+    let attached = attached.ctx(format!("listing policies of role {name}"))?;
     let managed = super::string_set(attached.attached_policies().iter().filter_map(|p| p.policy_arn()).map(String::from));
-    let names = c
-        .iam
-        .list_role_policies()
-        .role_name(name)
-        .send()
-        .await
-        .ctx(format!("listing inline policies of role {name}"))?;
+    let names = names.ctx(format!("listing inline policies of role {name}"))?;
     let mut inline = BTreeMap::new();
     for policy in names.policy_names() {
         let doc = c

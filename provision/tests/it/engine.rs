@@ -17,10 +17,17 @@ struct Stack {
 }
 
 impl Stack {
+    /// Without the S3 endpoint: tests run in parallel in one default VPC, and AWS allows
+    /// one S3 gateway endpoint per route table, so only one test owns it.
     fn new(prefix: &str) -> Self {
+        Self::with_endpoint(prefix, false)
+    }
+
+    fn with_endpoint(prefix: &str, endpoint: bool) -> Self {
         let name = testkit::unique_name(prefix);
         let text = std::fs::read_to_string(testkit::workspace_root().join("stacks/orderflow.toml")).unwrap();
         let text = text.replace("name = \"orderflow\"", &format!("name = \"{name}\""));
+        let text = if endpoint { text } else { text.replace("s3_endpoint = true", "s3_endpoint = false") };
         assert!(text.contains(&name), "the reference stack's name line changed");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stack.toml");
@@ -143,10 +150,22 @@ async fn root_volume(c: &Clients, lt: &str) -> Option<i32> {
 #[tokio::test]
 async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothing() {
     let c = clients().await;
-    let s = Stack::new("eng");
+    let s = Stack::with_endpoint("eng", true);
     let p = s.p();
     let out = s.apply(&[]);
     assert!(out.contains("Apply complete! Resources: 15 added, 0 changed, 0 destroyed."), "{out}");
+
+    // S3 gateway endpoint on the VPC's route tables, tagged.
+    let endpoints = c
+        .ec2
+        .describe_vpc_endpoints()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:provision:stack").values(&s.name).build())
+        .send()
+        .await
+        .unwrap();
+    let endpoint = &endpoints.vpc_endpoints()[0];
+    assert_eq!(endpoint.service_name(), Some("com.amazonaws.us-east-1.s3"));
+    assert!(!endpoint.route_table_ids().is_empty());
 
     // Bucket: name with account id, versioning, encryption, public access block, expiry, tags.
     let bucket = format!("{p}-data-{ACCOUNT}");
@@ -198,7 +217,7 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
         }
     }
     let job_policy = c.iam.get_role_policy().role_name(format!("{p}-job")).policy_name("stack-buckets").send().await.unwrap();
-    let doc: serde_json::Value = serde_json::from_str(job_policy.policy_document()).unwrap();
+    let doc = provision::resources::iam::decode_policy(job_policy.policy_document());
     assert_eq!(doc["Statement"][0]["Resource"], serde_json::json!([format!("arn:aws:s3:::{bucket}")]));
     assert_eq!(doc["Statement"][1]["Resource"], serde_json::json!([format!("arn:aws:s3:::{bucket}/*")]));
     let profile = c.iam.get_instance_profile().instance_profile_name(format!("{p}-instance")).send().await.unwrap();
@@ -431,7 +450,7 @@ async fn protected_non_empty_bucket_refuses_destroy_before_deleting_anything() {
     assert!(stderr.contains("protect") && stderr.contains(&bucket), "{stderr}");
     assert!(c.iam.get_role().role_name(format!("{p}-job")).send().await.is_ok(), "nothing was deleted");
     assert!(queue(&c, &format!("{p}-main")).await.is_some());
-    assert_eq!(resource_items(&c, &s).await, 15);
+    assert_eq!(resource_items(&c, &s).await, 14);
     // Without protect, destroy empties the bucket (every version) and deletes it.
     s.expect(&["destroy", "--auto-approve"], 0);
     assert!(c.s3.head_bucket().bucket(&bucket).send().await.is_err());
@@ -483,7 +502,7 @@ async fn saved_plan_applies_once_and_is_refused_after_the_state_moved() {
     let stale = dir.path().join("stale.plan");
     std::fs::copy(&saved, &stale).unwrap();
     let out = s.expect(&["apply", saved_s], 0);
-    assert!(out.contains("15 added"), "{out}");
+    assert!(out.contains("14 added"), "{out}");
     let out = s.run(&["apply", stale.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("stale"));

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# make bench: a no-op `provision plan` of the reference stack against moto, side by side with
+# `cdk synth` of the same stack as an AWS CDK app (bench/cdk), in the same run. Results go to
+# bench/results.md. Needs node/npm for the CDK side (installed under bench/work on first run).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+runs=${RUNS:-5}
+work="$root/bench/work"
+mkdir -p "$work"
+# A release build of the provision binary alone (PROVISION=path skips the build).
+if [ -z "${PROVISION:-}" ]; then
+  cargo build --release --bin provision >&2
+  PROVISION="${CARGO_TARGET_DIR:-$root/target}/release/provision"
+fi
+provision=$PROVISION
+
+# The emulator: a private moto for this run, stopped on exit.
+"$root/scripts/venv.sh"
+rm -f "$work/endpoint"
+"$root/.venv/bin/python" "$root/scripts/emulator.py" --port-file "$work/endpoint" > "$work/emulator.log" 2>&1 &
+emulator=$!
+trap 'kill $emulator 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do [ -f "$work/endpoint" ] && break; sleep 0.1; done
+export AWS_ENDPOINT_URL=$(cat "$work/endpoint") AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing \
+  AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
+stack="--stack stacks/orderflow.toml --env dev"
+"$provision" apply $stack --auto-approve > /dev/null
+"$provision" plan $stack --detailed-exitcode > /dev/null   # exit 0: a no-op plan
+
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+plan_times=()
+for _ in $(seq 1 "$runs"); do
+  t0=$(ms); "$provision" plan $stack --detailed-exitcode > /dev/null; t1=$(ms)
+  plan_times+=($((t1 - t0)))
+done
+
+if [ ! -x "$work/cdk/node_modules/.bin/cdk" ]; then
+  mkdir -p "$work/cdk"
+  cp bench/cdk/package.json "$work/cdk/"
+  (cd "$work/cdk" && npm install --no-audit --no-fund --silent >&2)
+fi
+cp bench/cdk/app.js bench/cdk/cdk.json "$work/cdk/"
+synth_times=()
+for _ in $(seq 1 "$runs"); do
+  t0=$(ms); (cd "$work/cdk" && CDK_DISABLE_VERSION_CHECK=1 ./node_modules/.bin/cdk synth --quiet --no-notices > /dev/null); t1=$(ms)
+  synth_times+=($((t1 - t0)))
+done
+
+plan_ms=$(printf '%s\n' "${plan_times[@]}" | median)
+synth_ms=$(printf '%s\n' "${synth_times[@]}" | median)
+ratio=$(awk -v s="$synth_ms" -v p="$plan_ms" 'BEGIN { printf "%.1f", s / (p > 0 ? p : 1) }')
+{
+  echo "# No-op plan vs cdk synth ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, median of $runs, $provision)"
+  echo
+  echo "| | median ms | runs (ms) |"
+  echo "|---|---|---|"
+  echo "| \`provision plan\` (no-op, reads every live resource from moto) | $plan_ms | ${plan_times[*]} |"
+  echo "| \`cdk synth\` (same stack, no AWS call) | $synth_ms | ${synth_times[*]} |"
+  echo
+  echo "provision plan is ${ratio}x faster (target: 20x)."
+} | tee bench/results.md
