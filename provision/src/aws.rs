@@ -72,3 +72,64 @@ impl Clients {
         }
     }
 }
+
+/// What to do about missing or refused credentials, for the error messages below.
+const CREDENTIALS_HELP: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (see `aws configure`), \
+     or run where a role provides them";
+
+/// Checks, before anything else, that credentials exist, that AWS accepts them and that it can
+/// be reached at all; returns the account id. Each failure is one plain sentence instead of
+/// the SDK's dispatch chain, and comes before any change (or any wait on a lock).
+pub async fn check_access(clients: &Clients) -> anyhow::Result<String> {
+    use aws_sdk_sts::config::ProvideCredentials;
+    use aws_smithy_runtime_api::client::result::SdkError;
+
+    let provider = clients
+        .config
+        .credentials_provider()
+        .ok_or_else(|| anyhow::anyhow!("no AWS credentials: {CREDENTIALS_HELP}"))?;
+    if let Err(err) = provider.provide_credentials().await {
+        // The chain found nothing (the usual case) or a source failed (a broken profile).
+        let reason = if format!("{err:?}").starts_with("CredentialsNotLoaded") {
+            "none found in the environment, the profile files or an instance role".to_string()
+        } else {
+            format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&err))
+        };
+        anyhow::bail!("no AWS credentials ({reason}): {CREDENTIALS_HELP}");
+    }
+    let endpoint = clients
+        .config
+        .endpoint_url()
+        .map(String::from)
+        .unwrap_or_else(|| format!("https://sts.{}.amazonaws.com", clients.config.region().map(|r| r.as_ref()).unwrap_or("?")));
+    match clients.sts.get_caller_identity().send().await {
+        Ok(out) => out.account().map(String::from).ok_or_else(|| anyhow::anyhow!("STS GetCallerIdentity answered without an account id")),
+        Err(SdkError::ServiceError(e)) => {
+            use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+            let err = e.err();
+            let code = err.code().unwrap_or("unknown error");
+            let message = err.message().unwrap_or("");
+            anyhow::bail!("AWS refused the credentials ({code}: {message}): {CREDENTIALS_HELP}")
+        }
+        Err(SdkError::DispatchFailure(e)) => {
+            let cause = e.as_connector_error().map(|c| {
+                let mut source: &dyn std::error::Error = c;
+                while let Some(next) = source.source() {
+                    source = next;
+                }
+                source.to_string()
+            });
+            anyhow::bail!(
+                "cannot reach AWS at {endpoint}: {} (check the network, AWS_ENDPOINT_URL and the stack's region)",
+                cause.unwrap_or_else(|| "the connection failed".into())
+            )
+        }
+        Err(SdkError::TimeoutError(_)) => {
+            anyhow::bail!("cannot reach AWS at {endpoint}: timed out (check the network, AWS_ENDPOINT_URL and the stack's region)")
+        }
+        Err(other) => anyhow::bail!(
+            "checking the credentials with STS GetCallerIdentity at {endpoint}: {}",
+            aws_smithy_types::error::display::DisplayErrorContext(&other)
+        ),
+    }
+}

@@ -46,6 +46,8 @@ struct Shared {
     killed: AtomicBool,
     /// Mutating request lines seen, for a test's failure message.
     log: Mutex<Vec<String>>,
+    /// An access key AWS does not know: requests signed with it are refused as AWS does.
+    rejected_key: Mutex<Option<String>>,
 }
 
 /// A running proxy; it stops serving when dropped (its thread ends with the process).
@@ -76,6 +78,7 @@ impl FaultProxy {
             victim: Mutex::new(None),
             killed: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
+            rejected_key: Mutex::new(None),
         });
         let accept = shared.clone();
         std::thread::spawn(move || {
@@ -127,6 +130,17 @@ impl FaultProxy {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Refuses every request signed with `access_key` the way AWS refuses an unknown key
+    /// (moto accepts any key).
+    pub fn reject_access_key(&self, access_key: &str) {
+        *self.shared.rejected_key.lock().unwrap() = Some(access_key.to_string());
+    }
+
+    /// Forgets the mutating requests seen so far.
+    pub fn clear_log(&self) {
+        self.shared.log.lock().unwrap().clear();
     }
 
     /// The mutating requests seen since the last [`FaultProxy::kill_after`] (`service action`).
@@ -187,6 +201,9 @@ impl Request {
 
     /// The operation: `X-Amz-Target`'s, a query protocol's `Action`, or the REST path.
     fn action(&self) -> String {
+        if self.service() == "s3" {
+            return format!("{} {}", self.method, self.target);
+        }
         if let Some(target) = self.header("x-amz-target") {
             return target.rsplit('.').next().unwrap_or(target).to_string();
         }
@@ -199,6 +216,10 @@ impl Request {
         }
         // Batch (restJson1): /v1/createcomputeenvironment.
         self.target.split('?').next().unwrap_or("").rsplit('/').next().unwrap_or("").to_string()
+    }
+
+    fn access_key(&self) -> Option<&str> {
+        self.header("authorization").and_then(|a| a.split("Credential=").nth(1)).and_then(|c| c.split('/').next())
     }
 
     fn mutating(&self) -> bool {
@@ -315,6 +336,16 @@ fn throttle(service: &str) -> (u16, &'static str, String, Vec<(&'static str, Str
     }
 }
 
+/// AWS's answer to a request signed with a key it does not know.
+fn unknown_key(service: &str) -> (u16, &'static str, String, Vec<(&'static str, String)>) {
+    match service {
+        "s3" => (403, "application/xml", "<Error><Code>InvalidAccessKeyId</Code><Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>".into(), vec![]),
+        "ec2" => (401, "text/xml", "<Response><Errors><Error><Code>AuthFailure</Code><Message>AWS was not able to validate the provided access credentials</Message></Error></Errors><RequestID>FAULT</RequestID></Response>".into(), vec![]),
+        "iam" | "sts" => (403, "text/xml", "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid.</Message></Error><RequestId>FAULT</RequestId></ErrorResponse>".into(), vec![]),
+        _ => (400, "application/x-amz-json-1.1", "{\"__type\":\"UnrecognizedClientException\",\"message\":\"The security token included in the request is invalid.\"}".into(), vec![("x-amzn-ErrorType", "UnrecognizedClientException".into())]),
+    }
+}
+
 fn server_error(service: &str) -> (u16, &'static str, String, Vec<(&'static str, String)>) {
     match service {
         "s3" => (500, "application/xml", "<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>".into(), vec![]),
@@ -367,6 +398,14 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
     shared.requests.fetch_add(1, Ordering::SeqCst);
     let service = req.service();
     let head = req.method == "HEAD";
+
+    let rejected = shared.rejected_key.lock().unwrap().clone();
+    if rejected.is_some() && req.access_key() == rejected.as_deref() {
+        let (status, ctype, body, extra) = unknown_key(&service);
+        let mut headers = vec![("Content-Type".to_string(), ctype.to_string())];
+        headers.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
+        return write_response(&mut client, status, "Forbidden", &headers, body.as_bytes(), false);
+    }
 
     let per_mille = shared.per_mille.load(Ordering::SeqCst);
     if per_mille > 0 {

@@ -46,6 +46,7 @@ pub async fn run(args: ApplyArgs) -> Result<ExitCode> {
     engine::require_confirmation_possible(approved, "apply")?;
 
     let clients = Clients::new(&stack.region).await;
+    crate::aws::check_access(&clients).await?;
     let store = engine::store(&clients, &stack);
     store.ensure_table().await?;
     let lock = Lock::acquire(&store, "apply").await?;

@@ -13,6 +13,7 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
     let stack = engine::load_stack(&args.stack)?;
     engine::require_confirmation_possible(args.auto_approve, "destroy")?;
     let clients = Clients::new(&stack.region).await;
+    crate::aws::check_access(&clients).await?;
     let store = engine::store(&clients, &stack);
     store.ensure_table().await?;
     let lock = Lock::acquire(&store, "destroy").await?;

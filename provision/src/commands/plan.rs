@@ -12,6 +12,7 @@ use crate::engine::{self, plan, render};
 pub async fn run(args: PlanArgs) -> Result<ExitCode> {
     let stack = engine::load_stack(&args.stack)?;
     let clients = Clients::new(&stack.region).await;
+    crate::aws::check_access(&clients).await?;
     let (facts, snapshot) = plan::prepare(&clients, &stack).await?;
     let plan = plan::plan(&clients, &stack, facts, snapshot).await?;
     let rendered = render::json(&plan);

@@ -19,7 +19,7 @@ use super::plan::{Action, Item, Plan};
 use super::progress::Reporter;
 use super::spec;
 use crate::aws::Clients;
-use crate::resources::{self, bucket, is_unknown, repository, Handle, Kind};
+use crate::resources::{self, bucket, is_unknown, repository, Attrs, Handle, Kind, Spec};
 use crate::state::{record, Record, Store};
 
 /// What an apply or destroy did.
@@ -121,6 +121,29 @@ fn deletions(plan: &Plan) -> Vec<Deletion> {
     out
 }
 
+/// What to record *before* a create whose interruption would leave a resource the next plan
+/// could not recognize as the stack's: a bucket (S3 tags it by a second call, so a crash in
+/// between leaves it untagged) and a replacement (the new name's suffix, and the old half as
+/// deposed). The handle has no id yet and the attributes are empty: the next plan compares the
+/// live resource with the stack, adopts it, and deletes what is deposed.
+fn intent(item: &Item, desired: &Spec) -> Option<Record> {
+    let handle = Handle { kind: desired.kind(), name: desired.name().to_string(), id: String::new(), extra: BTreeMap::new() };
+    match item.action {
+        Action::Create if item.record.is_none() && desired.kind() == Kind::Bucket => {
+            Some(record(&item.address, handle, Attrs::new(), item.deps.clone(), item.suffix))
+        }
+        Action::Replace => {
+            let mut rec = record(&item.address, handle, Attrs::new(), item.deps.clone(), item.suffix);
+            if let Some(old) = &item.record {
+                rec.deposed = old.deposed.clone();
+            }
+            rec.deposed.push(item.handle.clone()?);
+            Some(rec)
+        }
+        _ => None,
+    }
+}
+
 /// Applies `plan`: forward phase, then delete phase; records every step in `store`.
 pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter) -> Result<Report> {
     let stack = &plan.stack;
@@ -157,6 +180,21 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
                 records.lock().unwrap().remove(&item.address);
                 report.state_changed = true;
             }
+            // A deposed resource already gone (a crash after its delete, before the record
+            // forgot it): only its entry is left.
+            (None, None) => {
+                let updated = {
+                    let mut records = records.lock().unwrap();
+                    records.get_mut(&item.address).map(|rec| {
+                        rec.deposed.retain(|h| Some(h) != item.handle.as_ref());
+                        rec.clone()
+                    })
+                };
+                if let Some(rec) = updated {
+                    store.put(&rec).await?;
+                    report.state_changed = true;
+                }
+            }
             _ => {}
         }
     }
@@ -186,6 +224,10 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
             let attrs = desired.attributes();
             if let Some((name, _)) = attrs.iter().find(|(_, v)| is_unknown(v)) {
                 bail!("{}: {name} is still unknown when its turn came (a missing dependency)", item.address);
+            }
+            if let Some(intent) = intent(item, &desired) {
+                store.put(&intent).await?;
+                records.lock().unwrap().insert(item.address.clone(), intent);
             }
             let (verb, done) = match item.action {
                 Action::Create => ("Creating", "Creation complete"),

@@ -191,6 +191,9 @@ pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot) 
         match &live {
             None => {
                 item.action = Action::Create;
+                // Applied before (a record with attributes, not a mere intent) and gone now:
+                // deleted outside the tool.
+                item.drift = record.as_ref().is_some_and(|r| !r.attributes.is_empty());
                 item.diffs = diff(node.kind, &desired.attributes(), &Default::default())
                     .into_iter()
                     .map(|d| AttrDiff { before: Value::Null, ..d })

@@ -38,7 +38,11 @@ pub fn text(plan: &Plan) -> String {
     for item in plan.changes() {
         let (sign, heading) = heading(item);
         let _ = writeln!(out);
-        let drift = if item.drift { "  (changed outside provision)" } else { "" };
+        let drift = match (item.drift, item.action) {
+            (false, _) => "",
+            (true, Action::Create) => "  (deleted outside provision)",
+            (true, _) => "  (changed outside provision)",
+        };
         let _ = writeln!(out, "  {heading}{drift}");
         let name = match &item.new_name {
             Some(new) => format!("{} -> {new}", item.name),
