@@ -15,6 +15,9 @@ pub struct Task {
     bar: Option<ProgressBar>,
     multi: Option<MultiProgress>,
     started: Instant,
+    /// Without a terminal: the last status printed and when, so that a long wait shows as a
+    /// line when it changes and every 10 s (as Terraform's "Still creating...").
+    last: std::sync::Mutex<Option<(String, Instant)>>,
 }
 
 impl Reporter {
@@ -38,7 +41,13 @@ impl Reporter {
         if bar.is_none() {
             eprintln!("{address}: {verb}...");
         }
-        Task { address: address.to_string(), bar, multi: self.multi.clone(), started: Instant::now() }
+        Task {
+            address: address.to_string(),
+            bar,
+            multi: self.multi.clone(),
+            started: Instant::now(),
+            last: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn line(&self, text: &str) {
@@ -62,6 +71,18 @@ impl Task {
     pub fn status(&self, text: &str) {
         if let Some(bar) = &self.bar {
             bar.set_message(text.to_string());
+            return;
+        }
+        // The status ends with its elapsed time, "(12s)": compare what comes before.
+        let key = text.rsplit_once(" (").map(|(head, _)| head).unwrap_or(text).to_string();
+        let mut last = self.last.lock().unwrap();
+        let due = match &*last {
+            Some((previous, at)) => *previous != key || at.elapsed() >= Duration::from_secs(10),
+            None => true,
+        };
+        if due {
+            eprintln!("{}: {text}", self.address);
+            *last = Some((key, Instant::now()));
         }
     }
 

@@ -340,3 +340,405 @@ async fn expired_lock_of_a_dead_process_is_taken_over() {
     w.expect(&["destroy", "--auto-approve"], 0);
     assert_empty(&c).await;
 }
+
+/// The changes of a JSON plan by address.
+fn changes(plan: &Value) -> BTreeMap<String, Value> {
+    plan["changes"].as_array().unwrap().iter().map(|c| (c["address"].as_str().unwrap().to_string(), c.clone())).collect()
+}
+
+fn attribute<'a>(change: &'a Value, name: &str) -> &'a Value {
+    change["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no attribute {name} in {change:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compute_replacement_keeps_the_queue_served_under_aws_batch_rules() {
+    // A server of its own where Batch transitions take 2 s (CREATING, UPDATING, DELETING), an
+    // ENABLED or attached environment cannot be deleted and a queue takes only VALID ones.
+    let emulator = testkit::start_with_env(&[("MOTO_BATCH_TRANSITION_SECONDS", "2")]);
+    let w = World::new("cerep", "orderflow.toml", &emulator.endpoint);
+    let c = w.clients().await;
+    let p = w.p();
+    w.apply(&[]);
+    let ce = |name: String| {
+        let c = c.clone();
+        async move {
+            let out = c.batch.describe_compute_environments().compute_environments(&name).send().await.unwrap();
+            out.compute_environments().first().cloned()
+        }
+    };
+    let spot = ce(format!("{p}-spot")).await.unwrap();
+
+    // In place: max vCPUs, through UPDATING, same environment.
+    let plan = w.plan_json(&["--set", "compute.spot.max_vcpus=32"]);
+    assert_eq!(changes(&plan)["compute.spot"]["action"], "update", "{plan:#}");
+    w.apply(&["--set", "compute.spot.max_vcpus=32"]);
+    let after = ce(format!("{p}-spot")).await.unwrap();
+    assert_eq!(after.compute_environment_arn(), spot.compute_environment_arn());
+    assert_eq!(after.compute_resources().unwrap().maxv_cpus(), Some(32));
+
+    // Replacement of both environments of the queue (GPU on), watched from outside: the
+    // queue must name at least one VALID, ENABLED environment at every moment.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let c = c.clone();
+        let stop = stop.clone();
+        let queue = format!("{p}-main");
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let q = c.batch.describe_job_queues().job_queues(&queue).send().await.unwrap();
+                let q = q.job_queues().first().cloned().expect("the queue exists throughout");
+                let arns: Vec<String> =
+                    q.compute_environment_order().iter().filter_map(|o| o.compute_environment()).map(String::from).collect();
+                let envs = c.batch.describe_compute_environments().set_compute_environments(Some(arns.clone())).send().await.unwrap();
+                let serving = envs
+                    .compute_environments()
+                    .iter()
+                    .filter(|e| arns.iter().any(|a| Some(a.as_str()) == e.compute_environment_arn()))
+                    .filter(|e| e.status().map(|s| s.as_str()) == Some("VALID") && e.state().map(|s| s.as_str()) == Some("ENABLED"))
+                    .count();
+                samples.push((serving, arns));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            samples
+        })
+    };
+    let (stdout, stderr) = w.expect(&["apply", "--auto-approve", "--set", "gpu=true", "--set", "compute.spot.max_vcpus=32"], 0);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let samples = watcher.await.unwrap();
+    assert!(samples.len() > 10, "the watcher saw too little: {samples:?}");
+    let starved: Vec<_> = samples.iter().filter(|(n, _)| *n == 0).collect();
+    assert!(starved.is_empty(), "the queue had no VALID, ENABLED environment: {starved:?}\n{stderr}");
+    assert!(!stderr.contains("failed"), "{stderr}");
+    assert!(stdout.contains("must be replaced (create before destroy)"), "{stdout}");
+    // The tool waited, and said on what.
+    assert!(stderr.contains("waiting for compute environment"), "{stderr}");
+
+    // The new environments serve the queue, the old ones and their launch template are gone.
+    let spot = ce(format!("{p}-spot-r1")).await.expect("replacement");
+    let ondemand = ce(format!("{p}-ondemand-r1")).await.expect("replacement");
+    assert!(ce(format!("{p}-spot")).await.is_none() && ce(format!("{p}-ondemand")).await.is_none());
+    assert_eq!(spot.compute_resources().unwrap().maxv_cpus(), Some(32));
+    let q = c.batch.describe_job_queues().job_queues(format!("{p}-main")).send().await.unwrap();
+    let mut order: Vec<(i32, String)> = q.job_queues()[0]
+        .compute_environment_order()
+        .iter()
+        .map(|o| (o.order().unwrap(), o.compute_environment().unwrap().to_string()))
+        .collect();
+    order.sort();
+    assert_eq!(
+        order.into_iter().map(|(_, a)| a).collect::<Vec<_>>(),
+        [spot.compute_environment_arn().unwrap(), ondemand.compute_environment_arn().unwrap()]
+    );
+    let lts = c.ec2.describe_launch_templates().send().await.unwrap();
+    let lts: Vec<&str> = lts.launch_templates().iter().filter_map(|t| t.launch_template_name()).collect();
+    assert_eq!(lts, [format!("{p}-spot-r1").as_str()]);
+    w.expect(&["plan", "--detailed-exitcode", "--set", "gpu=true", "--set", "compute.spot.max_vcpus=32"], 0);
+    w.expect(&["destroy", "--auto-approve"], 0);
+    assert_empty(&c).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_shows_live_and_desired_values_and_apply_restores_them() {
+    let w = World::orderflow("drift");
+    let c = w.clients().await;
+    let p = w.p();
+    let bucket = format!("{p}-data-{}", w.account());
+    w.apply(&[]);
+
+    // Changes made outside the tool.
+    c.batch.update_job_queue().job_queue(format!("{p}-main")).priority(7).send().await.unwrap();
+    let wide = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
+    c.iam.put_role_policy().role_name(format!("{p}-job")).policy_name("stack-buckets").policy_document(wide).send().await.unwrap();
+    c.s3.put_bucket_versioning()
+        .bucket(&bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder().status(aws_sdk_s3::types::BucketVersioningStatus::Suspended).build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    c.logs.put_retention_policy().log_group_name(format!("/aws/batch/{p}")).retention_in_days(1).send().await.unwrap();
+    c.ecr.delete_repository().repository_name(format!("{p}-runtime")).force(true).send().await.unwrap();
+
+    let plan = w.plan_json(&[]);
+    let ch = changes(&plan);
+    let queue = &ch["queue.main"];
+    assert_eq!((queue["action"].as_str(), queue["drift"].as_bool()), (Some("update"), Some(true)), "{queue:#}");
+    assert_eq!((attribute(queue, "priority")["before"].as_u64(), attribute(queue, "priority")["after"].as_u64()), (Some(7), Some(1)));
+    let role = &ch["role.job"];
+    assert_eq!((role["action"].as_str(), role["drift"].as_bool()), (Some("update"), Some(true)), "{role:#}");
+    let policies = role["attributes"].to_string();
+    assert!(policies.contains("s3:*") && policies.contains(&format!("arn:aws:s3:::{bucket}")), "live and desired policy: {role:#}");
+    let b = &ch["bucket.data"];
+    assert_eq!((b["action"].as_str(), b["drift"].as_bool()), (Some("update"), Some(true)), "{b:#}");
+    assert_eq!((attribute(b, "versioning")["before"].as_bool(), attribute(b, "versioning")["after"].as_bool()), (Some(false), Some(true)));
+    let lg = &ch["log_group.jobs"];
+    assert_eq!((lg["action"].as_str(), lg["drift"].as_bool()), (Some("update"), Some(true)), "{lg:#}");
+    assert_eq!((attribute(lg, "retention_days")["before"].as_u64(), attribute(lg, "retention_days")["after"].as_u64()), (Some(1), Some(30)));
+    let repo = &ch["repository.runtime"];
+    assert_eq!((repo["action"].as_str(), repo["drift"].as_bool()), (Some("create"), Some(true)), "{repo:#}");
+    // Nothing else moved.
+    assert_eq!(ch.len(), 5, "{plan:#}");
+
+    let (text, _) = w.expect(&["plan"], 0);
+    assert!(text.contains("# queue.main will be updated in place  (changed outside provision)"), "{text}");
+    assert!(text.contains("~ priority = 7 -> 1"), "{text}");
+    assert!(text.contains("~ versioning = false -> true"), "{text}");
+    assert!(text.contains("~ retention_days = 1 -> 30"), "{text}");
+    assert!(text.contains("# repository.runtime will be created  (deleted outside provision)"), "{text}");
+
+    w.apply(&[]);
+    let q = c.batch.describe_job_queues().job_queues(format!("{p}-main")).send().await.unwrap();
+    assert_eq!(q.job_queues()[0].priority(), Some(1));
+    let doc = c.iam.get_role_policy().role_name(format!("{p}-job")).policy_name("stack-buckets").send().await.unwrap();
+    let doc = percent_decode(doc.policy_document());
+    assert!(!doc.contains("s3:*") && doc.contains(&format!("arn:aws:s3:::{bucket}/*")), "{doc}");
+    let v = c.s3.get_bucket_versioning().bucket(&bucket).send().await.unwrap();
+    assert_eq!(v.status().map(|s| s.as_str()), Some("Enabled"));
+    let lg = c.logs.describe_log_groups().log_group_name_prefix(format!("/aws/batch/{p}")).send().await.unwrap();
+    assert_eq!(lg.log_groups()[0].retention_in_days(), Some(30));
+    assert!(c.ecr.describe_repositories().repository_names(format!("{p}-runtime")).send().await.is_ok());
+    w.expect(&["plan", "--detailed-exitcode"], 0);
+    w.expect(&["destroy", "--auto-approve"], 0);
+    assert_empty(&c).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_and_destroy_converge_with_ten_percent_of_requests_failing() {
+    let w = World::orderflow("fault");
+    let c = w.clients().await;
+    w.proxy.set_faults(100, 0x5eed);
+    let out = w.apply(&[]);
+    assert!(out.contains("15 added"), "{out}");
+    w.expect(&["plan", "--detailed-exitcode"], 0);
+    // A change under faults too: an in-place update and a job definition revision.
+    let out = w.apply(&["--set", "queues.main.priority=3", "--set", "jobs.prepare.vcpus=4"]);
+    assert!(out.contains("2 changed"), "{out}");
+    w.expect(&["destroy", "--auto-approve"], 0);
+    let counts = w.proxy.counts();
+    w.proxy.set_faults(0, 0);
+    assert_empty(&c).await;
+    let failed = counts.throttled + counts.server_errors;
+    assert!(counts.throttled > 5 && counts.server_errors > 5, "{counts:?}");
+    // About one in ten, and the tool still converged.
+    assert!(failed * 100 / counts.requests >= 6, "{counts:?}");
+}
+
+/// IAM answers policy documents URL-encoded.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().filter_map(|i| i.as_str()).map(String::from).collect(),
+        _ => vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_policies_are_least_privilege() {
+    // The templates themselves: every Resource is a placeholder filled with exact ARNs.
+    for file in ["job-s3.json", "execution-secrets.json", "trust.json"] {
+        let doc: Value =
+            serde_json::from_str(&std::fs::read_to_string(testkit::workspace_root().join("policies").join(file)).unwrap()).unwrap();
+        for st in doc["Statement"].as_array().unwrap() {
+            for r in strings(&st["Resource"]) {
+                assert!(r.starts_with("{{") && r.ends_with("}}"), "{file}: literal Resource {r}");
+            }
+            for a in strings(&st["Action"]) {
+                assert!(!a.contains('*'), "{file}: wildcard action {a}");
+            }
+        }
+    }
+
+    // Seed 004's stack: secrets (one with its own KMS key) and a KMS-encrypted bucket.
+    let w = World::new("lp", "topics.toml", &testkit::emulator().endpoint);
+    let c = w.clients().await;
+    let acct = w.account().to_string();
+    let wrds = c.secrets.create_secret().name("wrds-credentials").secret_string("{}").send().await.unwrap();
+    let key = format!("arn:aws:kms:us-east-1:{acct}:key/11111111-2222-3333-4444-555555555555");
+    let grok = c.secrets.create_secret().name("grok-api-key").kms_key_id(&key).secret_string("k").send().await.unwrap();
+    w.rewrite(|t| t.replace("arn:aws:secretsmanager:us-east-1:123456789012:secret:grok-api-key-AbCdEf", "grok-api-key"));
+    w.apply(&[]);
+
+    let p = w.p();
+    let bucket = format!("arn:aws:s3:::{p}-results-{acct}");
+    let bucket_key = format!("arn:aws:kms:us-east-1:{acct}:alias/ftm-data");
+    let mut secret_arns = vec![wrds.arn().unwrap().to_string(), grok.arn().unwrap().to_string()];
+    secret_arns.sort();
+    for (role, service) in [
+        ("instance", "ec2.amazonaws.com"),
+        ("batch-service", "batch.amazonaws.com"),
+        ("execution", "ecs-tasks.amazonaws.com"),
+        ("job", "ecs-tasks.amazonaws.com"),
+    ] {
+        let name = format!("{p}-{role}");
+        let got = c.iam.get_role().role_name(&name).send().await.unwrap();
+        let trust: Value = serde_json::from_str(&percent_decode(got.role().unwrap().assume_role_policy_document().unwrap())).unwrap();
+        let statements = trust["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 1, "{name} trust: {trust}");
+        assert_eq!(statements[0]["Principal"], serde_json::json!({ "Service": service }), "{name} trust: {trust}");
+        assert_eq!(strings(&statements[0]["Action"]), ["sts:AssumeRole"], "{name} trust: {trust}");
+
+        // Every inline policy: no wildcard on S3, Secrets Manager or KMS.
+        let inline = c.iam.list_role_policies().role_name(&name).send().await.unwrap();
+        let mut grants: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for policy in inline.policy_names() {
+            let doc = c.iam.get_role_policy().role_name(&name).policy_name(policy).send().await.unwrap();
+            let doc: Value = serde_json::from_str(&percent_decode(doc.policy_document())).unwrap();
+            for st in doc["Statement"].as_array().unwrap() {
+                assert_eq!(st["Effect"], "Allow");
+                let resources = strings(&st["Resource"]);
+                for action in strings(&st["Action"]) {
+                    assert!(!action.contains('*'), "{name}/{policy}: wildcard action {action}");
+                    let service = action.split(':').next().unwrap();
+                    if ["s3", "secretsmanager", "kms"].contains(&service) {
+                        assert!(!resources.iter().any(|r| r == "*" || r.ends_with(":*")), "{name}/{policy}: {action} on {resources:?}");
+                    }
+                    grants.entry(action).or_default().extend(resources.iter().cloned());
+                }
+            }
+        }
+        let attached = c.iam.list_attached_role_policies().role_name(&name).send().await.unwrap();
+        let managed: Vec<&str> = attached.attached_policies().iter().filter_map(|a| a.policy_name()).collect();
+        let set = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<BTreeSet<String>>();
+        match role {
+            "instance" => {
+                assert_eq!(managed, ["AmazonEC2ContainerServiceforEC2Role"]);
+                assert!(grants.is_empty(), "{grants:?}");
+            }
+            "batch-service" => {
+                assert_eq!(managed, ["AWSBatchServiceRole"]);
+                assert!(grants.is_empty(), "{grants:?}");
+            }
+            "execution" => {
+                assert_eq!(managed, ["AmazonECSTaskExecutionRolePolicy"]);
+                // Exactly the declared secrets, and only the key of the one that has its own.
+                assert_eq!(grants.keys().cloned().collect::<Vec<_>>(), ["kms:Decrypt", "secretsmanager:GetSecretValue"]);
+                assert_eq!(grants["secretsmanager:GetSecretValue"], secret_arns.iter().cloned().collect());
+                assert_eq!(grants["kms:Decrypt"], set(&[key.as_str()]));
+            }
+            "job" => {
+                assert!(managed.is_empty(), "{managed:?}");
+                // The stack's bucket and its objects, its bucket key; no secrets.
+                let object = format!("{bucket}/*");
+                for (action, resources) in &grants {
+                    let allowed = match action.split(':').next().unwrap() {
+                        "s3" if action == "s3:ListBucket" || action == "s3:GetBucketLocation" => set(&[bucket.as_str()]),
+                        "s3" => set(&[object.as_str()]),
+                        "kms" => set(&[bucket_key.as_str()]),
+                        other => panic!("the job role may not use {other}: {action}"),
+                    };
+                    assert_eq!(resources, &allowed, "{action}");
+                }
+                assert!(grants.contains_key("s3:GetObject") && grants.contains_key("s3:PutObject"), "{grants:?}");
+            }
+            _ => unreachable!(),
+        }
+    }
+    w.expect(&["destroy", "--auto-approve"], 0);
+    assert_empty(&c).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
+    let w = World::orderflow("bad");
+    let c = w.clients().await;
+    let bin = env!("CARGO_BIN_EXE_provision");
+
+    // Unknown --env: no request at all.
+    let before = w.proxy.counts().requests;
+    let out = w.proxy.command(bin).args(["apply", "--auto-approve", "--stack"]).arg(&w.path).args(["--env", "staging"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("staging") && stderr.contains("defined: dev, prod"), "{stderr}");
+    assert_eq!(w.proxy.counts().requests, before, "a bad --env reached AWS");
+
+    // A saved plan of another stack: refused before any request.
+    let other = World::orderflow("other");
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("other.plan");
+    other.expect(&["plan", "--out", saved.to_str().unwrap()], 0);
+    let before = w.proxy.counts().requests;
+    let (_, stderr) = w.expect(&["apply", saved.to_str().unwrap()], 1);
+    assert!(stderr.contains(&format!("saved for {}/dev", other.name)) && stderr.contains(&w.name), "{stderr}");
+    assert_eq!(w.proxy.counts().requests, before);
+
+    // A saved plan made before the state moved (older serial): refused under the lock, before
+    // any change to the account.
+    let mine = dir.path().join("mine.plan");
+    w.expect(&["plan", "--out", mine.to_str().unwrap()], 0);
+    w.apply(&["--set", "logs.retention_days=7"]);
+    let inv = inventory(&c).await;
+    w.proxy.clear_log();
+    let (_, stderr) = w.expect(&["apply", mine.to_str().unwrap()], 1);
+    assert!(stderr.contains("stale") && stderr.contains("serial"), "{stderr}");
+    let writes: Vec<String> = w.proxy.mutating_log().into_iter().filter(|l| !l.contains("dynamodb")).collect();
+    assert!(writes.is_empty(), "a stale plan changed the account: {writes:?}");
+    assert_eq!(inventory(&c).await, inv);
+    let lg = c.logs.describe_log_groups().log_group_name_prefix(format!("/aws/batch/{}", w.p())).send().await.unwrap();
+    assert_eq!(lg.log_groups()[0].retention_in_days(), Some(7));
+    w.expect(&["state", "unlock"], 0); // no lock was left behind
+
+    // No credentials anywhere: one plain sentence, no request.
+    let before = w.proxy.counts().requests;
+    for args in [&["plan"][..], &["apply", "--auto-approve"], &["destroy", "--auto-approve"]] {
+        let out = w
+            .command(args)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: no AWS credentials") && stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
+        assert!(!stderr.contains("DispatchFailure"), "{stderr}");
+    }
+    assert_eq!(w.proxy.counts().requests, before);
+
+    // Credentials AWS does not know: refused by STS before anything else.
+    w.proxy.reject_access_key("AKIAUNKNOWNKEY000000");
+    w.proxy.clear_log();
+    for args in [&["plan"][..], &["apply", "--auto-approve"], &["destroy", "--auto-approve"]] {
+        let out = w.command(args).env("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000").stdin(Stdio::null()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("AWS refused the credentials (InvalidClientTokenId"), "{stderr}");
+    }
+    assert!(w.proxy.mutating_log().is_empty());
+
+    // AWS unreachable: named, with the endpoint.
+    let out = w.command(&["apply", "--auto-approve"]).env("AWS_ENDPOINT_URL", "http://127.0.0.1:9").stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot reach AWS at http://127.0.0.1:9") && stderr.contains("refused"), "{stderr}");
+
+    // Everything above left the stack as it was.
+    assert_eq!(inventory(&c).await, inv);
+    w.expect(&["plan", "--detailed-exitcode", "--set", "logs.retention_days=7"], 0);
+    w.expect(&["destroy", "--auto-approve"], 0);
+    assert_empty(&c).await;
+}
