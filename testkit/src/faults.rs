@@ -42,6 +42,9 @@ struct Shared {
     mutating: AtomicUsize,
     /// Kill `victim` once this many mutating requests have run (0: never).
     kill_after: AtomicUsize,
+    /// Only mutating requests whose log line contains this count towards `kill_after`.
+    kill_pattern: Mutex<String>,
+    matched: AtomicUsize,
     victim: Mutex<Option<Child>>,
     killed: AtomicBool,
     /// Mutating request lines seen, for a test's failure message.
@@ -75,6 +78,8 @@ impl FaultProxy {
             server_errors: AtomicUsize::new(0),
             mutating: AtomicUsize::new(0),
             kill_after: AtomicUsize::new(0),
+            kill_pattern: Mutex::new(String::new()),
+            matched: AtomicUsize::new(0),
             victim: Mutex::new(None),
             killed: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
@@ -103,6 +108,14 @@ impl FaultProxy {
     /// right after the `n`th mutating request from now has run on the server, before the
     /// answer reaches it. Arm before spawning, so that no request goes uncounted.
     pub fn arm_kill(&self, n: usize) {
+        self.arm_kill_matching("", n);
+    }
+
+    /// As [`FaultProxy::arm_kill`], counting only the mutating requests whose `service action`
+    /// contains `pattern` (`batch createcomputeenvironment`).
+    pub fn arm_kill_matching(&self, pattern: &str, n: usize) {
+        *self.shared.kill_pattern.lock().unwrap() = pattern.to_string();
+        self.shared.matched.store(0, Ordering::SeqCst);
         self.shared.killed.store(false, Ordering::SeqCst);
         self.shared.mutating.store(0, Ordering::SeqCst);
         self.shared.log.lock().unwrap().clear();
@@ -429,9 +442,15 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
     let (status, reason, headers, body) = forward(shared, &req)?;
     if mutating {
         let n = shared.mutating.fetch_add(1, Ordering::SeqCst) + 1;
-        shared.log.lock().unwrap().push(format!("{n}: {service} {} -> {status}", req.action()));
+        let line = format!("{service} {}", req.action());
+        shared.log.lock().unwrap().push(format!("{n}: {line} -> {status}"));
+        let counted = if line.contains(shared.kill_pattern.lock().unwrap().as_str()) {
+            shared.matched.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            0
+        };
         let limit = shared.kill_after.load(Ordering::SeqCst);
-        if limit > 0 && n >= limit {
+        if limit > 0 && counted >= limit {
             // The test sets the victim just after spawning it; wait for that moment.
             for _ in 0..500 {
                 if shared.victim.lock().unwrap().is_some() {

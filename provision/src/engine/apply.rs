@@ -181,8 +181,12 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
                 report.state_changed = true;
             }
             // A deposed resource already gone (a crash after its delete, before the record
-            // forgot it): only its entry is left.
+            // forgot it): what it owned may be left (a compute environment's launch template
+            // is deleted after it), then its entry.
             (None, None) => {
+                if let Some(handle) = &item.handle {
+                    resources::delete(c, handle, &|_: &str| {}).await?;
+                }
                 let updated = {
                     let mut records = records.lock().unwrap();
                     records.get_mut(&item.address).map(|rec| {

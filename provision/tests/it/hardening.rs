@@ -230,43 +230,110 @@ async fn assert_empty(c: &Clients) {
     }
 }
 
-/// Kills `apply` right after its `n`th mutating call ran on the server, then checks the
-/// whole recovery: the dead process's lock is reported with its holder and expiry, unlock
-/// refuses a live lock without --force and clears it with it, the next apply converges to
-/// exactly one copy of every resource (all recorded), and destroy leaves nothing.
-async fn crash_at(n: usize) {
-    let w = World::orderflow("crash");
-    let c = w.clients().await;
-    let mut cmd = w.command(&["apply", "--auto-approve"]);
+/// Starts `apply --auto-approve {extra}` and kills it (SIGKILL) right after its `n`th mutating
+/// call that matches `pattern` ran on the server; returns its pid and the calls it made.
+fn kill_apply(w: &World, extra: &[&str], pattern: &str, n: usize) -> (u32, Vec<String>) {
+    let mut args = vec!["apply", "--auto-approve"];
+    args.extend_from_slice(extra);
+    let mut cmd = w.command(&args);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    w.proxy.arm_kill(n);
+    w.proxy.arm_kill_matching(pattern, n);
     let child = cmd.spawn().unwrap();
     let pid = child.id();
     w.proxy.set_victim(child);
-    let (child, killed) = w.proxy.wait_victim(Duration::from_secs(300));
-    assert!(killed, "apply finished before its mutating call {n}: {:?}", w.proxy.mutating_log());
-    drop(child);
+    let (_, killed) = w.proxy.wait_victim(Duration::from_secs(300));
     let log = w.proxy.mutating_log();
+    assert!(killed, "apply finished before its mutating call {n} matching {pattern:?}: {log:?}");
+    (pid, log)
+}
 
-    // The lock of the dead process.
-    let out = w.run(&["apply", "--auto-approve"]);
+/// After a killed apply: the next apply reports the dead process's lock (holder and expiry)
+/// and exits 1; `state unlock` refuses a live lock without --force and clears it with it;
+/// then apply converges.
+fn recover(w: &World, pid: u32, extra: &[&str], log: &[String]) {
+    let mut args = vec!["apply", "--auto-approve"];
+    args.extend_from_slice(extra);
+    let out = w.run(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "apply after the crash ({log:?}):\n{stderr}");
+    assert!(stderr.contains(&format!("pid {pid}")) && stderr.contains("expires"), "{stderr}");
+    assert!(stderr.contains("state unlock --force"), "{stderr}");
+    let (_, err) = w.expect(&["state", "unlock"], 1);
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    let (out, _) = w.expect(&["state", "unlock", "--force"], 0);
+    assert!(out.contains(&format!("pid {pid}")), "{out}");
+    let out = w.run(&args);
+    assert_eq!(out.status.code(), Some(0), "apply after unlock ({log:?}):\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Kills `apply` right after its `n`th mutating call ran on the server, then checks the
+/// whole recovery: the lock of the dead process (see [`recover`]), exactly one copy of every
+/// resource, all recorded, a clean plan, and a destroy that leaves nothing.
+async fn crash_at(n: usize) {
+    let w = World::orderflow("crash");
+    let c = w.clients().await;
+    let (pid, log) = kill_apply(&w, &[], "", n);
     if n > 2 {
-        assert_eq!(out.status.code(), Some(1), "apply after a crash at {n} ({log:?}):\n{stderr}");
-        assert!(stderr.contains(&format!("pid {pid}")) && stderr.contains("expires"), "{stderr}");
-        assert!(stderr.contains("state unlock --force"), "{stderr}");
-        let (_, err) = w.expect(&["state", "unlock"], 1);
-        assert!(err.contains(&format!("pid {pid}")), "{err}");
-        let (out, _) = w.expect(&["state", "unlock", "--force"], 0);
-        assert!(out.contains(&format!("pid {pid}")), "{out}");
-        let out = w.run(&["apply", "--auto-approve"]);
-        assert_eq!(out.status.code(), Some(0), "apply after unlock, crash at {n} ({log:?}):\n{}", String::from_utf8_lossy(&out.stderr));
+        recover(&w, pid, &[], &log);
     } else {
         // Killed before (or while) taking the lock: nothing to unlock.
-        assert_eq!(out.status.code(), Some(0), "crash at {n} ({log:?}):\n{stderr}");
+        let out = w.run(&["apply", "--auto-approve"]);
+        assert_eq!(out.status.code(), Some(0), "crash at {n} ({log:?}):\n{}", String::from_utf8_lossy(&out.stderr));
     }
     assert_exactly_the_stack(&w, &c).await;
     w.expect(&["plan", "--detailed-exitcode"], 0);
+    w.expect(&["destroy", "--auto-approve"], 0);
+    assert_empty(&c).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_during_compute_replacement_neither_duplicates_nor_orphans() {
+    let w = World::orderflow("crrep");
+    let c = w.clients().await;
+    let p = w.p();
+    w.apply(&[]);
+    let envs = |c: Clients| async move {
+        let out = c.batch.describe_compute_environments().send().await.unwrap();
+        let mut names: Vec<String> =
+            out.compute_environments().iter().filter_map(|e| e.compute_environment_name()).map(String::from).collect();
+        names.sort();
+        names
+    };
+    let check = |expected: [String; 2], gpu: bool| {
+        let w = &w;
+        let c = c.clone();
+        async move {
+            assert_eq!(envs(c.clone()).await, expected);
+            let state = w.state();
+            assert_eq!(state.len(), 15, "a deposed environment stayed in the state: {state:#?}");
+            let q = c.batch.describe_job_queues().job_queues(format!("{}-main", w.p())).send().await.unwrap();
+            let live: BTreeSet<String> = q.job_queues()[0]
+                .compute_environment_order()
+                .iter()
+                .filter_map(|o| o.compute_environment())
+                .map(|a| a.rsplit('/').next().unwrap().to_string())
+                .collect();
+            assert_eq!(live, expected.iter().cloned().collect());
+            let set = if gpu { "gpu=true" } else { "gpu=false" };
+            w.expect(&["plan", "--detailed-exitcode", "--set", set], 0);
+        }
+    };
+
+    // Killed right after the first replacement environment was created, before it was
+    // recorded: the next apply adopts it (no -r2, no orphan -r1) and finishes the job.
+    let (pid, log) = kill_apply(&w, &["--set", "gpu=true"], "batch createcomputeenvironment", 1);
+    recover(&w, pid, &["--set", "gpu=true"], &log);
+    check([format!("{p}-ondemand-r1"), format!("{p}-spot-r1")], true).await;
+
+    // Killed while the old environments are being deleted (the queue already re-pointed):
+    // the next apply deletes what is left and forgets the deposed ones.
+    let (pid, log) = kill_apply(&w, &[], "batch deletecomputeenvironment", 1);
+    recover(&w, pid, &[], &log);
+    check([format!("{p}-ondemand-r2"), format!("{p}-spot-r2")], false).await;
+    let lts = c.ec2.describe_launch_templates().send().await.unwrap();
+    let lts: Vec<&str> = lts.launch_templates().iter().filter_map(|t| t.launch_template_name()).collect();
+    assert_eq!(lts, [format!("{p}-spot-r2").as_str()], "launch templates of replaced environments are deleted");
+
     w.expect(&["destroy", "--auto-approve"], 0);
     assert_empty(&c).await;
 }
