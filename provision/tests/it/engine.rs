@@ -513,3 +513,54 @@ async fn saved_plan_applies_once_and_is_refused_after_the_state_moved() {
     s.expect(&["plan", "--detailed-exitcode", "--set", "logs.retention_days=7"], 2);
     s.expect(&["destroy", "--auto-approve"], 0);
 }
+
+#[tokio::test]
+async fn lost_state_is_adopted_by_tags_drift_is_shown_and_foreign_resources_are_refused() {
+    let c = clients().await;
+    // A log group of the same name that the stack does not own: plan refuses to adopt it.
+    let foreign = Stack::new("forgn");
+    c.logs.create_log_group().log_group_name(format!("/aws/batch/{}", foreign.p())).send().await.unwrap();
+    let out = foreign.run(&["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not tagged"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let s = Stack::new("adopt");
+    let p = s.p();
+    s.apply(&[]);
+    // A crash before the state was written: every resource item is gone, the resources are not.
+    let items = c
+        .dynamodb
+        .query()
+        .table_name("provision-state")
+        .key_condition_expression("pk = :pk AND begins_with(sk, :r)")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("{}/dev", s.name)))
+        .expression_attribute_values(":r", AttributeValue::S("resource#".into()))
+        .send()
+        .await
+        .unwrap();
+    for item in items.items() {
+        c.dynamodb
+            .delete_item()
+            .table_name("provision-state")
+            .key("pk", item["pk"].clone())
+            .key("sk", item["sk"].clone())
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(resource_items(&c, &s).await, 0);
+    s.expect(&["plan", "--detailed-exitcode"], 0);
+    let out = s.apply(&[]);
+    assert!(out.contains("0 added, 0 changed, 0 destroyed"), "{out}");
+    assert_eq!(resource_items(&c, &s).await, 14, "adopted resources are recorded");
+
+    // Drift: a change made outside the tool shows as drift and is put back in place.
+    c.batch.update_job_queue().job_queue(format!("{p}-main")).priority(9).send().await.unwrap();
+    let plan = s.plan_json(&[]);
+    assert_eq!(actions(&plan), [("queue.main".to_string(), "update".to_string())]);
+    assert_eq!(plan["changes"][0]["drift"], true);
+    assert_eq!(plan["changes"][0]["attributes"][0], serde_json::json!({"name": "priority", "before": 9, "after": 1}));
+    s.apply(&[]);
+    assert_eq!(queue(&c, &format!("{p}-main")).await.unwrap().priority(), Some(1));
+    s.expect(&["destroy", "--auto-approve"], 0);
+}
