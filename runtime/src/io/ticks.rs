@@ -258,8 +258,9 @@ fn scan(req: &Request, plan: &Plan) -> Result<Scan> {
 /// Validates the files (columns, types) and counts the rows in range without loading them.
 pub fn count(req: &Request, plan: &Plan) -> Result<usize> {
     let scan = scan(req, plan)?;
-    let df = scan.frame.select([len().alias("n")]).collect()?;
-    Ok(df.column("n")?.u32()?.get(0).unwrap_or(0) as usize)
+    // Only the time column is read. (`len()` over concatenated scans casts to UInt128, which
+    // this polars build lacks.)
+    Ok(scan.frame.select([col("ts_us")]).collect()?.height())
 }
 
 /// Loads the request's rows.
@@ -274,9 +275,11 @@ pub fn load(req: &Request, plan: &Plan) -> Result<Ticks> {
         .chain(REQUIRED[1..].iter().map(|c| col(*c)))
         .chain(std::iter::once(col("side")))
         .collect();
-    let frame = sorted.select(cols).collect()?;
+    let mut frame = sorted.select(cols).collect()?;
+    crate::features::set_utc(&mut frame, "ts")?;
     if frame.height() == 0 {
         bail!("no rows in range: instrument {} has no ticks from {} to {} in {}", req.instrument, req.start, req.end, req.input);
     }
     Ok(Ticks { frame, side_derived: !scan.side_present, files: plan.files.len() })
 }
+
