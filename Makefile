@@ -39,3 +39,9 @@ deploy: build
 
 destroy: build
 	$(PROVISION) destroy $(STACK_FLAGS)
+
+## make bench-prepare: `runtime prepare` vs Python polars on 1e6 and 1e7 rows -> bench/prepare.md
+.PHONY: bench-prepare
+bench-prepare:
+	$(CARGO) build --workspace --release
+	bench/prepare.sh
