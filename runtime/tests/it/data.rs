@@ -457,7 +457,14 @@ from pyiceberg.partitioning import PartitionSpec, PartitionField
 from pyiceberg.transforms import IdentityTransform
 
 wh = sys.argv[1]
-cat = SqlCatalog("seed", uri=f"sqlite:///{wh}/catalog.db", warehouse=f"file://{wh}")
+# A second argument puts the warehouse on S3 (the emulator's endpoint comes from the environment).
+if len(sys.argv) > 2:
+    import os
+    cat = SqlCatalog("seed", uri=f"sqlite:///{wh}/catalog.db", warehouse=sys.argv[2], **{
+        "s3.endpoint": os.environ["AWS_ENDPOINT_URL"], "s3.region": "us-east-1",
+        "s3.access-key-id": "testing", "s3.secret-access-key": "testing"})
+else:
+    cat = SqlCatalog("seed", uri=f"sqlite:///{wh}/catalog.db", warehouse=f"file://{wh}")
 cat.create_namespace("market")
 # Seed 000's column names: timestamp, bid_quantity, ask_quantity, and no side.
 names = ["timestamp", "instrument_id", "trade_price", "trade_quantity", "bid_price", "ask_price", "bid_quantity", "ask_quantity"]
@@ -494,6 +501,13 @@ fn iceberg_table(dir: &Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().lines().last().unwrap().to_string()
 }
 
+fn iceberg_table_on_s3(dir: &Path, warehouse: &str) -> String {
+    let emu = testkit::emulator();
+    let out = emu.command(testkit::venv_python()).arg("-c").arg(MAKE_TABLE).arg(dir).arg(warehouse).output().unwrap();
+    assert!(out.status.success(), "pyiceberg: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().lines().last().unwrap().to_string()
+}
+
 #[test]
 fn iceberg_table_in_seed_000_names() {
     let tmp = tempfile::tempdir().unwrap();
@@ -515,6 +529,24 @@ fn iceberg_table_in_seed_000_names() {
     let stderr = run_fails(&mut prepare(&metadata, tmp.path().join("o2").to_str().unwrap(), "1", "2024-01-01", "2024-01-02"));
     assert!(stderr.contains("no rows in range"), "{stderr}");
     assert!(!tmp.path().join("o2").exists());
+}
+
+#[test]
+fn iceberg_table_on_s3_end_to_end() {
+    let bucket = bucket();
+    let emu = testkit::emulator();
+    let tmp = tempfile::tempdir().unwrap();
+    let metadata = iceberg_table_on_s3(tmp.path(), &format!("s3://{bucket}/warehouse"));
+    assert!(metadata.starts_with("s3://"), "{metadata}");
+    let out = format!("s3://{bucket}/out");
+    let mut cmd = prepare(&metadata, &out, "72090", "2024-01-01", "2024-01-02");
+    cmd.envs(emu.aws_env());
+    run_ok(&mut cmd);
+    let dir = Location::parse(&format!("{out}/datasets/instrument=72090/start_date=2024-01-01/end_date=2024-01-02")).unwrap();
+    let prep: Value = serde_json::from_slice(&io::read(&dir.join("preparation_config.json")).unwrap()).unwrap();
+    assert_eq!(prep["rows_in_range"], 1200);
+    assert_eq!(prep["input_files"], 2);
+    assert_eq!(prep["side"], "tick_rule");
 }
 
 #[test]
