@@ -2,3 +2,6 @@
 
 pub mod cli;
 pub mod commands;
+pub mod fanout;
+pub mod features;
+pub mod io;
