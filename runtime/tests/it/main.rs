@@ -1,1 +1,3 @@
 //! The runtime crate's one integration-test binary.
+
+mod train;
