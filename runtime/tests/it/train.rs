@@ -190,7 +190,11 @@ fn every_model_learns_and_writes_summary_plots_and_best_checkpoints() {
         let bytes = fs::read(dir.join(format!("{}_best.mpk", kind.upper()))).unwrap();
         let model = load_model::<B>(kind, &bytes, &Default::default()).unwrap();
         let eval = evaluate(&model, &test, LOOKBACK, 64, 1, &Default::default(), None).unwrap();
-        assert_eq!(Some(eval.accuracy), summary.models[kind.name()].test_accuracy, "{kind}");
+        let recorded = &summary.models[kind.name()];
+        // Exact counts; the accuracy only up to JSON's float round trip.
+        let cm: Vec<Vec<u64>> = eval.confusion.iter().map(|r| r.to_vec()).collect();
+        assert_eq!(Some(cm), recorded.confusion_matrix, "{kind}");
+        assert!((eval.accuracy - recorded.test_accuracy.unwrap()).abs() < 1e-12, "{kind}");
     }
 
     // Complete: a second run exits 0 at once and touches nothing.
