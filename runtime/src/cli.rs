@@ -100,9 +100,10 @@ pub struct PrepareArgs {
     /// Rename input columns: `ts=my_time,bid_size=bq`.
     #[arg(long, env = "COLUMN", value_delimiter = ',', value_name = "STD=THEIRS")]
     pub column: Vec<String>,
-    /// Read flags from a JSON or TOML file (also seed 000's batch_config.json).
-    #[arg(long, env = "CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// Read flags from a JSON or TOML file, local or s3:// (also seed 000's batch_config.json);
+    /// flags given on the command line or in the environment win.
+    #[arg(long, env = "CONFIG", value_name = "URI")]
+    pub config: Option<String>,
     #[command(flatten)]
     pub array: ArrayArgs,
     /// Keep going when an instrument fails; failures are listed in a failures file.
