@@ -5,3 +5,4 @@ pub mod commands;
 pub mod fanout;
 pub mod features;
 pub mod io;
+pub mod train;
