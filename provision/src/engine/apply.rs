@@ -357,3 +357,44 @@ pub fn join_errors(errors: Vec<anyhow::Error>) -> anyhow::Error {
     let text: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
     anyhow!("{} actions failed:\n  {}", errors.len(), text.join("\n  "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn dag_runs_dependencies_first_and_stops_after_a_failure() {
+        // 0 <- 1 <- 2, and 3 independent.
+        let waits = vec![vec![], vec![0], vec![1], vec![]];
+        let order = Mutex::new(Vec::new());
+        let errors = run_dag(&waits, |i| {
+            let order = &order;
+            async move {
+                order.lock().unwrap().push(i);
+                Ok(())
+            }
+        })
+        .await;
+        assert!(errors.is_empty());
+        let order = order.into_inner().unwrap();
+        let pos = |i| order.iter().position(|&x| x == i).unwrap();
+        assert!(pos(0) < pos(1) && pos(1) < pos(2));
+        assert_eq!(order.len(), 4);
+
+        let ran = Mutex::new(Vec::new());
+        let errors = run_dag(&waits, |i| {
+            let ran = &ran;
+            async move {
+                ran.lock().unwrap().push(i);
+                if i == 0 {
+                    anyhow::bail!("boom")
+                }
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(errors.len(), 1);
+        assert!(!ran.into_inner().unwrap().contains(&2), "dependents of a failure never start");
+    }
+}

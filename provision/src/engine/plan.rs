@@ -353,3 +353,34 @@ pub async fn destroy_plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Sn
     }
     Ok(Plan { stack: stack.clone(), facts, snapshot, items, refs })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn compute_changes_outside_vcpus_and_state_force_replacement() {
+        let live = resources::Attrs::from([
+            ("max_vcpus".to_string(), json!(16)),
+            ("instance_types".to_string(), json!(["c5.xlarge"])),
+            ("state".to_string(), json!("ENABLED")),
+        ]);
+        let mut desired = live.clone();
+        desired.insert("max_vcpus".into(), json!(32));
+        let d = diff(Kind::ComputeEnvironment, &desired, &live);
+        assert_eq!(d.len(), 1);
+        assert!(!d[0].forces_replacement, "max_vcpus is updated in place");
+        desired.insert("instance_types".into(), json!(["g4dn.xlarge"]));
+        let d = diff(Kind::ComputeEnvironment, &desired, &live);
+        assert!(d.iter().any(|a| a.name == "instance_types" && a.forces_replacement));
+        // Queues never need a replacement.
+        assert!(!Kind::JobQueue.forces_replacement("compute"));
+    }
+
+    #[test]
+    fn equal_attributes_mean_no_change() {
+        let attrs = resources::Attrs::from([("retention_days".to_string(), json!(30))]);
+        assert!(diff(Kind::LogGroup, &attrs, &attrs).is_empty());
+    }
+}

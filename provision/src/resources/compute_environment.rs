@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_sdk_batch::types::{
     CeState, CeStatus, CeType, ComputeEnvironmentDetail, ComputeResource, ComputeResourceUpdate,
     CrAllocationStrategy, CrType, Ec2Configuration, LaunchTemplateSpecification,
@@ -33,6 +34,8 @@ pub const REPLACE_ON: &[&str] = &[
 
 /// Batch takes minutes to bring an environment to VALID on AWS.
 const WAIT: Duration = Duration::from_secs(1200);
+/// How long a new role may take to become visible to Batch.
+const IAM_PROPAGATION: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -154,7 +157,7 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>, p
         launch_template::ensure(c, lt, *gb, tags).await?;
         cr = cr.launch_template(LaunchTemplateSpecification::builder().launch_template_name(lt).version("$Default").build());
     }
-    let out = c
+    let request = c
         .batch
         .create_compute_environment()
         .compute_environment_name(&spec.name)
@@ -162,11 +165,27 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>, p
         .state(CeState::from(spec.state.as_api()))
         .compute_resources(cr.build())
         .service_role(&spec.service_role)
-        .set_tags(Some(tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
-        .send()
-        .await
-        .ctx(format!("creating compute environment {}", spec.name))?;
-    let arn = out.compute_environment_arn().unwrap_or_default().to_string();
+        .set_tags(Some(tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
+    // IAM is eventually consistent: a role or instance profile created seconds ago may not be
+    // visible to Batch yet. Batch then refuses it by name; that is retried, nothing else.
+    let arn = wait_for(&format!("IAM roles of {} to propagate", spec.name), IAM_PROPAGATION, progress, || {
+        let request = request.clone();
+        async move {
+            match request.send().await {
+                Ok(out) => Ok(Ok(out.compute_environment_arn().unwrap_or_default().to_string())),
+                Err(e) if super::error_code(&e) == Some("ClientException")
+                    && e.message().is_some_and(|m| {
+                        let m = m.to_ascii_lowercase();
+                        (m.contains("role") || m.contains("instance profile")) && !m.contains("already exists")
+                    }) =>
+                {
+                    Ok(Err(super::describe_error(&e)))
+                }
+                Err(e) => Err(e).ctx(format!("creating compute environment {}", spec.name)),
+            }
+        }
+    })
+    .await?;
     wait_valid(c, &spec.name, progress).await?;
     Ok(handle(spec, arn))
 }
