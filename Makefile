@@ -40,6 +40,15 @@ deploy: build
 destroy: build
 	$(PROVISION) destroy $(STACK_FLAGS)
 
-## make bench: no-op plan of the reference stack against moto vs `cdk synth` of the same stack.
-bench: venv
+## make bench: every benchmark, each side by side with the tool a user would otherwise pick.
+bench: bench-plan bench-prepare
+
+## make bench-plan: no-op plan of the reference stack against moto vs `cdk synth` -> bench/
+.PHONY: bench-plan bench-prepare
+bench-plan: venv
 	bench/run.sh
+
+## make bench-prepare: `runtime prepare` vs Python polars on 1e6 and 1e7 rows -> bench/prepare.md
+bench-prepare:
+	$(CARGO) build --workspace --release
+	bench/prepare.sh

@@ -1,8 +1,6 @@
 //! The command line (DESIGN.md §3). Every flag also reads an environment variable, so a job
 //! definition can configure a run with its environment alone.
 
-use std::path::PathBuf;
-
 use clap::{Args, Parser, Subcommand};
 
 /// The AWS Batch job entrypoint: synthetic ticks, order-flow features, model training.
@@ -100,9 +98,10 @@ pub struct PrepareArgs {
     /// Rename input columns: `ts=my_time,bid_size=bq`.
     #[arg(long, env = "COLUMN", value_delimiter = ',', value_name = "STD=THEIRS")]
     pub column: Vec<String>,
-    /// Read flags from a JSON or TOML file (also seed 000's batch_config.json).
-    #[arg(long, env = "CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// Read flags from a JSON or TOML file, local or s3:// (also seed 000's batch_config.json);
+    /// flags given on the command line or in the environment win.
+    #[arg(long, env = "CONFIG", value_name = "URI")]
+    pub config: Option<String>,
     #[command(flatten)]
     pub array: ArrayArgs,
     /// Keep going when an instrument fails; failures are listed in a failures file.
@@ -130,24 +129,28 @@ pub struct TrainArgs {
     /// Train only these instruments (comma-separated).
     #[arg(long, env = "INSTRUMENT", value_delimiter = ',', value_name = "ID")]
     pub instrument: Vec<i64>,
-    /// Models to train, comma-separated: cnn_lstm, lstm, gru.
+    /// Models to train, comma-separated: cnn_lstm, lstm, gru [default: all three].
     #[arg(long, env = "MODELS", value_delimiter = ',', value_name = "NAME")]
     pub models: Vec<String>,
+    /// Epochs per model [default: 10].
     #[arg(long, env = "EPOCHS", value_name = "N")]
     pub epochs: Option<usize>,
+    /// Windows per training batch [default: 32].
     #[arg(long, env = "BATCH_SIZE", value_name = "N")]
     pub batch_size: Option<usize>,
-    /// Adam learning rate.
+    /// Adam learning rate [default: 0.001].
     #[arg(long, env = "LR", value_name = "F")]
     pub lr: Option<f64>,
     /// cpu, or cuda (a build with `--features cuda` and an NVIDIA driver).
     #[arg(long, env = "DEVICE", default_value = "cpu")]
     pub device: String,
+    /// Seed of the weight initialisation and of the epoch shuffles.
     #[arg(long, env = "SEED", default_value_t = 42)]
     pub seed: u64,
-    /// Read flags from a JSON or TOML file (also seed 000's batch_config.json).
-    #[arg(long, env = "CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// Read flags from a JSON or TOML file, local or s3:// (also seed 000's batch_config.json:
+    /// its s3.bucket_name + s3.prefix is both roots); command-line flags win.
+    #[arg(long, env = "CONFIG", value_name = "URI")]
+    pub config: Option<String>,
     #[command(flatten)]
     pub array: ArrayArgs,
 }

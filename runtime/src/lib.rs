@@ -2,3 +2,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod fanout;
+pub mod features;
+pub mod io;
+pub mod train;

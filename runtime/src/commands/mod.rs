@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use crate::cli::Command;
 
 mod collect;
-mod generate;
+pub(crate) mod generate;
 mod prepare;
 mod train;
 

@@ -1,0 +1,296 @@
+//! S3 through the SDK's standard chain (env, profile, container credentials). Path-style
+//! addressing when an endpoint is configured, as S3-compatible stores need (DESIGN.md §3).
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, Context, Result};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use aws_sdk_s3::Client;
+use futures::{StreamExt, TryStreamExt};
+use tokio::io::AsyncReadExt;
+
+use super::Location;
+
+/// Files above this size go up in parts (S3 takes at most 5 GiB in one PUT; parts also retry
+/// on their own and upload in parallel).
+const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
+/// Part size: S3 needs at least 5 MiB for all parts but the last, at most 10 000 parts.
+const PART_SIZE: u64 = 16 * 1024 * 1024;
+const PARALLEL_PARTS: usize = 4;
+
+/// The runtime every S3 call of the process runs on.
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("runtime-io")
+            .enable_all()
+            .build()
+            .expect("start the I/O runtime")
+    })
+    .block_on(f)
+}
+
+async fn client() -> Client {
+    static CLIENT: tokio::sync::OnceCell<Client> = tokio::sync::OnceCell::const_new();
+    CLIENT
+        .get_or_init(|| async {
+            let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(8))
+                .load()
+                .await;
+            let mut builder = aws_sdk_s3::config::Builder::from(&config);
+            if config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
+                builder = builder.force_path_style(true);
+            }
+            Client::from_conf(builder.build())
+        })
+        .await
+        .clone()
+}
+
+fn prefix_of(key: &str) -> String {
+    if key.is_empty() { String::new() } else { format!("{key}/") }
+}
+
+async fn list_keys(bucket: &str, prefix: &str) -> Result<Vec<String>> {
+    let pages = client()
+        .await
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+    Ok(pages
+        .into_iter()
+        .flat_map(|p| p.contents.unwrap_or_default())
+        .filter_map(|o| o.key)
+        .collect())
+}
+
+pub(super) fn list(bucket: &str, key: &str) -> Result<Vec<Location>> {
+    block_on(async {
+        let mut keys = list_keys(bucket, &prefix_of(key)).await?;
+        if keys.is_empty() && !key.is_empty() && exists_async(bucket, key).await? {
+            keys.push(key.to_string());
+        }
+        keys.sort();
+        Ok(keys
+            .into_iter()
+            .filter(|k| !k.ends_with('/'))
+            .map(|k| Location::S3 { bucket: bucket.to_string(), key: k })
+            .collect())
+    })
+}
+
+pub(super) fn list_dirs(bucket: &str, key: &str) -> Result<Vec<String>> {
+    block_on(async {
+        let prefix = prefix_of(key);
+        let pages = client()
+            .await
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+        let mut out: Vec<String> = pages
+            .into_iter()
+            .flat_map(|p| p.common_prefixes.unwrap_or_default())
+            .filter_map(|p| p.prefix)
+            .filter_map(|p| p.strip_prefix(&prefix).map(|s| s.trim_end_matches('/').to_string()))
+            .filter(|s| !s.is_empty())
+            .collect();
+        out.sort();
+        Ok(out)
+    })
+}
+
+async fn exists_async(bucket: &str, key: &str) -> Result<bool> {
+    match client().await.head_object().bucket(bucket).key(key).send().await {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+        Err(e) => Err(anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string())),
+    }
+}
+
+pub(super) fn exists(bucket: &str, key: &str) -> Result<bool> {
+    block_on(exists_async(bucket, key))
+}
+
+pub(crate) async fn read_async(bucket: &str, key: &str) -> Result<Vec<u8>> {
+    let out = client()
+        .await
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+    Ok(out.body.collect().await?.into_bytes().to_vec())
+}
+
+pub(super) fn read(bucket: &str, key: &str) -> Result<Vec<u8>> {
+    block_on(read_async(bucket, key))
+}
+
+pub(super) fn download(bucket: &str, key: &str, to: &Path) -> Result<()> {
+    block_on(async {
+        let out = client()
+            .await
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+        let mut body = out.body.into_async_read();
+        let mut file = tokio::fs::File::create(to).await?;
+        tokio::io::copy(&mut body, &mut file).await?;
+        tokio::io::AsyncWriteExt::flush(&mut file).await?;
+        Ok(())
+    })
+}
+
+pub(super) fn put(bucket: &str, key: &str, bytes: &[u8]) -> Result<()> {
+    let body = ByteStream::from(bytes.to_vec());
+    block_on(async {
+        client()
+            .await
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+        Ok(())
+    })
+}
+
+pub(super) fn upload_file(src: &Path, bucket: &str, key: &str) -> Result<()> {
+    let size = std::fs::metadata(src).with_context(|| format!("reading {}", src.display()))?.len();
+    block_on(async {
+        if size <= MULTIPART_THRESHOLD {
+            let body = ByteStream::from_path(src).await?;
+            client()
+                .await
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+            Ok(())
+        } else {
+            multipart(src, size, bucket, key, PART_SIZE).await
+        }
+    })
+}
+
+/// Uploads `src` in parts of `part_size`; an upload that fails is aborted so no parts linger.
+pub(crate) async fn multipart(src: &Path, size: u64, bucket: &str, key: &str, part_size: u64) -> Result<()> {
+    let client = client().await;
+    let created = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+    let upload_id = created.upload_id.context("CreateMultipartUpload returned no upload id")?;
+    let parts = size.div_ceil(part_size);
+    let result: Result<Vec<CompletedPart>> = futures::stream::iter(0..parts)
+        .map(|i| {
+            let client = client.clone();
+            let upload_id = upload_id.clone();
+            async move {
+                let offset = i * part_size;
+                let len = part_size.min(size - offset);
+                let mut file = tokio::fs::File::open(src).await?;
+                tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(offset)).await?;
+                let mut buf = vec![0u8; len as usize];
+                file.read_exact(&mut buf).await?;
+                let number = i as i32 + 1;
+                let part = client
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(ByteStream::from(buf))
+                    .send()
+                    .await
+                    .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+                Ok(CompletedPart::builder().set_e_tag(part.e_tag).part_number(number).build())
+            }
+        })
+        .buffered(PARALLEL_PARTS)
+        .try_collect()
+        .await;
+    let completed = match result {
+        Ok(parts) => client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string())),
+        Err(e) => Err(e),
+    };
+    if completed.is_err() {
+        let _ = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await;
+    }
+    completed
+}
+
+pub(super) fn delete_keys(bucket: &str, keys: &[String]) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    block_on(async {
+        let client = client().await;
+        for chunk in keys.chunks(1000) {
+            let objects = chunk
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = client
+                .delete_objects()
+                .bucket(bucket)
+                .delete(Delete::builder().set_objects(Some(objects)).quiet(true).build()?)
+                .send()
+                .await
+                .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+            if let Some(err) = out.errors.unwrap_or_default().first() {
+                return Err(anyhow!(
+                    "deleting s3://{bucket}/{}: {}",
+                    err.key.as_deref().unwrap_or("?"),
+                    err.message.as_deref().unwrap_or("unknown error")
+                ));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Test hook: a multipart upload with a small part size, so tests exercise it on small files.
+#[doc(hidden)]
+pub fn upload_in_parts(src: &Path, uri: &Location, part_size: u64) -> Result<()> {
+    let Location::S3 { bucket, key } = uri else { anyhow::bail!("{uri} is not an S3 location") };
+    let size = std::fs::metadata(src)?.len();
+    block_on(multipart(src, size, bucket, key, part_size))
+}
