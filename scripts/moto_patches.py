@@ -65,9 +65,10 @@ def batch_lifecycle_rules():
     """AWS Batch rules the engine's create-before-destroy replacement depends on, which moto
     lacks (it makes everything VALID at once and deletes anything):
 
-    - a compute environment or job queue passes through CREATING / UPDATING / DELETING for a
-      while (MOTO_BATCH_TRANSITION_SECONDS, default 0.5) before it is VALID or gone, and
-      refuses another update or a delete meanwhile ("resource is being modified");
+    - a compute environment or job queue passes through CREATING / UPDATING / DELETING for
+      MOTO_BATCH_TRANSITION_SECONDS (default 0: at once, as moto does; the hardening tests
+      start a server with 1-2 s) before it is VALID or gone, and refuses another update or a
+      delete meanwhile ("resource is being modified");
     - an ENABLED compute environment cannot be deleted (disable it first);
     - a compute environment that a job queue still names cannot be deleted ("Cannot delete,
       found existing JobQueue relationship", Terraform AWS provider #2044, #13221);
@@ -83,7 +84,7 @@ def batch_lifecycle_rules():
     from moto.batch.exceptions import ClientException
     from moto.batch.models import BatchBackend
 
-    seconds = float(os.environ.get("MOTO_BATCH_TRANSITION_SECONDS", "0.5"))
+    seconds = float(os.environ.get("MOTO_BATCH_TRANSITION_SECONDS", "0"))
     lock = threading.RLock()
 
     def begin(obj, status):

@@ -288,7 +288,10 @@ async fn crash_at(n: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_during_compute_replacement_neither_duplicates_nor_orphans() {
-    let w = World::orderflow("crrep");
+    // Batch transitions take 1 s here, so the second kill lands while the old environment is
+    // DELETING and the tool still waits on it.
+    let emulator = testkit::start_with_env(&[("MOTO_BATCH_TRANSITION_SECONDS", "1")]);
+    let w = World::new("crrep", "orderflow.toml", &emulator.endpoint);
     let c = w.clients().await;
     let p = w.p();
     w.apply(&[]);
