@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use aws_sdk_batch::types::{ComputeEnvironmentOrder, JobQueueDetail, JqState, JqStatus};
+use aws_sdk_batch::types::{CeStatus, ComputeEnvironmentOrder, JobQueueDetail, JqState, JqStatus};
 use serde_json::json;
 
 use super::{wait_for, Attrs, Handle, Kind, Live, Progress, SdkContext};
@@ -75,7 +75,37 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
     }))
 }
 
+/// Waits until every environment the queue will name is VALID: Batch refuses a queue on an
+/// environment still CREATING or UPDATING (one adopted after an interrupted apply may be).
+async fn wait_environments(c: &Clients, spec: &Spec, progress: Progress<'_>) -> Result<()> {
+    wait_for(&format!("the compute environments of job queue {}", spec.name), WAIT, progress, || async {
+        let out = c
+            .batch
+            .describe_compute_environments()
+            .set_compute_environments(Some(spec.compute.clone()))
+            .send()
+            .await
+            .ctx(format!("reading the compute environments of job queue {}", spec.name))?;
+        let mut pending = Vec::new();
+        for arn in &spec.compute {
+            let env = out.compute_environments().iter().find(|e| e.compute_environment_arn() == Some(arn.as_str()));
+            match env.and_then(|e| e.status()) {
+                Some(CeStatus::Valid) => {}
+                Some(CeStatus::Invalid) => bail!(
+                    "compute environment {arn} is INVALID: {}",
+                    env.and_then(|e| e.status_reason()).unwrap_or("no reason given")
+                ),
+                Some(other) => pending.push(format!("{} {}", arn.rsplit('/').next().unwrap_or(arn), other.as_str())),
+                None => bail!("compute environment {arn} does not exist"),
+            }
+        }
+        Ok(if pending.is_empty() { Ok(()) } else { Err(pending.join(", ")) })
+    })
+    .await
+}
+
 pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>, progress: Progress<'_>) -> Result<Handle> {
+    wait_environments(c, spec, progress).await?;
     let out = c
         .batch
         .create_job_queue()
@@ -92,6 +122,9 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>, p
 }
 
 pub async fn update(c: &Clients, spec: &Spec, live: &Live, progress: Progress<'_>) -> Result<Handle> {
+    wait_environments(c, spec, progress).await?;
+    // A queue still UPDATING refuses another update.
+    wait_valid(c, &spec.name, progress).await?;
     c.batch
         .update_job_queue()
         .job_queue(&spec.name)

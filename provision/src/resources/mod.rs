@@ -315,6 +315,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<std::result::Result<T, String>>>,
 {
+    let timeout = wait_timeout(timeout);
     let start = Instant::now();
     let mut delay = Duration::from_millis(200);
     loop {
@@ -330,6 +331,16 @@ where
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
     }
+}
+
+/// `PROVISION_WAIT_TIMEOUT_S` caps every wait (a CI job with a time budget would rather fail
+/// early and converge on the next apply); without it each wait keeps its own default.
+fn wait_timeout(default: Duration) -> Duration {
+    std::env::var("PROVISION_WAIT_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(default))
+        .unwrap_or(default)
 }
 
 /// Sorted, de-duplicated strings as a JSON array: sets compare equal whatever the order.

@@ -812,3 +812,29 @@ async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
     w.expect(&["destroy", "--auto-approve"], 0);
     assert_empty(&c).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waits_time_out_naming_what_they_wait_for_and_the_next_apply_converges() {
+    // Batch takes 6 s to bring an environment to VALID here; the apply may wait 1 s.
+    let emulator = testkit::start_with_env(&[("MOTO_BATCH_TRANSITION_SECONDS", "6")]);
+    let w = World::new("wait", "orderflow.toml", &emulator.endpoint);
+    let c = w.clients().await;
+    let p = w.p();
+    let out = w.command(&["apply", "--auto-approve"]).env("PROVISION_WAIT_TIMEOUT_S", "1").stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("apply failed part way; run apply again to converge"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("timed out after 1s waiting for compute environment {p}-spot (last status: CREATING)")),
+        "{stderr}"
+    );
+    // The lock was released on the way out; the environments exist, created but unrecorded,
+    // and still CREATING: the next apply adopts them and waits for VALID before the queue.
+    let (stdout, stderr) = w.expect(&["apply", "--auto-approve"], 0);
+    assert!(stderr.contains(&format!("waiting for the compute environments of job queue {p}-main")), "{stderr}");
+    assert!(stdout.contains("Apply complete!"), "{stdout}");
+    assert_exactly_the_stack(&w, &c).await;
+    w.expect(&["plan", "--detailed-exitcode"], 0);
+    w.expect(&["destroy", "--auto-approve"], 0);
+    assert_empty(&c).await;
+}
