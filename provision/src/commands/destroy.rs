@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::aws::Clients;
 use crate::cli::DestroyArgs;
@@ -15,7 +15,17 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
     let clients = Clients::new(&stack.region).await;
     crate::aws::check_access(&clients).await?;
     let store = engine::store(&clients, &stack);
-    store.ensure_table().await?;
+    // No table: nothing was ever applied with this table in this region (every apply creates
+    // it before its first change). Most likely the stack's region or state_table is not the
+    // one that was applied; creating an empty table there would only hide that.
+    if !store.table_exists().await? {
+        bail!(
+            "state table {} does not exist in {}: nothing was applied to {} there; check [stack] region and state_table",
+            store.table,
+            stack.region,
+            store.pk
+        );
+    }
     let lock = Lock::acquire(&store, "destroy").await?;
     let result = async {
         let (facts, snapshot) = plan::prepare(&clients, &stack).await?;

@@ -746,6 +746,15 @@ async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
     assert!(stderr.contains("staging") && stderr.contains("defined: dev, prod"), "{stderr}");
     assert_eq!(w.proxy.counts().requests, before, "a bad --env reached AWS");
 
+    // No state table in the stack's region (nothing was ever applied there: a wrong region or
+    // state_table): destroy says so and creates nothing, output too.
+    let (_, stderr) = w.expect(&["destroy", "--auto-approve"], 1);
+    assert!(stderr.contains("state table provision-state does not exist in us-east-1"), "{stderr}");
+    let (_, stderr) = w.expect(&["output", "--json"], 1);
+    assert!(stderr.contains("provision-state"), "{stderr}");
+    assert!(c.dynamodb.list_tables().send().await.unwrap().table_names().is_empty(), "a state table was created");
+    assert!(w.proxy.mutating_log().is_empty(), "{:?}", w.proxy.mutating_log());
+
     // A saved plan of another stack: refused before any request.
     let other = World::orderflow("other");
     let dir = tempfile::tempdir().unwrap();
