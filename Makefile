@@ -8,7 +8,7 @@ STACK_FLAGS = --stack $(STACK) $(if $(ENV),--env $(ENV)) $(if $(GPU),--set gpu=$
 PROVISION = target/debug/provision
 RUNTIME = target/debug/runtime
 
-.PHONY: test demo build venv emulator emulator-stop plan deploy destroy bench
+.PHONY: test demo build venv emulator emulator-stop plan deploy destroy bench bench-train
 
 ## make test: every test of the workspace, against a moto server the tests start themselves.
 test: venv
@@ -39,3 +39,7 @@ deploy: build
 
 destroy: build
 	$(PROVISION) destroy $(STACK_FLAGS)
+
+## make bench-train: training samples/s, burn (this runtime) vs PyTorch, same CPU, 2 threads -> bench/train.md
+bench-train:
+	bench/train.sh $(or $(THREADS),2)
