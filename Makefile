@@ -43,3 +43,9 @@ destroy: build
 ## make bench-train: training samples/s, burn (this runtime) vs PyTorch, same CPU, 2 threads -> bench/train.md
 bench-train:
 	bench/train.sh $(or $(THREADS),2)
+
+## make bench-prepare: `runtime prepare` vs Python polars on 1e6 and 1e7 rows -> bench/prepare.md
+.PHONY: bench-prepare
+bench-prepare:
+	$(CARGO) build --workspace --release
+	bench/prepare.sh

@@ -1,18 +1,83 @@
 #!/usr/bin/env bash
-# `make demo`: the main job, end to end, on the embedded emulator. Grows with every issue.
+# `make demo`: the order-flow pipeline end to end on the embedded emulator (moto):
+# validate and apply the reference stack, generate ticks into its bucket, submit the jobs,
+# run prepare and train locally with the environment their job definitions give them, show
+# the results, destroy the stack. Nothing here talks to real AWS.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-provision=target/debug/provision
+target=${CARGO_TARGET_DIR:-$root/target}
+export PATH="$target/debug:$PATH"
+stack=(--stack stacks/orderflow.toml --env dev)
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-# A private emulator for this demo, stopped on any exit.
+# A private emulator for this demo; it exits when this script does (its stdin closes).
 coproc EMU { exec .venv/bin/python scripts/emulator.py --watch-stdin; }
 read -r line <&"${EMU[0]}"
 export AWS_ENDPOINT_URL=${line#MOTO_ENDPOINT=}
 export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+export AWS_EC2_METADATA_DISABLED=true
 unset AWS_PROFILE
-trap 'kill $EMU_PID 2>/dev/null || true' EXIT
-echo "== emulator at $AWS_ENDPOINT_URL"
+work=$(mktemp -d -t provision-demo.XXXXXX)
+trap 'kill $EMU_PID 2>/dev/null || true; rm -rf "$work"' EXIT
+step "emulator at $AWS_ENDPOINT_URL"
 
-echo "== provision validate --stack stacks/orderflow.toml --env dev"
-$provision validate --stack stacks/orderflow.toml --env dev
+step "provision validate ${stack[*]}"
+provision validate "${stack[@]}"
+
+step "provision plan ${stack[*]}"
+provision plan "${stack[@]}"
+
+step "provision apply ${stack[*]} --auto-approve"
+provision apply "${stack[@]}" --auto-approve
+
+step "provision plan ${stack[*]} --detailed-exitcode   (a second plan has nothing to do)"
+provision plan "${stack[@]}" --detailed-exitcode
+
+step "provision output ${stack[*]} --json"
+provision output "${stack[@]}" --json | tee "$work/outputs.json"
+bucket=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["buckets"]["data"])' "$work/outputs.json")
+root_uri="s3://$bucket/ml-pipeline"
+instruments=72089,72090
+
+step "runtime generate: two instruments, two days of synthetic ticks into s3://$bucket/raw"
+runtime generate --output "s3://$bucket/raw" --instrument $instruments \
+  --start-date 2024-01-01 --end-date 2024-01-02 --freq 250ms --hours-per-day 1
+
+step "provision submit prepare, then train depending on it (the emulator runs no containers)"
+prepare_id=$(provision submit "${stack[@]}" prepare)
+train_id=$(provision submit "${stack[@]}" train --depends-on "$prepare_id")
+provision status "$prepare_id" "$train_id"
+
+step "provision run-local prepare: the job's command and environment, on this machine"
+provision run-local "${stack[@]}" prepare -- runtime prepare \
+  --input "s3://$bucket/raw" --output "$root_uri" --instrument $instruments \
+  --start-date 2024-01-01 --end-date 2024-01-02 --lookback 32 --undersample
+
+step "provision run-local train: CNN-LSTM, LSTM and GRU on every prepared dataset"
+provision run-local "${stack[@]}" train -- runtime train \
+  --datasets "$root_uri" --output "$root_uri" --epochs 3 --batch-size 128 --device cpu
+
+step "results under $root_uri/models"
+.venv/bin/python - "$bucket" <<'PY'
+import json, os, sys
+import boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+bucket = sys.argv[1]
+keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="ml-pipeline/models/")
+        for o in page.get("Contents", [])]
+for key in sorted(keys):
+    print("  s3://%s/%s" % (bucket, key))
+for key in sorted(k for k in keys if k.endswith("training_summary.json")):
+    summary = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    print("\n%s" % key.rsplit("/", 1)[0].replace("ml-pipeline/models/", ""))
+    print("  %-9s %-10s %-9s %-9s %s" % ("model", "best_epoch", "val_loss", "test_acc", "samples/s"))
+    for name, m in summary["models"].items():
+        best = m["epochs"][m["best_epoch"] - 1]
+        print("  %-9s %-10d %-9.4f %-9.3f %.0f" % (name, m["best_epoch"], best["val_loss"],
+              m["test_accuracy"], best["samples_per_s"]))
+PY
+
+step "provision destroy ${stack[*]} --auto-approve"
+provision destroy "${stack[@]}" --auto-approve
+step "done"

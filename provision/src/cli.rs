@@ -194,6 +194,7 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
+    /// The job id, as `submit` prints it (an array job's child: `ID:INDEX`).
     pub job_id: String,
     /// Keep printing new lines until the job ends.
     #[arg(long)]
@@ -204,11 +205,15 @@ pub struct LogsArgs {
 pub struct RunLocalArgs {
     #[command(flatten)]
     pub stack: StackArgs,
-    /// The job's key in `[jobs]`.
+    /// The job's key in `[jobs]` (a matrix job: `KEY-VALUE` or `--var KEY=VALUE`).
     pub job: String,
     /// Run as this child of an array job (sets AWS_BATCH_JOB_ARRAY_INDEX).
     #[arg(long, value_name = "I")]
     pub array_index: Option<u32>,
+    /// A matrix value or an extra environment variable for this run, as for `submit`.
+    /// Repeatable.
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
     /// Replace the job definition's command.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

@@ -3,4 +3,5 @@
 pub mod aws;
 pub mod cli;
 pub mod commands;
+pub mod jobs;
 pub mod stack;

@@ -47,15 +47,21 @@ pub fn emulator() -> &'static Emulator {
 }
 
 fn start() -> Emulator {
+    start_with_env(&[])
+}
+
+/// A server of its own (not the shared one) with extra environment for moto, such as
+/// `MOTO_SIMPLE_BATCH_FAIL_AFTER=0`, which moto reads only from its own process environment.
+pub fn start_with_env(env: &[(&str, &str)]) -> Emulator {
     let root = workspace_root();
-    let mut child = Command::new(venv_python())
-        .arg(root.join("scripts/emulator.py"))
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(root.join("scripts/emulator.py"))
         .arg("--watch-stdin")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start scripts/emulator.py");
+        .stderr(Stdio::inherit());
+    let mut child = spawn_from_lasting_thread(cmd);
     let stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
@@ -68,6 +74,21 @@ fn start() -> Emulator {
         .unwrap_or_else(|| panic!("emulator did not start: {line:?}"))
         .to_string();
     Emulator { endpoint, _stdin: Mutex::new(stdin), _child: Mutex::new(child) }
+}
+
+/// Spawns `cmd` from a thread that lives as long as the process. `emulator.py` asks the
+/// kernel for SIGTERM when its parent dies (PR_SET_PDEATHSIG), and the kernel means the parent
+/// *thread*: spawned from a test's thread, the shared server died when that test ended, under
+/// every test still running.
+fn spawn_from_lasting_thread(mut cmd: Command) -> Child {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(cmd.spawn());
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().expect("spawner thread").expect("start scripts/emulator.py")
 }
 
 impl Emulator {

@@ -1,8 +1,32 @@
+//! `provision status`: where jobs stand, as a table or as JSON (DESIGN.md §2.4).
+
+use std::io::Write;
 use std::process::ExitCode;
 
 use crate::cli::StatusArgs;
+use crate::jobs::describe::{self, JobReport};
+use crate::jobs::{self, watch};
 
-// UNFINISHED(skeleton): replaced by the issue that builds this command.
-pub async fn run(_args: StatusArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("this command is not built yet")
+pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let clients = jobs::clients_from_chain().await?;
+
+    let reports: Vec<JobReport> = if args.watch {
+        watch::until_done(&clients.batch, &args.job_ids).await?
+    } else {
+        describe::describe(&clients.batch, &args.job_ids)
+            .await?
+            .iter()
+            .map(JobReport::from_detail)
+            .collect()
+    };
+
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&reports)?)?;
+    } else {
+        write!(stdout, "{}", describe::table(&reports))?;
+    }
+    // Without --watch a listing is not a verdict: a failed job is reported, not an error.
+    let failed = args.watch && reports.iter().any(JobReport::failed);
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

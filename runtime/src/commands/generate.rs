@@ -139,7 +139,7 @@ impl Simulator {
             tq.push(q);
             side.push(s);
         }
-        let df = df!(
+        let mut df = df!(
             "ts" => ts,
             "instrument_id" => vec![id; events],
             "bid_price" => bid,
@@ -149,10 +149,8 @@ impl Simulator {
             "trade_price" => tp,
             "trade_quantity" => tq,
             "side" => side,
-        )?
-        .lazy()
-        .with_column(col("ts").cast(DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))))
-        .collect()?;
+        )?;
+        crate::features::set_utc(&mut df, "ts")?;
         Ok(df)
     }
 }

@@ -211,6 +211,7 @@ fn prepare_one(opts: &Options, instrument: i64) -> Result<()> {
     let mut split_records = serde_json::Map::new();
     for mut split in splits {
         let file = format!("{}.parquet", split.name);
+        features::set_utc(&mut split.frame, "ts")?;
         let f = std::fs::File::create(out.path(&file)?)?;
         ParquetWriter::new(f)
             .with_compression(ParquetCompression::Zstd(None))

@@ -20,6 +20,19 @@ pub fn split_columns() -> Vec<&'static str> {
     cols
 }
 
+/// Marks the microsecond timestamps in `name` as UTC. Casts cannot attach a time zone in this
+/// polars build (no `timezones` feature); building the logical type from the physical values can.
+pub fn set_utc(df: &mut DataFrame, name: &str) -> Result<()> {
+    let column = df.column(name)?.as_materialized_series().clone();
+    let micros = match column.dtype() {
+        DataType::Datetime(TimeUnit::Microseconds, _) | DataType::Int64 => column.to_physical_repr().into_owned(),
+        other => bail!("column `{name}` has type {other}, expected microsecond timestamps"),
+    };
+    let ts = micros.i64()?.clone().into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
+    df.with_column(ts.into_series().into_column())?;
+    Ok(())
+}
+
 /// The labelling parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LabelParams {

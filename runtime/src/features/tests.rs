@@ -259,3 +259,15 @@ fn undersampling_with_a_missing_class_balances_the_present_ones() {
     assert_eq!(kept.len(), 4);
     assert_eq!(kept.iter().filter(|l| **l == 2).count(), 2);
 }
+
+#[test]
+fn timestamps_are_utc_in_parquet() {
+    let mut df = raw(&ROWS).collect().unwrap();
+    set_utc(&mut df, "ts").unwrap();
+    let utc = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
+    assert_eq!(df.column("ts").unwrap().dtype(), &utc);
+    let path = tempfile::NamedTempFile::new().unwrap();
+    ParquetWriter::new(path.reopen().unwrap()).finish(&mut df).unwrap();
+    let back = ParquetReader::new(std::fs::File::open(path.path()).unwrap()).finish().unwrap();
+    assert_eq!(back.column("ts").unwrap().dtype(), &utc);
+}

@@ -1,3 +1,4 @@
 //! The runtime crate's one integration-test binary.
 
+mod data;
 mod train;

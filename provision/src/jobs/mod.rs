@@ -1,0 +1,45 @@
+//! What the job commands (`submit`, `status`, `logs`, `run-local`) share: picking a job
+//! definition from a `JOB` argument, reading jobs back from Batch, and finding what `apply`
+//! registered.
+
+pub mod describe;
+pub mod live;
+pub mod select;
+pub mod watch;
+
+use std::process::ExitCode;
+
+use crate::cli::StackArgs;
+use crate::stack::Stack;
+
+/// Loads and validates the stack; a bad stack prints its diagnostics and yields exit 1 before
+/// any AWS call (DESIGN.md §3).
+pub fn load_stack(args: &StackArgs) -> Result<Stack, ExitCode> {
+    crate::stack::load_args(args).map_err(|diagnostics| {
+        eprintln!("{diagnostics}");
+        ExitCode::from(1)
+    })
+}
+
+/// `provision apply --stack F --env E`: the command that creates what a job command found
+/// missing, spelled with the user's own stack arguments.
+pub fn apply_command(args: &StackArgs) -> String {
+    let mut cmd = format!("provision apply --stack {}", args.stack.display());
+    if let Some(env) = &args.env {
+        cmd.push_str(&format!(" --env {env}"));
+    }
+    for set in &args.set {
+        cmd.push_str(&format!(" --set {set}"));
+    }
+    cmd
+}
+
+/// Clients for commands that take a job id rather than a stack: a job id carries no region, so
+/// the SDK's chain (AWS_REGION, the profile) supplies it.
+pub async fn clients_from_chain() -> anyhow::Result<crate::aws::Clients> {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
+        anyhow::anyhow!("no AWS region: set AWS_REGION (or a profile's region) to the stack's region")
+    })?;
+    Ok(crate::aws::Clients::new(&region).await)
+}
