@@ -8,7 +8,7 @@ STACK_FLAGS = --stack $(STACK) $(if $(ENV),--env $(ENV)) $(if $(GPU),--set gpu=$
 PROVISION = target/debug/provision
 RUNTIME = target/debug/runtime
 
-.PHONY: test demo build venv emulator emulator-stop plan deploy destroy bench
+.PHONY: test demo build venv emulator emulator-stop plan deploy destroy bench bench-train
 
 ## make test: every test of the workspace, against a moto server the tests start themselves.
 test: venv
@@ -41,12 +41,16 @@ destroy: build
 	$(PROVISION) destroy $(STACK_FLAGS)
 
 ## make bench: every benchmark, each side by side with the tool a user would otherwise pick.
-bench: bench-plan bench-prepare
+bench: bench-plan bench-prepare bench-train
 
 ## make bench-plan: no-op plan of the reference stack against moto vs `cdk synth` -> bench/
-.PHONY: bench-plan bench-prepare
+.PHONY: bench-plan bench-prepare bench-train
 bench-plan: venv
 	bench/run.sh
+
+## make bench-train: training samples/s, burn (this runtime) vs PyTorch, same CPU, 2 threads -> bench/train.md
+bench-train:
+	bench/train.sh $(or $(THREADS),2)
 
 ## make bench-prepare: `runtime prepare` vs Python polars on 1e6 and 1e7 rows -> bench/prepare.md
 bench-prepare:

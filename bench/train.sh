@@ -11,8 +11,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install --quiet torch --index-url https://download.pytorch.org/whl/cpu \
     || "$VENV/bin/pip" install --quiet torch
 fi
-cargo build --release --example bench_train >&2
-BIN="${CARGO_TARGET_DIR:-target}/release/examples/bench_train"
+# PROFILE=dev reuses a debug build (burn's kernels are opt-level 3 there too, the glue is not).
+PROFILE="${PROFILE:-release}"
+cargo build --workspace --profile "$PROFILE" --example bench_train >&2
+PROFILE_DIR=$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+BIN="${CARGO_TARGET_DIR:-target}/$PROFILE_DIR/examples/bench_train"
 CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || uname -m)"
 run_burn() { RAYON_NUM_THREADS="$THREADS" "$BIN" --model cnn_lstm --lookback 128 --batch-size 256 "$@"; }
 run_torch() { "$VENV/bin/python" bench/train_torch.py --threads "$THREADS" --lookback 128 --batch-size 256 "$@"; }
@@ -25,7 +28,7 @@ TORCH_VERSION=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["vers
 cat > bench/train.md <<MD
 # Training throughput: cnn_lstm, lookback 128, batch 256, 8 features, $THREADS threads
 
-Measured by \`make bench-train\` (bench/train.sh) on $(date -u +%Y-%m-%d), CPU: $CPU.
+Measured by \`make bench-train\` (bench/train.sh, cargo profile \`$PROFILE\`) on $(date -u +%Y-%m-%d), CPU: $CPU.
 Each framework runs twice, interleaved, 3 warm-up + 20 timed steps (forward, backward, Adam);
 the better run of each is shown.
 

@@ -65,7 +65,8 @@ pub struct ArrayArgs {
 
 #[derive(Debug, Args)]
 pub struct PrepareArgs {
-    /// Raw ticks: a hive-partitioned Parquet root, or an Iceberg table's metadata.json.
+    /// Raw ticks: a hive-partitioned Parquet root (`instrument={id}/date={d}/*.parquet`), any
+    /// Parquet file or directory with `instrument_id`, or an Iceberg table's metadata.json.
     #[arg(long, env = "INPUT", value_name = "URI")]
     pub input: Option<String>,
     /// Output root: datasets go under `ROOT/datasets/`.
@@ -80,19 +81,20 @@ pub struct PrepareArgs {
     /// Last day (YYYY-MM-DD), inclusive.
     #[arg(long, env = "END_DATE", value_name = "D")]
     pub end_date: Option<String>,
-    /// Window length the trainer uses (rows).
+    /// Window length the trainer uses (rows); `sample` marks rows that end a whole window
+    /// [default: 128].
     #[arg(long, env = "LOOKBACK", value_name = "N")]
     pub lookback: Option<usize>,
-    /// Label horizon (rows ahead).
+    /// Label horizon (rows ahead) [default: 10].
     #[arg(long, env = "HORIZON", value_name = "N")]
     pub horizon: Option<usize>,
-    /// Label threshold in basis points.
+    /// Label threshold in basis points [default: 1.0].
     #[arg(long, env = "THRESHOLD_BPS", value_name = "BPS")]
     pub threshold_bps: Option<f64>,
     /// Balance the train split's classes (only the `sample` flags change).
     #[arg(long, env = "UNDERSAMPLE")]
     pub undersample: bool,
-    /// Seed for undersampling.
+    /// Seed for undersampling [default: 42].
     #[arg(long, env = "SEED")]
     pub seed: Option<u64>,
     /// Rename input columns: `ts=my_time,bid_size=bq`.

@@ -221,10 +221,8 @@ fn fail(
     outcome.failed.push(Failure { unit: unit.to_string(), error: message });
     match breaker.failure() {
         Ok(()) => Ok(()),
-        Err(reason) if !breaker.policy.allow_failures => {
-            let _ = reason;
-            Err(err.context(format!("{unit} failed")))
-        }
+        // Without --allow-failures the unit's own error is the clearest message.
+        Err(_) if !breaker.policy.allow_failures => Err(err.context(format!("{unit} failed"))),
         Err(reason) => {
             records.write(outcome, total, true)?;
             bail!("{reason}; failures are listed in {}", records.failures_location())

@@ -283,3 +283,48 @@ pub fn load(req: &Request, plan: &Plan) -> Result<Ticks> {
     Ok(Ticks { frame, side_derived: !scan.side_present, files: plan.files.len() })
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn standard_names_then_renames_then_seed_000_aliases() {
+        let none = Renames::default();
+        let seed = names(&["timestamp", "bid_quantity", "ask_quantity", "bid_price"]);
+        assert_eq!(none.resolve("ts", &seed).as_deref(), Some("timestamp"));
+        assert_eq!(none.resolve("bid_size", &seed).as_deref(), Some("bid_quantity"));
+        assert_eq!(none.resolve("bid_price", &seed).as_deref(), Some("bid_price"));
+        assert_eq!(none.resolve("side", &seed), None);
+        // The standard name wins over an alias when both exist.
+        assert_eq!(none.resolve("ts", &names(&["timestamp", "ts"])).as_deref(), Some("ts"));
+        let r = Renames::parse(&["ts=event_time, bid_size=bq".to_string()]).unwrap();
+        assert_eq!(r.resolve("ts", &names(&["event_time", "ts"])).as_deref(), Some("event_time"));
+        assert_eq!(r.resolve("bid_size", &names(&["bid_size"])), None, "a rename must exist");
+        assert!(Renames::parse(&["price=x".into()]).is_err());
+        assert!(Renames::parse(&["ts".into()]).is_err());
+        assert!(Renames::parse(&["ts=".into()]).is_err());
+    }
+
+    #[test]
+    fn iceberg_locations() {
+        assert!(iceberg::is_metadata_location("s3://b/t/metadata/00001-abc.metadata.json"));
+        assert!(iceberg::is_metadata_location("/w/t/metadata/metadata.json"));
+        assert!(!iceberg::is_metadata_location("s3://b/raw"));
+    }
+
+    #[test]
+    fn date_partitions() {
+        let base = Location::parse("s3://b/raw/instrument=1").unwrap();
+        let f = base.join("date=2024-01-02/part-0.parquet");
+        assert_eq!(partition_date(&f, &base), NaiveDate::from_ymd_opt(2024, 1, 2));
+        assert_eq!(partition_date(&base.join("x.parquet"), &base), None);
+        assert!(is_data_file(&f));
+        assert!(!is_data_file(&base.join("_SUCCESS")));
+        assert!(!is_data_file(&base.join(".part.parquet.tmp")));
+    }
+}

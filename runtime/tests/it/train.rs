@@ -292,3 +292,70 @@ fn bad_input_exits_1_and_writes_nothing() {
     #[cfg(not(feature = "cuda"))]
     assert_bad(&mut train(&good, &out, &["--device", "cuda"]), &out, "built without CUDA");
 }
+
+// ---- end to end on S3 (moto): generate → prepare → train as a two-child array ----
+
+fn s3_bucket() -> String {
+    let emu = testkit::emulator();
+    emu.set_process_env();
+    let name = testkit::unique_name("train");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build());
+        s3.create_bucket().bucket(&name).send().await.unwrap();
+    });
+    name
+}
+
+fn runtime_on_emulator(args: &[&str]) -> Output {
+    let mut cmd = testkit::emulator().command(env!("CARGO_BIN_EXE_runtime"));
+    cmd.args(args).env("RAYON_NUM_THREADS", "1").env_remove("AWS_BATCH_JOB_ARRAY_INDEX");
+    run(&mut cmd)
+}
+
+#[test]
+fn s3_generate_prepare_train_array_children_and_skip_when_complete() {
+    use runtime::io::{self, Location};
+    let bucket = s3_bucket();
+    let (raw, root) = (format!("s3://{bucket}/raw"), format!("s3://{bucket}/ml-pipeline"));
+    let day = ["--start-date", "2024-01-01", "--end-date", "2024-01-01"];
+    let o = runtime_on_emulator(&[&["generate", "--output", &raw, "--instrument", "21,22", "--hours-per-day", "0.2"][..], &day].concat());
+    assert!(o.status.success(), "{o:?}");
+    let o = runtime_on_emulator(
+        &[&["prepare", "--input", &raw, "--output", &root, "--instrument", "21,22", "--lookback", "16"][..], &day].concat(),
+    );
+    assert!(o.status.success(), "{o:?}");
+
+    let train_args = ["train", "--datasets", &root, "--output", &root, "--models", "cnn_lstm", "--epochs", "2", "--batch-size", "64", "--array-size", "2"];
+    for (index, instrument) in [("0", 21), ("1", 22)] {
+        let mut cmd = testkit::emulator().command(env!("CARGO_BIN_EXE_runtime"));
+        cmd.args(train_args).env("RAYON_NUM_THREADS", "1").env("AWS_BATCH_JOB_ARRAY_INDEX", index);
+        let o = run(&mut cmd);
+        assert!(o.status.success(), "{o:?}");
+        let models = format!("{root}/models/instrument={instrument}/start_date=2024-01-01/end_date=2024-01-01");
+        // Each child trained exactly its own share.
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("{models}/training_summary.json"));
+        let loc = Location::parse(&models).unwrap();
+        let summary = Summary::parse(&io::read(&loc.join("training_summary.json")).unwrap()).unwrap();
+        let m = &summary.models["cnn_lstm"];
+        assert_eq!(m.epochs.len(), 2);
+        // Beats always answering the test split's most frequent class.
+        let cm = m.confusion_matrix.as_ref().unwrap();
+        let total: u64 = cm.iter().flatten().sum();
+        let majority = cm.iter().map(|r| r.iter().sum::<u64>()).max().unwrap() as f64 / total as f64;
+        assert!(m.test_accuracy.unwrap() > majority + 0.03, "{} vs majority {majority}", m.test_accuracy.unwrap());
+        for file in ["CNN_LSTM_best.mpk", "cnn_lstm_curves.svg", "checkpoints/cnn_lstm.ckpt"] {
+            assert!(io::exists(&loc.join(file)).unwrap(), "{file}");
+        }
+    }
+    // Both complete: the whole array again is a no-op.
+    let all = Location::parse(&format!("{root}/models")).unwrap();
+    let before: Vec<(String, Vec<u8>)> =
+        io::list(&all).unwrap().iter().map(|l| (l.to_string(), io::read(l).unwrap())).collect();
+    let o = runtime_on_emulator(&train_args[..train_args.len() - 2]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(o.stdout.is_empty());
+    let after: Vec<(String, Vec<u8>)> =
+        io::list(&all).unwrap().iter().map(|l| (l.to_string(), io::read(l).unwrap())).collect();
+    assert_eq!(before, after);
+}
