@@ -5,12 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${1:-${THREADS:-2}}"
 VENV=bench/.venv
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  # The CPU wheel: the benchmark compares CPU training.
-  "$VENV/bin/pip" install --quiet torch --index-url https://download.pytorch.org/whl/cpu \
-    || "$VENV/bin/pip" install --quiet torch
-fi
+# The default PyPI wheel (it bundles CUDA libraries, ~5 GB, and runs on the CPU as well); the
+# CPU-only index is not reachable from every build machine.
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -c 'import torch' 2>/dev/null || "$VENV/bin/pip" install --quiet torch
 # PROFILE=dev reuses a debug build (burn's kernels are opt-level 3 there too, the glue is not).
 PROFILE="${PROFILE:-release}"
 cargo build --workspace --profile "$PROFILE" --example bench_train >&2
