@@ -5,44 +5,55 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${1:-${THREADS:-2}}"
 VENV=bench/.venv
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  # The CPU wheel: the benchmark compares CPU training.
-  "$VENV/bin/pip" install --quiet torch --index-url https://download.pytorch.org/whl/cpu \
-    || "$VENV/bin/pip" install --quiet torch
-fi
-# PROFILE=dev reuses a debug build (burn's kernels are opt-level 3 there too, the glue is not).
+# The default PyPI wheel (it bundles CUDA libraries, ~5 GB, and runs on the CPU as well); the
+# CPU-only index is not reachable from every build machine.
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -c 'import torch' 2>/dev/null || "$VENV/bin/pip" install --quiet torch
+# PROFILE=dev reuses a debug build (burn's kernels are opt-level 3 there already) and recompiles
+# only the runtime crate at opt-level 3 (its fused LSTM loops), minutes instead of a full release
+# build; the next plain debug build recompiles the runtime crate once.
 PROFILE="${PROFILE:-release}"
-cargo build --workspace --profile "$PROFILE" --example bench_train >&2
+OPT=()
+[ "$PROFILE" = dev ] && OPT=(--config profile.dev.package.runtime.opt-level=3
+  --config profile.dev.package.runtime.overflow-checks=false
+  --config profile.dev.package.runtime.debug-assertions=false)
+cargo build --workspace --profile "$PROFILE" "${OPT[@]}" --example bench_train >&2
 PROFILE_DIR=$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 BIN="${CARGO_TARGET_DIR:-target}/$PROFILE_DIR/examples/bench_train"
 CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || uname -m)"
 run_burn() { RAYON_NUM_THREADS="$THREADS" "$BIN" --model cnn_lstm --lookback 128 --batch-size 256 "$@"; }
-run_torch() { "$VENV/bin/python" bench/train_torch.py --threads "$THREADS" --lookback 128 --batch-size 256 "$@"; }
-# Interleaved, twice each, so a noisy neighbour hits both alike; the best of each is kept.
-B1=$(run_burn); T1=$(run_torch); B2=$(run_burn); T2=$(run_torch)
+run_torch() { "$VENV/bin/python" -W ignore bench/train_torch.py --threads "$THREADS" --lookback 128 --batch-size 256 "$@"; }
+# Interleaved, twice each, so a noisy neighbour hits all alike; the best of each is kept.
+# `--unfused` is the tensor-API LSTM cell the fused op replaced (the "before" figure).
+B1=$(run_burn); U1=$(run_burn --unfused); T1=$(run_torch)
+B2=$(run_burn); U2=$(run_burn --unfused); T2=$(run_torch)
 best() { python3 -c 'import json,sys; print(max(json.loads(l)["samples_per_s"] for l in sys.argv[1:]))' "$@"; }
-BURN=$(best "$B1" "$B2"); TORCH=$(best "$T1" "$T2")
+BURN=$(best "$B1" "$B2"); UNFUSED=$(best "$U1" "$U2"); TORCH=$(best "$T1" "$T2")
 RATIO=$(python3 -c "print(f'{$BURN/$TORCH:.2f}')")
+RATIO_UNFUSED=$(python3 -c "print(f'{$UNFUSED/$TORCH:.2f}')")
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 TORCH_VERSION=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["version"])' "$T1")
 cat > bench/train.md <<MD
 # Training throughput: cnn_lstm, lookback 128, batch 256, 8 features, $THREADS threads
 
 Measured by \`make bench-train\` (bench/train.sh, cargo profile \`$PROFILE\`) on $(date -u +%Y-%m-%d), CPU: $CPU.
-Each framework runs twice, interleaved, 3 warm-up + 20 timed steps (forward, backward, Adam);
-the better run of each is shown.
+Each variant runs twice, interleaved, 3 warm-up + 20 timed steps (forward, backward, Adam);
+the better run of each is shown. Load average at the end: $LOAD (on a shared machine the
+absolute figures are lower bounds; the ratios come from the same minutes).
 
-| framework | samples/s |
-|---|---|
-| burn 0.21 (Flex backend, runtime's fused-gate LSTM) | $BURN |
-| PyTorch $TORCH_VERSION (CPU) | $TORCH |
-| ratio burn / PyTorch | $RATIO |
+| framework | samples/s | / PyTorch |
+|---|---|---|
+| burn 0.21, Flex backend, fused whole-sequence LSTM op (\`runtime train\` on the CPU) | $BURN | $RATIO |
+| burn 0.21, Flex backend, tensor-API LSTM cell (before the fused op, \`--unfused\`) | $UNFUSED | $RATIO_UNFUSED |
+| PyTorch $TORCH_VERSION (CPU, default PyPI wheel) | $TORCH | 1.00 |
 
 Raw lines:
 
 \`\`\`
 $B1
 $B2
+$U1
+$U2
 $T1
 $T2
 \`\`\`

@@ -2,7 +2,7 @@
 //! features, batches of `--batch-size`, cross-entropy + Adam, exactly the step `runtime train`
 //! takes. Prints one JSON line. Threads: `RAYON_NUM_THREADS`.
 //!
-//! cargo run --release --example bench_train -- --model cnn_lstm --lookback 128 --batch-size 256
+//! cargo run --release --example bench_train -- --model cnn_lstm --lookback 128 --batch-size 256 [--unfused]
 
 use std::time::Instant;
 
@@ -28,6 +28,11 @@ fn main() {
     let steps: usize = flag("--steps", "20").parse().unwrap();
     let warmup: usize = flag("--warmup", "3").parse().unwrap();
 
+    // The tensor-API LSTM the fused op replaced, for before/after figures from one build.
+    let unfused = args.iter().any(|a| a == "--unfused");
+    if unfused {
+        runtime::train::fused::disable();
+    }
     let device = Default::default();
     let mut model: Model<B> = kind.init(1, &device);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<B, Model<B>>();
@@ -49,7 +54,8 @@ fn main() {
         }
     }
     println!(
-        "{{\"framework\": \"burn\", \"backend\": \"flex\", \"model\": \"{kind}\", \"lookback\": {lookback}, \"batch_size\": {batch}, \"threads\": \"{}\", \"parameters\": {}, \"steps\": {steps}, \"samples_per_s\": {:.1}}}",
+        "{{\"framework\": \"burn\", \"backend\": \"flex\", \"lstm\": \"{}\", \"model\": \"{kind}\", \"lookback\": {lookback}, \"batch_size\": {batch}, \"threads\": \"{}\", \"parameters\": {}, \"steps\": {steps}, \"samples_per_s\": {:.1}}}",
+        if unfused { "tensor-api" } else { "fused" },
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
         model.num_params(),
         (steps * batch) as f64 / timed

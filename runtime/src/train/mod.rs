@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod fit;
+pub mod fused;
 pub mod model;
 pub mod plot;
 pub mod signal;
