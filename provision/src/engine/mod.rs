@@ -34,6 +34,9 @@ pub struct Facts {
     pub route_tables: Vec<String>,
     /// Secret as written in the stack → its ARN and KMS key ARN (when it has its own key).
     pub secrets: BTreeMap<String, (String, Option<String>)>,
+    /// The VPC's S3 endpoints, with their tags (listed only with `network.s3_endpoint`): the
+    /// plan finds the stack's own among them without asking again.
+    pub s3_endpoints: Vec<aws_sdk_ec2::types::VpcEndpoint>,
 }
 
 /// Values one resource takes from others: ids/ARNs by address (absent: known after apply)
@@ -322,19 +325,22 @@ pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
         stack.network.subnets.clone()
     }) };
     let route_tables = async { anyhow::Ok(if stack.network.s3_endpoint {
-        let out =
-            c.ec2.describe_route_tables().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing route tables")?;
+        let (out, endpoints) = tokio::try_join!(
+            async { c.ec2.describe_route_tables().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing route tables") },
+            // AWS allows one S3 gateway endpoint per route table: tables another endpoint
+            // already serves (the account's own, another stack's) reach S3 through it and are
+            // left alone.
+            s3_endpoints(c, stack, &vpc_id),
+        )?;
+        let taken = foreign_s3_route_tables(stack, &endpoints);
         let mut ids: Vec<String> = out.route_tables().iter().filter_map(|r| r.route_table_id()).map(String::from).collect();
-        // AWS allows one S3 gateway endpoint per route table: tables another endpoint already
-        // serves (the account's own, another stack's) reach S3 through it and are left alone.
-        let taken = foreign_s3_route_tables(c, stack, &vpc_id).await?;
         ids.retain(|id| !taken.contains(id));
         ids.sort();
-        ids
+        (ids, endpoints)
     } else {
-        vec![]
+        (vec![], vec![])
     }) };
-    let (subnets, route_tables) = tokio::try_join!(subnets, route_tables)?;
+    let (subnets, (route_tables, s3_endpoints)) = tokio::try_join!(subnets, route_tables)?;
     let partition = partition(&stack.region).to_string();
     let mut secrets = BTreeMap::new();
     for job in stack.jobs.values() {
@@ -357,27 +363,42 @@ pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
                 subnets: vec![],
                 route_tables: vec![],
                 secrets: BTreeMap::new(),
+                s3_endpoints: vec![],
             };
             let kms = out.kms_key_id().map(|k| kms_arn(k, &facts_so_far, &stack.region));
             secrets.insert(secret.clone(), (arn, kms));
         }
     }
-    Ok(Facts { account, partition, vpc_id, subnets, route_tables, secrets })
+    Ok(Facts { account, partition, vpc_id, subnets, route_tables, secrets, s3_endpoints })
 }
 
-/// Route tables of `vpc_id` that an S3 gateway endpoint not of this stack already serves.
-async fn foreign_s3_route_tables(c: &Clients, stack: &Stack, vpc_id: &str) -> Result<Vec<String>> {
-    let out = c
-        .ec2
-        .describe_vpc_endpoints()
-        .filters(filter("vpc-id", vpc_id))
-        .filters(filter("service-name", &format!("com.amazonaws.{}.s3", stack.region)))
-        .send()
-        .await
-        .ctx("listing the VPC's S3 endpoints")?;
+/// Every S3 endpoint of `vpc_id`.
+async fn s3_endpoints(c: &Clients, stack: &Stack, vpc_id: &str) -> Result<Vec<aws_sdk_ec2::types::VpcEndpoint>> {
+    let mut endpoints = Vec::new();
+    let mut token = None;
+    loop {
+        let out = c
+            .ec2
+            .describe_vpc_endpoints()
+            .filters(filter("vpc-id", vpc_id))
+            .filters(filter("service-name", &format!("com.amazonaws.{}.s3", stack.region)))
+            .set_next_token(token)
+            .send()
+            .await
+            .ctx("listing the VPC's S3 endpoints")?;
+        endpoints.extend(out.vpc_endpoints().iter().cloned());
+        token = out.next_token().map(String::from);
+        if token.is_none() {
+            return Ok(endpoints);
+        }
+    }
+}
+
+/// Route tables that an S3 gateway endpoint not of this stack already serves.
+fn foreign_s3_route_tables(stack: &Stack, endpoints: &[aws_sdk_ec2::types::VpcEndpoint]) -> Vec<String> {
     let tags = stack.tags();
     let mut taken = Vec::new();
-    for e in out.vpc_endpoints() {
+    for e in endpoints {
         let state = e.state().map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_default();
         let ours = tags.iter().all(|(k, v)| e.tags().iter().any(|t| t.key() == Some(k) && t.value() == Some(v)));
         let gateway = e.vpc_endpoint_type().is_none_or(|t| t.as_str().eq_ignore_ascii_case("gateway"));
@@ -385,7 +406,7 @@ async fn foreign_s3_route_tables(c: &Clients, stack: &Stack, vpc_id: &str) -> Re
             taken.extend(e.route_table_ids().iter().cloned());
         }
     }
-    Ok(taken)
+    taken
 }
 
 /// The desired graph as these facts allow: no S3 endpoint when every route table already has

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{facts, graph, graph_for, spec, store, Facts, Node, Refs};
 use crate::aws::Clients;
-use crate::resources::{self, is_unknown, owned_by, Handle, Kind, Live, Spec};
+use crate::resources::{self, is_unknown, owned_by, Handle, Kind, Live, ReadAhead, Spec, TagRead};
 use crate::stack::Stack;
 use crate::state::{Record, Snapshot};
 
@@ -149,6 +149,20 @@ pub async fn prepare(c: &Clients, stack: &Stack) -> Result<(Facts, Snapshot)> {
     Ok((facts, snapshot))
 }
 
+/// What one call answers for many resources: every compute environment at once, and the S3
+/// endpoints the facts already listed.
+fn read_ahead(specs: &[Spec], facts: &Facts) -> ReadAhead {
+    let compute: Vec<String> = specs
+        .iter()
+        .filter_map(|s| match s {
+            Spec::ComputeEnvironment(ce) => Some(ce.name.clone()),
+            _ => None,
+        })
+        .collect();
+    let has_endpoint = specs.iter().any(|s| matches!(s, Spec::VpcEndpoint(_)));
+    ReadAhead::new(compute, has_endpoint.then(|| (facts.vpc_id.clone(), facts.s3_endpoints.clone())))
+}
+
 /// Builds the plan that makes the account match `stack`.
 pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot) -> Result<Plan> {
     let tags = stack.tags();
@@ -161,8 +175,13 @@ pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot) 
     }
     // Read everything live at once: names do not depend on ids.
     let initial: Vec<Spec> = nodes.iter().map(|n| spec(stack, &facts, &refs, n)).collect::<Result<_>>()?;
-    let lives: Vec<Option<Live>> = stream::iter(initial.iter().map(|s| s.read(c, &tags)))
-        .buffered(READ_CONCURRENCY)
+    let ahead = read_ahead(&initial, &facts);
+    let lives: Vec<Option<Live>> = stream::iter(nodes.iter().zip(&initial).map(|(node, s)| {
+        // A recorded resource is ours: its tags are not worth a call.
+        let tag_read = if snapshot.records.contains_key(&node.address) { TagRead::Skip } else { TagRead::Read };
+        s.read(c, &tags, tag_read, &ahead)
+    }))
+    .buffered(READ_CONCURRENCY)
         .collect::<Vec<_>>()
         .await
         .into_iter()
@@ -313,7 +332,8 @@ pub async fn destroy_plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Sn
     }
     let unrecorded: Vec<(&Node, &Spec)> =
         nodes.iter().zip(&specs).filter(|(n, _)| !snapshot.records.contains_key(&n.address)).collect();
-    let found = stream::iter(unrecorded.iter().map(|(_, s)| s.read(c, &tags)))
+    let ahead = ReadAhead::default();
+    let found = stream::iter(unrecorded.iter().map(|(_, s)| s.read(c, &tags, TagRead::Read, &ahead)))
         .buffered(READ_CONCURRENCY)
         .collect::<Vec<_>>()
         .await;

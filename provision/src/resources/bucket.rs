@@ -14,7 +14,7 @@ use aws_sdk_s3::types::{
 };
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext};
+use super::{error_code, Attrs, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
 
 /// The id of the one lifecycle rule the tool owns.
@@ -47,27 +47,33 @@ fn encryption_label(kms_key: Option<&str>) -> String {
     }
 }
 
-pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
-    match c.s3.head_bucket().bucket(name).send().await {
-        Ok(_) => {}
-        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => return Ok(None),
-        Err(e) if matches!(error_code(&e), Some("NotFound" | "NoSuchBucket")) => return Ok(None),
-        Err(e) => return Err(e).ctx(format!("reading bucket {name}")),
-    }
-    // Five independent reads: one round trip instead of five.
-    let (tagging, versioning, lifecycle, encryption, pab) = tokio::join!(
-        c.s3.get_bucket_tagging().bucket(name).send(),
+pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>> {
+    // Independent reads: one round trip. No HeadBucket: GetBucketVersioning answers
+    // NoSuchBucket just as well, and the other answers are not looked at then.
+    let (versioning, tagging, lifecycle, encryption, pab) = tokio::join!(
         c.s3.get_bucket_versioning().bucket(name).send(),
+        async {
+            match tags {
+                TagRead::Read => Some(c.s3.get_bucket_tagging().bucket(name).send().await),
+                TagRead::Skip => None,
+            }
+        },
         c.s3.get_bucket_lifecycle_configuration().bucket(name).send(),
         c.s3.get_bucket_encryption().bucket(name).send(),
         c.s3.get_public_access_block().bucket(name).send(),
     );
-    let tags = match tagging {
-        Ok(out) => out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
-        Err(e) if error_code(&e) == Some("NoSuchTagSet") => BTreeMap::new(),
-        Err(e) => return Err(e).ctx(format!("reading tags of bucket {name}")),
+    let versioning = match versioning {
+        Ok(out) => out,
+        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => return Ok(None),
+        Err(e) if matches!(error_code(&e), Some("NotFound" | "NoSuchBucket")) => return Ok(None),
+        Err(e) => return Err(e).ctx(format!("reading versioning of bucket {name}")),
     };
-    let versioning = versioning.ctx(format!("reading versioning of bucket {name}"))?;
+    let tags = match tagging {
+        None => None,
+        Some(Ok(out)) => Some(out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect()),
+        Some(Err(e)) if error_code(&e) == Some("NoSuchTagSet") => Some(BTreeMap::new()),
+        Some(Err(e)) => return Err(e).ctx(format!("reading tags of bucket {name}")),
+    };
     let versioning = versioning.status() == Some(&BucketVersioningStatus::Enabled);
     let expire = match lifecycle {
         Ok(out) => out
@@ -110,7 +116,7 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
             ("encryption".into(), encryption),
             ("public_access_blocked".into(), json!(blocked)),
         ]),
-        tags: Some(tags),
+        tags,
     }))
 }
 

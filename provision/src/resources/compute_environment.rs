@@ -101,11 +101,38 @@ async fn describe(c: &Clients, name: &str) -> Result<Option<ComputeEnvironmentDe
 }
 
 pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
-    let Some(env) = describe(c, name).await? else { return Ok(None) };
+    read_detail(c, describe(c, name).await?.as_ref()).await
+}
+
+/// Every environment of `names` that exists, by name, in one call (AWS takes up to 100).
+pub async fn describe_many(c: &Clients, names: &[String]) -> Result<BTreeMap<String, ComputeEnvironmentDetail>> {
+    let mut found = BTreeMap::new();
+    for chunk in names.chunks(100) {
+        let out = c
+            .batch
+            .describe_compute_environments()
+            .set_compute_environments(Some(chunk.to_vec()))
+            .send()
+            .await
+            .ctx(format!("reading compute environments {}", chunk.join(", ")))?;
+        for env in out.compute_environments() {
+            if let Some(name) = env.compute_environment_name() {
+                if chunk.iter().any(|n| n == name) && env.status() != Some(&CeStatus::Deleted) {
+                    found.insert(name.to_string(), env.clone());
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The live environment from its description (`None`: it does not exist).
+pub async fn read_detail(c: &Clients, env: Option<&ComputeEnvironmentDetail>) -> Result<Option<Live>> {
+    let Some(env) = env else { return Ok(None) };
     let cr = env.compute_resources();
     let lt_name = cr.and_then(|r| r.launch_template()).and_then(|t| t.launch_template_name()).map(String::from);
     let root_volume = match &lt_name {
-        Some(lt) => launch_template::read(c, lt).await?.and_then(|t| t.root_volume_gb),
+        Some(lt) => launch_template::root_volume_gb(c, lt).await?.flatten(),
         None => None,
     };
     let strings = |v: &[String]| super::string_set(v.iter().cloned());

@@ -95,22 +95,24 @@ fn percent_decode(s: &str) -> String {
 }
 
 pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
-    let role = match c.iam.get_role().role_name(name).send().await {
+    // The three reads need only the name: one round trip, not two. A missing role is told
+    // by GetRole; the lists then fail the same way and are not looked at.
+    let (role, attached, names) = tokio::join!(
+        c.iam.get_role().role_name(name).send(),
+        c.iam.list_attached_role_policies().role_name(name).send(),
+        c.iam.list_role_policies().role_name(name).send(),
+    );
+    let role = match role {
         Ok(out) => out.role.context("GetRole answered without a role")?,
         Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
         Err(e) => return Err(e).ctx(format!("reading role {name}")),
     };
     let trust = role.assume_role_policy_document().map(decode_policy).unwrap_or(Value::Null);
     let tags = role.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect();
-    let (attached, names) = tokio::join!(
-        c.iam.list_attached_role_policies().role_name(name).send(),
-        c.iam.list_role_policies().role_name(name).send(),
-    );
     let attached = attached.ctx(format!("listing policies of role {name}"))?;
     let managed = super::string_set(attached.attached_policies().iter().filter_map(|p| p.policy_arn()).map(String::from));
     let names = names.ctx(format!("listing inline policies of role {name}"))?;
-    let mut inline = BTreeMap::new();
-    for policy in names.policy_names() {
+    let docs = futures::future::join_all(names.policy_names().iter().map(|policy| async move {
         let doc = c
             .iam
             .get_role_policy()
@@ -119,8 +121,10 @@ pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
             .send()
             .await
             .ctx(format!("reading policy {policy} of role {name}"))?;
-        inline.insert(policy.clone(), decode_policy(doc.policy_document()));
-    }
+        anyhow::Ok((policy.clone(), decode_policy(doc.policy_document())))
+    }))
+    .await;
+    let inline: BTreeMap<String, Value> = docs.into_iter().collect::<Result<_>>()?;
     Ok(Some(Live {
         id: role.arn,
         attrs: Attrs::from([

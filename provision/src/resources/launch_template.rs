@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
+use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput;
 use aws_sdk_ec2::types::{
     LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest, RequestLaunchTemplateData,
     ResourceType, VolumeType,
@@ -47,14 +48,27 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Template>> {
         .send()
         .await
         .ctx(format!("reading launch template {name}"))?;
-    let root_volume_gb = versions
-        .launch_template_versions()
+    Ok(Some(Template { id, root_volume_gb: root_volume(&versions), tags }))
+}
+
+/// The root volume size of the template's default version: `None` for no such template.
+/// One call by name, for the plan, which needs neither the id nor the tags (the template
+/// belongs to its compute environment, whose tags tell whose it is).
+pub async fn root_volume_gb(c: &Clients, name: &str) -> Result<Option<Option<i32>>> {
+    match c.ec2.describe_launch_template_versions().launch_template_name(name).versions("$Default").send().await {
+        Ok(out) => Ok(Some(root_volume(&out))),
+        Err(e) if error_code(&e) == Some("InvalidLaunchTemplateName.NotFoundException") => Ok(None),
+        Err(e) => Err(e).ctx(format!("reading launch template {name}")),
+    }
+}
+
+fn root_volume(out: &DescribeLaunchTemplateVersionsOutput) -> Option<i32> {
+    out.launch_template_versions()
         .first()
         .and_then(|v| v.launch_template_data())
         .and_then(|d| d.block_device_mappings().iter().find(|m| m.device_name() == Some(ROOT_DEVICE)))
         .and_then(|m| m.ebs())
-        .and_then(|e| e.volume_size());
-    Ok(Some(Template { id, root_volume_gb, tags }))
+        .and_then(|e| e.volume_size())
 }
 
 /// Creates the template, or adopts one of that name left by a crashed apply when it has the

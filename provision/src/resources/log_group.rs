@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::Result;
 use serde_json::json;
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext};
+use super::{error_code, Attrs, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -20,7 +20,7 @@ impl Spec {
     }
 }
 
-pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
+pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>> {
     let out = c
         .logs
         .describe_log_groups()
@@ -35,20 +35,24 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
         Some(arn) => arn.to_string(),
         None => group.arn().unwrap_or_default().trim_end_matches(":*").to_string(),
     };
-    let tags = c
-        .logs
-        .list_tags_for_resource()
-        .resource_arn(&arn)
-        .send()
-        .await
-        .ctx(format!("reading tags of log group {name}"))?
-        .tags()
-        .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
+    let tags = match tags {
+        TagRead::Skip => None,
+        TagRead::Read => Some(
+            c.logs
+                .list_tags_for_resource()
+                .resource_arn(&arn)
+                .send()
+                .await
+                .ctx(format!("reading tags of log group {name}"))?
+                .tags()
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        ),
+    };
     Ok(Some(Live {
         id: name.to_string(),
         attrs: Attrs::from([("retention_days".into(), json!(group.retention_in_days()))]),
-        tags: Some(tags),
+        tags,
     }))
 }
 

@@ -30,6 +30,33 @@ use crate::aws::Clients;
 /// Attribute name → value, as the plan shows them.
 pub type Attrs = BTreeMap<String, Value>;
 
+/// Whether a read asks for tags where they cost a call of their own (buckets, repositories,
+/// log groups). Tags only tell whose an unrecorded resource is (adoption); the state already
+/// says a recorded one is ours, and tags are no attribute the plan compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagRead {
+    Read,
+    Skip,
+}
+
+/// Answers read once for many resources, so that a plan of N resources is not N calls
+/// where AWS answers many in one.
+#[derive(Debug, Default)]
+pub struct ReadAhead {
+    /// Compute environments described together, in one DescribeComputeEnvironments made by
+    /// whichever of their reads comes first (the others wait for it).
+    compute_names: Vec<String>,
+    compute: tokio::sync::OnceCell<BTreeMap<String, aws_sdk_batch::types::ComputeEnvironmentDetail>>,
+    /// The S3 endpoints of a VPC with their tags, as listed for the facts: (VPC, endpoints).
+    s3_endpoints: Option<(String, Vec<aws_sdk_ec2::types::VpcEndpoint>)>,
+}
+
+impl ReadAhead {
+    pub fn new(compute_names: Vec<String>, s3_endpoints: Option<(String, Vec<aws_sdk_ec2::types::VpcEndpoint>)>) -> Self {
+        Self { compute_names, compute: tokio::sync::OnceCell::new(), s3_endpoints }
+    }
+}
+
 /// A desired value that depends on a resource not created yet (Terraform's wording).
 pub const UNKNOWN: &str = "(known after apply)";
 
@@ -174,16 +201,33 @@ impl Spec {
         }
     }
 
-    /// Reads the live resource this spec names (adoption finds it by name and tags).
-    pub async fn read(&self, c: &Clients, tags: &BTreeMap<String, String>) -> Result<Option<Live>> {
+    /// Reads the live resource this spec names (adoption finds it by name and tags), from
+    /// `ahead` where it holds the answer.
+    pub async fn read(
+        &self,
+        c: &Clients,
+        tags: &BTreeMap<String, String>,
+        tag_read: TagRead,
+        ahead: &ReadAhead,
+    ) -> Result<Option<Live>> {
         match self {
-            Spec::VpcEndpoint(s) => vpc_endpoint::read(c, &s.vpc_id, &s.service_name, tags).await,
+            Spec::VpcEndpoint(s) => match &ahead.s3_endpoints {
+                Some((vpc, endpoints)) if *vpc == s.vpc_id => {
+                    Ok(vpc_endpoint::find(endpoints, &s.service_name, tags))
+                }
+                _ => vpc_endpoint::read(c, &s.vpc_id, &s.service_name, tags).await,
+            },
             Spec::SecurityGroup(s) => security_group::read(c, &s.name, &s.vpc_id).await,
-            Spec::Bucket(s) => bucket::read(c, &s.name).await,
-            Spec::Repository(s) => repository::read(c, &s.name).await,
-            Spec::LogGroup(s) => log_group::read(c, &s.name).await,
+            Spec::Bucket(s) => bucket::read(c, &s.name, tag_read).await,
+            Spec::Repository(s) => repository::read(c, &s.name, tag_read).await,
+            Spec::LogGroup(s) => log_group::read(c, &s.name, tag_read).await,
             Spec::Role(s) => iam::read_role(c, &s.name).await,
             Spec::InstanceProfile(s) => iam::read_profile(c, &s.name).await,
+            Spec::ComputeEnvironment(s) if ahead.compute_names.contains(&s.name) => {
+                let found =
+                    ahead.compute.get_or_try_init(|| compute_environment::describe_many(c, &ahead.compute_names)).await?;
+                compute_environment::read_detail(c, found.get(&s.name)).await
+            }
             Spec::ComputeEnvironment(s) => compute_environment::read(c, &s.name).await,
             Spec::JobQueue(s) => job_queue::read(c, &s.name).await,
             Spec::JobDefinition(s) => job_definition::read(c, &s.name).await,
@@ -251,14 +295,14 @@ pub async fn delete(c: &Clients, handle: &Handle, progress: Progress<'_>) -> Res
     }
 }
 
-/// Reads the resource behind a handle (a recorded resource the stack no longer declares).
+/// Reads the resource behind a handle (a recorded resource: its tags are not needed).
 pub async fn read_handle(c: &Clients, handle: &Handle) -> Result<Option<Live>> {
     match handle.kind {
         Kind::VpcEndpoint => vpc_endpoint::read_id(c, &handle.id).await,
         Kind::SecurityGroup => security_group::read_id(c, &handle.id).await,
-        Kind::Bucket => bucket::read(c, &handle.name).await,
-        Kind::Repository => repository::read(c, &handle.name).await,
-        Kind::LogGroup => log_group::read(c, &handle.name).await,
+        Kind::Bucket => bucket::read(c, &handle.name, TagRead::Skip).await,
+        Kind::Repository => repository::read(c, &handle.name, TagRead::Skip).await,
+        Kind::LogGroup => log_group::read(c, &handle.name, TagRead::Skip).await,
         Kind::Role => iam::read_role(c, &handle.name).await,
         Kind::InstanceProfile => iam::read_profile(c, &handle.name).await,
         Kind::ComputeEnvironment => compute_environment::read(c, &handle.name).await,

@@ -7,7 +7,7 @@ use anyhow::Result;
 use aws_sdk_ecr::types::{ImageScanningConfiguration, Tag};
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext};
+use super::{error_code, Attrs, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,8 +51,13 @@ fn parse_keep(policy: &str) -> Value {
     }
 }
 
-pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
-    let out = match c.ecr.describe_repositories().repository_names(name).send().await {
+pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>> {
+    // The lifecycle policy needs only the name: read it alongside; the tags need the ARN.
+    let (out, lifecycle) = tokio::join!(
+        c.ecr.describe_repositories().repository_names(name).send(),
+        c.ecr.get_lifecycle_policy().repository_name(name).send(),
+    );
+    let out = match out {
         Ok(out) => out,
         Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => return Ok(None),
         Err(e) => return Err(e).ctx(format!("reading repository {name}")),
@@ -61,18 +66,22 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
     let arn = repo.repository_arn().unwrap_or_default().to_string();
     let uri = repo.repository_uri().unwrap_or_default().to_string();
     let scan = repo.image_scanning_configuration().map(|s| s.scan_on_push()).unwrap_or(false);
-    let tags = c
-        .ecr
-        .list_tags_for_resource()
-        .resource_arn(&arn)
-        .send()
-        .await
-        .ctx(format!("reading tags of repository {name}"))?
-        .tags()
-        .iter()
-        .map(|t| (t.key().to_string(), t.value().to_string()))
-        .collect();
-    let keep = match c.ecr.get_lifecycle_policy().repository_name(name).send().await {
+    let tags = match tags {
+        TagRead::Skip => None,
+        TagRead::Read => Some(
+            c.ecr
+                .list_tags_for_resource()
+                .resource_arn(&arn)
+                .send()
+                .await
+                .ctx(format!("reading tags of repository {name}"))?
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
+        ),
+    };
+    let keep = match lifecycle {
         Ok(out) => out.lifecycle_policy_text().map(parse_keep).unwrap_or(Value::Null),
         Err(e) if error_code(&e) == Some("LifecyclePolicyNotFoundException") => Value::Null,
         Err(e) => return Err(e).ctx(format!("reading lifecycle policy of repository {name}")),
@@ -80,7 +89,7 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
     Ok(Some(Live {
         id: uri,
         attrs: Attrs::from([("scan_on_push".into(), json!(scan)), ("keep_images".into(), keep)]),
-        tags: Some(tags),
+        tags,
     }))
 }
 

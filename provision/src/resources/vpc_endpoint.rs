@@ -82,6 +82,16 @@ pub async fn read(c: &Clients, vpc_id: &str, service: &str, tags: &BTreeMap<Stri
     Ok(out.vpc_endpoints().iter().find(|e| !gone(e)).map(live))
 }
 
+/// The stack's endpoint among a VPC's endpoints already listed: the same choice as [`read`].
+pub fn find(endpoints: &[VpcEndpoint], service: &str, tags: &BTreeMap<String, String>) -> Option<Live> {
+    endpoints
+        .iter()
+        .filter(|e| e.service_name() == Some(service))
+        .filter(|e| tags.iter().all(|(k, v)| e.tags().iter().any(|t| t.key() == Some(k) && t.value() == Some(v))))
+        .find(|e| !gone(e))
+        .map(live)
+}
+
 pub async fn read_id(c: &Clients, id: &str) -> Result<Option<Live>> {
     let out = match c.ec2.describe_vpc_endpoints().vpc_endpoint_ids(id).send().await {
         Ok(out) => out,

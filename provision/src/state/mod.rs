@@ -124,23 +124,33 @@ impl Store {
 
     /// Reads every item of this stack and environment (no table: empty state).
     pub async fn load(&self) -> Result<Snapshot> {
-        if !self.table_exists().await? {
-            return Ok(Snapshot::default());
-        }
         let mut snapshot = Snapshot { table_exists: true, ..Default::default() };
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
-            let out = self
+            // No DescribeTable first: a missing table answers the query itself, one round
+            // trip less on every plan.
+            let out = match self
                 .client
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", s(&self.pk))
+                // Only what the snapshot keeps: the rest of an item is for people reading the
+                // table, and leaving it out roughly halves the answer.
+                .projection_expression("#sk, #record, #serial, #gpu")
+                .expression_attribute_names("#sk", "sk")
+                .expression_attribute_names("#record", "record")
+                .expression_attribute_names("#serial", "serial")
+                .expression_attribute_names("#gpu", "gpu")
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .ctx(format!("reading state of {}", self.pk))?;
+            {
+                Ok(out) => out,
+                Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(Snapshot::default()),
+                Err(e) => return Err(e).ctx(format!("reading state of {}", self.pk)),
+            };
             for item in out.items() {
                 let sk = get_s(item, "sk").unwrap_or_default();
                 if sk == "meta" {
