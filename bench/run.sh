@@ -53,7 +53,8 @@ plan_ms=$(printf '%s\n' "${plan_times[@]}" | median)
 synth_ms=$(printf '%s\n' "${synth_times[@]}" | median)
 ratio=$(awk -v s="$synth_ms" -v p="$plan_ms" 'BEGIN { printf "%.1f", s / (p > 0 ? p : 1) }')
 {
-  echo "# No-op plan vs cdk synth ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, median of $runs, $provision)"
+  # Both sides are CPU-bound on a shared machine: the load says how comparable two runs are.
+  echo "# No-op plan vs cdk synth ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), median of $runs, $provision)"
   echo
   echo "| | median ms | runs (ms) |"
   echo "|---|---|---|"
