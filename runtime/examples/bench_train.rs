@@ -1,21 +1,29 @@
-//! Training throughput of one model on the CPU backend: windows of `--lookback` × 8 random
-//! features, batches of `--batch-size`, cross-entropy + Adam, exactly the step `runtime train`
-//! takes. Prints one JSON line. Threads: `RAYON_NUM_THREADS`.
+//! Training throughput of one model: windows of `--lookback` × 8 random features, batches of
+//! `--batch-size`, cross-entropy + Adam, exactly the step `runtime train` takes. Prints one JSON
+//! line. CPU threads: `RAYON_NUM_THREADS`. `--device cuda` needs `--features runtime/cuda`.
 //!
-//! cargo run --release --example bench_train -- --model cnn_lstm --lookback 128 --batch-size 256 [--unfused]
+//! cargo run --release --example bench_train -- --model cnn_lstm --lookback 128 --batch-size 256 [--unfused] [--device cuda]
 
 use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use runtime::train::model::{Model, ModelKind, N_FEATURES};
 
-type B = Autodiff<Flex>;
+struct Args {
+    kind: ModelKind,
+    lookback: usize,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    unfused: bool,
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -33,18 +41,34 @@ fn main() {
     if unfused {
         runtime::train::fused::disable();
     }
-    let device = Default::default();
-    let mut model: Model<B> = kind.init(1, &device);
+    let args = Args { kind, lookback, batch, steps, warmup, unfused };
+    match flag("--device", "cpu").as_str() {
+        "cpu" => run::<Autodiff<Flex>>(&args, &Default::default(), "flex"),
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            runtime::train::device::DeviceKind::Cuda.check().unwrap();
+            run::<Autodiff<burn::backend::Cuda>>(&args, &Default::default(), "cuda")
+        }
+        other => panic!("--device {other}: expected cpu, or cuda in a build with --features runtime/cuda"),
+    }
+}
+
+fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, backend: &str)
+where
+    Model<B>: AutodiffModule<B>,
+{
+    let Args { kind, lookback, batch, steps, warmup, unfused } = *args;
+    let mut model: Model<B> = kind.init(1, device);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<B, Model<B>>();
-    let ce = CrossEntropyLossConfig::new().init(&device);
+    let ce = CrossEntropyLossConfig::new().init(device);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let x: Vec<f32> = (0..batch * lookback * N_FEATURES).map(|_| rng.random_range(-1.0..1.0)).collect();
     let y: Vec<i64> = (0..batch).map(|_| rng.random_range(0..3)).collect();
     let mut timed = 0.0;
     for step in 0..warmup + steps {
         let started = Instant::now();
-        let xb = Tensor::<B, 3>::from_data(TensorData::new(x.clone(), [batch, lookback, N_FEATURES]), &device);
-        let yb = Tensor::<B, 1, Int>::from_data(TensorData::new(y.clone(), [batch]), &device);
+        let xb = Tensor::<B, 3>::from_data(TensorData::new(x.clone(), [batch, lookback, N_FEATURES]), device);
+        let yb = Tensor::<B, 1, Int>::from_data(TensorData::new(y.clone(), [batch]), device);
         let loss = ce.forward(model.forward(xb), yb);
         let _: f32 = loss.clone().into_scalar().elem();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -54,7 +78,7 @@ fn main() {
         }
     }
     println!(
-        "{{\"framework\": \"burn\", \"backend\": \"flex\", \"lstm\": \"{}\", \"model\": \"{kind}\", \"lookback\": {lookback}, \"batch_size\": {batch}, \"threads\": \"{}\", \"parameters\": {}, \"steps\": {steps}, \"samples_per_s\": {:.1}}}",
+        "{{\"framework\": \"burn\", \"backend\": \"{backend}\", \"lstm\": \"{}\", \"model\": \"{kind}\", \"lookback\": {lookback}, \"batch_size\": {batch}, \"threads\": \"{}\", \"parameters\": {}, \"steps\": {steps}, \"samples_per_s\": {:.1}}}",
         if unfused { "tensor-api" } else { "fused" },
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
         model.num_params(),
