@@ -79,6 +79,10 @@ pub struct PlanArgs {
     /// Exit 2 when the plan has changes (0: none, 1: error).
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// `--refresh=false`: compare the stack with the recorded state without reading each
+    /// resource from AWS (faster; changes made outside the tool do not show), as Terraform's.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub refresh: bool,
 }
 
 #[derive(Debug, Args)]

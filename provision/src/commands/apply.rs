@@ -46,11 +46,11 @@ pub async fn run(args: ApplyArgs) -> Result<ExitCode> {
     engine::require_confirmation_possible(approved, "apply")?;
 
     let clients = Clients::new(&stack.region).await;
-    crate::aws::check_access(&clients).await?;
+    let account = crate::aws::check_access(&clients).await?;
     let store = engine::store(&clients, &stack);
     store.ensure_table().await?;
     let lock = Lock::acquire(&store, "apply").await?;
-    let result = locked(&clients, &stack, &store, saved, approved).await;
+    let result = locked(&clients, &stack, &account, &store, saved, approved).await;
     let released = lock.release().await;
     let code = result?;
     released?;
@@ -60,12 +60,14 @@ pub async fn run(args: ApplyArgs) -> Result<ExitCode> {
 async fn locked(
     clients: &Clients,
     stack: &crate::stack::Stack,
+    account: &str,
     store: &crate::state::Store,
     saved: Option<Saved>,
     approved: bool,
 ) -> Result<ExitCode> {
-    let (facts, snapshot) = plan::prepare(clients, stack).await?;
-    let plan = plan::plan(clients, stack, facts, snapshot).await?;
+    let (facts, snapshot) = plan::prepare(clients, stack, account).await?;
+    // apply always reads AWS: it must not act on a stale picture.
+    let plan = plan::plan(clients, stack, facts, snapshot, plan::Refresh::Live).await?;
     if let Some(saved) = &saved {
         if saved.serial != plan.snapshot.serial {
             bail!(

@@ -13,7 +13,7 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
     let stack = engine::load_stack(&args.stack)?;
     engine::require_confirmation_possible(args.auto_approve, "destroy")?;
     let clients = Clients::new(&stack.region).await;
-    crate::aws::check_access(&clients).await?;
+    let account = crate::aws::check_access(&clients).await?;
     let store = engine::store(&clients, &stack);
     // No table: nothing was ever applied with this table in this region (every apply creates
     // it before its first change). Most likely the stack's region or state_table is not the
@@ -28,7 +28,7 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
     }
     let lock = Lock::acquire(&store, "destroy").await?;
     let result = async {
-        let (facts, snapshot) = plan::prepare(&clients, &stack).await?;
+        let (facts, snapshot) = plan::prepare(&clients, &stack, &account).await?;
         let plan = plan::destroy_plan(&clients, &stack, facts, snapshot).await?;
         print!("{}", render::text(&plan));
         if plan.has_changes()

@@ -11,10 +11,16 @@ use crate::engine::{self, plan, render};
 
 pub async fn run(args: PlanArgs) -> Result<ExitCode> {
     let stack = engine::load_stack(&args.stack)?;
+    if !args.refresh && args.out.is_some() {
+        // apply checks a saved plan against the state serial only; one made without reading
+        // AWS could act on resources that changed since the last apply.
+        anyhow::bail!("--out needs a plan made from live state: drop --refresh=false to save a plan for `apply`");
+    }
     let clients = Clients::new(&stack.region).await;
-    crate::aws::check_access(&clients).await?;
-    let (facts, snapshot) = plan::prepare(&clients, &stack).await?;
-    let plan = plan::plan(&clients, &stack, facts, snapshot).await?;
+    let account = crate::aws::check_access(&clients).await?;
+    let (facts, snapshot) = plan::prepare(&clients, &stack, &account).await?;
+    let refresh = if args.refresh { plan::Refresh::Live } else { plan::Refresh::StateOnly };
+    let plan = plan::plan(&clients, &stack, facts, snapshot, refresh).await?;
     let rendered = render::json(&plan);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rendered)?);

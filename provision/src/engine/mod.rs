@@ -288,13 +288,11 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
     })
 }
 
-/// Reads the facts a plan needs: account, VPC, subnets, route tables, secret ARNs.
-pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
+/// Reads the facts a plan needs: VPC, subnets, route tables, secret ARNs; `account` is what
+/// `aws::check_access` already asked STS.
+pub async fn facts(c: &Clients, stack: &Stack, account: &str) -> Result<Facts> {
+    let account = account.to_string();
     // Independent reads run together: a no-op plan is bound by round trips.
-    let account = async {
-        let identity = c.sts.get_caller_identity().send().await.ctx("reading the account id (STS GetCallerIdentity)")?;
-        anyhow::Ok(identity.account().context("STS answered without an account id")?.to_string())
-    };
     let vpc_id = async { anyhow::Ok(match &stack.network.vpc {
         Vpc::Default => {
             let out = c.ec2.describe_vpcs().filters(filter("is-default", "true")).send().await.ctx("finding the default VPC")?;
@@ -312,7 +310,7 @@ pub async fn facts(c: &Clients, stack: &Stack) -> Result<Facts> {
             id.clone()
         }
     }) };
-    let (account, vpc_id) = tokio::try_join!(account, vpc_id)?;
+    let vpc_id = vpc_id.await?;
     let subnets = async { anyhow::Ok(if stack.network.subnets.is_empty() {
         let out = c.ec2.describe_subnets().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing subnets")?;
         let mut subnets: Vec<String> = out.subnets().iter().filter_map(|s| s.subnet_id()).map(String::from).collect();

@@ -142,10 +142,10 @@ pub(crate) fn handle_of(spec: &Spec, live: &Live) -> Handle {
     Handle { kind: spec.kind(), name: spec.name().to_string(), id: live.id.clone(), extra }
 }
 
-/// Loads state and facts, then reads every live resource.
-pub async fn prepare(c: &Clients, stack: &Stack) -> Result<(Facts, Snapshot)> {
+/// Loads state and facts together; `account` is the one `aws::check_access` returned.
+pub async fn prepare(c: &Clients, stack: &Stack, account: &str) -> Result<(Facts, Snapshot)> {
     let store = store(c, stack);
-    let (facts, snapshot) = tokio::try_join!(facts(c, stack), store.load())?;
+    let (facts, snapshot) = tokio::try_join!(facts(c, stack, account), store.load())?;
     Ok((facts, snapshot))
 }
 
@@ -163,8 +163,29 @@ fn read_ahead(specs: &[Spec], facts: &Facts) -> ReadAhead {
     ReadAhead::new(compute, has_endpoint.then(|| (facts.vpc_id.clone(), facts.s3_endpoints.clone())))
 }
 
+/// Where a plan takes the current state of the resources the state file records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// Read every resource from AWS: drift shows and is planned away (the default).
+    Live,
+    /// Trust the state's recorded attributes (`plan --refresh=false`, as in Terraform): no
+    /// reads for recorded resources, so changes made outside the tool do not show.
+    StateOnly,
+}
+
+/// The recorded attributes of an applied resource, standing in for a live read.
+fn recorded_live(record: &Record) -> Option<Live> {
+    // A record without attributes is an intent (a crash before the create was recorded): only
+    // a read can tell whether the resource exists.
+    (!record.attributes.is_empty()).then(|| Live {
+        id: record.handle.id.clone(),
+        attrs: record.attributes.clone(),
+        tags: None,
+    })
+}
+
 /// Builds the plan that makes the account match `stack`.
-pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot) -> Result<Plan> {
+pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot, refresh: Refresh) -> Result<Plan> {
     let tags = stack.tags();
     let nodes = graph_for(stack, &facts);
     let mut refs = Refs::default();
@@ -177,9 +198,18 @@ pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot) 
     let initial: Vec<Spec> = nodes.iter().map(|n| spec(stack, &facts, &refs, n)).collect::<Result<_>>()?;
     let ahead = read_ahead(&initial, &facts);
     let lives: Vec<Option<Live>> = stream::iter(nodes.iter().zip(&initial).map(|(node, s)| {
+        let record = snapshot.records.get(&node.address);
+        let recorded = record.filter(|_| refresh == Refresh::StateOnly).and_then(recorded_live);
         // A recorded resource is ours: its tags are not worth a call.
-        let tag_read = if snapshot.records.contains_key(&node.address) { TagRead::Skip } else { TagRead::Read };
-        s.read(c, &tags, tag_read, &ahead)
+        let tag_read = if record.is_some() { TagRead::Skip } else { TagRead::Read };
+        let ahead = &ahead;
+        let tags = &tags;
+        async move {
+            match recorded {
+                Some(live) => Ok(Some(live)),
+                None => s.read(c, tags, tag_read, ahead).await,
+            }
+        }
     }))
     .buffered(READ_CONCURRENCY)
         .collect::<Vec<_>>()
@@ -278,7 +308,13 @@ pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot) 
     }
     let reads = stream::iter(removals.iter().map(|(record, deposed)| {
         let handle = deposed.clone().unwrap_or_else(|| record.handle.clone());
-        async move { resources::read_handle(c, &handle).await }
+        let recorded = if refresh == Refresh::StateOnly && deposed.is_none() { recorded_live(record) } else { None };
+        async move {
+            match recorded {
+                Some(live) => Ok(Some(live)),
+                None => resources::read_handle(c, &handle).await,
+            }
+        }
     }))
     .buffered(READ_CONCURRENCY)
     .collect::<Vec<_>>()

@@ -536,6 +536,24 @@ async fn drift_shows_live_and_desired_values_and_apply_restores_them() {
     c.logs.put_retention_policy().log_group_name(format!("/aws/batch/{p}")).retention_in_days(1).send().await.unwrap();
     c.ecr.delete_repository().repository_name(format!("{p}-runtime")).force(true).send().await.unwrap();
 
+    // `--refresh=false` trusts the state: the drift stays hidden, and only the stack facts and
+    // the state are read, not the resources.
+    let before = w.proxy.counts().requests;
+    w.expect(&["plan", "--refresh=false", "--detailed-exitcode"], 0);
+    let state_only = w.proxy.counts().requests - before;
+    let before = w.proxy.counts().requests;
+    w.expect(&["plan", "--detailed-exitcode"], 2);
+    let refreshing = w.proxy.counts().requests - before;
+    assert!(state_only <= 8 && refreshing >= 3 * state_only, "requests: {state_only} without refresh, {refreshing} with");
+    // ... while a change of the stack file still shows.
+    w.rewrite(|t| t.replace("retention_days = 30", "retention_days = 14"));
+    let ch = changes(&w.plan_json(&["--refresh=false"]));
+    assert_eq!(ch.keys().collect::<Vec<_>>(), ["log_group.jobs"], "{ch:#?}");
+    assert_eq!(attribute(&ch["log_group.jobs"], "retention_days")["before"].as_u64(), Some(30), "the recorded value");
+    let (_, err) = w.expect(&["plan", "--refresh=false", "--out", "saved.plan"], 1);
+    assert!(err.contains("drop --refresh=false"), "{err}");
+    w.rewrite(|t| t.replace("retention_days = 14", "retention_days = 30"));
+
     let plan = w.plan_json(&[]);
     let ch = changes(&plan);
     let queue = &ch["queue.main"];
