@@ -54,7 +54,11 @@ pub struct Clients {
 
 impl Clients {
     pub async fn new(region: &str) -> Self {
-        let config = sdk_config(region).await;
+        Self::from_config(sdk_config(region).await)
+    }
+
+    /// Every client from one SDK configuration (tests build theirs with another endpoint).
+    pub fn from_config(config: SdkConfig) -> Self {
         let s3_config = aws_sdk_s3::config::Builder::from(&config)
             .force_path_style(s3_path_style(&config))
             .build();

@@ -96,19 +96,7 @@ impl World {
             .retry_config(RetryConfig::standard().with_max_attempts(10))
             .load()
             .await;
-        let s3 = aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build();
-        Clients {
-            batch: aws_sdk_batch::Client::new(&config),
-            ec2: aws_sdk_ec2::Client::new(&config),
-            iam: aws_sdk_iam::Client::new(&config),
-            s3: aws_sdk_s3::Client::from_conf(s3),
-            ecr: aws_sdk_ecr::Client::new(&config),
-            dynamodb: aws_sdk_dynamodb::Client::new(&config),
-            logs: aws_sdk_cloudwatchlogs::Client::new(&config),
-            sts: aws_sdk_sts::Client::new(&config),
-            secrets: aws_sdk_secretsmanager::Client::new(&config),
-            config,
-        }
+        Clients::from_config(config)
     }
 
     /// `state list` as address → id.
