@@ -104,7 +104,8 @@ async fn serial(c: &Clients, stack: &Stack) -> Option<u64> {
     out.item().and_then(|i| i.get("serial")).map(|v| v.as_n().unwrap().parse().unwrap())
 }
 
-async fn resource_items(c: &Clients, stack: &Stack) -> usize {
+/// The state's resource items of `stack`.
+async fn resource_items(c: &Clients, stack: &Stack) -> Vec<std::collections::HashMap<String, AttributeValue>> {
     let out = c
         .dynamodb
         .query()
@@ -115,7 +116,7 @@ async fn resource_items(c: &Clients, stack: &Stack) -> usize {
         .send()
         .await
         .unwrap();
-    out.items().len()
+    out.items().to_vec()
 }
 
 async fn compute_env(c: &Clients, name: &str) -> Option<aws_sdk_batch::types::ComputeEnvironmentDetail> {
@@ -340,7 +341,7 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
         .await
         .unwrap();
     assert!(endpoints.vpc_endpoints().iter().all(|e| e.state().unwrap().as_str().eq_ignore_ascii_case("deleted")));
-    assert_eq!(resource_items(&c, &s).await, 0);
+    assert_eq!(resource_items(&c, &s).await.len(), 0);
     assert!(s.expect(&["plan"], 0).contains("Plan: 15 to add, 0 to change, 0 to destroy."));
 }
 
@@ -429,7 +430,7 @@ async fn changes_update_in_place_register_a_revision_or_replace_create_before_de
     assert_eq!(env_of(&active_defs(&c, &format!("{p}-train")).await[0])["USE_GPU"], "false");
     s.expect(&["destroy", "--auto-approve"], 0);
     assert!(compute_env(&c, &format!("{p}-spot-r2")).await.is_none());
-    assert_eq!(resource_items(&c, &s).await, 0);
+    assert_eq!(resource_items(&c, &s).await.len(), 0);
 }
 
 #[tokio::test]
@@ -450,11 +451,11 @@ async fn protected_non_empty_bucket_refuses_destroy_before_deleting_anything() {
     assert!(stderr.contains("protect") && stderr.contains(&bucket), "{stderr}");
     assert!(c.iam.get_role().role_name(format!("{p}-job")).send().await.is_ok(), "nothing was deleted");
     assert!(queue(&c, &format!("{p}-main")).await.is_some());
-    assert_eq!(resource_items(&c, &s).await, 14);
+    assert_eq!(resource_items(&c, &s).await.len(), 14);
     // Without protect, destroy empties the bucket (every version) and deletes it.
     s.expect(&["destroy", "--auto-approve"], 0);
     assert!(c.s3.head_bucket().bucket(&bucket).send().await.is_err());
-    assert_eq!(resource_items(&c, &s).await, 0);
+    assert_eq!(resource_items(&c, &s).await.len(), 0);
 }
 
 #[tokio::test]
@@ -528,17 +529,7 @@ async fn lost_state_is_adopted_by_tags_drift_is_shown_and_foreign_resources_are_
     let p = s.p();
     s.apply(&[]);
     // A crash before the state was written: every resource item is gone, the resources are not.
-    let items = c
-        .dynamodb
-        .query()
-        .table_name("provision-state")
-        .key_condition_expression("pk = :pk AND begins_with(sk, :r)")
-        .expression_attribute_values(":pk", AttributeValue::S(format!("{}/dev", s.name)))
-        .expression_attribute_values(":r", AttributeValue::S("resource#".into()))
-        .send()
-        .await
-        .unwrap();
-    for item in items.items() {
+    for item in resource_items(&c, &s).await {
         c.dynamodb
             .delete_item()
             .table_name("provision-state")
@@ -548,11 +539,11 @@ async fn lost_state_is_adopted_by_tags_drift_is_shown_and_foreign_resources_are_
             .await
             .unwrap();
     }
-    assert_eq!(resource_items(&c, &s).await, 0);
+    assert_eq!(resource_items(&c, &s).await.len(), 0);
     s.expect(&["plan", "--detailed-exitcode"], 0);
     let out = s.apply(&[]);
     assert!(out.contains("0 added, 0 changed, 0 destroyed"), "{out}");
-    assert_eq!(resource_items(&c, &s).await, 14, "adopted resources are recorded");
+    assert_eq!(resource_items(&c, &s).await.len(), 14, "adopted resources are recorded");
 
     // Drift: a change made outside the tool shows as drift and is put back in place.
     c.batch.update_job_queue().job_queue(format!("{p}-main")).priority(9).send().await.unwrap();

@@ -364,35 +364,28 @@ async fn expired_lock_of_a_dead_process_is_taken_over() {
     let c = w.clients().await;
     // The first apply creates the table; then a lock as a process that died an hour ago left it.
     w.apply(&["--set", "logs.retention_days=7"]);
-    c.dynamodb
-        .put_item()
-        .table_name("provision-state")
-        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("{}/dev", w.name)))
-        .item("sk", aws_sdk_dynamodb::types::AttributeValue::S("lock".into()))
-        .item("holder", aws_sdk_dynamodb::types::AttributeValue::S("ci@runner pid 4242".into()))
-        .item("operation", aws_sdk_dynamodb::types::AttributeValue::S("apply".into()))
-        .item("acquired", aws_sdk_dynamodb::types::AttributeValue::S("2020-01-01T00:00:00Z".into()))
-        .item("expires", aws_sdk_dynamodb::types::AttributeValue::S("2020-01-01T01:00:00Z".into()))
-        .item("token", aws_sdk_dynamodb::types::AttributeValue::S("dead".into()))
-        .send()
-        .await
-        .unwrap();
+    let plant_expired_lock = || async {
+        use aws_sdk_dynamodb::types::AttributeValue::S;
+        c.dynamodb
+            .put_item()
+            .table_name("provision-state")
+            .item("pk", S(format!("{}/dev", w.name)))
+            .item("sk", S("lock".into()))
+            .item("holder", S("ci@runner pid 4242".into()))
+            .item("operation", S("apply".into()))
+            .item("acquired", S("2020-01-01T00:00:00Z".into()))
+            .item("expires", S("2020-01-01T01:00:00Z".into()))
+            .item("token", S("dead".into()))
+            .send()
+            .await
+            .unwrap();
+    };
+    plant_expired_lock().await;
     // Expired: apply takes it over without --force.
     let out = w.apply(&[]);
     assert!(out.contains("1 changed"), "{out}");
     // And `state unlock` without --force clears an expired one.
-    c.dynamodb
-        .put_item()
-        .table_name("provision-state")
-        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("{}/dev", w.name)))
-        .item("sk", aws_sdk_dynamodb::types::AttributeValue::S("lock".into()))
-        .item("holder", aws_sdk_dynamodb::types::AttributeValue::S("ci@runner pid 4242".into()))
-        .item("operation", aws_sdk_dynamodb::types::AttributeValue::S("apply".into()))
-        .item("acquired", aws_sdk_dynamodb::types::AttributeValue::S("2020-01-01T00:00:00Z".into()))
-        .item("expires", aws_sdk_dynamodb::types::AttributeValue::S("2020-01-01T01:00:00Z".into()))
-        .send()
-        .await
-        .unwrap();
+    plant_expired_lock().await;
     let (out, _) = w.expect(&["state", "unlock"], 0);
     assert!(out.contains("ci@runner pid 4242"), "{out}");
     w.expect(&["destroy", "--auto-approve"], 0);

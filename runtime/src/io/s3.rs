@@ -162,36 +162,27 @@ pub(super) fn download(bucket: &str, key: &str, to: &Path) -> Result<()> {
 }
 
 pub(super) fn put(bucket: &str, key: &str, bytes: &[u8]) -> Result<()> {
-    let body = ByteStream::from(bytes.to_vec());
-    block_on(async {
-        client()
-            .await
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
-        Ok(())
-    })
+    block_on(put_object(bucket, key, ByteStream::from(bytes.to_vec())))
+}
+
+async fn put_object(bucket: &str, key: &str, body: ByteStream) -> Result<()> {
+    client()
+        .await
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+    Ok(())
 }
 
 pub(super) fn upload_file(src: &Path, bucket: &str, key: &str) -> Result<()> {
     let size = std::fs::metadata(src).with_context(|| format!("reading {}", src.display()))?.len();
     block_on(async {
         if size <= MULTIPART_THRESHOLD {
-            let body = ByteStream::from_path(src).await?;
-            client()
-                .await
-                .put_object()
-                .bucket(bucket)
-                .key(key)
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
-            Ok(())
+            put_object(bucket, key, ByteStream::from_path(src).await?).await
         } else {
             multipart(src, size, bucket, key, PART_SIZE).await
         }
