@@ -254,6 +254,78 @@ fn sigterm_checkpoints_exits_143_and_the_rerun_resumes_to_the_same_epochs() {
     }
 }
 
+/// EC2's instance metadata, as much of it as a Spot notice needs (moto serves none): IMDSv2
+/// tokens, and the instance-action document, 404 until `notice` is set, as on a real instance.
+fn instance_metadata(notice: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 0) && header != "\r\n" {
+                header.clear();
+            }
+            let (status, extra, body) = if request.starts_with("PUT /latest/api/token ") {
+                ("200 OK", "x-aws-ec2-metadata-token-ttl-seconds: 21600\r\n", "a-token")
+            } else if request.starts_with("GET /latest/meta-data/spot/instance-action ")
+                && notice.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                ("200 OK", "", r#"{"action": "terminate", "time": "2026-11-26T01:02:00Z"}"#)
+            } else {
+                ("404 Not Found", "", "")
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    endpoint
+}
+
+#[test]
+fn spot_interruption_notice_checkpoints_and_exits_143_before_the_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, out) = (tmp.path().join("prep"), tmp.path().join("out"));
+    write_dataset(&root, &Spec::new(4, [2400, 120, 120]));
+    let args = ["--models", "gru", "--epochs", "6", "--batch-size", "8"];
+    let notice = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let endpoint = instance_metadata(notice.clone());
+
+    let mut child = train(&root, &out, &args)
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &endpoint)
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ckpt = models_dir(&out, 4).join("checkpoints/gru.ckpt");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !ckpt.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint after the first epoch");
+        assert!(child.try_wait().unwrap().is_none(), "finished before the notice");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Polled while no notice is posted, the job trains on; then EC2 posts one.
+    notice.store(true, std::sync::atomic::Ordering::SeqCst);
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("Spot interruption notice") && stderr.contains("terminate"), "{stderr}");
+    let (_, interrupted) = summary(&out, 4);
+    let done = interrupted.models["gru"].epochs.len();
+    assert!((1..6).contains(&done), "{done} epochs");
+
+    let o = run(&mut train(&root, &out, &args));
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(summary(&out, 4).1.models["gru"].epochs.len(), 6);
+}
+
 fn assert_bad(cmd: &mut Command, out: &Path, needle: &str) {
     let o = run(cmd);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
