@@ -11,14 +11,17 @@ ARG RUST_VERSION=1.95.0
 ARG CUDA_VERSION=12.8.1
 ARG UBUNTU=ubuntu24.04
 
+# Cargo reads every workspace member's manifest, so all of them come in; only `runtime` builds.
+FROM scratch AS sources
+COPY Cargo.toml Cargo.lock /src/
+COPY provision /src/provision
+COPY runtime /src/runtime
+COPY testkit /src/testkit
+
 # ---- CPU ---------------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-bookworm AS cpu-build
+COPY --from=sources /src /src
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-# Cargo reads every workspace member's manifest, so all of them come in; only `runtime` builds.
-COPY provision provision
-COPY runtime runtime
-COPY testkit testkit
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p runtime \
@@ -44,11 +47,8 @@ RUN apt-get update \
 ENV RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo PATH=/usr/local/cargo/bin:$PATH
 RUN curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
     | sh -s -- -y --profile minimal --default-toolchain ${RUST_VERSION}
+COPY --from=sources /src /src
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY provision provision
-COPY runtime runtime
-COPY testkit testkit
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p runtime --features cuda \
