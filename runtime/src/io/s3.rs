@@ -127,16 +127,19 @@ pub(super) fn exists(bucket: &str, key: &str) -> Result<bool> {
     block_on(exists_async(bucket, key))
 }
 
-pub(crate) async fn read_async(bucket: &str, key: &str) -> Result<Vec<u8>> {
-    let out = client()
+async fn get_object(bucket: &str, key: &str) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+    client()
         .await
         .get_object()
         .bucket(bucket)
         .key(key)
         .send()
         .await
-        .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
-    Ok(out.body.collect().await?.into_bytes().to_vec())
+        .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))
+}
+
+pub(crate) async fn read_async(bucket: &str, key: &str) -> Result<Vec<u8>> {
+    Ok(get_object(bucket, key).await?.body.collect().await?.into_bytes().to_vec())
 }
 
 pub(super) fn read(bucket: &str, key: &str) -> Result<Vec<u8>> {
@@ -145,15 +148,7 @@ pub(super) fn read(bucket: &str, key: &str) -> Result<Vec<u8>> {
 
 pub(super) fn download(bucket: &str, key: &str, to: &Path) -> Result<()> {
     block_on(async {
-        let out = client()
-            .await
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
-        let mut body = out.body.into_async_read();
+        let mut body = get_object(bucket, key).await?.body.into_async_read();
         let mut file = tokio::fs::File::create(to).await?;
         tokio::io::copy(&mut body, &mut file).await?;
         tokio::io::AsyncWriteExt::flush(&mut file).await?;
