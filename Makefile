@@ -44,13 +44,18 @@ destroy: build
 bench: bench-plan bench-prepare bench-train
 
 ## make bench-plan: no-op plan of the reference stack against moto vs `cdk synth` -> bench/
-.PHONY: bench-plan bench-prepare bench-train
+.PHONY: bench-plan bench-prepare bench-train bench-train-gpu
 bench-plan: venv
 	bench/run.sh
 
 ## make bench-train: training samples/s, burn (this runtime) vs PyTorch, same CPU, 2 threads -> bench/train.md
 bench-train:
 	bench/train.sh $(or $(THREADS),2)
+
+## make bench-train-gpu: the same on an NVIDIA GPU, burn's CUDA backend vs PyTorch (cuDNN), plus one
+## `runtime train --device cuda` end to end -> bench/train-gpu.md (needs a driver and NVRTC)
+bench-train-gpu:
+	bench/train_gpu.sh
 
 ## make bench-prepare: `runtime prepare` vs Python polars on 1e6 and 1e7 rows -> bench/prepare.md
 bench-prepare:
