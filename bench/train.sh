@@ -17,6 +17,8 @@ OPT=()
 [ "$PROFILE" = dev ] && OPT=(--config profile.dev.package.runtime.opt-level=3
   --config profile.dev.package.runtime.overflow-checks=false
   --config profile.dev.package.runtime.debug-assertions=false)
+# FEATURES=runtime/cuda reuses a CUDA-enabled build (the CPU path is the same code).
+[ -n "${FEATURES:-}" ] && OPT+=(--features "$FEATURES")
 cargo build --workspace --profile "$PROFILE" "${OPT[@]}" --example bench_train >&2
 PROFILE_DIR=$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 BIN="${CARGO_TARGET_DIR:-target}/$PROFILE_DIR/examples/bench_train"
