@@ -38,11 +38,11 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export RUNTIME_LOG=warn
 "$RUNTIME_BIN" generate --output "$work/raw" --instrument 72089 --start-date 2024-01-01 \
-  --end-date 2024-01-02 --freq 250ms --hours-per-day 2 >&2
+  --end-date 2024-01-02 --freq 250ms --hours-per-day 1 >&2
 "$RUNTIME_BIN" prepare --input "$work/raw" --output "$work/out" --instrument 72089 \
   --start-date 2024-01-01 --end-date 2024-01-02 --lookback 128 >&2
 started=$(date +%s.%N)
-"$RUNTIME_BIN" train --datasets "$work/out" --output "$work/out" --epochs 3 --batch-size 256 --device cuda >&2
+"$RUNTIME_BIN" train --datasets "$work/out" --output "$work/out" --epochs 2 --batch-size 256 --device cuda >&2
 E2E_S=$("$PYTHON" -c "import time; print(f'{time.time() - $started:.1f}')")
 SUMMARY=$(find "$work/out" -name training_summary.json | head -1)
 
@@ -59,7 +59,7 @@ read back to the host); the better run of each is shown.
 | PyTorch $TORCH_VERSION, cuDNN LSTM (its default) | $TORCH | 1.00 |
 | PyTorch $TORCH_VERSION, cuDNN off (per-step LSTM cell kernels) | $NOCUDNN | $(ratio "$NOCUDNN" "$TORCH") |
 
-End to end: \`runtime train --device cuda --epochs 3 --batch-size 256\`, three models (cnn_lstm,
+End to end: \`runtime train --device cuda --epochs 2 --batch-size 256\`, three models (cnn_lstm,
 lstm, gru) on one generated instrument-day set (lookback 128), kernel compilation included:
 ${E2E_S} s. Its training_summary.json:
 
