@@ -79,7 +79,8 @@ where
     }
     println!(
         "{{\"framework\": \"burn\", \"backend\": \"{backend}\", \"lstm\": \"{}\", \"model\": \"{kind}\", \"lookback\": {lookback}, \"batch_size\": {batch}, \"threads\": \"{}\", \"parameters\": {}, \"steps\": {steps}, \"samples_per_s\": {:.1}}}",
-        if unfused { "tensor-api" } else { "fused" },
+        // The fused ops serve the CPU backend only; CUDA runs burn's own.
+        if unfused || backend != "flex" { "tensor-api" } else { "fused" },
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
         model.num_params(),
         (steps * batch) as f64 / timed
