@@ -20,11 +20,10 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::ops::matmul::matmul;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Shape, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 type Ad = Autodiff<Flex>;
 
@@ -104,7 +103,8 @@ fn lstm_autodiff(
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
-/// What the backward pass needs from the forward one, flat and time-major.
+/// What the backward pass needs from the forward one, flat and time-major. The buffers come from
+/// [`pool`] and go back to it when the backward pass drops this.
 struct Saved {
     steps: usize,
     batch: usize,
@@ -117,6 +117,14 @@ struct Saved {
     cells_tanh: Vec<f32>,
     /// Hidden states `[steps, batch, H]`.
     hiddens: Vec<f32>,
+}
+
+impl Drop for Saved {
+    fn drop(&mut self) {
+        for buffer in [&mut self.gates, &mut self.cells, &mut self.cells_tanh, &mut self.hiddens] {
+            pool::give(std::mem::take(buffer));
+        }
+    }
 }
 
 impl fmt::Debug for Saved {
@@ -145,85 +153,247 @@ impl Backward<Flex, 4> for LstmBackward {
         let LstmState { x, w_ih, w_hh, saved } = ops.state;
         let Saved { steps, batch, hidden, .. } = *saved;
         let (input, gates) = (x.layout().shape()[2], 4 * hidden);
-        let grad_h = contiguous(&grad_h);
-        let w_hh_t = w_hh.transpose(0, 1);
+        let grad_h = slice(&grad_h);
+        let w_hh_t = transposed(&slice(&w_hh), hidden, gates);
 
-        // BPTT: gate pre-activation gradients of every step, then the weight gradients at once.
-        let mut d_gates = vec![0.0f32; steps * batch * gates];
-        let mut dh: Vec<f32> = grad_h.to_vec();
-        let mut dc = vec![0.0f32; batch * hidden];
+        // BPTT, each batch chunk on its own thread (rows never interact): the gate pre-activation
+        // gradients of every step, and per chunk the bias gradient; the weight gradients follow as
+        // one GEMM each over all steps.
+        let mut d_gates = pool::take(steps * batch * gates);
+        let d_ptr = Rows(d_gates.as_mut_ptr());
         let zeros = vec![0.0f32; batch * hidden];
-        for t in (0..steps).rev() {
-            let at = |width: usize| t * batch * width..(t + 1) * batch * width;
-            let a = &saved.gates[at(gates)];
-            let tc = &saved.cells_tanh[at(hidden)];
-            let c_prev = if t == 0 { &zeros[..] } else { &saved.cells[(t - 1) * batch * hidden..t * batch * hidden] };
-            let d = &mut d_gates[t * batch * gates..(t + 1) * batch * gates];
-            for b in 0..batch {
-                let (a, d) = (&a[b * gates..(b + 1) * gates], &mut d[b * gates..(b + 1) * gates]);
-                let r = b * hidden..(b + 1) * hidden;
-                lstm_cell_backward(a, d, &dh[r.clone()], &mut dc[r.clone()], &tc[r.clone()], &c_prev[r], hidden);
+        let db_parts = map_chunks(batch, |rows| {
+            let (r0, nb) = (rows.start, rows.len());
+            let mut dh = grad_h[r0 * hidden..rows.end * hidden].to_vec();
+            let mut dc = vec![0.0f32; nb * hidden];
+            let mut db = vec![0.0f32; gates];
+            for t in (0..steps).rev() {
+                let at = |width: usize| (t * batch + r0) * width..(t * batch + rows.end) * width;
+                let c_prev = if t == 0 {
+                    &zeros[..nb * hidden]
+                } else {
+                    &saved.cells[((t - 1) * batch + r0) * hidden..((t - 1) * batch + rows.end) * hidden]
+                };
+                // SAFETY: chunks own disjoint rows of `d_gates`, which outlives the scope.
+                let d = unsafe { d_ptr.slice(at(gates)) };
+                cell_backward_rows(&saved.gates[at(gates)], d, &dh, &mut dc, &saved.cells_tanh[at(hidden)], c_prev, &mut db, hidden);
+                if t > 0 {
+                    // dh_{t-1} = d_t · W_hhᵀ
+                    unsafe { gemm_raw((nb, hidden, gates), dh.as_mut_ptr(), hidden, false, (d.as_ptr(), gates, 1), (w_hh_t.as_ptr(), hidden, 1)) };
+                }
             }
-            if t > 0 {
-                let dt = FlexTensor::from_data(TensorData::new(d.to_vec(), [batch, gates]));
-                dh = contiguous(&matmul(dt, w_hh_t.clone())).to_vec();
-            }
-        }
-        let d_gates = FlexTensor::from_data(TensorData::new(d_gates, [steps * batch, gates]));
+            db
+        });
 
         if let Some(node) = p_bias {
             let mut db = vec![0.0f32; gates];
-            for row in d_gates.as_slice::<f32>().expect("contiguous").chunks_exact(gates) {
-                for (s, v) in db.iter_mut().zip(row) {
+            for part in db_parts {
+                for (s, v) in db.iter_mut().zip(part) {
                     *s += v;
                 }
             }
-            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(db, [gates])));
+            grads.register::<Flex>(node.id, tensor(db, [gates]));
         }
         if let Some(node) = p_w_hh {
-            // h_{t-1} for every step: zeros, then h_0 .. h_{T-2}.
-            let mut prev = vec![0.0f32; steps * batch * hidden];
-            prev[batch * hidden..].copy_from_slice(&saved.hiddens[..(steps - 1) * batch * hidden]);
-            let prev = FlexTensor::from_data(TensorData::new(prev, [steps * batch, hidden]));
-            grads.register::<Flex>(node.id, matmul(prev.transpose(0, 1), d_gates.clone()));
+            // Σ_t h_{t-1}ᵀ d_t with h_{-1} = 0: hiddens[0 .. T-1]ᵀ · d_gates[1 .. T].
+            let dw = if steps > 1 {
+                let lhs = (saved.hiddens.as_ptr(), 1, hidden);
+                unsafe { gemm_sum((hidden, gates, (steps - 1) * batch), lhs, (d_gates[batch * gates..].as_ptr(), gates, 1)) }
+            } else {
+                vec![0.0f32; hidden * gates]
+            };
+            grads.register::<Flex>(node.id, tensor(dw, [hidden, gates]));
         }
         if let Some(node) = p_w_ih {
-            let x2 = x.reshape(Shape::new([steps * batch, input]));
-            grads.register::<Flex>(node.id, matmul(x2.transpose(0, 1), d_gates.clone()));
+            let x = slice(&x);
+            let dw = unsafe { gemm_sum((input, gates, steps * batch), (x.as_ptr(), 1, input), (d_gates.as_ptr(), gates, 1)) };
+            grads.register::<Flex>(node.id, tensor(dw, [input, gates]));
         }
         if let Some(node) = p_x {
-            let dx = matmul(d_gates, w_ih.transpose(0, 1));
-            grads.register::<Flex>(node.id, dx.reshape(Shape::new([steps, batch, input])));
+            let w_ih_t = transposed(&slice(&w_ih), input, gates);
+            let mut dx = vec![0.0f32; steps * batch * input];
+            unsafe { gemm_rows((steps * batch, input, gates), dx.as_mut_ptr(), (d_gates.as_ptr(), gates, 1), (w_ih_t.as_ptr(), input, 1)) };
+            grads.register::<Flex>(node.id, tensor(dx, [steps, batch, input]));
+        }
+        pool::give(d_gates);
+    }
+}
+
+/// A buffer shared by the batch chunks, each of which touches only its own rows.
+#[derive(Clone, Copy)]
+struct Rows(*mut f32);
+
+// SAFETY: only used to hand disjoint row ranges of one live buffer to the chunk closures.
+unsafe impl Send for Rows {}
+unsafe impl Sync for Rows {}
+
+impl Rows {
+    /// A method, not a field access, so closures capture the `Send` wrapper.
+    fn at(&self, offset: usize) -> *mut f32 {
+        unsafe { self.0.add(offset) }
+    }
+
+    /// # Safety
+    /// `range` lies inside the buffer and no other live slice overlaps it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
+    }
+}
+
+/// Runs `f` on contiguous row ranges of the batch, one per rayon thread (one range, inline, when
+/// there is a single thread), and returns the results in row order.
+fn map_chunks<R: Send>(batch: usize, f: impl Fn(std::ops::Range<usize>) -> R + Sync + Send) -> Vec<R> {
+    let n = rayon::current_num_threads().clamp(1, batch.max(1));
+    let bounds: Vec<_> = (0..n).map(|i| i * batch / n..(i + 1) * batch / n).collect();
+    if n == 1 {
+        return bounds.into_iter().map(f).collect();
+    }
+    use rayon::prelude::*;
+    bounds.into_par_iter().map(f).collect()
+}
+
+/// Below this many multiply-adds a GEMM stays on one thread (burn-flex's own threshold).
+const PARALLEL_WORK: usize = 192 * 192 * 192;
+
+/// `dst (m×n, unit column stride) (+)= lhs · rhs`, operands as strided views (row, column stride).
+///
+/// # Safety
+/// The views lie inside live buffers and `dst` overlaps neither operand.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
+) {
+    unsafe {
+        gemm::gemm(
+            m, n, k, dst, 1, dst_rs as isize, accumulate,
+            lhs, lhs_cs as isize, lhs_rs as isize,
+            rhs, rhs_cs as isize, rhs_rs as isize,
+            1.0, 1.0, false, false, false, gemm::Parallelism::None,
+        )
+    }
+}
+
+/// `dst = lhs · rhs` (`dst` contiguous `m×n`), its rows split over the rayon threads when the
+/// product is large. (burn's Flex backend is built here without its `rayon` feature, so its
+/// own GEMMs never split.)
+///
+/// # Safety
+/// As [`gemm_raw`].
+unsafe fn gemm_rows(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+) {
+    if m * n * k < PARALLEL_WORK {
+        return unsafe { gemm_raw((m, n, k), dst, n, false, (lhs, lhs_rs, lhs_cs), rhs) };
+    }
+    let (dst, lhs, rhs_ptr) = (Rows(dst), Rows(lhs as *mut f32), Rows(rhs.0 as *mut f32));
+    map_chunks(m, |rows| unsafe {
+        let lhs = (lhs.at(rows.start * lhs_rs) as *const f32, lhs_rs, lhs_cs);
+        gemm_raw((rows.len(), n, k), dst.at(rows.start * n), n, false, lhs, (rhs_ptr.at(0) as *const f32, rhs.1, rhs.2));
+    });
+}
+
+/// `lhs · rhs` for a long inner dimension `k` and a small `m×n` result (weight gradients summed
+/// over every step and row): each thread takes a share of `k`, the partial products are added.
+///
+/// # Safety
+/// The views lie inside live buffers.
+unsafe fn gemm_sum(
+    (m, n, k): (usize, usize, usize),
+    (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
+) -> Vec<f32> {
+    let (lhs, rhs) = (Rows(lhs as *mut f32), Rows(rhs as *mut f32));
+    let share = if m * n * k < PARALLEL_WORK { 1 } else { k };
+    let parts = map_chunks(share, |part| {
+        let ks = if share == 1 { 0..k } else { part };
+        let mut out = vec![0.0f32; m * n];
+        if !ks.is_empty() {
+            unsafe {
+                gemm_raw(
+                    (m, n, ks.len()), out.as_mut_ptr(), n, false,
+                    (lhs.at(ks.start * lhs_cs) as *const f32, lhs_rs, lhs_cs),
+                    (rhs.at(ks.start * rhs_rs) as *const f32, rhs_rs, rhs_cs),
+                )
+            };
+        }
+        out
+    });
+    let mut parts = parts.into_iter();
+    let mut sum = parts.next().unwrap_or_else(|| vec![0.0; m * n]);
+    for part in parts {
+        for (s, v) in sum.iter_mut().zip(part) {
+            *s += v;
         }
     }
+    sum
 }
 
-/// One row of one step backwards: `a` the activated gates, `d` receives the pre-activation
-/// gradients, `dc` carries the cell gradient from step t to t-1.
-#[inline(always)]
-fn lstm_cell_backward(a: &[f32], d: &mut [f32], dh: &[f32], dc: &mut [f32], tc: &[f32], c_prev: &[f32], hidden: usize) {
-    let (ai, rest) = a.split_at(hidden);
-    let (af, rest) = rest.split_at(hidden);
-    let (ag, ao) = rest.split_at(hidden);
-    let (di, rest) = d.split_at_mut(hidden);
-    let (df, rest) = rest.split_at_mut(hidden);
-    let (dg, dout) = rest.split_at_mut(hidden);
-    for j in 0..hidden {
-        let (i, f, g, o) = (ai[j], af[j], ag[j], ao[j]);
-        let (dhv, tcv) = (dh[j], tc[j]);
-        let dcv = dc[j] + dhv * o * (1.0 - tcv * tcv);
-        dout[j] = dhv * tcv * o * (1.0 - o);
-        di[j] = dcv * g * i * (1.0 - i);
-        df[j] = dcv * c_prev[j] * f * (1.0 - f);
-        dg[j] = dcv * i * (1.0 - g * g);
-        dc[j] = dcv * f;
+/// The row-major transpose of a `rows × cols` matrix.
+fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
+}
+
+fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The values of an f32 tensor in row-major order, borrowed when its layout allows.
+fn slice(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(
+            t.to_contiguous().as_slice::<f32>().expect("the fused LSTM runs on f32 tensors").to_vec(),
+        ),
     }
 }
 
-fn contiguous(t: &FlexTensor) -> Arc<[f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => s.into(),
-        None => t.to_contiguous().as_slice::<f32>().expect("the fused LSTM runs on f32 tensors").into(),
+/// Recycles the op's big activation buffers across training steps: fresh ones of this size
+/// (tens of MB) come straight from `mmap`, and touching their pages cost more than the gate math.
+mod pool {
+    use std::sync::Mutex;
+
+    static FREE: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+    const KEEP: usize = 12;
+
+    /// A buffer of `len` values, each either 0 or left over from an earlier use: callers write
+    /// every element before reading it.
+    pub fn take(len: usize) -> Vec<f32> {
+        let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+        let best = (0..free.len()).filter(|&i| free[i].capacity() >= len).min_by_key(|&i| free[i].capacity());
+        match best {
+            Some(i) => {
+                let mut v = free.swap_remove(i);
+                drop(free);
+                v.resize(len, 0.0);
+                v
+            }
+            None => vec![0.0; len],
+        }
+    }
+
+    pub fn give(v: Vec<f32>) {
+        if v.capacity() == 0 {
+            return;
+        }
+        let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < KEEP {
+            free.push(v);
+        }
     }
 }
 
@@ -239,65 +409,158 @@ fn lstm_forward(
     let (steps, batch, input) = (shape[0], shape[1], shape[2]);
     let gates = w_hh.layout().shape()[1];
     let hidden = gates / 4;
-    let bias = contiguous(bias);
-    // The input projection of every step in one GEMM; each step's slice then becomes its gates.
-    let projected = matmul(x.reshape(Shape::new([steps * batch, input])), w_ih.clone());
-    let mut all_gates: Vec<f32> = projected.into_data().into_vec::<f32>().expect("the fused LSTM runs on f32 tensors");
-    let cap = if save { steps * batch * hidden } else { 0 };
-    let (mut cells, mut cells_tanh, mut hiddens) = (Vec::with_capacity(cap), Vec::with_capacity(cap), Vec::with_capacity(cap));
-    let mut h = vec![0.0f32; batch * hidden];
-    let mut c = vec![0.0f32; batch * hidden];
-    let mut tc = vec![0.0f32; batch * hidden];
-    for t in 0..steps {
-        let g = &mut all_gates[t * batch * gates..(t + 1) * batch * gates];
-        if t > 0 {
-            let ht = FlexTensor::from_data(TensorData::new(h.clone(), [batch, hidden]));
-            let rec = matmul(ht, w_hh.clone());
-            let rec = rec.as_slice::<f32>().expect("matmul output is contiguous");
-            for (gv, rv) in g.iter_mut().zip(rec) {
-                *gv += rv;
-            }
+    let (x, w_ih, w_hh, bias) = (slice(x), slice(w_ih), slice(w_hh), slice(bias));
+    // The input projection of every step in one GEMM; each step's rows then become its gates.
+    let mut all_gates = pool::take(steps * batch * gates);
+    unsafe { gemm_rows((steps * batch, gates, input), all_gates.as_mut_ptr(), (x.as_ptr(), input, 1), (w_ih.as_ptr(), gates, 1)) };
+    // Without a backward pass only the previous step's state is needed: two slots, alternating.
+    let slots = if save { steps } else { 2 };
+    let slot = |t: usize| if save { t } else { t % 2 };
+    let mut cells = pool::take(slots * batch * hidden);
+    let mut cells_tanh = pool::take(slots * batch * hidden);
+    let mut hiddens = pool::take(slots * batch * hidden);
+    let (g_ptr, c_ptr, tc_ptr, h_ptr) =
+        (Rows(all_gates.as_mut_ptr()), Rows(cells.as_mut_ptr()), Rows(cells_tanh.as_mut_ptr()), Rows(hiddens.as_mut_ptr()));
+    let zeros = vec![0.0f32; batch * hidden];
+    map_chunks(batch, |rows| {
+        let (r0, r1, nb) = (rows.start, rows.end, rows.len());
+        let state = |t: usize| slot(t) * batch * hidden + r0 * hidden..slot(t) * batch * hidden + r1 * hidden;
+        for t in 0..steps {
+            // SAFETY (all slices below): chunks own disjoint rows; slots t and t-1 differ.
+            let g = unsafe { g_ptr.slice((t * batch + r0) * gates..(t * batch + r1) * gates) };
+            let c_prev: &[f32] = if t == 0 {
+                &zeros[..nb * hidden]
+            } else {
+                // h_{t-1} · W_hh added to the projected input, in place.
+                let h_prev = unsafe { h_ptr.slice(state(t - 1)) };
+                unsafe { gemm_raw((nb, gates, hidden), g.as_mut_ptr(), gates, true, (h_prev.as_ptr(), hidden, 1), (w_hh.as_ptr(), gates, 1)) };
+                unsafe { c_ptr.slice(state(t - 1)) }
+            };
+            let (c, tc, h) = unsafe { (c_ptr.slice(state(t)), tc_ptr.slice(state(t)), h_ptr.slice(state(t))) };
+            cell_forward_rows(g, &bias, c_prev, c, tc, h, hidden);
         }
-        for b in 0..batch {
-            let row = &mut g[b * gates..(b + 1) * gates];
-            for (gv, bv) in row.iter_mut().zip(bias.iter()) {
-                *gv += bv;
-            }
-            let r = b * hidden..(b + 1) * hidden;
-            lstm_cell_forward(row, &mut c[r.clone()], &mut tc[r.clone()], &mut h[r], hidden);
+    });
+    let last = slot(steps - 1) * batch * hidden;
+    let out = tensor(hiddens[last..last + batch * hidden].to_vec(), [batch, hidden]);
+    if save {
+        (out, Some(Saved { steps, batch, hidden, gates: all_gates, cells, cells_tanh, hiddens }))
+    } else {
+        for buffer in [all_gates, cells, cells_tanh, hiddens] {
+            pool::give(buffer);
         }
-        if save {
-            cells.extend_from_slice(&c);
-            cells_tanh.extend_from_slice(&tc);
-            hiddens.extend_from_slice(&h);
-        }
+        (out, None)
     }
-    let out = FlexTensor::from_data(TensorData::new(h, [batch, hidden]));
-    let saved = save.then_some(Saved { steps, batch, hidden, gates: all_gates, cells, cells_tanh, hiddens });
-    (out, saved)
 }
 
-/// Activates one row of gates in place and advances `c`, `h` (`tc` gets `tanh(c)`).
+/// The gate loops, compiled once more with AVX2 + FMA and picked at run time where the CPU has
+/// them (the default x86-64 target stops at SSE2, four lanes).
+macro_rules! multiversion {
+    ($(#[$doc:meta])* fn $name:ident / $wide:ident / $body:ident ($($arg:ident: $ty:ty),* $(,)?)) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if wide_simd() {
+                // SAFETY: the CPU has the features `$wide` is compiled for.
+                return unsafe { $wide($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $wide($($arg: $ty),*) {
+            $body($($arg),*)
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+fn wide_simd() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+multiversion! {
+    /// One step of a chunk of rows: `g` (`rows × 4H`, pre-activations without bias) is activated
+    /// in place; `c`, `tc = tanh(c)` and `h` (`rows × H`) get the new state from `c_prev`.
+    fn cell_forward_rows / cell_forward_rows_wide / cell_forward_rows_body(
+        g: &mut [f32], bias: &[f32], c_prev: &[f32], c: &mut [f32], tc: &mut [f32], h: &mut [f32], hidden: usize,
+    )
+}
+
+multiversion! {
+    /// One step of a chunk of rows backwards: `a` the activated gates, `d` receives the
+    /// pre-activation gradients, `dc` carries the cell gradient from step t to t-1, `db` sums `d`.
+    fn cell_backward_rows / cell_backward_rows_wide / cell_backward_rows_body(
+        a: &[f32], d: &mut [f32], dh: &[f32], dc: &mut [f32], tc: &[f32], c_prev: &[f32], db: &mut [f32], hidden: usize,
+    )
+}
+
 #[inline(always)]
-fn lstm_cell_forward(row: &mut [f32], c: &mut [f32], tc: &mut [f32], h: &mut [f32], hidden: usize) {
-    let (ifg, o) = row.split_at_mut(3 * hidden);
-    let (if_, g) = ifg.split_at_mut(2 * hidden);
-    for v in if_.iter_mut() {
-        *v = sigmoid(*v);
+fn cell_forward_rows_body(g: &mut [f32], bias: &[f32], c_prev: &[f32], c: &mut [f32], tc: &mut [f32], h: &mut [f32], hidden: usize) {
+    let gates = 4 * hidden;
+    let rows = g.chunks_exact_mut(gates).zip(c_prev.chunks_exact(hidden));
+    let state = c.chunks_exact_mut(hidden).zip(tc.chunks_exact_mut(hidden)).zip(h.chunks_exact_mut(hidden));
+    for ((row, c_prev), ((c, tc), h)) in rows.zip(state) {
+        let (ifg, o) = row.split_at_mut(3 * hidden);
+        let (if_, g) = ifg.split_at_mut(2 * hidden);
+        let (b_if, rest) = bias.split_at(2 * hidden);
+        let (b_g, b_o) = rest.split_at(hidden);
+        for (v, b) in if_.iter_mut().zip(b_if) {
+            *v = sigmoid(*v + b);
+        }
+        for (v, b) in g.iter_mut().zip(b_g) {
+            *v = tanh(*v + b);
+        }
+        for (v, b) in o.iter_mut().zip(&b_o[..hidden]) {
+            *v = sigmoid(*v + b);
+        }
+        let (i, f) = if_.split_at(hidden);
+        for j in 0..hidden {
+            let cj = f[j] * c_prev[j] + i[j] * g[j];
+            let t = tanh(cj);
+            c[j] = cj;
+            tc[j] = t;
+            h[j] = o[j] * t;
+        }
     }
-    for v in g.iter_mut() {
-        *v = tanh(*v);
-    }
-    for v in o.iter_mut() {
-        *v = sigmoid(*v);
-    }
-    let (i, f) = if_.split_at(hidden);
-    for j in 0..hidden {
-        c[j] = f[j] * c[j] + i[j] * g[j];
-    }
-    for j in 0..hidden {
-        tc[j] = tanh(c[j]);
-        h[j] = o[j] * tc[j];
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn cell_backward_rows_body(
+    a: &[f32],
+    d: &mut [f32],
+    dh: &[f32],
+    dc: &mut [f32],
+    tc: &[f32],
+    c_prev: &[f32],
+    db: &mut [f32],
+    hidden: usize,
+) {
+    let gates = 4 * hidden;
+    let rows = a.chunks_exact(gates).zip(d.chunks_exact_mut(gates));
+    let state = dh.chunks_exact(hidden).zip(dc.chunks_exact_mut(hidden)).zip(tc.chunks_exact(hidden).zip(c_prev.chunks_exact(hidden)));
+    for ((a, d), ((dh, dc), (tc, c_prev))) in rows.zip(state) {
+        let (ai, rest) = a.split_at(hidden);
+        let (af, rest) = rest.split_at(hidden);
+        let (ag, ao) = rest.split_at(hidden);
+        let (di, rest) = d.split_at_mut(hidden);
+        let (df, rest) = rest.split_at_mut(hidden);
+        let (dg, dout) = rest.split_at_mut(hidden);
+        for j in 0..hidden {
+            let (i, f, g, o) = (ai[j], af[j], ag[j], ao[j]);
+            let (dhv, tcv) = (dh[j], tc[j]);
+            let dcv = dc[j] + dhv * o * (1.0 - tcv * tcv);
+            dout[j] = dhv * tcv * o * (1.0 - o);
+            di[j] = dcv * g * i * (1.0 - i);
+            df[j] = dcv * c_prev[j] * f * (1.0 - f);
+            dg[j] = dcv * i * (1.0 - g * g);
+            dc[j] = dcv * f;
+        }
+        for (s, v) in db.iter_mut().zip(d.iter()) {
+            *s += v;
+        }
     }
 }
 
