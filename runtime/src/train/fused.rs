@@ -397,6 +397,30 @@ mod pool {
     }
 }
 
+/// A CPU training step allocates and frees tensors of a few MB each (burn's matmul outputs, the
+/// convolution, gradients); glibc serves those with `mmap` and trims its heap after each free, so
+/// every step faulted its memory back in page by page (~14 % of a step, mostly in the kernel).
+/// Keeping them in the heap below 32 MiB (glibc's ceiling for the threshold) and not trimming
+/// it makes a step reuse the previous step's memory; the peak stays what it was.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            extern "C" {
+                fn mallopt(param: i32, value: i32) -> i32;
+            }
+            const M_TRIM_THRESHOLD: i32 = -1;
+            const M_MMAP_THRESHOLD: i32 = -3;
+            // SAFETY: plain glibc tuning calls, made once, before the buffers they affect.
+            unsafe {
+                mallopt(M_MMAP_THRESHOLD, 32 << 20);
+                mallopt(M_TRIM_THRESHOLD, 1 << 30);
+            }
+        });
+    }
+}
+
 /// Runs the recurrence; returns `h_T` `[batch, H]`, and the activations when `save`.
 fn lstm_forward(
     x: &FlexTensor,
@@ -409,6 +433,7 @@ fn lstm_forward(
     let (steps, batch, input) = (shape[0], shape[1], shape[2]);
     let gates = w_hh.layout().shape()[1];
     let hidden = gates / 4;
+    keep_freed_memory();
     let (x, w_ih, w_hh, bias) = (slice(x), slice(w_ih), slice(w_hh), slice(bias));
     // The input projection of every step in one GEMM; each step's rows then become its gates.
     let mut all_gates = pool::take(steps * batch * gates);
@@ -646,6 +671,83 @@ mod tests {
                 assert!(close(a, b), "{kind} parameter {i}: {a:?} vs {b:?}");
             }
         }
+    }
+
+    /// The batch is split into one chunk per rayon thread: any split must give the same results,
+    /// with and without the saved activations (training vs evaluation).
+    #[test]
+    fn fused_lstm_does_not_depend_on_the_thread_count() {
+        let device = Default::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let mut uniform = |n: usize, bound: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+        let (steps, batch, input, hidden) = (6, 7, 5, 4);
+        let (x, w_ih, w_hh, bias) =
+            (uniform(steps * batch * input, 1.0), uniform(input * 4 * hidden, 0.5), uniform(hidden * 4 * hidden, 0.5), uniform(4 * hidden, 0.5));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let param = |v: &Vec<f32>, shape: Vec<usize>| {
+                    Tensor::<Ad, 2>::from_data(TensorData::new(v.clone(), shape), &device).require_grad()
+                };
+                let x = Tensor::<Ad, 3>::from_data(TensorData::new(x.clone(), [steps, batch, input]), &device).require_grad();
+                let (w_ih, w_hh) = (param(&w_ih, vec![input, 4 * hidden]), param(&w_hh, vec![hidden, 4 * hidden]));
+                let b = Tensor::<Ad, 1>::from_data(TensorData::new(bias.clone(), [4 * hidden]), &device).require_grad();
+                let h = lstm_last(x.clone(), w_ih.clone(), w_hh.clone(), b.clone());
+                let weights = Tensor::<Ad, 2>::from_data(TensorData::new(uniform_like(batch * hidden), [batch, hidden]), &device);
+                let grads = (h.clone() * weights).sum().backward();
+                let inference = lstm_last(x.clone().inner(), w_ih.clone().inner(), w_hh.clone().inner(), b.clone().inner());
+                let v = |t: Tensor<Flex, 2>| t.into_data().to_vec::<f32>().unwrap();
+                vec![
+                    v(h.inner()),
+                    v(inference),
+                    x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(),
+                    v(w_ih.grad(&grads).unwrap()),
+                    v(w_hh.grad(&grads).unwrap()),
+                    b.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(),
+                ]
+            })
+        };
+        let one = run(1);
+        assert_eq!(one[0], one[1], "evaluation and training forward differ");
+        for threads in [2, 3, 7] {
+            for (i, (a, b)) in run(threads).iter().zip(&one).enumerate() {
+                assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-6 + 1e-5 * y.abs()), "{threads} threads, output {i}: {a:?} vs {b:?}");
+            }
+        }
+    }
+
+    fn uniform_like(n: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) / 5.0).collect()
+    }
+
+    /// The GEMMs that split across threads (only above ~7M multiply-adds) against a plain loop.
+    #[test]
+    fn split_gemms_match_a_plain_product() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (m, n, k) = (9, 33, 24_001);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect(); // m×k
+        let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect(); // k×n
+        let mut want = vec![0.0f64; m * n];
+        for i in 0..m {
+            for p in 0..k {
+                for j in 0..n {
+                    want[i * n + j] += a[i * k + p] as f64 * b[p * n + j] as f64;
+                }
+            }
+        }
+        let close = |got: &[f32], want: &[f64]| got.iter().zip(want).all(|(g, w)| (*g as f64 - w).abs() < 1e-3);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        pool.install(|| {
+            assert!(m * n * k >= PARALLEL_WORK);
+            let sum = unsafe { gemm_sum((m, n, k), (a.as_ptr(), k, 1), (b.as_ptr(), n, 1)) };
+            assert!(close(&sum, &want), "gemm_sum");
+            // The transposed problem splits rows: (bᵀ aᵀ) is n×m.
+            let (at, bt) = (transposed(&a, m, k), transposed(&b, k, n));
+            let mut rows = vec![0.0f32; n * m];
+            unsafe { gemm_rows((n, m, k), rows.as_mut_ptr(), (bt.as_ptr(), k, 1), (at.as_ptr(), m, 1)) };
+            let want_t: Vec<f64> = (0..n * m).map(|i| want[(i % m) * n + i / m]).collect();
+            assert!(close(&rows, &want_t), "gemm_rows");
+        });
     }
 
     #[test]
