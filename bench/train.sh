@@ -9,14 +9,18 @@ VENV=bench/.venv
 # CPU-only index is not reachable from every build machine.
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -c 'import torch' 2>/dev/null || "$VENV/bin/pip" install --quiet torch
-# PROFILE=dev reuses a debug build (burn's kernels are opt-level 3 there already) and recompiles
-# only the runtime crate at opt-level 3 (its fused LSTM loops), minutes instead of a full release
-# build; the next plain debug build recompiles the runtime crate once.
+# PROFILE=dev reuses a debug build (burn's kernels are opt-level 3 there already), recompiles the
+# runtime crate at opt-level 3 (its fused LSTM loops) and the hot-path crates without debug
+# assertions (in gemm's microkernel alone they cost ~20 % of a step, as release has none), minutes
+# instead of a full release build; a plain debug build keeps its own copies of those crates.
 PROFILE="${PROFILE:-release}"
 OPT=()
-[ "$PROFILE" = dev ] && OPT=(--config profile.dev.package.runtime.opt-level=3
-  --config profile.dev.package.runtime.overflow-checks=false
-  --config profile.dev.package.runtime.debug-assertions=false)
+if [ "$PROFILE" = dev ]; then
+  OPT=(--config profile.dev.package.runtime.opt-level=3)
+  for p in runtime gemm gemm-common gemm-f32 burn-flex burn-autodiff burn-backend burn-tensor burn-std macerator; do
+    OPT+=(--config "profile.dev.package.$p.debug-assertions=false" --config "profile.dev.package.$p.overflow-checks=false")
+  done
+fi
 # FEATURES=runtime/cuda reuses a CUDA-enabled build (the CPU path is the same code).
 [ -n "${FEATURES:-}" ] && OPT+=(--features "$FEATURES")
 cargo build --workspace --profile "$PROFILE" "${OPT[@]}" --example bench_train >&2

@@ -20,11 +20,10 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::ops::matmul::matmul;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Shape, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 type Ad = Autodiff<Flex>;
 
@@ -104,7 +103,132 @@ fn lstm_autodiff(
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
-/// What the backward pass needs from the forward one, flat and time-major.
+/// `relu(conv1d(x))` with kernel `K`, stride 1 and padding `K / 2`, returned time-major: `x`
+/// `[batch, steps, in]` (the model input), `weight` `[out, in, K]` (burn's `Conv1d` layout), `bias`
+/// `[out]` → `[steps, batch, out]`, the fused LSTM's input. One GEMM over the gathered taps of
+/// every step and row instead of burn's padding, narrowing and copying per tap, in both passes.
+/// Only for backends where [`supported`] holds.
+pub fn conv_relu_time_major<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 3>, bias: Tensor<B, 1>) -> Tensor<B, 3> {
+    if TypeId::of::<B>() == TypeId::of::<Ad>() {
+        let (x, weight, bias): (Tensor<Ad, 3>, Tensor<Ad, 3>, Tensor<Ad, 1>) = (cast(x), cast(weight), cast(bias));
+        let (x, weight, bias) = (x.into_primitive().tensor(), weight.into_primitive().tensor(), bias.into_primitive().tensor());
+        let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+        let out = match ConvBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (out, taps) = conv_forward(&x.primitive, &weight.primitive, &bias.primitive);
+                let state = ConvState { x_shape: x.primitive.layout().shape().to_vec(), weight: weight.primitive, taps: Arc::new(taps), out: out.clone() };
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(conv_forward(&x.primitive, &weight.primitive, &bias.primitive).0),
+        };
+        cast(Tensor::<Ad, 3>::from_primitive(TensorPrimitive::Float(out)))
+    } else if TypeId::of::<B>() == TypeId::of::<Flex>() {
+        let prim = |t: TensorPrimitive<Flex>| t.tensor();
+        let (x, weight, bias): (Tensor<Flex, 3>, Tensor<Flex, 3>, Tensor<Flex, 1>) = (cast(x), cast(weight), cast(bias));
+        let (out, _) = conv_forward(&prim(x.into_primitive()), &prim(weight.into_primitive()), &prim(bias.into_primitive()));
+        cast(Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(out)))
+    } else {
+        panic!("fused convolution called on a backend it does not support; check `fused::supported` first")
+    }
+}
+
+/// The taps matrix `[steps * batch, in * K]`, rows time-major, column `i * K + k` holding
+/// `x[b, t + k - K/2, i]` (zero outside the window), and the activated output.
+fn conv_forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> (FlexTensor, Vec<f32>) {
+    keep_freed_memory();
+    let (xs, ws) = (x.layout().shape(), weight.layout().shape());
+    let (batch, steps, input) = (xs[0], xs[1], xs[2]);
+    let (out_ch, kernel) = (ws[0], ws[2]);
+    let width = input * kernel;
+    let (x, weight, bias) = (slice(x), slice(weight), slice(bias));
+    let mut taps = vec![0.0f32; steps * batch * width];
+    for (row, tap) in taps.chunks_exact_mut(width).enumerate() {
+        let (t, b) = (row / batch, row % batch);
+        for k in 0..kernel {
+            let Some(src) = (t + k).checked_sub(kernel / 2).filter(|&s| s < steps) else { continue };
+            let from = &x[(b * steps + src) * input..][..input];
+            for (i, v) in from.iter().enumerate() {
+                tap[i * kernel + k] = *v;
+            }
+        }
+    }
+    let mut out = vec![0.0f32; steps * batch * out_ch];
+    // weight [out, in*K] read as its transpose: element (r, c) at c * width + r.
+    unsafe { gemm_rows((steps * batch, out_ch, width), out.as_mut_ptr(), (taps.as_ptr(), width, 1), (weight.as_ptr(), 1, width)) };
+    for row in out.chunks_exact_mut(out_ch) {
+        for (v, b) in row.iter_mut().zip(bias.iter()) {
+            *v = (*v + b).max(0.0);
+        }
+    }
+    (tensor(out, [steps, batch, out_ch]), taps)
+}
+
+#[derive(Clone, Debug)]
+struct ConvState {
+    x_shape: Vec<usize>,
+    weight: FlexTensor,
+    taps: Arc<Vec<f32>>,
+    out: FlexTensor,
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 3> for ConvBackward {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let [p_x, p_weight, p_bias] = ops.parents;
+        let ConvState { x_shape, weight, taps, out } = ops.state;
+        let (batch, steps, input) = (x_shape[0], x_shape[1], x_shape[2]);
+        let ws = weight.layout().shape();
+        let (out_ch, kernel) = (ws[0], ws[2]);
+        let (width, rows) = (input * kernel, steps * batch);
+        // Through the relu: zero where the output was clamped.
+        let mut d = slice(&grad).into_owned();
+        for (g, o) in d.iter_mut().zip(slice(&out).iter()) {
+            if *o <= 0.0 {
+                *g = 0.0;
+            }
+        }
+        if let Some(node) = p_bias {
+            let mut db = vec![0.0f32; out_ch];
+            for row in d.chunks_exact(out_ch) {
+                for (s, v) in db.iter_mut().zip(row) {
+                    *s += v;
+                }
+            }
+            grads.register::<Flex>(node.id, tensor(db, [out_ch]));
+        }
+        if let Some(node) = p_weight {
+            // dᵀ · taps is [out, in*K]: burn's weight layout already.
+            let dw = unsafe { gemm_sum((out_ch, width, rows), (d.as_ptr(), 1, out_ch), (taps.as_ptr(), width, 1)) };
+            grads.register::<Flex>(node.id, tensor(dw, [out_ch, input, kernel]));
+        }
+        if let Some(node) = p_x {
+            // Gradient of the taps (d · W), then each tap added back to the input it was read from.
+            let weight = slice(&weight);
+            let mut d_taps = vec![0.0f32; rows * width];
+            unsafe { gemm_rows((rows, width, out_ch), d_taps.as_mut_ptr(), (d.as_ptr(), out_ch, 1), (weight.as_ptr(), width, 1)) };
+            let mut dx = vec![0.0f32; batch * steps * input];
+            for (row, tap) in d_taps.chunks_exact(width).enumerate() {
+                let (t, b) = (row / batch, row % batch);
+                for k in 0..kernel {
+                    let Some(src) = (t + k).checked_sub(kernel / 2).filter(|&s| s < steps) else { continue };
+                    let to = &mut dx[(b * steps + src) * input..][..input];
+                    for (i, v) in to.iter_mut().enumerate() {
+                        *v += tap[i * kernel + k];
+                    }
+                }
+            }
+            grads.register::<Flex>(node.id, tensor(dx, [batch, steps, input]));
+        }
+    }
+}
+
+/// What the backward pass needs from the forward one, flat and time-major. The buffers come from
+/// [`pool`] and go back to it when the backward pass drops this.
 struct Saved {
     steps: usize,
     batch: usize,
@@ -117,6 +241,14 @@ struct Saved {
     cells_tanh: Vec<f32>,
     /// Hidden states `[steps, batch, H]`.
     hiddens: Vec<f32>,
+}
+
+impl Drop for Saved {
+    fn drop(&mut self) {
+        for buffer in [&mut self.gates, &mut self.cells, &mut self.cells_tanh, &mut self.hiddens] {
+            pool::give(std::mem::take(buffer));
+        }
+    }
 }
 
 impl fmt::Debug for Saved {
@@ -145,85 +277,271 @@ impl Backward<Flex, 4> for LstmBackward {
         let LstmState { x, w_ih, w_hh, saved } = ops.state;
         let Saved { steps, batch, hidden, .. } = *saved;
         let (input, gates) = (x.layout().shape()[2], 4 * hidden);
-        let grad_h = contiguous(&grad_h);
-        let w_hh_t = w_hh.transpose(0, 1);
+        let grad_h = slice(&grad_h);
+        let w_hh_t = transposed(&slice(&w_hh), hidden, gates);
 
-        // BPTT: gate pre-activation gradients of every step, then the weight gradients at once.
-        let mut d_gates = vec![0.0f32; steps * batch * gates];
-        let mut dh: Vec<f32> = grad_h.to_vec();
-        let mut dc = vec![0.0f32; batch * hidden];
+        // BPTT, each batch chunk on its own thread (rows never interact): the gate pre-activation
+        // gradients of every step, and per chunk the bias gradient; the weight gradients follow as
+        // one GEMM each over all steps.
+        let mut d_gates = pool::take(steps * batch * gates);
+        let d_ptr = Rows(d_gates.as_mut_ptr());
         let zeros = vec![0.0f32; batch * hidden];
-        for t in (0..steps).rev() {
-            let at = |width: usize| t * batch * width..(t + 1) * batch * width;
-            let a = &saved.gates[at(gates)];
-            let tc = &saved.cells_tanh[at(hidden)];
-            let c_prev = if t == 0 { &zeros[..] } else { &saved.cells[(t - 1) * batch * hidden..t * batch * hidden] };
-            let d = &mut d_gates[t * batch * gates..(t + 1) * batch * gates];
-            for b in 0..batch {
-                let (a, d) = (&a[b * gates..(b + 1) * gates], &mut d[b * gates..(b + 1) * gates]);
-                let r = b * hidden..(b + 1) * hidden;
-                lstm_cell_backward(a, d, &dh[r.clone()], &mut dc[r.clone()], &tc[r.clone()], &c_prev[r], hidden);
+        let db_parts = map_chunks(batch, |rows| {
+            let (r0, nb) = (rows.start, rows.len());
+            let mut dh = grad_h[r0 * hidden..rows.end * hidden].to_vec();
+            let mut dc = vec![0.0f32; nb * hidden];
+            let mut db = vec![0.0f32; gates];
+            for t in (0..steps).rev() {
+                let at = |width: usize| (t * batch + r0) * width..(t * batch + rows.end) * width;
+                let c_prev = if t == 0 {
+                    &zeros[..nb * hidden]
+                } else {
+                    &saved.cells[((t - 1) * batch + r0) * hidden..((t - 1) * batch + rows.end) * hidden]
+                };
+                // SAFETY: chunks own disjoint rows of `d_gates`, which outlives the scope.
+                let d = unsafe { d_ptr.slice(at(gates)) };
+                cell_backward_rows(&saved.gates[at(gates)], d, &dh, &mut dc, &saved.cells_tanh[at(hidden)], c_prev, &mut db, hidden);
+                if t > 0 {
+                    // dh_{t-1} = d_t · W_hhᵀ
+                    unsafe { gemm_raw((nb, hidden, gates), dh.as_mut_ptr(), hidden, false, (d.as_ptr(), gates, 1), (w_hh_t.as_ptr(), hidden, 1)) };
+                }
             }
-            if t > 0 {
-                let dt = FlexTensor::from_data(TensorData::new(d.to_vec(), [batch, gates]));
-                dh = contiguous(&matmul(dt, w_hh_t.clone())).to_vec();
-            }
-        }
-        let d_gates = FlexTensor::from_data(TensorData::new(d_gates, [steps * batch, gates]));
+            db
+        });
 
         if let Some(node) = p_bias {
             let mut db = vec![0.0f32; gates];
-            for row in d_gates.as_slice::<f32>().expect("contiguous").chunks_exact(gates) {
-                for (s, v) in db.iter_mut().zip(row) {
+            for part in db_parts {
+                for (s, v) in db.iter_mut().zip(part) {
                     *s += v;
                 }
             }
-            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(db, [gates])));
+            grads.register::<Flex>(node.id, tensor(db, [gates]));
         }
         if let Some(node) = p_w_hh {
-            // h_{t-1} for every step: zeros, then h_0 .. h_{T-2}.
-            let mut prev = vec![0.0f32; steps * batch * hidden];
-            prev[batch * hidden..].copy_from_slice(&saved.hiddens[..(steps - 1) * batch * hidden]);
-            let prev = FlexTensor::from_data(TensorData::new(prev, [steps * batch, hidden]));
-            grads.register::<Flex>(node.id, matmul(prev.transpose(0, 1), d_gates.clone()));
+            // Σ_t h_{t-1}ᵀ d_t with h_{-1} = 0: hiddens[0 .. T-1]ᵀ · d_gates[1 .. T].
+            let dw = if steps > 1 {
+                let lhs = (saved.hiddens.as_ptr(), 1, hidden);
+                unsafe { gemm_sum((hidden, gates, (steps - 1) * batch), lhs, (d_gates[batch * gates..].as_ptr(), gates, 1)) }
+            } else {
+                vec![0.0f32; hidden * gates]
+            };
+            grads.register::<Flex>(node.id, tensor(dw, [hidden, gates]));
         }
         if let Some(node) = p_w_ih {
-            let x2 = x.reshape(Shape::new([steps * batch, input]));
-            grads.register::<Flex>(node.id, matmul(x2.transpose(0, 1), d_gates.clone()));
+            let x = slice(&x);
+            let dw = unsafe { gemm_sum((input, gates, steps * batch), (x.as_ptr(), 1, input), (d_gates.as_ptr(), gates, 1)) };
+            grads.register::<Flex>(node.id, tensor(dw, [input, gates]));
         }
         if let Some(node) = p_x {
-            let dx = matmul(d_gates, w_ih.transpose(0, 1));
-            grads.register::<Flex>(node.id, dx.reshape(Shape::new([steps, batch, input])));
+            let w_ih_t = transposed(&slice(&w_ih), input, gates);
+            let mut dx = vec![0.0f32; steps * batch * input];
+            unsafe { gemm_rows((steps * batch, input, gates), dx.as_mut_ptr(), (d_gates.as_ptr(), gates, 1), (w_ih_t.as_ptr(), input, 1)) };
+            grads.register::<Flex>(node.id, tensor(dx, [steps, batch, input]));
+        }
+        pool::give(d_gates);
+    }
+}
+
+/// A buffer shared by the batch chunks, each of which touches only its own rows.
+#[derive(Clone, Copy)]
+struct Rows(*mut f32);
+
+// SAFETY: only used to hand disjoint row ranges of one live buffer to the chunk closures.
+unsafe impl Send for Rows {}
+unsafe impl Sync for Rows {}
+
+impl Rows {
+    /// A method, not a field access, so closures capture the `Send` wrapper.
+    fn at(&self, offset: usize) -> *mut f32 {
+        unsafe { self.0.add(offset) }
+    }
+
+    /// # Safety
+    /// `range` lies inside the buffer and no other live slice overlaps it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
+    }
+}
+
+/// Runs `f` on contiguous row ranges of the batch, one per rayon thread (one range, inline, when
+/// there is a single thread), and returns the results in row order.
+fn map_chunks<R: Send>(batch: usize, f: impl Fn(std::ops::Range<usize>) -> R + Sync + Send) -> Vec<R> {
+    let n = rayon::current_num_threads().clamp(1, batch.max(1));
+    let bounds: Vec<_> = (0..n).map(|i| i * batch / n..(i + 1) * batch / n).collect();
+    if n == 1 {
+        return bounds.into_iter().map(f).collect();
+    }
+    use rayon::prelude::*;
+    bounds.into_par_iter().map(f).collect()
+}
+
+/// Below this many multiply-adds a GEMM stays on one thread (burn-flex's own threshold).
+const PARALLEL_WORK: usize = 192 * 192 * 192;
+
+/// `dst (m×n, unit column stride) (+)= lhs · rhs`, operands as strided views (row, column stride).
+///
+/// # Safety
+/// The views lie inside live buffers and `dst` overlaps neither operand.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
+) {
+    unsafe {
+        gemm::gemm(
+            m, n, k, dst, 1, dst_rs as isize, accumulate,
+            lhs, lhs_cs as isize, lhs_rs as isize,
+            rhs, rhs_cs as isize, rhs_rs as isize,
+            1.0, 1.0, false, false, false, gemm::Parallelism::None,
+        )
+    }
+}
+
+/// `dst = lhs · rhs` (`dst` contiguous `m×n`), its rows split over the rayon threads when the
+/// product is large. (burn's Flex backend is built here without its `rayon` feature, so its
+/// own GEMMs never split.)
+///
+/// # Safety
+/// As [`gemm_raw`].
+unsafe fn gemm_rows(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+) {
+    if m * n * k < PARALLEL_WORK {
+        return unsafe { gemm_raw((m, n, k), dst, n, false, (lhs, lhs_rs, lhs_cs), rhs) };
+    }
+    let (dst, lhs, rhs_ptr) = (Rows(dst), Rows(lhs as *mut f32), Rows(rhs.0 as *mut f32));
+    map_chunks(m, |rows| unsafe {
+        let lhs = (lhs.at(rows.start * lhs_rs) as *const f32, lhs_rs, lhs_cs);
+        gemm_raw((rows.len(), n, k), dst.at(rows.start * n), n, false, lhs, (rhs_ptr.at(0) as *const f32, rhs.1, rhs.2));
+    });
+}
+
+/// `lhs · rhs` for a long inner dimension `k` and a small `m×n` result (weight gradients summed
+/// over every step and row): each thread takes a share of `k`, the partial products are added.
+///
+/// # Safety
+/// The views lie inside live buffers.
+unsafe fn gemm_sum(
+    (m, n, k): (usize, usize, usize),
+    (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
+) -> Vec<f32> {
+    let (lhs, rhs) = (Rows(lhs as *mut f32), Rows(rhs as *mut f32));
+    let share = if m * n * k < PARALLEL_WORK { 1 } else { k };
+    let parts = map_chunks(share, |part| {
+        let ks = if share == 1 { 0..k } else { part };
+        let mut out = vec![0.0f32; m * n];
+        if !ks.is_empty() {
+            unsafe {
+                gemm_raw(
+                    (m, n, ks.len()), out.as_mut_ptr(), n, false,
+                    (lhs.at(ks.start * lhs_cs) as *const f32, lhs_rs, lhs_cs),
+                    (rhs.at(ks.start * rhs_rs) as *const f32, rhs_rs, rhs_cs),
+                )
+            };
+        }
+        out
+    });
+    let mut parts = parts.into_iter();
+    let mut sum = parts.next().unwrap_or_else(|| vec![0.0; m * n]);
+    for part in parts {
+        for (s, v) in sum.iter_mut().zip(part) {
+            *s += v;
+        }
+    }
+    sum
+}
+
+/// The row-major transpose of a `rows × cols` matrix.
+fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
+}
+
+fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The values of an f32 tensor in row-major order, borrowed when its layout allows.
+fn slice(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(
+            t.to_contiguous().as_slice::<f32>().expect("the fused LSTM runs on f32 tensors").to_vec(),
+        ),
+    }
+}
+
+/// Recycles the op's big activation buffers across training steps: fresh ones of this size
+/// (tens of MB) come straight from `mmap`, and touching their pages cost more than the gate math.
+mod pool {
+    use std::sync::Mutex;
+
+    static FREE: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+    const KEEP: usize = 12;
+
+    /// A buffer of `len` values, each either 0 or left over from an earlier use: callers write
+    /// every element before reading it.
+    pub fn take(len: usize) -> Vec<f32> {
+        let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+        let best = (0..free.len()).filter(|&i| free[i].capacity() >= len).min_by_key(|&i| free[i].capacity());
+        match best {
+            Some(i) => {
+                let mut v = free.swap_remove(i);
+                drop(free);
+                v.resize(len, 0.0);
+                v
+            }
+            None => vec![0.0; len],
+        }
+    }
+
+    pub fn give(v: Vec<f32>) {
+        if v.capacity() == 0 {
+            return;
+        }
+        let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < KEEP {
+            free.push(v);
         }
     }
 }
 
-/// One row of one step backwards: `a` the activated gates, `d` receives the pre-activation
-/// gradients, `dc` carries the cell gradient from step t to t-1.
-#[inline(always)]
-fn lstm_cell_backward(a: &[f32], d: &mut [f32], dh: &[f32], dc: &mut [f32], tc: &[f32], c_prev: &[f32], hidden: usize) {
-    let (ai, rest) = a.split_at(hidden);
-    let (af, rest) = rest.split_at(hidden);
-    let (ag, ao) = rest.split_at(hidden);
-    let (di, rest) = d.split_at_mut(hidden);
-    let (df, rest) = rest.split_at_mut(hidden);
-    let (dg, dout) = rest.split_at_mut(hidden);
-    for j in 0..hidden {
-        let (i, f, g, o) = (ai[j], af[j], ag[j], ao[j]);
-        let (dhv, tcv) = (dh[j], tc[j]);
-        let dcv = dc[j] + dhv * o * (1.0 - tcv * tcv);
-        dout[j] = dhv * tcv * o * (1.0 - o);
-        di[j] = dcv * g * i * (1.0 - i);
-        df[j] = dcv * c_prev[j] * f * (1.0 - f);
-        dg[j] = dcv * i * (1.0 - g * g);
-        dc[j] = dcv * f;
-    }
-}
-
-fn contiguous(t: &FlexTensor) -> Arc<[f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => s.into(),
-        None => t.to_contiguous().as_slice::<f32>().expect("the fused LSTM runs on f32 tensors").into(),
+/// A CPU training step allocates and frees tensors of a few MB each (burn's matmul outputs, the
+/// convolution, gradients); glibc serves those with `mmap` and trims its heap after each free, so
+/// every step faulted its memory back in page by page (~14 % of a step, mostly in the kernel).
+/// Keeping them in the heap below 32 MiB (glibc's ceiling for the threshold) and not trimming
+/// it makes a step reuse the previous step's memory; the peak stays what it was.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            extern "C" {
+                fn mallopt(param: i32, value: i32) -> i32;
+            }
+            const M_TRIM_THRESHOLD: i32 = -1;
+            const M_MMAP_THRESHOLD: i32 = -3;
+            // SAFETY: plain glibc tuning calls, made once, before the buffers they affect.
+            unsafe {
+                mallopt(M_MMAP_THRESHOLD, 32 << 20);
+                mallopt(M_TRIM_THRESHOLD, 1 << 30);
+            }
+        });
     }
 }
 
@@ -239,65 +557,159 @@ fn lstm_forward(
     let (steps, batch, input) = (shape[0], shape[1], shape[2]);
     let gates = w_hh.layout().shape()[1];
     let hidden = gates / 4;
-    let bias = contiguous(bias);
-    // The input projection of every step in one GEMM; each step's slice then becomes its gates.
-    let projected = matmul(x.reshape(Shape::new([steps * batch, input])), w_ih.clone());
-    let mut all_gates: Vec<f32> = projected.into_data().into_vec::<f32>().expect("the fused LSTM runs on f32 tensors");
-    let cap = if save { steps * batch * hidden } else { 0 };
-    let (mut cells, mut cells_tanh, mut hiddens) = (Vec::with_capacity(cap), Vec::with_capacity(cap), Vec::with_capacity(cap));
-    let mut h = vec![0.0f32; batch * hidden];
-    let mut c = vec![0.0f32; batch * hidden];
-    let mut tc = vec![0.0f32; batch * hidden];
-    for t in 0..steps {
-        let g = &mut all_gates[t * batch * gates..(t + 1) * batch * gates];
-        if t > 0 {
-            let ht = FlexTensor::from_data(TensorData::new(h.clone(), [batch, hidden]));
-            let rec = matmul(ht, w_hh.clone());
-            let rec = rec.as_slice::<f32>().expect("matmul output is contiguous");
-            for (gv, rv) in g.iter_mut().zip(rec) {
-                *gv += rv;
-            }
+    keep_freed_memory();
+    let (x, w_ih, w_hh, bias) = (slice(x), slice(w_ih), slice(w_hh), slice(bias));
+    // The input projection of every step in one GEMM; each step's rows then become its gates.
+    let mut all_gates = pool::take(steps * batch * gates);
+    unsafe { gemm_rows((steps * batch, gates, input), all_gates.as_mut_ptr(), (x.as_ptr(), input, 1), (w_ih.as_ptr(), gates, 1)) };
+    // Without a backward pass only the previous step's state is needed: two slots, alternating.
+    let slots = if save { steps } else { 2 };
+    let slot = |t: usize| if save { t } else { t % 2 };
+    let mut cells = pool::take(slots * batch * hidden);
+    let mut cells_tanh = pool::take(slots * batch * hidden);
+    let mut hiddens = pool::take(slots * batch * hidden);
+    let (g_ptr, c_ptr, tc_ptr, h_ptr) =
+        (Rows(all_gates.as_mut_ptr()), Rows(cells.as_mut_ptr()), Rows(cells_tanh.as_mut_ptr()), Rows(hiddens.as_mut_ptr()));
+    let zeros = vec![0.0f32; batch * hidden];
+    map_chunks(batch, |rows| {
+        let (r0, r1, nb) = (rows.start, rows.end, rows.len());
+        let state = |t: usize| slot(t) * batch * hidden + r0 * hidden..slot(t) * batch * hidden + r1 * hidden;
+        for t in 0..steps {
+            // SAFETY (all slices below): chunks own disjoint rows; slots t and t-1 differ.
+            let g = unsafe { g_ptr.slice((t * batch + r0) * gates..(t * batch + r1) * gates) };
+            let c_prev: &[f32] = if t == 0 {
+                &zeros[..nb * hidden]
+            } else {
+                // h_{t-1} · W_hh added to the projected input, in place.
+                let h_prev = unsafe { h_ptr.slice(state(t - 1)) };
+                unsafe { gemm_raw((nb, gates, hidden), g.as_mut_ptr(), gates, true, (h_prev.as_ptr(), hidden, 1), (w_hh.as_ptr(), gates, 1)) };
+                unsafe { c_ptr.slice(state(t - 1)) }
+            };
+            let (c, tc, h) = unsafe { (c_ptr.slice(state(t)), tc_ptr.slice(state(t)), h_ptr.slice(state(t))) };
+            cell_forward_rows(g, &bias, c_prev, c, tc, h, hidden);
         }
-        for b in 0..batch {
-            let row = &mut g[b * gates..(b + 1) * gates];
-            for (gv, bv) in row.iter_mut().zip(bias.iter()) {
-                *gv += bv;
-            }
-            let r = b * hidden..(b + 1) * hidden;
-            lstm_cell_forward(row, &mut c[r.clone()], &mut tc[r.clone()], &mut h[r], hidden);
+    });
+    let last = slot(steps - 1) * batch * hidden;
+    let out = tensor(hiddens[last..last + batch * hidden].to_vec(), [batch, hidden]);
+    if save {
+        (out, Some(Saved { steps, batch, hidden, gates: all_gates, cells, cells_tanh, hiddens }))
+    } else {
+        for buffer in [all_gates, cells, cells_tanh, hiddens] {
+            pool::give(buffer);
         }
-        if save {
-            cells.extend_from_slice(&c);
-            cells_tanh.extend_from_slice(&tc);
-            hiddens.extend_from_slice(&h);
-        }
+        (out, None)
     }
-    let out = FlexTensor::from_data(TensorData::new(h, [batch, hidden]));
-    let saved = save.then_some(Saved { steps, batch, hidden, gates: all_gates, cells, cells_tanh, hiddens });
-    (out, saved)
 }
 
-/// Activates one row of gates in place and advances `c`, `h` (`tc` gets `tanh(c)`).
+/// The gate loops, compiled once more with AVX2 + FMA and picked at run time where the CPU has
+/// them (the default x86-64 target stops at SSE2, four lanes).
+macro_rules! multiversion {
+    ($(#[$doc:meta])* fn $name:ident / $wide:ident / $body:ident ($($arg:ident: $ty:ty),* $(,)?)) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if wide_simd() {
+                // SAFETY: the CPU has the features `$wide` is compiled for.
+                return unsafe { $wide($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $wide($($arg: $ty),*) {
+            $body($($arg),*)
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+fn wide_simd() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+multiversion! {
+    /// One step of a chunk of rows: `g` (`rows × 4H`, pre-activations without bias) is activated
+    /// in place; `c`, `tc = tanh(c)` and `h` (`rows × H`) get the new state from `c_prev`.
+    fn cell_forward_rows / cell_forward_rows_wide / cell_forward_rows_body(
+        g: &mut [f32], bias: &[f32], c_prev: &[f32], c: &mut [f32], tc: &mut [f32], h: &mut [f32], hidden: usize,
+    )
+}
+
+multiversion! {
+    /// One step of a chunk of rows backwards: `a` the activated gates, `d` receives the
+    /// pre-activation gradients, `dc` carries the cell gradient from step t to t-1, `db` sums `d`.
+    fn cell_backward_rows / cell_backward_rows_wide / cell_backward_rows_body(
+        a: &[f32], d: &mut [f32], dh: &[f32], dc: &mut [f32], tc: &[f32], c_prev: &[f32], db: &mut [f32], hidden: usize,
+    )
+}
+
 #[inline(always)]
-fn lstm_cell_forward(row: &mut [f32], c: &mut [f32], tc: &mut [f32], h: &mut [f32], hidden: usize) {
-    let (ifg, o) = row.split_at_mut(3 * hidden);
-    let (if_, g) = ifg.split_at_mut(2 * hidden);
-    for v in if_.iter_mut() {
-        *v = sigmoid(*v);
+fn cell_forward_rows_body(g: &mut [f32], bias: &[f32], c_prev: &[f32], c: &mut [f32], tc: &mut [f32], h: &mut [f32], hidden: usize) {
+    let gates = 4 * hidden;
+    let rows = g.chunks_exact_mut(gates).zip(c_prev.chunks_exact(hidden));
+    let state = c.chunks_exact_mut(hidden).zip(tc.chunks_exact_mut(hidden)).zip(h.chunks_exact_mut(hidden));
+    for ((row, c_prev), ((c, tc), h)) in rows.zip(state) {
+        let (ifg, o) = row.split_at_mut(3 * hidden);
+        let (if_, g) = ifg.split_at_mut(2 * hidden);
+        let (b_if, rest) = bias.split_at(2 * hidden);
+        let (b_g, b_o) = rest.split_at(hidden);
+        for (v, b) in if_.iter_mut().zip(b_if) {
+            *v = sigmoid(*v + b);
+        }
+        for (v, b) in g.iter_mut().zip(b_g) {
+            *v = tanh(*v + b);
+        }
+        for (v, b) in o.iter_mut().zip(&b_o[..hidden]) {
+            *v = sigmoid(*v + b);
+        }
+        let (i, f) = if_.split_at(hidden);
+        for j in 0..hidden {
+            let cj = f[j] * c_prev[j] + i[j] * g[j];
+            let t = tanh(cj);
+            c[j] = cj;
+            tc[j] = t;
+            h[j] = o[j] * t;
+        }
     }
-    for v in g.iter_mut() {
-        *v = tanh(*v);
-    }
-    for v in o.iter_mut() {
-        *v = sigmoid(*v);
-    }
-    let (i, f) = if_.split_at(hidden);
-    for j in 0..hidden {
-        c[j] = f[j] * c[j] + i[j] * g[j];
-    }
-    for j in 0..hidden {
-        tc[j] = tanh(c[j]);
-        h[j] = o[j] * tc[j];
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn cell_backward_rows_body(
+    a: &[f32],
+    d: &mut [f32],
+    dh: &[f32],
+    dc: &mut [f32],
+    tc: &[f32],
+    c_prev: &[f32],
+    db: &mut [f32],
+    hidden: usize,
+) {
+    let gates = 4 * hidden;
+    let rows = a.chunks_exact(gates).zip(d.chunks_exact_mut(gates));
+    let state = dh.chunks_exact(hidden).zip(dc.chunks_exact_mut(hidden)).zip(tc.chunks_exact(hidden).zip(c_prev.chunks_exact(hidden)));
+    for ((a, d), ((dh, dc), (tc, c_prev))) in rows.zip(state) {
+        let (ai, rest) = a.split_at(hidden);
+        let (af, rest) = rest.split_at(hidden);
+        let (ag, ao) = rest.split_at(hidden);
+        let (di, rest) = d.split_at_mut(hidden);
+        let (df, rest) = rest.split_at_mut(hidden);
+        let (dg, dout) = rest.split_at_mut(hidden);
+        for j in 0..hidden {
+            let (i, f, g, o) = (ai[j], af[j], ag[j], ao[j]);
+            let (dhv, tcv) = (dh[j], tc[j]);
+            let dcv = dc[j] + dhv * o * (1.0 - tcv * tcv);
+            dout[j] = dhv * tcv * o * (1.0 - o);
+            di[j] = dcv * g * i * (1.0 - i);
+            df[j] = dcv * c_prev[j] * f * (1.0 - f);
+            dg[j] = dcv * i * (1.0 - g * g);
+            dc[j] = dcv * f;
+        }
+        for (s, v) in db.iter_mut().zip(d.iter()) {
+            *s += v;
+        }
     }
 }
 
@@ -383,6 +795,123 @@ mod tests {
                 assert!(close(a, b), "{kind} parameter {i}: {a:?} vs {b:?}");
             }
         }
+    }
+
+    /// The batch is split into one chunk per rayon thread: any split must give the same results,
+    /// with and without the saved activations (training vs evaluation).
+    #[test]
+    fn fused_lstm_does_not_depend_on_the_thread_count() {
+        let device = Default::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let mut uniform = |n: usize, bound: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+        let (steps, batch, input, hidden) = (6, 7, 5, 4);
+        let (x, w_ih, w_hh, bias) =
+            (uniform(steps * batch * input, 1.0), uniform(input * 4 * hidden, 0.5), uniform(hidden * 4 * hidden, 0.5), uniform(4 * hidden, 0.5));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let param = |v: &Vec<f32>, shape: Vec<usize>| {
+                    Tensor::<Ad, 2>::from_data(TensorData::new(v.clone(), shape), &device).require_grad()
+                };
+                let x = Tensor::<Ad, 3>::from_data(TensorData::new(x.clone(), [steps, batch, input]), &device).require_grad();
+                let (w_ih, w_hh) = (param(&w_ih, vec![input, 4 * hidden]), param(&w_hh, vec![hidden, 4 * hidden]));
+                let b = Tensor::<Ad, 1>::from_data(TensorData::new(bias.clone(), [4 * hidden]), &device).require_grad();
+                let h = lstm_last(x.clone(), w_ih.clone(), w_hh.clone(), b.clone());
+                let weights = Tensor::<Ad, 2>::from_data(TensorData::new(uniform_like(batch * hidden), [batch, hidden]), &device);
+                let grads = (h.clone() * weights).sum().backward();
+                let inference = lstm_last(x.clone().inner(), w_ih.clone().inner(), w_hh.clone().inner(), b.clone().inner());
+                let v = |t: Tensor<Flex, 2>| t.into_data().to_vec::<f32>().unwrap();
+                vec![
+                    v(h.inner()),
+                    v(inference),
+                    x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(),
+                    v(w_ih.grad(&grads).unwrap()),
+                    v(w_hh.grad(&grads).unwrap()),
+                    b.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(),
+                ]
+            })
+        };
+        let one = run(1);
+        assert_eq!(one[0], one[1], "evaluation and training forward differ");
+        for threads in [2, 3, 7] {
+            for (i, (a, b)) in run(threads).iter().zip(&one).enumerate() {
+                assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-6 + 1e-5 * y.abs()), "{threads} threads, output {i}: {a:?} vs {b:?}");
+            }
+        }
+    }
+
+    /// The fused convolution against burn's `conv1d` (NdArray), gradients of the input included.
+    #[test]
+    fn fused_conv_matches_burn_conv1d() {
+        use burn::tensor::module::conv1d;
+        use burn::tensor::ops::ConvOptions;
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let mut uniform = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let (batch, steps, input, out_ch, kernel) = (3, 5, 4, 6, 3);
+        let (x, w, b, g) = (uniform(batch * steps * input), uniform(out_ch * input * kernel), uniform(out_ch), uniform(steps * batch * out_ch));
+        fn run<B: AutodiffBackend>(fused: bool, x: &[f32], w: &[f32], b: &[f32], g: &[f32], dims: [usize; 5]) -> Vec<Vec<f32>> {
+            let [batch, steps, input, out_ch, kernel] = dims;
+            let device = Default::default();
+            let x = Tensor::<B, 3>::from_data(TensorData::new(x.to_vec(), [batch, steps, input]), &device).require_grad();
+            let w = Tensor::<B, 3>::from_data(TensorData::new(w.to_vec(), [out_ch, input, kernel]), &device).require_grad();
+            let b = Tensor::<B, 1>::from_data(TensorData::new(b.to_vec(), [out_ch]), &device).require_grad();
+            let y = if fused {
+                conv_relu_time_major(x.clone(), w.clone(), b.clone())
+            } else {
+                let y = conv1d(x.clone().swap_dims(1, 2), w.clone(), Some(b.clone()), ConvOptions::new([1], [1], [1], 1));
+                burn::tensor::activation::relu(y).permute([2, 0, 1]) // [batch, out, steps] → [steps, batch, out]
+            };
+            let weights = Tensor::<B, 3>::from_data(TensorData::new(g.to_vec(), [steps, batch, out_ch]), &device);
+            let grads = (y.clone() * weights).sum().backward();
+            let v = |t: Tensor<B::InnerBackend, 3>| t.into_data().to_vec::<f32>().unwrap();
+            vec![
+                y.into_data().to_vec::<f32>().unwrap(),
+                v(x.grad(&grads).unwrap()),
+                v(w.grad(&grads).unwrap()),
+                b.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(),
+            ]
+        }
+        let dims = [batch, steps, input, out_ch, kernel];
+        let ours = run::<Ad>(true, &x, &w, &b, &g, dims);
+        let reference = run::<Autodiff<NdArray>>(false, &x, &w, &b, &g, dims);
+        for (i, (a, r)) in ours.iter().zip(&reference).enumerate() {
+            assert_eq!(a.len(), r.len(), "output {i}");
+            assert!(a.iter().zip(r).all(|(x, y)| (x - y).abs() <= 1e-5 + 1e-4 * y.abs()), "output {i}: {a:?} vs {r:?}");
+        }
+    }
+
+    fn uniform_like(n: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) / 5.0).collect()
+    }
+
+    /// The GEMMs that split across threads (only above ~7M multiply-adds) against a plain loop.
+    #[test]
+    fn split_gemms_match_a_plain_product() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (m, n, k) = (9, 33, 24_001);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect(); // m×k
+        let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect(); // k×n
+        let mut want = vec![0.0f64; m * n];
+        for i in 0..m {
+            for p in 0..k {
+                for j in 0..n {
+                    want[i * n + j] += a[i * k + p] as f64 * b[p * n + j] as f64;
+                }
+            }
+        }
+        let close = |got: &[f32], want: &[f64]| got.iter().zip(want).all(|(g, w)| (*g as f64 - w).abs() < 1e-3);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        pool.install(|| {
+            assert!(m * n * k >= PARALLEL_WORK);
+            let sum = unsafe { gemm_sum((m, n, k), (a.as_ptr(), k, 1), (b.as_ptr(), n, 1)) };
+            assert!(close(&sum, &want), "gemm_sum");
+            // The transposed problem splits rows: (bᵀ aᵀ) is n×m.
+            let (at, bt) = (transposed(&a, m, k), transposed(&b, k, n));
+            let mut rows = vec![0.0f32; n * m];
+            unsafe { gemm_rows((n, m, k), rows.as_mut_ptr(), (bt.as_ptr(), k, 1), (at.as_ptr(), m, 1)) };
+            let want_t: Vec<f64> = (0..n * m).map(|i| want[(i % m) * n + i / m]).collect();
+            assert!(close(&rows, &want_t), "gemm_rows");
+        });
     }
 
     #[test]

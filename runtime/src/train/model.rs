@@ -213,7 +213,11 @@ impl<B: Backend> Model<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
         if let (Some(cell), true) = (&self.lstm, super::fused::supported::<B>()) {
             let bias = cell.b_ih.val() + cell.b_hh.val();
-            let last = super::fused::lstm_last(self.sequence_input(x), cell.w_ih.val(), cell.w_hh.val(), bias);
+            let input = match &self.conv {
+                Some(conv) => super::fused::conv_relu_time_major(x, conv.weight.val(), conv.bias.val()),
+                None => x.swap_dims(0, 1),
+            };
+            let last = super::fused::lstm_last(input, cell.w_ih.val(), cell.w_hh.val(), bias);
             return self.head.forward(last);
         }
         let [batch, steps, features] = x.dims();
@@ -245,24 +249,6 @@ impl<B: Backend> Model<B> {
             unreachable!("every ModelKind builds a recurrent layer")
         };
         self.head.forward(last)
-    }
-
-    /// The recurrent layer's input for all steps at once, time-major `[steps, batch, in]`: the
-    /// data, or the convolution as three tap GEMMs over the whole sequence.
-    fn sequence_input(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [batch, steps, features] = x.dims();
-        let x = x.swap_dims(0, 1);
-        let Some(conv) = &self.conv else { return x };
-        let [d_out, d_in, kernel] = conv.weight.dims();
-        let zeros = Tensor::<B, 3>::zeros([1, batch, features], &x.device());
-        let padded = Tensor::cat(vec![zeros.clone(), x, zeros], 0);
-        let mut out = conv.bias.val().unsqueeze::<2>();
-        for k in 0..kernel {
-            let w = conv.weight.val().narrow(2, k, 1).reshape([d_out, d_in]).transpose();
-            let taps = padded.clone().narrow(0, k, steps).reshape([steps * batch, features]);
-            out = out + taps.matmul(w);
-        }
-        relu(out).reshape([steps, batch, d_out])
     }
 
     pub fn kind(&self) -> ModelKind {
