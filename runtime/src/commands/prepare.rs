@@ -202,22 +202,37 @@ fn prepare_one(opts: &Options, instrument: i64) -> Result<()> {
     )
     .collect()?;
     let n = labelled.height();
-    let (scaler, splits) = features::split_and_scale(
+    let (scaler, mut splits) = features::split_and_scale(
         labelled,
         SplitParams { lookback: opts.lookback, undersample: opts.undersample, seed: opts.seed },
     )?;
 
     let out = OutputDir::new(opts.dataset(instrument))?;
+    // The three files at once: compressing one is mostly serial, and they are independent.
+    let written: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = splits
+            .iter_mut()
+            .map(|split| {
+                let out = &out;
+                scope.spawn(move || -> Result<()> {
+                    let file = format!("{}.parquet", split.name);
+                    features::set_utc(&mut split.frame, "ts")?;
+                    let f = std::fs::File::create(out.path(&file)?)?;
+                    ParquetWriter::new(f)
+                        .with_compression(ParquetCompression::Zstd(None))
+                        .finish(&mut split.frame)
+                        .map_err(anyhow::Error::from)
+                        .with_context(|| format!("writing {file}"))?;
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a Parquet writer panicked")))).collect()
+    });
+    written.into_iter().collect::<Result<()>>()?;
     let mut split_records = serde_json::Map::new();
-    for mut split in splits {
+    for split in &splits {
         let file = format!("{}.parquet", split.name);
-        features::set_utc(&mut split.frame, "ts")?;
-        let f = std::fs::File::create(out.path(&file)?)?;
-        ParquetWriter::new(f)
-            .with_compression(ParquetCompression::Zstd(None))
-            .finish(&mut split.frame)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("writing {file}"))?;
         split_records.insert(
             split.name.to_string(),
             json!({

@@ -135,7 +135,6 @@ pub fn conv_relu_time_major<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 3>, b
 /// The taps matrix `[steps * batch, in * K]`, rows time-major, column `i * K + k` holding
 /// `x[b, t + k - K/2, i]` (zero outside the window), and the activated output.
 fn conv_forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> (FlexTensor, Vec<f32>) {
-    keep_freed_memory();
     let (xs, ws) = (x.layout().shape(), weight.layout().shape());
     let (batch, steps, input) = (xs[0], xs[1], xs[2]);
     let (out_ch, kernel) = (ws[0], ws[2]);
@@ -521,30 +520,6 @@ mod pool {
     }
 }
 
-/// A CPU training step allocates and frees tensors of a few MB each (burn's matmul outputs, the
-/// convolution, gradients); glibc serves those with `mmap` and trims its heap after each free, so
-/// every step faulted its memory back in page by page (~14 % of a step, mostly in the kernel).
-/// Keeping them in the heap below 32 MiB (glibc's ceiling for the threshold) and not trimming
-/// it makes a step reuse the previous step's memory; the peak stays what it was.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            extern "C" {
-                fn mallopt(param: i32, value: i32) -> i32;
-            }
-            const M_TRIM_THRESHOLD: i32 = -1;
-            const M_MMAP_THRESHOLD: i32 = -3;
-            // SAFETY: plain glibc tuning calls, made once, before the buffers they affect.
-            unsafe {
-                mallopt(M_MMAP_THRESHOLD, 32 << 20);
-                mallopt(M_TRIM_THRESHOLD, 1 << 30);
-            }
-        });
-    }
-}
-
 /// Runs the recurrence; returns `h_T` `[batch, H]`, and the activations when `save`.
 fn lstm_forward(
     x: &FlexTensor,
@@ -557,7 +532,6 @@ fn lstm_forward(
     let (steps, batch, input) = (shape[0], shape[1], shape[2]);
     let gates = w_hh.layout().shape()[1];
     let hidden = gates / 4;
-    keep_freed_memory();
     let (x, w_ih, w_hh, bias) = (slice(x), slice(w_ih), slice(w_hh), slice(bias));
     // The input projection of every step in one GEMM; each step's rows then become its gates.
     let mut all_gates = pool::take(steps * batch * gates);
