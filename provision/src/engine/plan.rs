@@ -184,6 +184,15 @@ fn recorded_live(record: &Record) -> Option<Live> {
     })
 }
 
+/// `recorded` where the state stands in for AWS, else the live read (a future: no call is made
+/// unless it is awaited).
+async fn recorded_or(recorded: Option<Live>, read: impl std::future::Future<Output = Result<Option<Live>>>) -> Result<Option<Live>> {
+    match recorded {
+        Some(live) => Ok(Some(live)),
+        None => read.await,
+    }
+}
+
 /// Builds the plan that makes the account match `stack`.
 pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot, refresh: Refresh) -> Result<Plan> {
     let tags = stack.tags();
@@ -204,12 +213,7 @@ pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot, 
         let tag_read = if record.is_some() { TagRead::Skip } else { TagRead::Read };
         let ahead = &ahead;
         let tags = &tags;
-        async move {
-            match recorded {
-                Some(live) => Ok(Some(live)),
-                None => s.read(c, tags, tag_read, ahead).await,
-            }
-        }
+        recorded_or(recorded, s.read(c, tags, tag_read, ahead))
     }))
     .buffered(READ_CONCURRENCY)
         .collect::<Vec<_>>()
@@ -309,12 +313,7 @@ pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot, 
     let reads = stream::iter(removals.iter().map(|(record, deposed)| {
         let handle = deposed.clone().unwrap_or_else(|| record.handle.clone());
         let recorded = if refresh == Refresh::StateOnly && deposed.is_none() { recorded_live(record) } else { None };
-        async move {
-            match recorded {
-                Some(live) => Ok(Some(live)),
-                None => resources::read_handle(c, &handle).await,
-            }
-        }
+        async move { recorded_or(recorded, resources::read_handle(c, &handle)).await }
     }))
     .buffered(READ_CONCURRENCY)
     .collect::<Vec<_>>()

@@ -138,17 +138,22 @@ fn item_node(item: &toml_edit::Item, index: &LineIndex<'_>, key_at: &Origin) -> 
     }
 }
 
-fn value_node(value: &toml_edit::Value, index: &LineIndex<'_>, key_at: &Origin) -> Node {
-    let at = index.span(value.span(), key_at);
-    let val = match value {
+/// A scalar's value; `None` for arrays and inline tables, whose elements are nodes.
+fn scalar(value: &toml_edit::Value) -> Option<Val> {
+    Some(match value {
         toml_edit::Value::String(s) => Val::Str(s.value().clone()),
         toml_edit::Value::Integer(i) => Val::Int(*i.value()),
         toml_edit::Value::Float(x) => Val::Float(*x.value()),
         toml_edit::Value::Boolean(b) => Val::Bool(*b.value()),
         toml_edit::Value::Datetime(d) => Val::Datetime(d.value().to_string()),
-        toml_edit::Value::Array(a) => {
-            Val::Array(a.iter().map(|v| value_node(v, index, &at)).collect())
-        }
+        toml_edit::Value::Array(_) | toml_edit::Value::InlineTable(_) => return None,
+    })
+}
+
+fn value_node(value: &toml_edit::Value, index: &LineIndex<'_>, key_at: &Origin) -> Node {
+    let at = index.span(value.span(), key_at);
+    let val = scalar(value).unwrap_or_else(|| match value {
+        toml_edit::Value::Array(a) => Val::Array(a.iter().map(|v| value_node(v, index, &at)).collect()),
         toml_edit::Value::InlineTable(t) => {
             let mut entries = BTreeMap::new();
             for (name, _) in t.iter() {
@@ -160,23 +165,20 @@ fn value_node(value: &toml_edit::Value, index: &LineIndex<'_>, key_at: &Origin) 
             }
             Val::Table(entries)
         }
-    };
+        _ => unreachable!("scalar() answers every other kind of value"),
+    });
     Node { val, at, key_at: key_at.clone() }
 }
 
 /// A value typed on the command line (`--set`), every node located at that argument.
 pub(crate) fn from_value(value: &toml_edit::Value, at: &Origin) -> Node {
-    let val = match value {
-        toml_edit::Value::String(s) => Val::Str(s.value().clone()),
-        toml_edit::Value::Integer(i) => Val::Int(*i.value()),
-        toml_edit::Value::Float(x) => Val::Float(*x.value()),
-        toml_edit::Value::Boolean(b) => Val::Bool(*b.value()),
-        toml_edit::Value::Datetime(d) => Val::Datetime(d.value().to_string()),
+    let val = scalar(value).unwrap_or_else(|| match value {
         toml_edit::Value::Array(a) => Val::Array(a.iter().map(|v| from_value(v, at)).collect()),
         toml_edit::Value::InlineTable(t) => Val::Table(
             t.iter().map(|(k, v)| (k.to_string(), from_value(v, at))).collect(),
         ),
-    };
+        _ => unreachable!("scalar() answers every other kind of value"),
+    });
     Node { val, at: at.clone(), key_at: at.clone() }
 }
 

@@ -104,6 +104,16 @@ async fn serial(c: &Clients, stack: &Stack) -> Option<u64> {
     out.item().and_then(|i| i.get("serial")).map(|v| v.as_n().unwrap().parse().unwrap())
 }
 
+/// The VPC endpoints carrying `stack`'s tag.
+async fn stack_endpoints(c: &Clients, stack: &Stack) -> aws_sdk_ec2::operation::describe_vpc_endpoints::DescribeVpcEndpointsOutput {
+    c.ec2
+        .describe_vpc_endpoints()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:provision:stack").values(&stack.name).build())
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The state's resource items of `stack`.
 async fn resource_items(c: &Clients, stack: &Stack) -> Vec<std::collections::HashMap<String, AttributeValue>> {
     let out = c
@@ -157,13 +167,7 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
     assert!(out.contains("Apply complete! Resources: 15 added, 0 changed, 0 destroyed."), "{out}");
 
     // S3 gateway endpoint on the VPC's route tables, tagged.
-    let endpoints = c
-        .ec2
-        .describe_vpc_endpoints()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:provision:stack").values(&s.name).build())
-        .send()
-        .await
-        .unwrap();
+    let endpoints = stack_endpoints(&c, &s).await;
     let endpoint = &endpoints.vpc_endpoints()[0];
     assert_eq!(endpoint.service_name(), Some("com.amazonaws.us-east-1.s3"));
     assert!(!endpoint.route_table_ids().is_empty());
@@ -333,13 +337,7 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
         .await
         .unwrap();
     assert!(sgs.security_groups().is_empty());
-    let endpoints = c
-        .ec2
-        .describe_vpc_endpoints()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:provision:stack").values(&s.name).build())
-        .send()
-        .await
-        .unwrap();
+    let endpoints = stack_endpoints(&c, &s).await;
     assert!(endpoints.vpc_endpoints().iter().all(|e| e.state().unwrap().as_str().eq_ignore_ascii_case("deleted")));
     assert_eq!(resource_items(&c, &s).await.len(), 0);
     assert!(s.expect(&["plan"], 0).contains("Plan: 15 to add, 0 to change, 0 to destroy."));

@@ -13,6 +13,7 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::BehaviorVersion;
 use provision::aws::Clients;
+use provision::resources::iam::decode_policy;
 use serde_json::Value;
 use testkit::faults::FaultProxy;
 
@@ -566,7 +567,7 @@ async fn drift_shows_live_and_desired_values_and_apply_restores_them() {
     let q = c.batch.describe_job_queues().job_queues(format!("{p}-main")).send().await.unwrap();
     assert_eq!(q.job_queues()[0].priority(), Some(1));
     let doc = c.iam.get_role_policy().role_name(format!("{p}-job")).policy_name("stack-buckets").send().await.unwrap();
-    let doc = percent_decode(doc.policy_document());
+    let doc = decode_policy(doc.policy_document()).to_string();
     assert!(!doc.contains("s3:*") && doc.contains(&format!("arn:aws:s3:::{bucket}/*")), "{doc}");
     let v = c.s3.get_bucket_versioning().bucket(&bucket).send().await.unwrap();
     assert_eq!(v.status().map(|s| s.as_str()), Some("Enabled"));
@@ -600,24 +601,6 @@ async fn apply_and_destroy_converge_with_ten_percent_of_requests_failing() {
 }
 
 /// IAM answers policy documents URL-encoded.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
-}
-
 fn strings(v: &Value) -> Vec<String> {
     match v {
         Value::String(s) => vec![s.clone()],
@@ -665,7 +648,7 @@ async fn generated_policies_are_least_privilege() {
     ] {
         let name = format!("{p}-{role}");
         let got = c.iam.get_role().role_name(&name).send().await.unwrap();
-        let trust: Value = serde_json::from_str(&percent_decode(got.role().unwrap().assume_role_policy_document().unwrap())).unwrap();
+        let trust = decode_policy(got.role().unwrap().assume_role_policy_document().unwrap());
         let statements = trust["Statement"].as_array().unwrap();
         assert_eq!(statements.len(), 1, "{name} trust: {trust}");
         assert_eq!(statements[0]["Principal"], serde_json::json!({ "Service": service }), "{name} trust: {trust}");
@@ -676,7 +659,7 @@ async fn generated_policies_are_least_privilege() {
         let mut grants: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for policy in inline.policy_names() {
             let doc = c.iam.get_role_policy().role_name(&name).policy_name(policy).send().await.unwrap();
-            let doc: Value = serde_json::from_str(&percent_decode(doc.policy_document())).unwrap();
+            let doc = decode_policy(doc.policy_document());
             for st in doc["Statement"].as_array().unwrap() {
                 assert_eq!(st["Effect"], "Allow");
                 let resources = strings(&st["Resource"]);
