@@ -230,3 +230,19 @@ def batch_lifecycle_rules():
     BatchBackend.delete_compute_environment = delete_ce
     BatchBackend.delete_job_queue = delete_queue
     BatchBackend.describe_compute_environments = describe_ce
+
+
+@patch
+def dispatch_without_rescanning():
+    """Speed, not an AWS rule: to route each request moto lists its own package directory (one
+    stat per service, ~190) and walks the response class with `inspect.getmembers`. Neither
+    changes while the server runs, so both are computed once; a no-op plan's 33 requests take a
+    third less time."""
+    import functools
+
+    from moto import backends
+    from moto.core import responses
+
+    listed = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: listed
+    responses.method_names_from_class = functools.cache(responses.method_names_from_class)
