@@ -91,19 +91,20 @@ def main():
         os.replace(tmp, args.port_file)
     print(f"MOTO_ENDPOINT={endpoint}", flush=True)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # Exit at once, without waiting on in-flight requests (the server threads are daemons).
+    # The signal handlers exit themselves: one that set an Event the main thread waits on
+    # could run inside that wait, while it holds the Event's lock, and deadlock.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGINT, lambda *_: os._exit(0))
     if args.watch_stdin:
         def watch():
             while sys.stdin.buffer.read(4096):
                 pass
-            stop.set()
+            os._exit(0)
 
         threading.Thread(target=watch, daemon=True).start()
-    stop.wait()
-    # The server thread is a daemon; exit without waiting on in-flight requests.
-    os._exit(0)
+    while True:
+        signal.pause()
 
 
 if __name__ == "__main__":

@@ -145,6 +145,21 @@ pub fn run(args: PrepareArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes `frame` as zstd Parquet through polars' streaming sink, which encodes and compresses
+/// row groups on every thread; `ParquetWriter` compresses a file's pages on one.
+fn write_parquet(frame: LazyFrame, path: &std::path::Path) -> Result<()> {
+    let options = ParquetWriteOptions {
+        compression: ParquetCompression::Zstd(None),
+        row_group_size: Some(512 * 512),
+        ..Default::default()
+    };
+    let target = SinkTarget::Path(PlRefPath::try_from_path(path)?);
+    frame
+        .sink(SinkDestination::File { target }, FileWriteFormat::Parquet(std::sync::Arc::new(options)), UnifiedSinkArgs::default())?
+        .collect_with_engine(Engine::Streaming)?;
+    Ok(())
+}
+
 /// Committed, and made from the same input with the same parameters.
 fn is_finished(opts: &Options, instrument: i64) -> Result<bool> {
     let dir = opts.dataset(instrument);
@@ -194,6 +209,7 @@ fn prepare_one(opts: &Options, instrument: i64) -> Result<()> {
     let req = opts.request(instrument);
     let plan = ticks::plan(&req)?;
     let ticks = ticks::load(&req, &plan)?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "loaded the ticks");
     let rows_in_range = ticks.frame.height();
     check_rows(opts, instrument, rows_in_range)?;
     let labelled = features::features_and_labels(
@@ -201,35 +217,20 @@ fn prepare_one(opts: &Options, instrument: i64) -> Result<()> {
         LabelParams { horizon: opts.horizon, threshold_bps: opts.threshold_bps },
     )
     .collect()?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "computed features and labels");
     let n = labelled.height();
-    let (scaler, mut splits) = features::split_and_scale(
+    let (scaler, splits) = features::split_and_scale(
         labelled,
         SplitParams { lookback: opts.lookback, undersample: opts.undersample, seed: opts.seed },
     )?;
 
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "split and scaled");
     let out = OutputDir::new(opts.dataset(instrument))?;
-    // The three files at once: compressing one is mostly serial, and they are independent.
-    let written: Vec<Result<()>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = splits
-            .iter_mut()
-            .map(|split| {
-                let out = &out;
-                scope.spawn(move || -> Result<()> {
-                    let file = format!("{}.parquet", split.name);
-                    features::set_utc(&mut split.frame, "ts")?;
-                    let f = std::fs::File::create(out.path(&file)?)?;
-                    ParquetWriter::new(f)
-                        .with_compression(ParquetCompression::Zstd(None))
-                        .finish(&mut split.frame)
-                        .map_err(anyhow::Error::from)
-                        .with_context(|| format!("writing {file}"))?;
-                    Ok(())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a Parquet writer panicked")))).collect()
-    });
-    written.into_iter().collect::<Result<()>>()?;
+    for split in &splits {
+        let file = format!("{}.parquet", split.name);
+        write_parquet(split.frame.clone(), &out.path(&file)?).with_context(|| format!("writing {file}"))?;
+    }
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "wrote the splits");
     let mut split_records = serde_json::Map::new();
     for split in &splits {
         let file = format!("{}.parquet", split.name);

@@ -164,14 +164,14 @@ impl Scaler {
         Ok(Scaler { features: FEATURES.iter().map(|f| f.to_string()).collect(), mean, std })
     }
 
-    pub fn apply(&self, df: DataFrame) -> Result<DataFrame> {
+    pub fn apply(&self, frame: LazyFrame) -> LazyFrame {
         let exprs: Vec<Expr> = self
             .features
             .iter()
             .zip(self.mean.iter().zip(&self.std))
             .map(|(f, (m, s))| ((col(f.as_str()) - lit(*m)) / lit(*s)).alias(f.as_str()))
             .collect();
-        Ok(df.lazy().with_columns(exprs).collect()?)
+        frame.with_columns(exprs)
     }
 }
 
@@ -201,17 +201,24 @@ pub fn undersample(labels: &[i64], sample: &mut [bool], seed: u64) {
 
 /// Counts of classes 0, 1, 2 (keys `"0"`, `"1"`, `"2"`, every key present).
 pub fn class_counts<'a>(labels: impl IntoIterator<Item = &'a i64>) -> BTreeMap<String, u64> {
-    let mut counts: BTreeMap<String, u64> = ["0", "1", "2"].iter().map(|k| (k.to_string(), 0)).collect();
-    for l in labels {
-        *counts.entry(l.to_string()).or_default() += 1;
+    let mut counts = [0u64; 3];
+    let mut others: BTreeMap<i64, u64> = BTreeMap::new();
+    for &l in labels {
+        match usize::try_from(l).ok().and_then(|i| counts.get_mut(i)) {
+            Some(n) => *n += 1,
+            None => *others.entry(l).or_default() += 1,
+        }
     }
-    counts
+    let classes = counts.iter().enumerate().map(|(l, n)| (l as i64, *n));
+    classes.chain(others).map(|(l, n)| (l.to_string(), n)).collect()
 }
 
 /// One finished split.
 pub struct Split {
     pub name: &'static str,
-    pub frame: DataFrame,
+    /// The split's rows, scaled, with `sample`, in [`split_columns`] order. Lazy: the scaling
+    /// runs where the rows are written, without a scaled copy of the whole dataset in memory.
+    pub frame: LazyFrame,
     pub rows: usize,
     pub class_counts: BTreeMap<String, u64>,
     pub sample_rows: usize,
@@ -236,11 +243,10 @@ pub fn split_and_scale(labelled: DataFrame, params: SplitParams) -> Result<(Scal
         bail!("only {n} labelled rows: too few for a train split");
     }
     let scaler = Scaler::fit(&labelled.slice(0, sizes.train))?;
-    let scaled = scaler.apply(labelled)?;
     let mut out = Vec::new();
     let mut offset = 0i64;
     for (name, len) in [("train", sizes.train), ("validation", sizes.validation), ("test", sizes.test)] {
-        let mut frame = scaled.slice(offset, len);
+        let mut frame = labelled.slice(offset, len);
         offset += len as i64;
         let labels: Vec<i64> = frame.column("label")?.i64()?.into_no_null_iter().collect();
         let mut sample = sample_flags(len, params.lookback);
@@ -249,7 +255,7 @@ pub fn split_and_scale(labelled: DataFrame, params: SplitParams) -> Result<(Scal
         }
         let sample_labels: Vec<i64> = labels.iter().zip(&sample).filter(|(_, s)| **s).map(|(l, _)| *l).collect();
         frame.with_column(Column::new("sample".into(), &sample))?;
-        let frame = frame.select(split_columns())?;
+        let frame = scaler.apply(frame.lazy()).select(split_columns().into_iter().map(col).collect::<Vec<_>>());
         out.push(Split {
             name,
             rows: len,

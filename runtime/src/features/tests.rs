@@ -185,6 +185,10 @@ fn labelled(n: usize, labels: &[i64]) -> DataFrame {
     df
 }
 
+fn collected(split: &Split) -> DataFrame {
+    split.frame.clone().collect().unwrap()
+}
+
 #[test]
 fn scaler_fits_train_rows_only() {
     let n = 20; // train 14, validation 3, test 3
@@ -201,10 +205,10 @@ fn scaler_fits_train_rows_only() {
     let rows: Vec<usize> = splits.iter().map(|s| s.rows).collect();
     assert_eq!(rows, [14, 3, 3]);
     // Applied to every split with the train statistics.
-    let test_ret = f64s(&splits[2].frame, "ret_1");
+    let test_ret = f64s(&collected(&splits[2]), "ret_1");
     close(&test_ret, &[17.0, 18.0, 19.0].map(|x| (x - 6.5) / scaler.std[0]));
-    close(&f64s(&splits[2].frame, "vol"), &[17.0, 18.0, 19.0].map(|x| x - 3.0));
-    assert_eq!(names(&splits[0].frame), split_columns());
+    close(&f64s(&collected(&splits[2]), "vol"), &[17.0, 18.0, 19.0].map(|x| x - 3.0));
+    assert_eq!(names(&collected(&splits[0])), split_columns());
 }
 
 #[test]
@@ -214,7 +218,7 @@ fn sample_flags_per_split_without_undersampling() {
     let (_, splits) =
         split_and_scale(labelled(n, &labels), SplitParams { lookback: 5, undersample: false, seed: 42 }).unwrap();
     for s in &splits {
-        let flags: Vec<bool> = s.frame.column("sample").unwrap().bool().unwrap().iter().map(|b| b.unwrap()).collect();
+        let flags: Vec<bool> = collected(s).column("sample").unwrap().bool().unwrap().iter().map(|b| b.unwrap()).collect();
         assert_eq!(flags.len(), s.rows);
         assert!(flags[..4].iter().all(|f| !f), "{}", s.name);
         assert!(flags[4..].iter().all(|f| *f), "{}", s.name);
@@ -230,8 +234,9 @@ fn undersampling_balances_train_flags_only() {
     let params = SplitParams { lookback: 10, undersample: true, seed: 7 };
     let (_, splits) = split_and_scale(labelled(n, &labels), params).unwrap();
     let train = &splits[0];
-    let flags: Vec<bool> = train.frame.column("sample").unwrap().bool().unwrap().iter().map(|b| b.unwrap()).collect();
-    let tl = i64s(&train.frame, "label");
+    let train_frame = collected(train);
+    let flags: Vec<bool> = train_frame.column("sample").unwrap().bool().unwrap().iter().map(|b| b.unwrap()).collect();
+    let tl = i64s(&train_frame, "label");
     assert_eq!(tl, labels[..140], "rows unchanged");
     assert!(flags[..9].iter().all(|f| !f), "only windowed rows can be sampled");
     let eligible: Vec<i64> = tl[9..].to_vec();
@@ -245,9 +250,9 @@ fn undersampling_balances_train_flags_only() {
     }
     // Same seed, same choice; another seed, another.
     let (_, again) = split_and_scale(labelled(n, &labels), params).unwrap();
-    assert!(again[0].frame.column("sample").unwrap().equals(train.frame.column("sample").unwrap()));
+    assert!(collected(&again[0]).column("sample").unwrap().equals(train_frame.column("sample").unwrap()));
     let (_, other) = split_and_scale(labelled(n, &labels), SplitParams { seed: 8, ..params }).unwrap();
-    assert!(!other[0].frame.column("sample").unwrap().equals(train.frame.column("sample").unwrap()));
+    assert!(!collected(&other[0]).column("sample").unwrap().equals(train_frame.column("sample").unwrap()));
 }
 
 #[test]
