@@ -213,7 +213,7 @@ fn prepare_one(opts: &Options, instrument: i64) -> Result<()> {
     let rows_in_range = ticks.frame.height();
     check_rows(opts, instrument, rows_in_range)?;
     let labelled = features::features_and_labels(
-        ticks.frame.lazy(),
+        ticks.frame,
         LabelParams { horizon: opts.horizon, threshold_bps: opts.threshold_bps },
     )
     .collect()?;

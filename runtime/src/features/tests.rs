@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn raw(rows: &[(f64, f64, f64, f64, f64, f64, i8)]) -> LazyFrame {
+fn raw(rows: &[(f64, f64, f64, f64, f64, f64, i8)]) -> DataFrame {
     let ts: Vec<i64> = (0..rows.len() as i64).map(|i| 1_700_000_000_000_000 + i * 100_000).collect();
     df!(
         "ts" => ts,
@@ -17,6 +17,8 @@ fn raw(rows: &[(f64, f64, f64, f64, f64, f64, i8)]) -> LazyFrame {
     .unwrap()
     .lazy()
     .with_column(col("ts").cast(DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))))
+    .collect()
+    .unwrap()
 }
 
 fn names(df: &DataFrame) -> Vec<&str> {
@@ -153,7 +155,7 @@ fn tick_rule_side() {
         (100.0, 100.25, 1.0, 1.0, 101.0, 0.0, 0),   // no quantity: 0
         (100.5, 101.0, 1.0, 1.0, 100.0, 2.0, 0),    // below 100.125: -1
     ];
-    let df = raw(&rows).drop(by_name(["side"], true, false)).with_column(super::tick_rule_side()).collect().unwrap();
+    let df = raw(&rows).lazy().drop(by_name(["side"], true, false)).with_column(super::tick_rule_side()).collect().unwrap();
     let side: Vec<i8> = df.column("side").unwrap().i8().unwrap().into_no_null_iter().collect();
     assert_eq!(side, [0, 1, -1, 0, 0, -1]);
 }
@@ -267,7 +269,7 @@ fn undersampling_with_a_missing_class_balances_the_present_ones() {
 
 #[test]
 fn timestamps_are_utc_in_parquet() {
-    let mut df = raw(&ROWS).collect().unwrap();
+    let mut df = raw(&ROWS);
     set_utc(&mut df, "ts").unwrap();
     let utc = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
     assert_eq!(df.column("ts").unwrap().dtype(), &utc);
