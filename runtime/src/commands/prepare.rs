@@ -145,18 +145,24 @@ pub fn run(args: PrepareArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes `frame` as zstd Parquet through polars' streaming sink, which encodes and compresses
-/// row groups on every thread; `ParquetWriter` compresses a file's pages on one.
-fn write_parquet(frame: LazyFrame, path: &std::path::Path) -> Result<()> {
-    let options = ParquetWriteOptions {
+/// Writes each frame as zstd Parquet to its path, all in one query of polars' streaming engine,
+/// which encodes and compresses row groups of every file on every thread (`ParquetWriter`
+/// compresses a file's pages on one).
+fn write_parquet(files: Vec<(LazyFrame, std::path::PathBuf)>) -> Result<()> {
+    let options = std::sync::Arc::new(ParquetWriteOptions {
         compression: ParquetCompression::Zstd(None),
         row_group_size: Some(512 * 512),
         ..Default::default()
-    };
-    let target = SinkTarget::Path(PlRefPath::try_from_path(path)?);
-    frame
-        .sink(SinkDestination::File { target }, FileWriteFormat::Parquet(std::sync::Arc::new(options)), UnifiedSinkArgs::default())?
-        .collect_with_engine(Engine::Streaming)?;
+    });
+    let sinks = files
+        .into_iter()
+        .map(|(frame, path)| {
+            let target = SinkTarget::Path(PlRefPath::try_from_path(&path)?);
+            let sink = frame.sink(SinkDestination::File { target }, FileWriteFormat::Parquet(options.clone()), UnifiedSinkArgs::default())?;
+            Ok(sink.logical_plan)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    LazyFrame::collect_all_with_engine(sinks, Engine::Streaming, OptFlags::default())?;
     Ok(())
 }
 
@@ -226,10 +232,8 @@ fn prepare_one(opts: &Options, instrument: i64) -> Result<()> {
 
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "split and scaled");
     let out = OutputDir::new(opts.dataset(instrument))?;
-    for split in &splits {
-        let file = format!("{}.parquet", split.name);
-        write_parquet(split.frame.clone(), &out.path(&file)?).with_context(|| format!("writing {file}"))?;
-    }
+    let files = splits.iter().map(|split| Ok((split.frame.clone(), out.path(&format!("{}.parquet", split.name))?)));
+    write_parquet(files.collect::<Result<_>>()?).context("writing the splits")?;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "wrote the splits");
     let mut split_records = serde_json::Map::new();
     for split in &splits {
