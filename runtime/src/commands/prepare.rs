@@ -219,11 +219,7 @@ fn prepare_one(opts: &Options, instrument: i64) -> Result<()> {
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "loaded the ticks");
     let rows_in_range = ticks.frame.height();
     check_rows(opts, instrument, rows_in_range)?;
-    let labelled = features::features_and_labels(
-        ticks.frame,
-        LabelParams { horizon: opts.horizon, threshold_bps: opts.threshold_bps },
-    )
-    .collect()?;
+    let labelled = features::labelled(ticks.frame, LabelParams { horizon: opts.horizon, threshold_bps: opts.threshold_bps })?;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "computed features and labels");
     let n = labelled.height();
     let (scaler, splits) = features::split_and_scale(

@@ -278,3 +278,37 @@ fn timestamps_are_utc_in_parquet() {
     let back = ParquetReader::new(std::fs::File::open(path.path()).unwrap()).finish().unwrap();
     assert_eq!(back.column("ts").unwrap().dtype(), &utc);
 }
+
+#[test]
+fn pieces_give_the_rows_and_labels_of_one_query() {
+    // A random walk long enough for several pieces, with trades on some rows.
+    let n = 5_000;
+    let mut state = 7u64;
+    let mut next = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+    };
+    let mut mid = 100.0;
+    let rows: Vec<(f64, f64, f64, f64, f64, f64, i8)> = (0..n)
+        .map(|i| {
+            mid += 0.01 * next();
+            let traded = i % 3 == 0;
+            let side = if next() > 0.0 { 1 } else { -1 };
+            (mid - 0.01, mid + 0.01, 5.0 + next(), 5.0 + next(), mid, if traded { 1.0 + next().abs() } else { 0.0 }, if traded { side } else { 0 })
+        })
+        .collect();
+    let params = LabelParams { horizon: 7, threshold_bps: 0.5 };
+    let whole = features_and_labels(raw(&rows), params).collect().unwrap();
+    for piece_rows in [1000, 1234, n] {
+        let pieced = labelled_in_pieces(raw(&rows), params, piece_rows).unwrap();
+        assert_eq!(pieced.height(), n - 7);
+        assert_eq!(names(&pieced), names(&whole));
+        assert!(pieced.column("ts").unwrap().equals(whole.column("ts").unwrap()));
+        assert_eq!(i64s(&pieced, "label"), i64s(&whole, "label"));
+        for f in FEATURES {
+            for (a, b) in f64s(&pieced, f).iter().zip(f64s(&whole, f)) {
+                assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{f} with pieces of {piece_rows}: {a} vs {b}");
+            }
+        }
+    }
+}
