@@ -185,14 +185,14 @@ pub fn run<U>(
     }
     let mut breaker = Breaker::new(policy.clone(), pending.len());
     let mut runnable = Vec::new();
-    for unit in pending.iter().copied() {
-        if pending.len() == 1 {
-            runnable.push(unit);
-            continue;
-        }
-        match check(unit) {
-            Ok(()) => runnable.push(unit),
-            Err(err) => fail(&mut outcome, &mut breaker, records, units.len(), &name(unit), err)?,
+    if pending.len() == 1 {
+        runnable = pending;
+    } else {
+        for unit in pending {
+            match check(unit) {
+                Ok(()) => runnable.push(unit),
+                Err(err) => fail(&mut outcome, &mut breaker, records, units.len(), &name(unit), err)?,
+            }
         }
     }
     let interval = policy.checkpoint_interval.max(1) as usize;

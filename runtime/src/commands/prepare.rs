@@ -4,8 +4,8 @@
 //! Bad input is caught before anything is written: the flags first, then every pending
 //! instrument's input (its files are listed and, where local, their columns, types and rows in
 //! range checked; a single pending instrument is checked by its own preparation, which makes the
-//! same checks before it writes). Each dataset is committed whole ([`OutputDir`]), so a killed run leaves no
-//! dataset that looks finished, and a rerun skips those that are.
+//! same checks before it writes). Each dataset is committed whole ([`OutputDir`]), so a killed
+//! run leaves no dataset that looks finished, and a rerun skips those that are.
 
 use std::process::ExitCode;
 
