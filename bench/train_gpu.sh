@@ -22,14 +22,21 @@ if ! ldconfig -p | grep -q 'libnvrtc\.so'; then
   done
 fi
 GPU="$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1 || echo unknown)"
+# First the fused CUDA kernels against burn's tensor-API cell on this GPU (logits and every
+# gradient); the script stops here if they disagree.
+CHECKS="$("$BENCH_TRAIN_BIN" --device cuda --check --lookback 7 --batch-size 3)
+$("$BENCH_TRAIN_BIN" --device cuda --check --lookback 128 --batch-size 256)"
+echo "$CHECKS" >&2
 ARGS=(--lookback 128 --batch-size 256 --steps 50 --warmup 5)
 run_burn() { "$BENCH_TRAIN_BIN" --device cuda --model cnn_lstm "${ARGS[@]}"; }
+run_burn_unfused() { "$BENCH_TRAIN_BIN" --device cuda --model cnn_lstm --unfused "${ARGS[@]}"; }
 run_torch() { "$PYTHON" -W ignore bench/train_torch.py --device cuda "${ARGS[@]}"; }
 run_torch_nocudnn() { "$PYTHON" -W ignore bench/train_torch.py --device cuda --no-cudnn "${ARGS[@]}"; }
-B1=$(run_burn); T1=$(run_torch); N1=$(run_torch_nocudnn)
+# The tensor-API cell once (the "before", ~10 s a run), the rest twice, interleaved.
+B1=$(run_burn); T1=$(run_torch); N1=$(run_torch_nocudnn); U1=$(run_burn_unfused)
 B2=$(run_burn); T2=$(run_torch); N2=$(run_torch_nocudnn)
 best() { "$PYTHON" -c 'import json,sys; print(max(json.loads(l)["samples_per_s"] for l in sys.argv[1:]))' "$@"; }
-BURN=$(best "$B1" "$B2"); TORCH=$(best "$T1" "$T2"); NOCUDNN=$(best "$N1" "$N2")
+BURN=$(best "$B1" "$B2"); UNFUSED=$(best "$U1"); TORCH=$(best "$T1" "$T2"); NOCUDNN=$(best "$N1" "$N2")
 ratio() { "$PYTHON" -c "print(f'{$1/$2:.2f}')"; }
 TORCH_VERSION=$("$PYTHON" -c 'import json,sys; print(json.loads(sys.argv[1])["version"])' "$T1")
 
@@ -55,7 +62,8 @@ read back to the host); the better run of each is shown.
 
 | framework | samples/s | / PyTorch (cuDNN) |
 |---|---|---|
-| burn 0.21, CUDA backend (\`runtime train --device cuda\`) | $BURN | $(ratio "$BURN" "$TORCH") |
+| burn 0.21, CUDA backend, fused whole-sequence LSTM kernels (\`runtime train --device cuda\`) | $BURN | $(ratio "$BURN" "$TORCH") |
+| burn 0.21, CUDA backend, tensor-API LSTM cell (before the kernels, \`--unfused\`) | $UNFUSED | $(ratio "$UNFUSED" "$TORCH") |
 | PyTorch $TORCH_VERSION, cuDNN LSTM (its default) | $TORCH | 1.00 |
 | PyTorch $TORCH_VERSION, cuDNN off (per-step LSTM cell kernels) | $NOCUDNN | $(ratio "$NOCUDNN" "$TORCH") |
 
@@ -67,11 +75,19 @@ ${E2E_S} s. Its training_summary.json:
 $(cat "$SUMMARY")
 \`\`\`
 
+The fused kernels against the tensor-API cell on this GPU (largest difference relative to each
+tensor's scale; logits in training and evaluation, then every parameter gradient):
+
+\`\`\`
+$CHECKS
+\`\`\`
+
 Raw lines:
 
 \`\`\`
 $B1
 $B2
+$U1
 $T1
 $T2
 $N1

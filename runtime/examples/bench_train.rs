@@ -3,6 +3,11 @@
 //! line. CPU threads: `RAYON_NUM_THREADS`. `--device cuda` needs `--features runtime/cuda`.
 //!
 //! cargo run --release --example bench_train -- --model cnn_lstm --lookback 128 --batch-size 256 [--unfused] [--device cuda]
+//!
+//! `--check` instead compares the fused LSTM with the tensor-API cell on the device (logits and
+//! every parameter gradient of the LSTM models, at the given lookback and batch size), prints the
+//! largest differences and exits 1 when they are out of tolerance: the correctness check of the
+//! CUDA kernels on a GPU machine, where no unit test runs.
 
 use std::time::Instant;
 
@@ -23,6 +28,8 @@ struct Args {
     steps: usize,
     warmup: usize,
     unfused: bool,
+    /// `full` (the training step), or `forward` / `backward` to time the step up to there.
+    phase: String,
 }
 
 fn main() {
@@ -41,23 +48,103 @@ fn main() {
     if unfused {
         runtime::train::fused::disable();
     }
-    let args = Args { kind, lookback, batch, steps, warmup, unfused };
+    let phase = flag("--phase", "full");
+    assert!(["full", "forward", "backward"].contains(&phase.as_str()), "--phase {phase}: expected full, forward or backward");
+    let args = Args { kind, lookback, batch, steps, warmup, unfused, phase };
+    let check = args_has(&args_list(), "--check");
     match flag("--device", "cpu").as_str() {
+        "cpu" if check => exit_on(check_fused::<Autodiff<Flex>>(lookback, batch, &Default::default())),
         "cpu" => run::<Autodiff<Flex>>(&args, &Default::default(), "flex"),
         #[cfg(feature = "cuda")]
         "cuda" => {
             runtime::train::device::DeviceKind::Cuda.check().unwrap();
+            if check {
+                exit_on(check_fused::<Autodiff<burn::backend::Cuda>>(lookback, batch, &Default::default()));
+            }
             run::<Autodiff<burn::backend::Cuda>>(&args, &Default::default(), "cuda")
         }
         other => panic!("--device {other}: expected cpu, or cuda in a build with --features runtime/cuda"),
     }
 }
 
+fn args_list() -> Vec<String> {
+    std::env::args().collect()
+}
+
+fn args_has(args: &[String], name: &str) -> bool {
+    args.iter().any(|a| a == name)
+}
+
+fn exit_on(ok: bool) -> ! {
+    std::process::exit(if ok { 0 } else { 1 })
+}
+
+/// Logits and every parameter gradient of `kind` on random windows, flattened in module order.
+fn logits_and_grads<B: AutodiffBackend>(kind: ModelKind, lookback: usize, batch: usize, device: &B::Device) -> (Vec<f32>, Vec<Vec<f32>>) {
+    struct Collect<'a, B: AutodiffBackend> {
+        grads: &'a B::Gradients,
+        out: &'a mut Vec<Vec<f32>>,
+    }
+    impl<B: AutodiffBackend> burn::module::ModuleVisitor<B> for Collect<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            let grad = param.val().grad(self.grads).expect("every parameter gets a gradient");
+            self.out.push(grad.into_data().to_vec().unwrap());
+        }
+    }
+    let model: Model<B> = kind.init(5, device);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let x: Vec<f32> = (0..batch * lookback * N_FEATURES).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let x = Tensor::<B, 3>::from_data(TensorData::new(x, [batch, lookback, N_FEATURES]), device);
+    let logits = model.forward(x);
+    let w: Vec<f32> = (0..batch * 3).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let grads = (logits.clone() * Tensor::<B, 2>::from_data(TensorData::new(w, [batch, 3]), device)).sum().backward();
+    let mut out = Vec::new();
+    model.visit(&mut Collect::<B> { grads: &grads, out: &mut out });
+    (logits.into_data().to_vec().unwrap(), out)
+}
+
+/// The fused path against the tensor-API cell on the same device, for both LSTM models and in
+/// evaluation (no autodiff) too; prints one JSON line per model.
+fn check_fused<B: AutodiffBackend>(lookback: usize, batch: usize, device: &B::Device) -> bool
+where
+    Model<B>: AutodiffModule<B>,
+{
+    let kinds = [ModelKind::CnnLstm, ModelKind::Lstm];
+    let fused: Vec<_> = kinds.iter().map(|&k| logits_and_grads::<B>(k, lookback, batch, device)).collect();
+    let eval_fused: Vec<Vec<f32>> = kinds.iter().map(|&k| eval_logits::<B>(k, lookback, batch, device)).collect();
+    runtime::train::fused::disable();
+    let mut ok = true;
+    for (i, &kind) in kinds.iter().enumerate() {
+        let (ref_logits, ref_grads) = logits_and_grads::<B>(kind, lookback, batch, device);
+        let ref_eval = eval_logits::<B>(kind, lookback, batch, device);
+        // The largest difference relative to the reference's own scale, per tensor.
+        let diff = |a: &[f32], b: &[f32]| -> f32 {
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+        };
+        let mut worst = vec![diff(&fused[i].0, &ref_logits), diff(&eval_fused[i], &ref_eval)];
+        worst.extend(fused[i].1.iter().zip(&ref_grads).map(|(a, b)| diff(a, b)));
+        let max = worst.iter().fold(0f32, |m, v| m.max(*v));
+        let pass = max <= 1e-3 && fused[i].1.len() == ref_grads.len() && worst.iter().all(|v| v.is_finite());
+        ok &= pass;
+        println!("{{\"check\": \"{kind}\", \"lookback\": {lookback}, \"batch_size\": {batch}, \"max_relative_difference\": {max:e}, \"per_tensor\": {worst:?}, \"pass\": {pass}}}");
+    }
+    ok
+}
+
+fn eval_logits<B: AutodiffBackend>(kind: ModelKind, lookback: usize, batch: usize, device: &B::Device) -> Vec<f32> {
+    let model: Model<B::InnerBackend> = kind.init(5, device);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let x: Vec<f32> = (0..batch * lookback * N_FEATURES).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let x = Tensor::<B::InnerBackend, 3>::from_data(TensorData::new(x, [batch, lookback, N_FEATURES]), device);
+    model.forward(x).into_data().to_vec().unwrap()
+}
+
 fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, backend: &str)
 where
     Model<B>: AutodiffModule<B>,
 {
-    let Args { kind, lookback, batch, steps, warmup, unfused } = *args;
+    let Args { kind, lookback, batch, steps, warmup, unfused, ref phase } = *args;
     let mut model: Model<B> = kind.init(1, device);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<B, Model<B>>();
     let ce = CrossEntropyLossConfig::new().init(device);
@@ -71,16 +158,24 @@ where
         let yb = Tensor::<B, 1, Int>::from_data(TensorData::new(y.clone(), [batch]), device);
         let loss = ce.forward(model.forward(xb), yb);
         let _: f32 = loss.clone().into_scalar().elem();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-3, model, grads);
+        match phase.as_str() {
+            "forward" => {}
+            "backward" => {
+                let _grads = GradientsParams::from_grads(loss.backward(), &model);
+                B::sync(device).expect("device sync");
+            }
+            _ => {
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(1e-3, model, grads);
+            }
+        }
         if step >= warmup {
             timed += started.elapsed().as_secs_f64();
         }
     }
     println!(
-        "{{\"framework\": \"burn\", \"backend\": \"{backend}\", \"lstm\": \"{}\", \"model\": \"{kind}\", \"lookback\": {lookback}, \"batch_size\": {batch}, \"threads\": \"{}\", \"parameters\": {}, \"steps\": {steps}, \"samples_per_s\": {:.1}}}",
-        // The fused ops serve the CPU backend only; CUDA runs burn's own.
-        if unfused || backend != "flex" { "tensor-api" } else { "fused" },
+        "{{\"framework\": \"burn\", \"backend\": \"{backend}\", \"lstm\": \"{}\", \"phase\": \"{phase}\", \"model\": \"{kind}\", \"lookback\": {lookback}, \"batch_size\": {batch}, \"threads\": \"{}\", \"parameters\": {}, \"steps\": {steps}, \"samples_per_s\": {:.1}}}",
+        if unfused { "tensor-api" } else { "fused" },
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
         model.num_params(),
         (steps * batch) as f64 / timed

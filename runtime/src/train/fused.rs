@@ -8,8 +8,9 @@
 //! walks the saved activations once, batching the weight gradients into one GEMM each over all
 //! steps (what PyTorch's oneDNN LSTM does).
 //!
-//! Other backends (CUDA) keep the tensor-API cell in `model.rs`: [`supported`] says which path a
-//! backend takes, decided by type identity, so the model API stays generic.
+//! CUDA has its own kernels (`fused_cuda.rs`); other backends keep the tensor-API cell in
+//! `model.rs`. [`supported`] says which path a backend takes, decided by type identity, so the
+//! model API stays generic.
 
 use std::any::{Any, TypeId};
 use std::fmt;
@@ -35,10 +36,15 @@ pub fn disable() {
     DISABLED.store(true, Ordering::Relaxed);
 }
 
+/// Whether [`disable`] was called (it turns off the CUDA kernels of `fused_cuda.rs` too).
+pub fn disabled() -> bool {
+    DISABLED.load(Ordering::Relaxed)
+}
+
 /// Whether [`lstm_last`] runs the fused kernel for this backend.
 pub fn supported<B: Backend>() -> bool {
     let id = TypeId::of::<B>();
-    (id == TypeId::of::<Ad>() || id == TypeId::of::<Flex>()) && !DISABLED.load(Ordering::Relaxed)
+    (id == TypeId::of::<Ad>() || id == TypeId::of::<Flex>()) && !disabled()
 }
 
 /// The last hidden state of an LSTM (PyTorch gate order `i, f, g, o`, zero initial state) over

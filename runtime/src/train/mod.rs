@@ -8,6 +8,8 @@ pub mod data;
 pub mod device;
 pub mod fit;
 pub mod fused;
+#[cfg(feature = "cuda")]
+pub mod fused_cuda;
 pub mod model;
 pub mod plot;
 pub mod signal;

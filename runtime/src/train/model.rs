@@ -138,6 +138,21 @@ impl<B: Backend> ConvTaps<B> {
         let [d_out, d_in, k] = self.weight.dims();
         self.weight.val().reshape([d_out, d_in * k]).transpose()
     }
+
+    /// `relu(conv1d(x))` over the whole sequence at once, time-major: `x` `[batch, steps, in]` →
+    /// `[steps, batch, out]`, the fused LSTM's input. The taps of every step and row are gathered
+    /// side by side (column `k * in + i`) for one GEMM, in burn's tensor API (the CUDA path).
+    #[cfg(feature = "cuda")]
+    fn relu_time_major(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, steps, d_in] = x.dims();
+        let [d_out, _, k] = self.weight.dims();
+        let pad = Tensor::<B, 3>::zeros([k / 2, batch, d_in], &x.device());
+        let padded = Tensor::cat(vec![pad.clone(), x.swap_dims(0, 1), pad], 0);
+        let taps = Tensor::cat((0..k).map(|tap| padded.clone().narrow(0, tap, steps)).collect(), 2);
+        let w = self.weight.val().permute([2, 1, 0]).reshape([k * d_in, d_out]);
+        let out = taps.reshape([steps * batch, k * d_in]).matmul(w) + self.bias.val().unsqueeze::<2>();
+        relu(out).reshape([steps, batch, d_out])
+    }
 }
 
 /// One LSTM layer, PyTorch's gate order `i, f, g, o`; only the last hidden state is kept.
@@ -218,6 +233,16 @@ impl<B: Backend> Model<B> {
                 None => x.swap_dims(0, 1),
             };
             let last = super::fused::lstm_last(input, cell.w_ih.val(), cell.w_hh.val(), bias);
+            return self.head.forward(last);
+        }
+        #[cfg(feature = "cuda")]
+        if let (Some(cell), true) = (&self.lstm, super::fused_cuda::supported::<B>()) {
+            let bias = cell.b_ih.val() + cell.b_hh.val();
+            let input = match &self.conv {
+                Some(conv) => conv.relu_time_major(x),
+                None => x.swap_dims(0, 1),
+            };
+            let last = super::fused_cuda::lstm_last(input, cell.w_ih.val(), cell.w_hh.val(), bias);
             return self.head.forward(last);
         }
         let [batch, steps, features] = x.dims();
