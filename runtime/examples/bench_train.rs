@@ -4,6 +4,8 @@
 //!
 //! cargo run --release --example bench_train -- --model cnn_lstm --lookback 128 --batch-size 256 [--unfused] [--device cuda]
 //!
+//! `--phase forward|backward` times the step only up to there (for a breakdown of `full`).
+//!
 //! `--check` instead compares the fused LSTM with the tensor-API cell on the device (logits and
 //! every parameter gradient of the LSTM models, at the given lookback and batch size), prints the
 //! largest differences and exits 1 when they are out of tolerance: the correctness check of the

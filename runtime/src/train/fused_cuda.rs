@@ -9,7 +9,8 @@
 //!   the hidden state in shared memory, and saves the activated gates, cells and hidden states;
 //! - [`lstm_backward_kernel`] walks the steps in reverse and writes the gate pre-activation
 //!   gradients of every step;
-//! - the weight, bias and input gradients follow as one GEMM or sum each over all steps.
+//! - the input gradient follows as one GEMM, the weight and bias gradients as products per step,
+//!   batched, summed over the steps.
 //!
 //! The same math and layouts as the CPU op in `fused.rs` (PyTorch gate order `i, f, g, o`, zero
 //! initial state, time-major input); [`supported`] says which backends take this path.
@@ -184,27 +185,34 @@ impl Backward<Inner, 4> for LstmBackward {
             d_gates.clone().into_tensor_arg(),
             hidden,
         );
-        let d_gates = float::<2>(d_gates);
+        // The weight and bias gradients sum over all steps and rows. As one GEMM each, their
+        // reduction dimension would be steps × batch (32k) long for an output of a few thousand
+        // values, which burn's default CUDA matmul runs on a handful of cores; as a product per
+        // time step, batched, then a sum over the steps, every core has work.
+        let d_gates = float::<2>(d_gates).reshape([steps, batch, gates_width]);
 
         if let Some(node) = p_bias {
-            grads.register::<Inner>(node.id, prim(d_gates.clone().sum_dim(0).reshape([gates_width])));
+            let db = d_gates.clone().sum_dim(1).sum_dim(0).reshape([gates_width]);
+            grads.register::<Inner>(node.id, prim(db));
         }
         if let Some(node) = p_w_hh {
             // Σ_t h_{t-1}ᵀ d_t with h_{-1} = 0: hiddens[0 .. T-1]ᵀ · d_gates[1 .. T].
             let dw = if steps > 1 {
-                let rows = (steps - 1) * batch;
-                float::<2>(hiddens).narrow(0, 0, rows).transpose().matmul(d_gates.clone().narrow(0, batch, rows))
+                let previous = float::<2>(hiddens).reshape([steps, batch, hidden]).narrow(0, 0, steps - 1);
+                let per_step = previous.swap_dims(1, 2).matmul(d_gates.clone().narrow(0, 1, steps - 1));
+                per_step.sum_dim(0).reshape([hidden, gates_width])
             } else {
                 Tensor::zeros([hidden, gates_width], &d_gates.device())
             };
             grads.register::<Inner>(node.id, prim(dw));
         }
         if let Some(node) = p_w_ih {
-            let x_rows = float::<3>(x).reshape([steps * batch, input]);
-            grads.register::<Inner>(node.id, prim(x_rows.transpose().matmul(d_gates.clone())));
+            let per_step = float::<3>(x).swap_dims(1, 2).matmul(d_gates.clone());
+            grads.register::<Inner>(node.id, prim(per_step.sum_dim(0).reshape([input, gates_width])));
         }
         if let Some(node) = p_x {
-            let dx = d_gates.matmul(float::<2>(w_ih).transpose()).reshape([steps, batch, input]);
+            let rows = d_gates.reshape([steps * batch, gates_width]);
+            let dx = rows.matmul(float::<2>(w_ih).transpose()).reshape([steps, batch, input]);
             grads.register::<Inner>(node.id, prim(dx));
         }
     }

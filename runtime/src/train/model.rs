@@ -141,7 +141,7 @@ impl<B: Backend> ConvTaps<B> {
 
     /// `relu(conv1d(x))` over the whole sequence at once, time-major: `x` `[batch, steps, in]` →
     /// `[steps, batch, out]`, the fused LSTM's input. The taps of every step and row are gathered
-    /// side by side (column `k * in + i`) for one GEMM, in burn's tensor API (the CUDA path).
+    /// side by side (column `k * in + i`), in burn's tensor API (the CUDA path).
     #[cfg(feature = "cuda")]
     fn relu_time_major(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [batch, steps, d_in] = x.dims();
@@ -149,9 +149,11 @@ impl<B: Backend> ConvTaps<B> {
         let pad = Tensor::<B, 3>::zeros([k / 2, batch, d_in], &x.device());
         let padded = Tensor::cat(vec![pad.clone(), x.swap_dims(0, 1), pad], 0);
         let taps = Tensor::cat((0..k).map(|tap| padded.clone().narrow(0, tap, steps)).collect(), 2);
-        let w = self.weight.val().permute([2, 1, 0]).reshape([k * d_in, d_out]);
-        let out = taps.reshape([steps * batch, k * d_in]).matmul(w) + self.bias.val().unsqueeze::<2>();
-        relu(out).reshape([steps, batch, d_out])
+        let w = self.weight.val().permute([2, 1, 0]).reshape([1, k * d_in, d_out]);
+        // A product per step, batched (the weight broadcast over the steps), not one over all
+        // `steps * batch` rows: the weight gradient is then summed per step, which burn's CUDA
+        // matmul spreads over the GPU, instead of one reduction 32k rows long.
+        relu(taps.matmul(w) + self.bias.val().reshape([1, 1, d_out]))
     }
 }
 
