@@ -88,7 +88,8 @@ cat > bench/prepare.md <<MD
 
 \`make bench-prepare\` (bench/prepare.sh). One instrument of \`runtime generate\` ticks (10 ms events),
 hive-partitioned Parquet on local disk; both tools compute DESIGN.md §6 (features, labels, split,
-scaler, \`sample\`) and write zstd Parquet, scaler.json and preparation_config.json.
+scaler, \`sample\`) and write zstd Parquet (level 1, Float32 features), scaler.json and
+preparation_config.json.
 \`POLARS_MAX_THREADS=2\` for both. Best wall time of $repeats runs, peak RSS from \`/usr/bin/time -v\`.
 Python: polars $py_polars (bench/prepare_polars.py, bench/.venv). Rust: release build of this
 repository (polars 0.55). Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), shared with other builds while measured

@@ -1,8 +1,9 @@
 """DESIGN.md §6 in Python polars: the reference `runtime prepare` is measured against.
 
 Same input (hive-partitioned Parquet), same formulas, same outputs (train/validation/test
-Parquet with zstd, scaler.json, preparation_config.json). Undersampling draws with Python's
-random module, so its choice of rows differs from the Rust one; everything else matches.
+Parquet with zstd level 1 and Float32 features, scaler.json, preparation_config.json).
+Undersampling draws with Python's random module, so its choice of rows differs from the Rust
+one; everything else matches.
 """
 
 import argparse
@@ -86,7 +87,8 @@ def prepare(args, instrument):
     mean = [train[f].mean() for f in FEATURES]
     std = [train[f].std(ddof=0) for f in FEATURES]
     std = [1.0 if s == 0 or s is None else s for s in std]
-    scaled = labelled.with_columns([((pl.col(f) - m) / s).alias(f) for f, m, s in zip(FEATURES, mean, std)])
+    # Float32 features, as `runtime prepare` writes them (DESIGN §6 allows Float64 or Float32).
+    scaled = labelled.with_columns([((pl.col(f) - m) / s).cast(pl.Float32).alias(f) for f, m, s in zip(FEATURES, mean, std)])
     out = os.path.join(args.output, f"datasets/instrument={instrument}/start_date={start}/end_date={end}")
     os.makedirs(out, exist_ok=True)
     splits = {}
@@ -108,7 +110,7 @@ def prepare(args, instrument):
                 for i in rows[m:]:
                     sample[i] = False
         part = part.with_columns(pl.Series("sample", sample))
-        part.write_parquet(os.path.join(out, f"{name}.parquet"), compression="zstd")
+        part.write_parquet(os.path.join(out, f"{name}.parquet"), compression="zstd", compression_level=1)
         splits[name] = {"rows": length, "class_counts": {str(c): labels.count(c) for c in range(3)}}
     with open(os.path.join(out, "scaler.json"), "w") as f:
         json.dump({"features": FEATURES, "mean": mean, "std": std}, f)

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::{bail, ensure, Context, Result};
 use chrono::NaiveDate;
 use polars::prelude::*;
+use polars_utils::compression::ZstdLevel;
 use serde_json::json;
 
 use crate::cli::{ArrayArgs, PrepareArgs};
@@ -148,10 +149,12 @@ pub fn run(args: PrepareArgs) -> Result<ExitCode> {
 
 /// Writes each frame as zstd Parquet to its path, all in one query of polars' streaming engine,
 /// which encodes and compresses row groups of every file on every thread (`ParquetWriter`
-/// compresses a file's pages on one).
+/// compresses a file's pages on one). zstd level 1, not the default 3: the splits are written
+/// once and read once by the trainer; level 3's compressor was a third of `prepare`'s CPU time,
+/// and its files are a fifth smaller (1e7 rows: 198 MB against 251 MB).
 fn write_parquet(files: Vec<(LazyFrame, std::path::PathBuf)>) -> Result<()> {
     let options = std::sync::Arc::new(ParquetWriteOptions {
-        compression: ParquetCompression::Zstd(None),
+        compression: ParquetCompression::Zstd(Some(ZstdLevel::try_new(1)?)),
         row_group_size: Some(512 * 512),
         ..Default::default()
     });

@@ -225,7 +225,7 @@ impl Scaler {
             .features
             .iter()
             .zip(self.mean.iter().zip(&self.std))
-            .map(|(f, (m, s))| ((col(f.as_str()) - lit(*m)) / lit(*s)).alias(f.as_str()))
+            .map(|(f, (m, s))| ((col(f.as_str()) - lit(*m)) / lit(*s)).cast(DataType::Float32).alias(f.as_str()))
             .collect();
         frame.with_columns(exprs)
     }

@@ -206,10 +206,13 @@ fn scaler_fits_train_rows_only() {
     assert_eq!((scaler.mean[7], scaler.std[7]), (3.0, 1.0));
     let rows: Vec<usize> = splits.iter().map(|s| s.rows).collect();
     assert_eq!(rows, [14, 3, 3]);
-    // Applied to every split with the train statistics.
-    let test_ret = f64s(&collected(&splits[2]), "ret_1");
-    close(&test_ret, &[17.0, 18.0, 19.0].map(|x| (x - 6.5) / scaler.std[0]));
-    close(&f64s(&collected(&splits[2]), "vol"), &[17.0, 18.0, 19.0].map(|x| x - 3.0));
+    // Applied to every split with the train statistics, stored as Float32.
+    let test = collected(&splits[2]);
+    assert!(FEATURES.iter().all(|f| test.column(f).unwrap().dtype() == &DataType::Float32));
+    let f32s = |name: &str| -> Vec<f64> { test.column(name).unwrap().f32().unwrap().into_no_null_iter().map(f64::from).collect() };
+    let close_f32 = |a: &[f64], b: &[f64]| assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-6 * (1.0 + y.abs())), "{a:?} vs {b:?}");
+    close_f32(&f32s("ret_1"), &[17.0, 18.0, 19.0].map(|x| (x - 6.5) / scaler.std[0]));
+    close_f32(&f32s("vol"), &[17.0, 18.0, 19.0].map(|x| x - 3.0));
     assert_eq!(names(&collected(&splits[0])), split_columns());
 }
 
