@@ -26,7 +26,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
-type Ad = Autodiff<Flex>;
+pub(super) type Ad = Autodiff<Flex>;
 
 static DISABLED: AtomicBool = AtomicBool::new(false);
 
@@ -41,7 +41,7 @@ pub fn disabled() -> bool {
     DISABLED.load(Ordering::Relaxed)
 }
 
-/// Whether [`lstm_last`] runs the fused kernel for this backend.
+/// Whether [`lstm_last`] and `fused_gru::gru_last` run the fused kernels for this backend.
 pub fn supported<B: Backend>() -> bool {
     let id = TypeId::of::<B>();
     (id == TypeId::of::<Ad>() || id == TypeId::of::<Flex>()) && !disabled()
@@ -75,7 +75,7 @@ pub fn lstm_last<B: Backend>(
     }
 }
 
-fn cast<T: 'static, U: 'static>(value: T) -> U {
+pub(super) fn cast<T: 'static, U: 'static>(value: T) -> U {
     *(Box::new(value) as Box<dyn Any>).downcast::<U>().expect("backend type checked by the caller")
 }
 
@@ -350,7 +350,7 @@ impl Backward<Flex, 4> for LstmBackward {
 
 /// A buffer shared by the batch chunks, each of which touches only its own rows.
 #[derive(Clone, Copy)]
-struct Rows(*mut f32);
+pub(super) struct Rows(pub(super) *mut f32);
 
 // SAFETY: only used to hand disjoint row ranges of one live buffer to the chunk closures.
 unsafe impl Send for Rows {}
@@ -358,21 +358,21 @@ unsafe impl Sync for Rows {}
 
 impl Rows {
     /// A method, not a field access, so closures capture the `Send` wrapper.
-    fn at(&self, offset: usize) -> *mut f32 {
+    pub(super) fn at(&self, offset: usize) -> *mut f32 {
         unsafe { self.0.add(offset) }
     }
 
     /// # Safety
     /// `range` lies inside the buffer and no other live slice overlaps it.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [f32] {
+    pub(super) unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [f32] {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
     }
 }
 
 /// Runs `f` on contiguous row ranges of the batch, one per rayon thread (one range, inline, when
 /// there is a single thread), and returns the results in row order.
-fn map_chunks<R: Send>(batch: usize, f: impl Fn(std::ops::Range<usize>) -> R + Sync + Send) -> Vec<R> {
+pub(super) fn map_chunks<R: Send>(batch: usize, f: impl Fn(std::ops::Range<usize>) -> R + Sync + Send) -> Vec<R> {
     let n = rayon::current_num_threads().clamp(1, batch.max(1));
     let bounds: Vec<_> = (0..n).map(|i| i * batch / n..(i + 1) * batch / n).collect();
     if n == 1 {
@@ -390,7 +390,7 @@ const PARALLEL_WORK: usize = 192 * 192 * 192;
 /// # Safety
 /// The views lie inside live buffers and `dst` overlaps neither operand.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw(
+pub(super) unsafe fn gemm_raw(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     dst_rs: usize,
@@ -414,7 +414,7 @@ unsafe fn gemm_raw(
 ///
 /// # Safety
 /// As [`gemm_raw`].
-unsafe fn gemm_rows(
+pub(super) unsafe fn gemm_rows(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
@@ -435,7 +435,7 @@ unsafe fn gemm_rows(
 ///
 /// # Safety
 /// The views lie inside live buffers.
-unsafe fn gemm_sum(
+pub(super) unsafe fn gemm_sum(
     (m, n, k): (usize, usize, usize),
     (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
     (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
@@ -467,7 +467,7 @@ unsafe fn gemm_sum(
 }
 
 /// The row-major transpose of a `rows × cols` matrix.
-fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(super) fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0.0f32; rows * cols];
     for r in 0..rows {
         for c in 0..cols {
@@ -477,12 +477,12 @@ fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+pub(super) fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 /// The values of an f32 tensor in row-major order, borrowed when its layout allows.
-fn slice(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+pub(super) fn slice(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(
@@ -493,7 +493,7 @@ fn slice(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
 
 /// Recycles the op's big activation buffers across training steps: fresh ones of this size
 /// (tens of MB) come straight from `mmap`, and touching their pages cost more than the gate math.
-mod pool {
+pub(super) mod pool {
     use std::sync::Mutex;
 
     static FREE: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
@@ -603,8 +603,10 @@ macro_rules! multiversion {
     };
 }
 
+pub(super) use multiversion;
+
 #[cfg(target_arch = "x86_64")]
-fn wide_simd() -> bool {
+pub(super) fn wide_simd() -> bool {
     static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *WIDE.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
@@ -714,12 +716,12 @@ fn exp(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn sigmoid(x: f32) -> f32 {
+pub(super) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
 #[inline(always)]
-fn tanh(x: f32) -> f32 {
+pub(super) fn tanh(x: f32) -> f32 {
     1.0 - 2.0 / (exp(2.0 * x) + 1.0)
 }
 
@@ -762,9 +764,9 @@ mod tests {
     }
 
     #[test]
-    fn fused_lstm_matches_the_tensor_api_cell() {
+    fn fused_lstm_and_gru_match_the_tensor_api_cells() {
         assert!(supported::<Autodiff<Flex>>() && !supported::<Autodiff<NdArray>>());
-        for kind in [ModelKind::CnnLstm, ModelKind::Lstm] {
+        for kind in [ModelKind::CnnLstm, ModelKind::Lstm, ModelKind::Gru] {
             let (fused_logits, fused_grads) = logits_and_grads::<Autodiff<Flex>>(kind);
             let (ref_logits, ref_grads) = logits_and_grads::<Autodiff<NdArray>>(kind);
             let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 + 1e-4 * y.abs());

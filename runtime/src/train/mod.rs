@@ -8,6 +8,7 @@ pub mod data;
 pub mod device;
 pub mod fit;
 pub mod fused;
+pub mod fused_gru;
 #[cfg(feature = "cuda")]
 pub mod fused_cuda;
 pub mod model;

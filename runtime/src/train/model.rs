@@ -237,6 +237,11 @@ impl<B: Backend> Model<B> {
             let last = super::fused::lstm_last(input, cell.w_ih.val(), cell.w_hh.val(), bias);
             return self.head.forward(last);
         }
+        if let (Some(cell), true) = (&self.gru, super::fused::supported::<B>()) {
+            let x = x.swap_dims(0, 1);
+            let last = super::fused_gru::gru_last(x, cell.w_ih.val(), cell.w_hh.val(), cell.b_ih.val(), cell.b_hh.val());
+            return self.head.forward(last);
+        }
         #[cfg(feature = "cuda")]
         if let (Some(cell), true) = (&self.lstm, super::fused_cuda::supported::<B>()) {
             let bias = cell.b_ih.val() + cell.b_hh.val();
