@@ -22,6 +22,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use runtime::train::model::{Model, ModelKind, N_FEATURES};
+use runtime::train::probe::{eval_logits, logits_and_grads};
 
 struct Args {
     kind: ModelKind,
@@ -52,8 +53,8 @@ fn main() {
     }
     let phase = flag("--phase", "full");
     assert!(["full", "forward", "backward"].contains(&phase.as_str()), "--phase {phase}: expected full, forward or backward");
+    let check = args.iter().any(|a| a == "--check");
     let args = Args { kind, lookback, batch, steps, warmup, unfused, phase };
-    let check = args_has(&args_list(), "--check");
     match flag("--device", "cpu").as_str() {
         "cpu" if check => exit_on(check_fused::<Autodiff<Flex>>(lookback, batch, &Default::default())),
         "cpu" => run::<Autodiff<Flex>>(&args, &Default::default(), "flex"),
@@ -69,40 +70,8 @@ fn main() {
     }
 }
 
-fn args_list() -> Vec<String> {
-    std::env::args().collect()
-}
-
-fn args_has(args: &[String], name: &str) -> bool {
-    args.iter().any(|a| a == name)
-}
-
 fn exit_on(ok: bool) -> ! {
     std::process::exit(if ok { 0 } else { 1 })
-}
-
-/// Logits and every parameter gradient of `kind` on random windows, flattened in module order.
-fn logits_and_grads<B: AutodiffBackend>(kind: ModelKind, lookback: usize, batch: usize, device: &B::Device) -> (Vec<f32>, Vec<Vec<f32>>) {
-    struct Collect<'a, B: AutodiffBackend> {
-        grads: &'a B::Gradients,
-        out: &'a mut Vec<Vec<f32>>,
-    }
-    impl<B: AutodiffBackend> burn::module::ModuleVisitor<B> for Collect<'_, B> {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
-            let grad = param.val().grad(self.grads).expect("every parameter gets a gradient");
-            self.out.push(grad.into_data().to_vec().unwrap());
-        }
-    }
-    let model: Model<B> = kind.init(5, device);
-    let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let x: Vec<f32> = (0..batch * lookback * N_FEATURES).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let x = Tensor::<B, 3>::from_data(TensorData::new(x, [batch, lookback, N_FEATURES]), device);
-    let logits = model.forward(x);
-    let w: Vec<f32> = (0..batch * 3).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let grads = (logits.clone() * Tensor::<B, 2>::from_data(TensorData::new(w, [batch, 3]), device)).sum().backward();
-    let mut out = Vec::new();
-    model.visit(&mut Collect::<B> { grads: &grads, out: &mut out });
-    (logits.into_data().to_vec().unwrap(), out)
 }
 
 /// The fused path against the tensor-API cell on the same device, for both LSTM models and in
@@ -132,14 +101,6 @@ where
         println!("{{\"check\": \"{kind}\", \"lookback\": {lookback}, \"batch_size\": {batch}, \"max_relative_difference\": {max:e}, \"per_tensor\": {worst:?}, \"pass\": {pass}}}");
     }
     ok
-}
-
-fn eval_logits<B: AutodiffBackend>(kind: ModelKind, lookback: usize, batch: usize, device: &B::Device) -> Vec<f32> {
-    let model: Model<B::InnerBackend> = kind.init(5, device);
-    let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let x: Vec<f32> = (0..batch * lookback * N_FEATURES).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let x = Tensor::<B::InnerBackend, 3>::from_data(TensorData::new(x, [batch, lookback, N_FEATURES]), device);
-    model.forward(x).into_data().to_vec().unwrap()
 }
 
 fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, backend: &str)

@@ -21,6 +21,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
@@ -323,28 +324,55 @@ impl Backward<Flex, 4> for LstmBackward {
             }
             grads.register::<Flex>(node.id, tensor(db, [gates]));
         }
-        if let Some(node) = p_w_hh {
-            // Σ_t h_{t-1}ᵀ d_t with h_{-1} = 0: hiddens[0 .. T-1]ᵀ · d_gates[1 .. T].
-            let dw = if steps > 1 {
-                let lhs = (saved.hiddens.as_ptr(), 1, hidden);
-                unsafe { gemm_sum((hidden, gates, (steps - 1) * batch), lhs, (d_gates[batch * gates..].as_ptr(), gates, 1)) }
-            } else {
-                vec![0.0f32; hidden * gates]
-            };
-            grads.register::<Flex>(node.id, tensor(dw, [hidden, gates]));
-        }
-        if let Some(node) = p_w_ih {
-            let x = slice(&x);
-            let dw = unsafe { gemm_sum((input, gates, steps * batch), (x.as_ptr(), 1, input), (d_gates.as_ptr(), gates, 1)) };
-            grads.register::<Flex>(node.id, tensor(dw, [input, gates]));
-        }
-        if let Some(node) = p_x {
-            let w_ih_t = transposed(&slice(&w_ih), input, gates);
-            let mut dx = vec![0.0f32; steps * batch * input];
-            unsafe { gemm_rows((steps * batch, input, gates), dx.as_mut_ptr(), (d_gates.as_ptr(), gates, 1), (w_ih_t.as_ptr(), input, 1)) };
-            grads.register::<Flex>(node.id, tensor(dx, [steps, batch, input]));
-        }
+        let parents = [p_x, p_w_ih, p_w_hh].map(|p| p.map(|node| node.id));
+        let dims = Dims { steps, batch, input, hidden, gates };
+        register_projection_grads(grads, parents, (&x, &w_ih), &saved.hiddens, (&d_gates, &d_gates), dims);
         pool::give(d_gates);
+    }
+}
+
+/// The sizes of a recurrent op: `gates` is `4H` for the LSTM, `3H` for the GRU.
+#[derive(Clone, Copy)]
+pub(super) struct Dims {
+    pub steps: usize,
+    pub batch: usize,
+    pub input: usize,
+    pub hidden: usize,
+    pub gates: usize,
+}
+
+/// Registers the gradients that follow from BPTT's gate pre-activation gradients, each one GEMM
+/// over all steps: `W_hh` from `d_recurrent` (`Σ_t h_{t-1}ᵀ d_t`, `h_{-1} = 0`), `W_ih` and the
+/// input `x` from `d_input`. The LSTM passes one buffer as both; the GRU's differ in `n`.
+/// `parents` are the ids of `x`, `W_ih`, `W_hh` where tracked.
+pub(super) fn register_projection_grads(
+    grads: &mut Gradients,
+    [p_x, p_w_ih, p_w_hh]: [Option<NodeId>; 3],
+    (x, w_ih): (&FlexTensor, &FlexTensor),
+    hiddens: &[f32],
+    (d_input, d_recurrent): (&[f32], &[f32]),
+    Dims { steps, batch, input, hidden, gates }: Dims,
+) {
+    if let Some(id) = p_w_hh {
+        // hiddens[0 .. T-1]ᵀ · d_recurrent[1 .. T]
+        let dw = if steps > 1 {
+            let lhs = (hiddens.as_ptr(), 1, hidden);
+            unsafe { gemm_sum((hidden, gates, (steps - 1) * batch), lhs, (d_recurrent[batch * gates..].as_ptr(), gates, 1)) }
+        } else {
+            vec![0.0f32; hidden * gates]
+        };
+        grads.register::<Flex>(id, tensor(dw, [hidden, gates]));
+    }
+    if let Some(id) = p_w_ih {
+        let x = slice(x);
+        let dw = unsafe { gemm_sum((input, gates, steps * batch), (x.as_ptr(), 1, input), (d_input.as_ptr(), gates, 1)) };
+        grads.register::<Flex>(id, tensor(dw, [input, gates]));
+    }
+    if let Some(id) = p_x {
+        let w_ih_t = transposed(&slice(w_ih), input, gates);
+        let mut dx = vec![0.0f32; steps * batch * input];
+        unsafe { gemm_rows((steps * batch, input, gates), dx.as_mut_ptr(), (d_input.as_ptr(), gates, 1), (w_ih_t.as_ptr(), input, 1)) };
+        grads.register::<Flex>(id, tensor(dx, [steps, batch, input]));
     }
 }
 
@@ -586,6 +614,7 @@ fn lstm_forward(
 macro_rules! multiversion {
     ($(#[$doc:meta])* fn $name:ident / $wide:ident / $body:ident ($($arg:ident: $ty:ty),* $(,)?)) => {
         $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
         fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             if wide_simd() {
@@ -597,6 +626,7 @@ macro_rules! multiversion {
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
         unsafe fn $wide($($arg: $ty),*) {
             $body($($arg),*)
         }
@@ -728,47 +758,19 @@ pub(super) fn tanh(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::model::{ModelKind, N_FEATURES};
+    use crate::train::model::ModelKind;
+    use crate::train::probe::logits_and_grads;
     use burn::backend::NdArray;
-    use burn::module::Module;
     use burn::tensor::backend::AutodiffBackend;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
-
-    /// Logits and every parameter gradient of a model on `B`, flattened in module order.
-    fn logits_and_grads<B: AutodiffBackend>(kind: ModelKind) -> (Vec<f32>, Vec<Vec<f32>>) {
-        let device = Default::default();
-        let model = kind.init::<B>(5, &device);
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let (batch, steps) = (3, 7);
-        let values: Vec<f32> = (0..batch * steps * N_FEATURES).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let x = Tensor::<B, 3>::from_data(TensorData::new(values, [batch, steps, N_FEATURES]), &device);
-        let logits = model.forward(x);
-        let weights = Tensor::<B, 2>::from_data(TensorData::new(vec![1.0f32, -2.0, 0.5, 0.3, 1.5, -1.0, 2.0, 0.1, -0.7], [3, 3]), &device);
-        let grads = (logits.clone() * weights).sum().backward();
-        let mut out = Vec::new();
-        model.visit(&mut Collect::<B> { grads: &grads, out: &mut out });
-        (logits.into_data().to_vec().unwrap(), out)
-    }
-
-    struct Collect<'a, B: AutodiffBackend> {
-        grads: &'a B::Gradients,
-        out: &'a mut Vec<Vec<f32>>,
-    }
-
-    impl<B: AutodiffBackend> burn::module::ModuleVisitor<B> for Collect<'_, B> {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
-            let grad = param.val().grad(self.grads).expect("every parameter gets a gradient");
-            self.out.push(grad.into_data().to_vec().unwrap());
-        }
-    }
 
     #[test]
     fn fused_lstm_and_gru_match_the_tensor_api_cells() {
         assert!(supported::<Autodiff<Flex>>() && !supported::<Autodiff<NdArray>>());
         for kind in [ModelKind::CnnLstm, ModelKind::Lstm, ModelKind::Gru] {
-            let (fused_logits, fused_grads) = logits_and_grads::<Autodiff<Flex>>(kind);
-            let (ref_logits, ref_grads) = logits_and_grads::<Autodiff<NdArray>>(kind);
+            let (fused_logits, fused_grads) = logits_and_grads::<Autodiff<Flex>>(kind, 7, 3, &Default::default());
+            let (ref_logits, ref_grads) = logits_and_grads::<Autodiff<NdArray>>(kind, 7, 3, &Default::default());
             let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 + 1e-4 * y.abs());
             assert!(close(&fused_logits, &ref_logits), "{kind} logits {fused_logits:?} vs {ref_logits:?}");
             assert_eq!(fused_grads.len(), ref_grads.len());

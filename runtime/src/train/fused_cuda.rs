@@ -15,14 +15,15 @@
 //! The same math and layouts as the CPU op in `fused.rs` (PyTorch gate order `i, f, g, o`, zero
 //! initial state, time-major input); [`supported`] says which backends take this path.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Cuda};
-use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Shape, Tensor, TensorMetadata, TensorPrimitive};
+use super::fused::cast;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
@@ -67,10 +68,6 @@ pub fn lstm_last<B: burn::tensor::backend::Backend>(
     } else {
         panic!("CUDA LSTM called on a backend it does not support; check `fused_cuda::supported` first")
     }
-}
-
-fn cast<T: 'static, U: 'static>(value: T) -> U {
-    *(Box::new(value) as Box<dyn Any>).downcast::<U>().expect("backend type checked by the caller")
 }
 
 fn float<const D: usize>(p: Prim) -> Tensor<Inner, D> {
@@ -128,8 +125,8 @@ fn empty(like: &Prim, shape: [usize; 2]) -> Prim {
 
 /// The last hidden state `[batch, H]` and the saved activations.
 fn forward(x: Prim, w_ih: Prim, w_hh: Prim, bias: Prim) -> (Prim, Saved) {
-    let [steps, batch, input] = float::<3>(x.clone()).dims();
-    let gates_width = float::<2>(w_ih.clone()).dims()[1];
+    let [steps, batch, input] = x.shape().dims::<3>();
+    let gates_width = w_ih.shape().dims::<2>()[1];
     let hidden = gates_width / 4;
     assert!(gates_width <= MAX_CUBE_THREADS, "fused CUDA LSTM: 4 x hidden = {gates_width} exceeds a cube");
     // All steps' input projections at once: [steps * batch, 4H].
@@ -167,7 +164,7 @@ impl Backward<Inner, 4> for LstmBackward {
         let LstmState { x, w_ih, w_hh, saved } = ops.state;
         let Saved { steps, batch, hidden, gates, cells, hiddens } = saved;
         let gates_width = 4 * hidden;
-        let input = float::<3>(x.clone()).dims()[2];
+        let input = x.shape().dims::<3>()[2];
 
         // Walking back reads W_hh by rows of 4H; transposed, the threads of a cube read adjacent
         // addresses.

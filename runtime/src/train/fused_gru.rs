@@ -21,7 +21,8 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use std::any::TypeId;
 
 use super::fused::{
-    cast, gemm_raw, gemm_rows, gemm_sum, map_chunks, multiversion, pool, sigmoid, slice, tanh, tensor, transposed, Ad, Rows,
+    cast, gemm_raw, gemm_rows, map_chunks, multiversion, pool, register_projection_grads, sigmoid, slice, tanh, tensor, transposed, Ad,
+    Dims, Rows,
 };
 #[cfg(target_arch = "x86_64")]
 use super::fused::wide_simd;
@@ -213,27 +214,9 @@ impl Backward<Flex, 5> for GruBackward {
         if let Some(node) = p_b_hh {
             grads.register::<Flex>(node.id, tensor(db_h, [gates]));
         }
-        if let Some(node) = p_w_hh {
-            // Σ_t h_{t-1}ᵀ d_t with h_{-1} = 0: hiddens[0 .. T-1]ᵀ · d_recurrent[1 .. T].
-            let dw = if steps > 1 {
-                let lhs = (saved.hiddens.as_ptr(), 1, hidden);
-                unsafe { gemm_sum((hidden, gates, (steps - 1) * batch), lhs, (d_recurrent[batch * gates..].as_ptr(), gates, 1)) }
-            } else {
-                vec![0.0f32; hidden * gates]
-            };
-            grads.register::<Flex>(node.id, tensor(dw, [hidden, gates]));
-        }
-        if let Some(node) = p_w_ih {
-            let x = slice(&x);
-            let dw = unsafe { gemm_sum((input, gates, steps * batch), (x.as_ptr(), 1, input), (d_input.as_ptr(), gates, 1)) };
-            grads.register::<Flex>(node.id, tensor(dw, [input, gates]));
-        }
-        if let Some(node) = p_x {
-            let w_ih_t = transposed(&slice(&w_ih), input, gates);
-            let mut dx = vec![0.0f32; steps * batch * input];
-            unsafe { gemm_rows((steps * batch, input, gates), dx.as_mut_ptr(), (d_input.as_ptr(), gates, 1), (w_ih_t.as_ptr(), input, 1)) };
-            grads.register::<Flex>(node.id, tensor(dx, [steps, batch, input]));
-        }
+        let parents = [p_x, p_w_ih, p_w_hh].map(|p| p.map(|node| node.id));
+        let dims = Dims { steps, batch, input, hidden, gates };
+        register_projection_grads(grads, parents, (&x, &w_ih), &saved.hiddens, (&d_input, &d_recurrent), dims);
         pool::give(d_input);
         pool::give(d_recurrent);
     }

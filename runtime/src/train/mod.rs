@@ -13,6 +13,7 @@ pub mod fused_gru;
 pub mod fused_cuda;
 pub mod model;
 pub mod plot;
+pub mod probe;
 pub mod signal;
 pub mod store;
 pub mod summary;
