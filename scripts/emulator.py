@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import urllib.request
 
 # Attaching AWS managed policies fails with NoSuchEntity unless moto loads them at import.
@@ -48,54 +49,41 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import moto_patches  # noqa: E402  (patches moto before the server imports its backends)
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-    from waitress.server import create_server
 
     moto_patches.apply()
-    # Warnings such as waitress's task-queue depth drown test output; errors still show.
-    import logging
-
-    logging.getLogger("waitress").setLevel(logging.ERROR)
-
-    # moto's own server (ThreadedMotoServer) is werkzeug's development server: a new thread
-    # and a new connection for every request (it answers `Connection: close`), and requests
-    # that contend for the GIL, which moto's backends hold for nearly all of a request. Here
-    # moto's app runs under waitress, which keeps connections alive, and one request at a time.
-    # A no-op plan (33 requests) took 0.69x the time it took under ThreadedMotoServer
-    # (bench/results.md).
     app = DomainDispatcherApplication(create_backend_app)
-    one_at_a_time = threading.Lock()
+    server = granian_server(app, args.port)
 
-    def serialised(environ, start_response):
-        with one_at_a_time:
-            return list(app(environ, start_response))
+    def announce():
+        server.bound.wait()
+        endpoint = f"http://127.0.0.1:{server.bound_port}"
+        # The socket is bound before the worker serves: retry until moto answers.
+        body = json.dumps({"batch": {"use_docker": False}}).encode()
+        for attempt in range(200):
+            req = urllib.request.Request(
+                f"{endpoint}/moto-api/config",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            try:
+                # Batch jobs go straight to SUCCEEDED instead of needing a Docker engine.
+                urllib.request.urlopen(req, timeout=10).read()
+                break
+            except OSError as err:
+                if attempt == 199:
+                    # Whoever waits for the endpoint line sees the exit instead of waiting on.
+                    print(f"moto did not answer on {endpoint}: {err}", file=sys.stderr, flush=True)
+                    os._exit(1)
+                time.sleep(0.05)
+        if args.port_file:
+            tmp = args.port_file + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(endpoint + "\n")
+            os.replace(tmp, args.port_file)
+        print(f"MOTO_ENDPOINT={endpoint}", flush=True)
 
-    # Enough threads for every request a command has in flight (they wait on the lock).
-    server = create_server(serialised, host="127.0.0.1", port=args.port, threads=32, ident="moto")
-    threading.Thread(target=server.run, daemon=True).start()
-    host, port = server.effective_host, server.effective_port
-    endpoint = f"http://{host}:{port}"
-
-    # Batch jobs go straight to SUCCEEDED instead of needing a Docker engine.
-    req = urllib.request.Request(
-        f"{endpoint}/moto-api/config",
-        data=json.dumps({"batch": {"use_docker": False}}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    urllib.request.urlopen(req, timeout=10).read()
-
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(endpoint + "\n")
-        os.replace(tmp, args.port_file)
-    print(f"MOTO_ENDPOINT={endpoint}", flush=True)
-
-    # Exit at once, without waiting on in-flight requests (the server threads are daemons).
-    # The signal handlers exit themselves: one that set an Event the main thread waits on
-    # could run inside that wait, while it holds the Event's lock, and deadlock.
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+    threading.Thread(target=announce, daemon=True).start()
     if args.watch_stdin:
         def watch():
             while sys.stdin.buffer.read(4096):
@@ -103,8 +91,70 @@ def main():
             os._exit(0)
 
         threading.Thread(target=watch, daemon=True).start()
-    while True:
-        signal.pause()
+    # Serves until SIGTERM or SIGINT (then exits at once, see GranianServer).
+    server.serve(target_loader=lambda *_, **__: app, wrap_loader=False)
+
+
+def granian_server(app, port):
+    """moto's WSGI app under granian, a Rust HTTP server (pinned in requirements-test.txt).
+
+    moto's own server (ThreadedMotoServer) is werkzeug's development server: a thread and a
+    connection per request (it answers `Connection: close`), HTTP parsed in Python. waitress,
+    used here before, keeps connections alive but still parses in Python and hands every
+    request between two threads. granian parses and answers in Rust and calls the app from one
+    Python thread, so moto's backends, which hold the GIL for nearly all of a request, answer
+    one request at a time as they did behind waitress and a lock. A no-op plan of the reference
+    stack took 0.82x its time under waitress (docs/engine.md "The emulator").
+
+    Two overrides of granian's thread-based server, both about running inside this process:
+    it binds one listening socket here (port 0 lets the kernel pick, atomically, and the port
+    is read back), and it skips the check that refuses a GIL interpreter: that server is meant
+    for free-threaded Python, where it runs Python on several threads at once; with the GIL
+    it runs the same worker thread, one request at a time, which is all the emulator asks.
+    """
+    import logging
+    import socket
+
+    from granian._granian import ListenerSpec
+    from granian.constants import HTTPModes, Interfaces
+    from granian.log import LogLevels
+    from granian.server.mt import MTServer
+
+    class GranianServer(MTServer):
+        bound = threading.Event()
+        bound_port = None
+
+        def _check_gil(self):
+            pass
+
+        def _init_shared_socket(self):
+            self._shd = ListenerSpec(self.bind_addr, self.bind_port, self.backlog).build()
+            self._sfd = self._shd.get_fd()
+            self._ssp = None
+            probe = socket.socket(fileno=os.dup(self._sfd))
+            self.bound_port = probe.getsockname()[1]
+            probe.close()
+            self.bound.set()
+
+        def signal_handler_interrupt(self, *args, **kwargs):
+            # Exit at once, without waiting on in-flight requests.
+            os._exit(0)
+
+    server = GranianServer(
+        "moto",
+        address="127.0.0.1",
+        port=port,
+        interface=Interfaces.WSGI,
+        workers=1,
+        blocking_threads=1,
+        http=HTTPModes.http1,
+        websockets=False,
+        log_level=LogLevels.error,
+    )
+    # granian's notice that its thread-based server is experimental is about free-threaded
+    # Python; errors still show.
+    logging.getLogger("_granian").setLevel(logging.ERROR)
+    return server
 
 
 if __name__ == "__main__":

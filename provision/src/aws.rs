@@ -53,8 +53,10 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub async fn new(region: &str) -> Self {
-        Self::from_config(sdk_config(region).await)
+    /// Every client for `region`, after checking the endpoint variables the SDK will read.
+    pub async fn new(region: &str) -> anyhow::Result<Self> {
+        check_endpoint_env()?;
+        Ok(Self::from_config(sdk_config(region).await))
     }
 
     /// Every client from one SDK configuration (tests build theirs with another endpoint).
@@ -75,6 +77,32 @@ impl Clients {
             config,
         }
     }
+}
+
+/// Checks `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_<SERVICE>` before any client reads them:
+/// the SDK panics on an empty one, and on one without a scheme it warns and then reports that
+/// AWS's own endpoint cannot be reached. An empty value often comes from a command that printed
+/// nothing (`$(cat .emulator/endpoint)` after the emulator stopped): going on to real AWS in its
+/// place would be the worst reading of it.
+pub fn check_endpoint_env() -> anyhow::Result<()> {
+    if std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(());
+    }
+    let mut vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.to_string_lossy().into_owned())))
+        .filter(|(name, _)| name == "AWS_ENDPOINT_URL" || name.starts_with("AWS_ENDPOINT_URL_"))
+        .collect();
+    vars.sort();
+    for (name, value) in vars {
+        let host = value.strip_prefix("http://").or_else(|| value.strip_prefix("https://"));
+        if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+            anyhow::bail!(
+                "{name}={value:?} is not an endpoint URL: give a scheme and a host, such as http://127.0.0.1:5000 \
+                 (`make emulator` prints one), or unset {name} to use AWS's own endpoints"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// What to do about missing or refused credentials, for the error messages below.

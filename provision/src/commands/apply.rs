@@ -45,7 +45,7 @@ pub async fn run(args: ApplyArgs) -> Result<ExitCode> {
     let approved = args.auto_approve || saved.is_some();
     engine::require_confirmation_possible(approved, "apply")?;
 
-    let clients = Clients::new(&stack.region).await;
+    let clients = Clients::new(&stack.region).await?;
     let account = crate::aws::check_access(&clients).await?;
     let store = engine::store(&clients, &stack);
     store.ensure_table().await?;
@@ -65,7 +65,7 @@ async fn locked(
     saved: Option<Saved>,
     approved: bool,
 ) -> Result<ExitCode> {
-    let (facts, snapshot) = plan::prepare(clients, stack, account).await?;
+    let (facts, snapshot) = plan::prepare(clients, stack, std::future::ready(Ok(account.to_string()))).await?;
     // apply always reads AWS: it must not act on a stale picture.
     let plan = plan::plan(clients, stack, facts, snapshot, plan::Refresh::Live).await?;
     if let Some(saved) = &saved {

@@ -12,7 +12,7 @@ use crate::state::Lock;
 pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
     let stack = engine::load_stack(&args.stack)?;
     engine::require_confirmation_possible(args.auto_approve, "destroy")?;
-    let clients = Clients::new(&stack.region).await;
+    let clients = Clients::new(&stack.region).await?;
     let account = crate::aws::check_access(&clients).await?;
     let store = engine::store(&clients, &stack);
     // No table: nothing was ever applied with this table in this region (every apply creates
@@ -28,7 +28,7 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
     }
     let lock = Lock::acquire(&store, "destroy").await?;
     let result = async {
-        let (facts, snapshot) = plan::prepare(&clients, &stack, &account).await?;
+        let (facts, snapshot) = plan::prepare(&clients, &stack, std::future::ready(Ok(account.clone()))).await?;
         let plan = plan::destroy_plan(&clients, &stack, facts, snapshot).await?;
         print!("{}", render::text(&plan));
         if plan.has_changes()

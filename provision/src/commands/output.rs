@@ -13,7 +13,7 @@ use crate::state::by_kind;
 
 pub async fn run(args: OutputArgs) -> Result<ExitCode> {
     let stack = engine::load_stack(&args.stack)?;
-    let clients = Clients::new(&stack.region).await;
+    let clients = Clients::new(&stack.region).await?;
     let store = engine::store(&clients, &stack);
     let snapshot = store.load().await?;
     if snapshot.records.is_empty() {

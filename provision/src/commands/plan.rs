@@ -16,9 +16,9 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
         // AWS could act on resources that changed since the last apply.
         anyhow::bail!("--out needs a plan made from live state: drop --refresh=false to save a plan for `apply`");
     }
-    let clients = Clients::new(&stack.region).await;
-    let account = crate::aws::check_access(&clients).await?;
-    let (facts, snapshot) = plan::prepare(&clients, &stack, &account).await?;
+    let clients = Clients::new(&stack.region).await?;
+    // No lock to take first: the access check, the facts and the state are read at once.
+    let (facts, snapshot) = plan::prepare(&clients, &stack, crate::aws::check_access(&clients)).await?;
     let refresh = if args.refresh { plan::Refresh::Live } else { plan::Refresh::StateOnly };
     let plan = plan::plan(&clients, &stack, facts, snapshot, refresh).await?;
     let rendered = render::json(&plan);

@@ -27,7 +27,7 @@ pub async fn run(args: RunLocalArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("job `{}` has no command; give one after `--`", spec.key);
     };
 
-    let clients = Clients::new(&stack.region).await;
+    let clients = Clients::new(&stack.region).await?;
     // The job's bucket names contain the account id, which only STS can tell; without
     // credentials say that plainly rather than through the SDK's dispatch error.
     const NEED: &str = "run-local reads the AWS account id (the job's bucket names contain \

@@ -15,7 +15,7 @@ pub async fn run(args: StateArgs) -> Result<ExitCode> {
         StateCommand::List { stack } | StateCommand::Show { stack, .. } | StateCommand::Unlock { stack, .. } => stack,
     };
     let stack = engine::load_stack(stack_args)?;
-    let clients = Clients::new(&stack.region).await;
+    let clients = Clients::new(&stack.region).await?;
     let store = engine::store(&clients, &stack);
     match args.command {
         StateCommand::List { .. } => {

@@ -142,11 +142,16 @@ pub(crate) fn handle_of(spec: &Spec, live: &Live) -> Handle {
     Handle { kind: spec.kind(), name: spec.name().to_string(), id: live.id.clone(), extra }
 }
 
-/// Loads state and facts together; `account` is the one `aws::check_access` returned.
-pub async fn prepare(c: &Clients, stack: &Stack, account: &str) -> Result<(Facts, Snapshot)> {
+/// Loads state and facts together; `account` answers the account id (see [`facts`]).
+pub async fn prepare(
+    c: &Clients,
+    stack: &Stack,
+    account: impl std::future::Future<Output = Result<String>>,
+) -> Result<(Facts, Snapshot)> {
     let store = store(c, stack);
-    let (facts, snapshot) = tokio::try_join!(facts(c, stack, account), store.load())?;
-    Ok((facts, snapshot))
+    let (facts, snapshot) = tokio::join!(facts(c, stack, account), store.load());
+    // The facts' error first: it carries a credentials problem as STS words it.
+    Ok((facts?, snapshot?))
 }
 
 /// What one call answers for many resources: every compute environment at once, and the S3

@@ -75,7 +75,7 @@ impl Stack {
 
 async fn clients() -> Clients {
     testkit::emulator().set_process_env();
-    Clients::new("us-east-1").await
+    Clients::new("us-east-1").await.expect("clients")
 }
 
 /// Address → action of a JSON plan's changes.

@@ -797,6 +797,18 @@ async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot reach AWS at http://127.0.0.1:9") && stderr.contains("refused"), "{stderr}");
 
+    // An endpoint variable that is empty (the SDK panicked on it) or has no scheme: named, with
+    // the fix, before any request.
+    let before = w.proxy.counts().requests;
+    for (name, value) in [("AWS_ENDPOINT_URL", ""), ("AWS_ENDPOINT_URL_S3", "localhost:4566")] {
+        let out = w.command(&["plan"]).env(name, value).stdin(Stdio::null()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}={value:?}: {stderr}");
+        assert!(stderr.starts_with(&format!("error: {name}={value:?} is not an endpoint URL")), "{stderr}");
+        assert!(stderr.contains(&format!("unset {name}")), "{stderr}");
+    }
+    assert_eq!(w.proxy.counts().requests, before);
+
     // Everything above left the stack as it was.
     assert_eq!(inventory(&c).await, inv);
     w.expect(&["plan", "--detailed-exitcode", "--set", "logs.retention_days=7"], 0);

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::{AttributeDefinition, KeySchemaElement, KeyType, Sc
 async fn sdk_round_trip_through_the_tools_client() {
     let emulator = testkit::emulator();
     emulator.set_process_env();
-    let clients = provision::aws::Clients::new("us-east-1").await;
+    let clients = provision::aws::Clients::new("us-east-1").await.expect("clients");
     let table = testkit::unique_name("harness");
     clients
         .dynamodb
