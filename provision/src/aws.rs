@@ -11,6 +11,19 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 /// SDK's default of 3 is not enough (DESIGN.md §5); standard mode backs off exponentially.
 const MAX_ATTEMPTS: u32 = 10;
 
+/// Starts loading the system's trusted root certificates on a thread of their own while the
+/// command parses its stack. The SDK loads them once per process, into the cache its default
+/// HTTPS client reads, when the first client is built: about 5 ms of reading and decoding some
+/// 150 PEM files, before the first request could leave. Whichever gets there first loads them;
+/// the other waits for that load and reuses it.
+pub fn preload_tls_roots() {
+    std::thread::spawn(|| {
+        use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+        // The provider the SDK's default client uses (aws-config's `default-https-client`).
+        aws_smithy_http_client::Connector::builder().tls_provider(Provider::Rustls(CryptoMode::AwsLc)).build();
+    });
+}
+
 /// The shared SDK configuration for `region`.
 pub async fn sdk_config(region: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())

@@ -42,6 +42,13 @@ pub enum Command {
     Completions(CompletionsArgs),
 }
 
+impl Command {
+    /// Whether the command talks to AWS (every one but `validate` and `completions`).
+    pub fn uses_aws(&self) -> bool {
+        !matches!(self, Command::Validate(_) | Command::Completions(_))
+    }
+}
+
 /// The stack selection every stack command shares.
 #[derive(Debug, Clone, Args)]
 pub struct StackArgs {

@@ -14,6 +14,9 @@ fn main() -> ExitCode {
             return if err.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
         }
     };
+    if cli.command.uses_aws() {
+        provision::aws::preload_tls_roots();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PROVISION_LOG")

@@ -136,9 +136,9 @@ impl Store {
                 .key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", s(&self.pk))
                 // Only what the snapshot keeps: the rest of an item is for people reading the
-                // table, and leaving it out roughly halves the answer.
-                .projection_expression("#sk, #record, #serial, #gpu")
-                .expression_attribute_names("#sk", "sk")
+                // table, and leaving it out roughly halves the answer. A record names its own
+                // address, so not even the sort key: the meta item is the one with a serial.
+                .projection_expression("#record, #serial, #gpu")
                 .expression_attribute_names("#record", "record")
                 .expression_attribute_names("#serial", "serial")
                 .expression_attribute_names("#gpu", "gpu")
@@ -151,16 +151,15 @@ impl Store {
                 Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(Snapshot::default()),
                 Err(e) => return Err(e).ctx(format!("reading state of {}", self.pk)),
             };
+            // The lock item projects to nothing.
             for item in out.items() {
-                let sk = get_s(item, "sk").unwrap_or_default();
-                if sk == "meta" {
-                    snapshot.serial = item.get("serial").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
+                if let Some(serial) = item.get("serial") {
+                    snapshot.serial = serial.as_n().ok().and_then(|n| n.parse().ok()).unwrap_or(0);
                     snapshot.gpu = item.get("gpu").and_then(|v| v.as_bool().ok()).copied();
-                } else if let Some(address) = sk.strip_prefix(RESOURCE_PREFIX) {
-                    let json = get_s(item, "record").context("state item without a record")?;
-                    let record: Record =
-                        serde_json::from_str(json).with_context(|| format!("state item {address} is not readable"))?;
-                    snapshot.records.insert(address.to_string(), record);
+                } else if let Some(json) = get_s(item, "record") {
+                    let record: Record = serde_json::from_str(json)
+                        .with_context(|| format!("a state item of {} is not readable: {}", self.pk, json.chars().take(80).collect::<String>()))?;
+                    snapshot.records.insert(record.address.clone(), record);
                 }
             }
             start = out.last_evaluated_key().cloned();
