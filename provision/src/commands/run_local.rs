@@ -40,7 +40,7 @@ pub async fn run(args: RunLocalArgs) -> anyhow::Result<ExitCode> {
         .provide_credentials()
         .await
         .map_err(|err| anyhow::anyhow!("no AWS credentials ({err}): {NEED}"))?;
-    let identity = clients.sts.get_caller_identity().send().await.map_err(|err| {
+    let identity = clients.sts().get_caller_identity().send().await.map_err(|err| {
         anyhow::anyhow!(
             "STS GetCallerIdentity: {}",
             aws_smithy_types::error::display::DisplayErrorContext(&err)
@@ -78,7 +78,7 @@ async fn secrets(
     let mut out = BTreeMap::new();
     for (name, secret) in secrets {
         let value = clients
-            .secrets
+            .secrets()
             .get_secret_value()
             .secret_id(secret)
             .send()

@@ -11,9 +11,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let clients = jobs::clients_from_chain().await?;
 
     let reports: Vec<JobReport> = if args.watch {
-        watch::until_done(&clients.batch, &args.job_ids).await?
+        watch::until_done(&clients.batch(), &args.job_ids).await?
     } else {
-        describe::describe(&clients.batch, &args.job_ids)
+        describe::describe(&clients.batch(), &args.job_ids)
             .await?
             .iter()
             .map(JobReport::from_detail)

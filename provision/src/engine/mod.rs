@@ -296,7 +296,7 @@ pub async fn facts(c: &Clients, stack: &Stack, account: impl std::future::Future
     let network = async {
         let vpc_id = async { anyhow::Ok(match &stack.network.vpc {
             Vpc::Default => {
-                let out = c.ec2.describe_vpcs().filters(filter("is-default", "true")).send().await.ctx("finding the default VPC")?;
+                let out = c.ec2().describe_vpcs().filters(filter("is-default", "true")).send().await.ctx("finding the default VPC")?;
                 out.vpcs()
                     .first()
                     .and_then(|v| v.vpc_id())
@@ -304,7 +304,7 @@ pub async fn facts(c: &Clients, stack: &Stack, account: impl std::future::Future
                     .with_context(|| format!("region {} has no default VPC; set network.vpc to a VPC id", stack.region))?
             }
             Vpc::Id(id) => {
-                let out = c.ec2.describe_vpcs().filters(filter("vpc-id", id)).send().await.ctx(format!("reading VPC {id}"))?;
+                let out = c.ec2().describe_vpcs().filters(filter("vpc-id", id)).send().await.ctx(format!("reading VPC {id}"))?;
                 if out.vpcs().is_empty() {
                     bail!("network.vpc: VPC {id} does not exist in {}", stack.region);
                 }
@@ -313,7 +313,7 @@ pub async fn facts(c: &Clients, stack: &Stack, account: impl std::future::Future
         }) };
         let vpc_id = vpc_id.await?;
         let subnets = async { anyhow::Ok(if stack.network.subnets.is_empty() {
-            let out = c.ec2.describe_subnets().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing subnets")?;
+            let out = c.ec2().describe_subnets().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing subnets")?;
             let mut subnets: Vec<String> = out.subnets().iter().filter_map(|s| s.subnet_id()).map(String::from).collect();
             subnets.sort();
             if subnets.is_empty() {
@@ -325,7 +325,7 @@ pub async fn facts(c: &Clients, stack: &Stack, account: impl std::future::Future
         }) };
         let route_tables = async { anyhow::Ok(if stack.network.s3_endpoint {
             let (out, endpoints) = tokio::try_join!(
-                async { c.ec2.describe_route_tables().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing route tables") },
+                async { c.ec2().describe_route_tables().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing route tables") },
                 // AWS allows one S3 gateway endpoint per route table: tables another endpoint
                 // already serves (the account's own, another stack's) reach S3 through it and are
                 // left alone.
@@ -354,7 +354,7 @@ pub async fn facts(c: &Clients, stack: &Stack, account: impl std::future::Future
                 continue;
             }
             let out = c
-                .secrets
+                .secrets()
                 .describe_secret()
                 .secret_id(secret)
                 .send()
@@ -383,7 +383,7 @@ async fn s3_endpoints(c: &Clients, stack: &Stack, vpc_id: &str) -> Result<Vec<aw
     let mut token = None;
     loop {
         let out = c
-            .ec2
+            .ec2()
             .describe_vpc_endpoints()
             .filters(filter("vpc-id", vpc_id))
             .filters(filter("service-name", &format!("com.amazonaws.{}.s3", stack.region)))
@@ -422,7 +422,7 @@ pub fn graph_for(stack: &Stack, facts: &Facts) -> Vec<Node> {
 
 /// The state store of a stack.
 pub fn store(c: &Clients, stack: &Stack) -> Store {
-    Store::new(c.dynamodb.clone(), &stack.state_table, &stack.state_pk())
+    Store::new(c.dynamodb().clone(), &stack.state_table, &stack.state_pk())
 }
 
 /// Shows a JSON value compactly, as the plan prints it.

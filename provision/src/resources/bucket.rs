@@ -51,16 +51,16 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
     // Independent reads: one round trip. No HeadBucket: GetBucketVersioning answers
     // NoSuchBucket just as well, and the other answers are not looked at then.
     let (versioning, tagging, lifecycle, encryption, pab) = tokio::join!(
-        c.s3.get_bucket_versioning().bucket(name).send(),
+        c.s3().get_bucket_versioning().bucket(name).send(),
         async {
             match tags {
-                TagRead::Read => Some(c.s3.get_bucket_tagging().bucket(name).send().await),
+                TagRead::Read => Some(c.s3().get_bucket_tagging().bucket(name).send().await),
                 TagRead::Skip => None,
             }
         },
-        c.s3.get_bucket_lifecycle_configuration().bucket(name).send(),
-        c.s3.get_bucket_encryption().bucket(name).send(),
-        c.s3.get_public_access_block().bucket(name).send(),
+        c.s3().get_bucket_lifecycle_configuration().bucket(name).send(),
+        c.s3().get_bucket_encryption().bucket(name).send(),
+        c.s3().get_public_access_block().bucket(name).send(),
     );
     let versioning = match versioning {
         Ok(out) => out,
@@ -121,7 +121,7 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
 }
 
 pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -> Result<Handle> {
-    let mut req = c.s3.create_bucket().bucket(&spec.name);
+    let mut req = c.s3().create_bucket().bucket(&spec.name);
     // us-east-1 is the one region that refuses an explicit location constraint.
     if spec.region != "us-east-1" {
         req = req.create_bucket_configuration(
@@ -142,7 +142,7 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
         .iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect::<Result<Vec<_>, _>>()?;
-    c.s3.put_bucket_tagging()
+    c.s3().put_bucket_tagging()
         .bucket(&spec.name)
         .tagging(Tagging::builder().set_tag_set(Some(tag_set)).build()?)
         .send()
@@ -175,7 +175,7 @@ pub async fn update(c: &Clients, spec: &Spec, changed: &[String]) -> Result<Hand
 }
 
 async fn put_public_access_block(c: &Clients, spec: &Spec) -> Result<()> {
-    c.s3.put_public_access_block()
+    c.s3().put_public_access_block()
         .bucket(&spec.name)
         .public_access_block_configuration(
             PublicAccessBlockConfiguration::builder()
@@ -202,7 +202,7 @@ async fn put_encryption(c: &Clients, spec: &Spec) -> Result<()> {
         .apply_server_side_encryption_by_default(default.build()?)
         .bucket_key_enabled(spec.kms_key.is_some())
         .build();
-    c.s3.put_bucket_encryption()
+    c.s3().put_bucket_encryption()
         .bucket(&spec.name)
         .server_side_encryption_configuration(
             ServerSideEncryptionConfiguration::builder().rules(rule).build()?,
@@ -216,7 +216,7 @@ async fn put_encryption(c: &Clients, spec: &Spec) -> Result<()> {
 async fn put_versioning(c: &Clients, spec: &Spec) -> Result<()> {
     // A versioned bucket can only be suspended, never returned to unversioned.
     let status = if spec.versioning { BucketVersioningStatus::Enabled } else { BucketVersioningStatus::Suspended };
-    c.s3.put_bucket_versioning()
+    c.s3().put_bucket_versioning()
         .bucket(&spec.name)
         .versioning_configuration(VersioningConfiguration::builder().status(status).build())
         .send()
@@ -228,7 +228,7 @@ async fn put_versioning(c: &Clients, spec: &Spec) -> Result<()> {
 async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
     match spec.expire_noncurrent_days {
         None => {
-            match c.s3.delete_bucket_lifecycle().bucket(&spec.name).send().await {
+            match c.s3().delete_bucket_lifecycle().bucket(&spec.name).send().await {
                 Ok(_) => {}
                 Err(e) if error_code(&e) == Some("NoSuchLifecycleConfiguration") => {}
                 Err(e) => return Err(e).ctx(format!("removing lifecycle of bucket {}", spec.name)),
@@ -243,7 +243,7 @@ async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
                     NoncurrentVersionExpiration::builder().noncurrent_days(days as i32).build(),
                 )
                 .build()?;
-            c.s3.put_bucket_lifecycle_configuration()
+            c.s3().put_bucket_lifecycle_configuration()
                 .bucket(&spec.name)
                 .lifecycle_configuration(BucketLifecycleConfiguration::builder().rules(rule).build()?)
                 .send()
@@ -256,7 +256,7 @@ async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
 
 /// Does the bucket hold any object version or delete marker?
 pub async fn is_empty(c: &Clients, name: &str) -> Result<bool> {
-    let out = match c.s3.list_object_versions().bucket(name).max_keys(1).send().await {
+    let out = match c.s3().list_object_versions().bucket(name).max_keys(1).send().await {
         Ok(out) => out,
         Err(e) if error_code(&e) == Some("NoSuchBucket") => return Ok(true),
         Err(e) => return Err(e).ctx(format!("listing bucket {name}")),
@@ -267,7 +267,7 @@ pub async fn is_empty(c: &Clients, name: &str) -> Result<bool> {
 /// Empties the bucket, every version and delete marker included, then deletes it.
 pub async fn delete(c: &Clients, name: &str) -> Result<()> {
     loop {
-        let out = match c.s3.list_object_versions().bucket(name).max_keys(1000).send().await {
+        let out = match c.s3().list_object_versions().bucket(name).max_keys(1000).send().await {
             Ok(out) => out,
             Err(e) if error_code(&e) == Some("NoSuchBucket") => return Ok(()),
             Err(e) => return Err(e).ctx(format!("listing bucket {name}")),
@@ -283,7 +283,7 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
             break;
         }
         let result = c
-            .s3
+            .s3()
             .delete_objects()
             .bucket(name)
             .delete(Delete::builder().set_objects(Some(ids)).quiet(true).build()?)
@@ -298,7 +298,7 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
             );
         }
     }
-    match c.s3.delete_bucket().bucket(name).send().await {
+    match c.s3().delete_bucket().bucket(name).send().await {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("NoSuchBucket") => Ok(()),
         Err(e) => Err(e).ctx(format!("deleting bucket {name}")).context("the bucket may have been written to during destroy"),

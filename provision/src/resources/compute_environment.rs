@@ -87,7 +87,7 @@ impl Spec {
 
 async fn describe(c: &Clients, name: &str) -> Result<Option<ComputeEnvironmentDetail>> {
     let out = c
-        .batch
+        .batch()
         .describe_compute_environments()
         .compute_environments(name)
         .send()
@@ -109,7 +109,7 @@ pub async fn describe_many(c: &Clients, names: &[String]) -> Result<BTreeMap<Str
     let mut found = BTreeMap::new();
     for chunk in names.chunks(100) {
         let out = c
-            .batch
+            .batch()
             .describe_compute_environments()
             .set_compute_environments(Some(chunk.to_vec()))
             .send()
@@ -185,7 +185,7 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>, p
         cr = cr.launch_template(LaunchTemplateSpecification::builder().launch_template_name(lt).version("$Default").build());
     }
     let request = c
-        .batch
+        .batch()
         .create_compute_environment()
         .compute_environment_name(&spec.name)
         .r#type(CeType::Managed)
@@ -218,7 +218,7 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>, p
 }
 
 pub async fn update(c: &Clients, spec: &Spec, live: &Live, progress: Progress<'_>) -> Result<Handle> {
-    c.batch
+    c.batch()
         .update_compute_environment()
         .compute_environment(&spec.name)
         .state(CeState::from(spec.state.as_api()))
@@ -256,7 +256,7 @@ pub async fn delete(c: &Clients, handle: &Handle, progress: Progress<'_>) -> Res
     let name = &handle.name;
     if let Some(env) = describe(c, name).await? {
         if env.state() == Some(&CeState::Enabled) {
-            c.batch
+            c.batch()
                 .update_compute_environment()
                 .compute_environment(name)
                 .state(CeState::Disabled)
@@ -266,7 +266,7 @@ pub async fn delete(c: &Clients, handle: &Handle, progress: Progress<'_>) -> Res
         }
         if env.status() != Some(&CeStatus::Deleting) {
             wait_valid(c, name, progress).await?;
-            c.batch
+            c.batch()
                 .delete_compute_environment()
                 .compute_environment(name)
                 .send()

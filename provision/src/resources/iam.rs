@@ -98,9 +98,9 @@ pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
     // The three reads need only the name: one round trip, not two. A missing role is told
     // by GetRole; the lists then fail the same way and are not looked at.
     let (role, attached, names) = tokio::join!(
-        c.iam.get_role().role_name(name).send(),
-        c.iam.list_attached_role_policies().role_name(name).send(),
-        c.iam.list_role_policies().role_name(name).send(),
+        c.iam().get_role().role_name(name).send(),
+        c.iam().list_attached_role_policies().role_name(name).send(),
+        c.iam().list_role_policies().role_name(name).send(),
     );
     let role = match role {
         Ok(out) => out.role.context("GetRole answered without a role")?,
@@ -114,7 +114,7 @@ pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
     let names = names.ctx(format!("listing inline policies of role {name}"))?;
     let docs = futures::future::join_all(names.policy_names().iter().map(|policy| async move {
         let doc = c
-            .iam
+            .iam()
             .get_role_policy()
             .role_name(name)
             .policy_name(policy)
@@ -142,7 +142,7 @@ fn iam_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>> {
 
 pub async fn create_role(c: &Clients, spec: &RoleSpec, tags: &BTreeMap<String, String>) -> Result<Handle> {
     let out = c
-        .iam
+        .iam()
         .create_role()
         .role_name(&spec.name)
         .assume_role_policy_document(spec.trust.to_string())
@@ -160,7 +160,7 @@ pub async fn update_role(c: &Clients, spec: &RoleSpec, live: &Live) -> Result<Ha
     let name = &spec.name;
     if let Some(trust) = live.attrs.get("assume_role_policy") {
         if trust != &spec.trust {
-            c.iam
+            c.iam()
                 .update_assume_role_policy()
                 .role_name(name)
                 .policy_document(spec.trust.to_string())
@@ -176,7 +176,7 @@ pub async fn update_role(c: &Clients, spec: &RoleSpec, live: &Live) -> Result<Ha
         .unwrap_or_default();
     for arn in &spec.managed {
         if !live_managed.contains(arn) {
-            c.iam
+            c.iam()
                 .attach_role_policy()
                 .role_name(name)
                 .policy_arn(arn)
@@ -187,7 +187,7 @@ pub async fn update_role(c: &Clients, spec: &RoleSpec, live: &Live) -> Result<Ha
     }
     for arn in &live_managed {
         if !spec.managed.contains(arn) {
-            c.iam
+            c.iam()
                 .detach_role_policy()
                 .role_name(name)
                 .policy_arn(arn)
@@ -203,7 +203,7 @@ pub async fn update_role(c: &Clients, spec: &RoleSpec, live: &Live) -> Result<Ha
         .unwrap_or_default();
     for (policy, doc) in &spec.inline {
         if live_inline.get(policy) != Some(doc) {
-            c.iam
+            c.iam()
                 .put_role_policy()
                 .role_name(name)
                 .policy_name(policy)
@@ -215,7 +215,7 @@ pub async fn update_role(c: &Clients, spec: &RoleSpec, live: &Live) -> Result<Ha
     }
     for policy in live_inline.keys() {
         if !spec.inline.contains_key(policy) {
-            c.iam
+            c.iam()
                 .delete_role_policy()
                 .role_name(name)
                 .policy_name(policy)
@@ -233,14 +233,14 @@ pub async fn delete_role(c: &Clients, name: &str) -> Result<()> {
     let empty = RoleSpec { name: name.to_string(), trust: live.attrs["assume_role_policy"].clone(), managed: vec![], inline: BTreeMap::new() };
     update_role(c, &empty, &live).await?;
     let profiles = c
-        .iam
+        .iam()
         .list_instance_profiles_for_role()
         .role_name(name)
         .send()
         .await
         .ctx(format!("listing instance profiles of role {name}"))?;
     for profile in profiles.instance_profiles() {
-        c.iam
+        c.iam()
             .remove_role_from_instance_profile()
             .instance_profile_name(profile.instance_profile_name())
             .role_name(name)
@@ -248,7 +248,7 @@ pub async fn delete_role(c: &Clients, name: &str) -> Result<()> {
             .await
             .ctx(format!("removing role {name} from instance profile"))?;
     }
-    match c.iam.delete_role().role_name(name).send().await {
+    match c.iam().delete_role().role_name(name).send().await {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(()),
         Err(e) => Err(e).ctx(format!("deleting role {name}")),
@@ -268,7 +268,7 @@ impl ProfileSpec {
 }
 
 pub async fn read_profile(c: &Clients, name: &str) -> Result<Option<Live>> {
-    let profile = match c.iam.get_instance_profile().instance_profile_name(name).send().await {
+    let profile = match c.iam().get_instance_profile().instance_profile_name(name).send().await {
         Ok(out) => out.instance_profile.context("GetInstanceProfile answered without a profile")?,
         Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
         Err(e) => return Err(e).ctx(format!("reading instance profile {name}")),
@@ -285,7 +285,7 @@ pub async fn read_profile(c: &Clients, name: &str) -> Result<Option<Live>> {
 
 pub async fn create_profile(c: &Clients, spec: &ProfileSpec, tags: &BTreeMap<String, String>) -> Result<Handle> {
     let out = c
-        .iam
+        .iam()
         .create_instance_profile()
         .instance_profile_name(&spec.name)
         .set_tags(Some(iam_tags(tags)?))
@@ -300,7 +300,7 @@ pub async fn create_profile(c: &Clients, spec: &ProfileSpec, tags: &BTreeMap<Str
 pub async fn update_profile(c: &Clients, spec: &ProfileSpec, live: &Live) -> Result<Handle> {
     let roles: Vec<String> = live.attrs.get("roles").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
     for role in roles.iter().filter(|r| **r != spec.role) {
-        c.iam
+        c.iam()
             .remove_role_from_instance_profile()
             .instance_profile_name(&spec.name)
             .role_name(role)
@@ -309,7 +309,7 @@ pub async fn update_profile(c: &Clients, spec: &ProfileSpec, live: &Live) -> Res
             .ctx(format!("removing role {role} from instance profile {}", spec.name))?;
     }
     if !roles.contains(&spec.role) {
-        c.iam
+        c.iam()
             .add_role_to_instance_profile()
             .instance_profile_name(&spec.name)
             .role_name(&spec.role)
@@ -324,7 +324,7 @@ pub async fn delete_profile(c: &Clients, name: &str) -> Result<()> {
     let Some(live) = read_profile(c, name).await? else { return Ok(()) };
     let roles: Vec<String> = serde_json::from_value(live.attrs["roles"].clone()).unwrap_or_default();
     for role in roles {
-        c.iam
+        c.iam()
             .remove_role_from_instance_profile()
             .instance_profile_name(name)
             .role_name(&role)
@@ -332,7 +332,7 @@ pub async fn delete_profile(c: &Clients, name: &str) -> Result<()> {
             .await
             .ctx(format!("removing role {role} from instance profile {name}"))?;
     }
-    match c.iam.delete_instance_profile().instance_profile_name(name).send().await {
+    match c.iam().delete_instance_profile().instance_profile_name(name).send().await {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(()),
         Err(e) => Err(e).ctx(format!("deleting instance profile {name}")),

@@ -88,7 +88,7 @@ async fn active(c: &Clients, name: &str) -> Result<Vec<JobDefinition>> {
     let mut token = None;
     loop {
         let page = c
-            .batch
+            .batch()
             .describe_job_definitions()
             .job_definition_name(name)
             .status("ACTIVE")
@@ -204,7 +204,7 @@ pub async fn register(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>,
         ))
         .build();
     let out = c
-        .batch
+        .batch()
         .register_job_definition()
         .job_definition_name(&spec.name)
         .r#type(JobDefinitionType::Container)
@@ -221,7 +221,7 @@ pub async fn register(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>,
     for old in active(c, &spec.name).await? {
         let old_arn = old.job_definition_arn().unwrap_or_default();
         if old_arn != arn {
-            c.batch
+            c.batch()
                 .deregister_job_definition()
                 .job_definition(old_arn)
                 .send()
@@ -236,7 +236,7 @@ pub async fn register(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>,
 pub async fn delete(c: &Clients, name: &str) -> Result<()> {
     for def in active(c, name).await? {
         let arn = def.job_definition_arn().unwrap_or_default();
-        c.batch.deregister_job_definition().job_definition(arn).send().await.ctx(format!("deregistering {arn}"))?;
+        c.batch().deregister_job_definition().job_definition(arn).send().await.ctx(format!("deregistering {arn}"))?;
     }
     Ok(())
 }

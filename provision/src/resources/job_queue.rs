@@ -42,7 +42,7 @@ impl Spec {
 
 async fn describe(c: &Clients, name: &str) -> Result<Option<JobQueueDetail>> {
     let out = c
-        .batch
+        .batch()
         .describe_job_queues()
         .job_queues(name)
         .send()
@@ -80,7 +80,7 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
 async fn wait_environments(c: &Clients, spec: &Spec, progress: Progress<'_>) -> Result<()> {
     wait_for(&format!("the compute environments of job queue {}", spec.name), WAIT, progress, || async {
         let out = c
-            .batch
+            .batch()
             .describe_compute_environments()
             .set_compute_environments(Some(spec.compute.clone()))
             .send()
@@ -107,7 +107,7 @@ async fn wait_environments(c: &Clients, spec: &Spec, progress: Progress<'_>) -> 
 pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>, progress: Progress<'_>) -> Result<Handle> {
     wait_environments(c, spec, progress).await?;
     let out = c
-        .batch
+        .batch()
         .create_job_queue()
         .job_queue_name(&spec.name)
         .priority(spec.priority as i32)
@@ -125,7 +125,7 @@ pub async fn update(c: &Clients, spec: &Spec, live: &Live, progress: Progress<'_
     wait_environments(c, spec, progress).await?;
     // A queue still UPDATING refuses another update.
     wait_valid(c, &spec.name, progress).await?;
-    c.batch
+    c.batch()
         .update_job_queue()
         .job_queue(&spec.name)
         .priority(spec.priority as i32)
@@ -156,7 +156,7 @@ pub async fn delete(c: &Clients, name: &str, progress: Progress<'_>) -> Result<(
     let Some(queue) = describe(c, name).await? else { return Ok(()) };
     if queue.status() != Some(&JqStatus::Deleting) {
         if queue.state() == Some(&JqState::Enabled) {
-            c.batch
+            c.batch()
                 .update_job_queue()
                 .job_queue(name)
                 .state(JqState::Disabled)
@@ -165,7 +165,7 @@ pub async fn delete(c: &Clients, name: &str, progress: Progress<'_>) -> Result<(
                 .ctx(format!("disabling job queue {name}"))?;
             wait_valid(c, name, progress).await?;
         }
-        c.batch.delete_job_queue().job_queue(name).send().await.ctx(format!("deleting job queue {name}"))?;
+        c.batch().delete_job_queue().job_queue(name).send().await.ctx(format!("deleting job queue {name}"))?;
     }
     wait_for(&format!("job queue {name} to be deleted"), WAIT, progress, || async {
         Ok(match describe(c, name).await? {

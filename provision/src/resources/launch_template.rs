@@ -28,7 +28,7 @@ pub struct Template {
 }
 
 pub async fn read(c: &Clients, name: &str) -> Result<Option<Template>> {
-    let out = match c.ec2.describe_launch_templates().launch_template_names(name).send().await {
+    let out = match c.ec2().describe_launch_templates().launch_template_names(name).send().await {
         Ok(out) => out,
         Err(e) if error_code(&e) == Some("InvalidLaunchTemplateName.NotFoundException") => return Ok(None),
         Err(e) => return Err(e).ctx(format!("reading launch template {name}")),
@@ -41,7 +41,7 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Template>> {
         .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
         .collect();
     let versions = c
-        .ec2
+        .ec2()
         .describe_launch_template_versions()
         .launch_template_id(&id)
         .versions("$Default")
@@ -55,7 +55,7 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Template>> {
 /// One call by name, for the plan, which needs neither the id nor the tags (the template
 /// belongs to its compute environment, whose tags tell whose it is).
 pub async fn root_volume_gb(c: &Clients, name: &str) -> Result<Option<Option<i32>>> {
-    match c.ec2.describe_launch_template_versions().launch_template_name(name).versions("$Default").send().await {
+    match c.ec2().describe_launch_template_versions().launch_template_name(name).versions("$Default").send().await {
         Ok(out) => Ok(Some(root_volume(&out))),
         Err(e) if error_code(&e) == Some("InvalidLaunchTemplateName.NotFoundException") => Ok(None),
         Err(e) => Err(e).ctx(format!("reading launch template {name}")),
@@ -96,7 +96,7 @@ pub async fn ensure(c: &Clients, name: &str, root_volume_gb: u32, tags: &BTreeMa
         )
         .build();
     let out = c
-        .ec2
+        .ec2()
         .create_launch_template()
         .launch_template_name(name)
         .launch_template_data(data)
@@ -108,7 +108,7 @@ pub async fn ensure(c: &Clients, name: &str, root_volume_gb: u32, tags: &BTreeMa
 }
 
 pub async fn delete(c: &Clients, name: &str) -> Result<()> {
-    match c.ec2.delete_launch_template().launch_template_name(name).send().await {
+    match c.ec2().delete_launch_template().launch_template_name(name).send().await {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("InvalidLaunchTemplateName.NotFoundException") => Ok(()),
         Err(e) => Err(e).ctx(format!("deleting launch template {name}")),

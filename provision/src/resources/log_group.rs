@@ -22,7 +22,7 @@ impl Spec {
 
 pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>> {
     let out = c
-        .logs
+        .logs()
         .describe_log_groups()
         .log_group_name_prefix(name)
         .send()
@@ -38,7 +38,7 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
     let tags = match tags {
         TagRead::Skip => None,
         TagRead::Read => Some(
-            c.logs
+            c.logs()
                 .list_tags_for_resource()
                 .resource_arn(&arn)
                 .send()
@@ -58,7 +58,7 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
 
 pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -> Result<Handle> {
     let tags: HashMap<String, String> = tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    match c.logs.create_log_group().log_group_name(&spec.name).set_tags(Some(tags)).send().await {
+    match c.logs().create_log_group().log_group_name(&spec.name).set_tags(Some(tags)).send().await {
         Ok(_) => {}
         Err(e) if error_code(&e) == Some("ResourceAlreadyExistsException") => {}
         Err(e) => return Err(e).ctx(format!("creating log group {}", spec.name)),
@@ -69,7 +69,7 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
 pub async fn update(c: &Clients, spec: &Spec) -> Result<Handle> {
     match spec.retention_days {
         Some(days) => {
-            c.logs
+            c.logs()
                 .put_retention_policy()
                 .log_group_name(&spec.name)
                 .retention_in_days(days as i32)
@@ -78,7 +78,7 @@ pub async fn update(c: &Clients, spec: &Spec) -> Result<Handle> {
                 .ctx(format!("setting retention of log group {}", spec.name))?;
         }
         None => {
-            c.logs
+            c.logs()
                 .delete_retention_policy()
                 .log_group_name(&spec.name)
                 .send()
@@ -90,7 +90,7 @@ pub async fn update(c: &Clients, spec: &Spec) -> Result<Handle> {
 }
 
 pub async fn delete(c: &Clients, name: &str) -> Result<()> {
-    match c.logs.delete_log_group().log_group_name(name).send().await {
+    match c.logs().delete_log_group().log_group_name(name).send().await {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
         Err(e) => Err(e).ctx(format!("deleting log group {name}")),

@@ -54,8 +54,8 @@ fn parse_keep(policy: &str) -> Value {
 pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>> {
     // The lifecycle policy needs only the name: read it alongside; the tags need the ARN.
     let (out, lifecycle) = tokio::join!(
-        c.ecr.describe_repositories().repository_names(name).send(),
-        c.ecr.get_lifecycle_policy().repository_name(name).send(),
+        c.ecr().describe_repositories().repository_names(name).send(),
+        c.ecr().get_lifecycle_policy().repository_name(name).send(),
     );
     let out = match out {
         Ok(out) => out,
@@ -69,7 +69,7 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
     let tags = match tags {
         TagRead::Skip => None,
         TagRead::Read => Some(
-            c.ecr
+            c.ecr()
                 .list_tags_for_resource()
                 .resource_arn(&arn)
                 .send()
@@ -99,7 +99,7 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect::<Result<Vec<_>, _>>()?;
     let out = c
-        .ecr
+        .ecr()
         .create_repository()
         .repository_name(&spec.name)
         .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(spec.scan_on_push).build())
@@ -116,7 +116,7 @@ pub async fn update(c: &Clients, spec: &Spec, live: &Live, changed: &[String]) -
     for attr in changed {
         match attr.as_str() {
             "scan_on_push" => {
-                c.ecr
+                c.ecr()
                     .put_image_scanning_configuration()
                     .repository_name(&spec.name)
                     .image_scanning_configuration(
@@ -136,7 +136,7 @@ pub async fn update(c: &Clients, spec: &Spec, live: &Live, changed: &[String]) -
 async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
     match spec.keep_images {
         Some(keep) => {
-            c.ecr
+            c.ecr()
                 .put_lifecycle_policy()
                 .repository_name(&spec.name)
                 .lifecycle_policy_text(lifecycle_policy(keep))
@@ -144,7 +144,7 @@ async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
                 .await
                 .ctx(format!("setting lifecycle policy of repository {}", spec.name))?;
         }
-        None => match c.ecr.delete_lifecycle_policy().repository_name(&spec.name).send().await {
+        None => match c.ecr().delete_lifecycle_policy().repository_name(&spec.name).send().await {
             Ok(_) => {}
             Err(e) if error_code(&e) == Some("LifecyclePolicyNotFoundException") => {}
             Err(e) => return Err(e).ctx(format!("removing lifecycle policy of repository {}", spec.name)),
@@ -155,7 +155,7 @@ async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
 
 /// Does the repository hold any image?
 pub async fn is_empty(c: &Clients, name: &str) -> Result<bool> {
-    match c.ecr.list_images().repository_name(name).max_results(1).send().await {
+    match c.ecr().list_images().repository_name(name).max_results(1).send().await {
         Ok(out) => Ok(out.image_ids().is_empty()),
         Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => Ok(true),
         Err(e) => Err(e).ctx(format!("listing images of repository {name}")),
@@ -164,7 +164,7 @@ pub async fn is_empty(c: &Clients, name: &str) -> Result<bool> {
 
 /// Deletes the repository with its images (`protect` was checked before).
 pub async fn delete(c: &Clients, name: &str) -> Result<()> {
-    match c.ecr.delete_repository().repository_name(name).force(true).send().await {
+    match c.ecr().delete_repository().repository_name(name).force(true).send().await {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => Ok(()),
         Err(e) => Err(e).ctx(format!("deleting repository {name}")),

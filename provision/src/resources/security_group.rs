@@ -77,7 +77,7 @@ fn live(group: &SecurityGroup) -> Live {
 
 async fn describe(c: &Clients, filters: Vec<aws_sdk_ec2::types::Filter>) -> Result<Option<SecurityGroup>> {
     let out = c
-        .ec2
+        .ec2()
         .describe_security_groups()
         .set_filters(Some(filters))
         .send()
@@ -96,7 +96,7 @@ pub async fn read_id(c: &Clients, id: &str) -> Result<Option<Live>> {
 
 pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -> Result<Handle> {
     let out = c
-        .ec2
+        .ec2()
         .create_security_group()
         .group_name(&spec.name)
         .description("AWS Batch instances of a provision stack: no ingress, all egress")
@@ -128,7 +128,7 @@ pub async fn update(c: &Clients, spec: &Spec, live: &Live) -> Result<Handle> {
 async fn converge(c: &Clients, spec: &Spec, group: &SecurityGroup) -> Result<()> {
     let id = group.group_id().unwrap_or_default();
     if !group.ip_permissions().is_empty() {
-        c.ec2
+        c.ec2()
             .revoke_security_group_ingress()
             .group_id(id)
             .set_ip_permissions(Some(group.ip_permissions().to_vec()))
@@ -144,7 +144,7 @@ async fn converge(c: &Clients, spec: &Spec, group: &SecurityGroup) -> Result<()>
         .cloned()
         .collect();
     if !extra.is_empty() {
-        c.ec2
+        c.ec2()
             .revoke_security_group_egress()
             .group_id(id)
             .set_ip_permissions(Some(extra))
@@ -153,7 +153,7 @@ async fn converge(c: &Clients, spec: &Spec, group: &SecurityGroup) -> Result<()>
             .ctx(format!("revoking egress of {}", spec.name))?;
     }
     if !egress.iter().any(|r| r == ALL_EGRESS) {
-        c.ec2
+        c.ec2()
             .authorize_security_group_egress()
             .group_id(id)
             .ip_permissions(
@@ -173,7 +173,7 @@ async fn converge(c: &Clients, spec: &Spec, group: &SecurityGroup) -> Result<()>
 /// interfaces minutes later, so `DependencyViolation` is waited out.
 pub async fn delete(c: &Clients, handle: &Handle, progress: Progress<'_>) -> Result<()> {
     wait_for(&format!("security group {} to be released", handle.name), Duration::from_secs(900), progress, || async {
-        match c.ec2.delete_security_group().group_id(&handle.id).send().await {
+        match c.ec2().delete_security_group().group_id(&handle.id).send().await {
             Ok(_) => Ok(Ok(())),
             Err(e) if error_code(&e) == Some("InvalidGroup.NotFound") => Ok(Ok(())),
             Err(e) if error_code(&e) == Some("DependencyViolation") => Ok(Err("in use".to_string())),

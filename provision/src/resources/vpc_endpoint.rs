@@ -71,7 +71,7 @@ fn live(endpoint: &VpcEndpoint) -> Live {
 /// that other people own).
 pub async fn read(c: &Clients, vpc_id: &str, service: &str, tags: &BTreeMap<String, String>) -> Result<Option<Live>> {
     let mut req = c
-        .ec2
+        .ec2()
         .describe_vpc_endpoints()
         .filters(filter("vpc-id", vpc_id))
         .filters(filter("service-name", service));
@@ -93,7 +93,7 @@ pub fn find(endpoints: &[VpcEndpoint], service: &str, tags: &BTreeMap<String, St
 }
 
 pub async fn read_id(c: &Clients, id: &str) -> Result<Option<Live>> {
-    let out = match c.ec2.describe_vpc_endpoints().vpc_endpoint_ids(id).send().await {
+    let out = match c.ec2().describe_vpc_endpoints().vpc_endpoint_ids(id).send().await {
         Ok(out) => out,
         Err(e) if super::error_code(&e) == Some("InvalidVpcEndpointId.NotFound") => return Ok(None),
         Err(e) => return Err(e).ctx(format!("reading VPC endpoint {id}")),
@@ -103,7 +103,7 @@ pub async fn read_id(c: &Clients, id: &str) -> Result<Option<Live>> {
 
 pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -> Result<Handle> {
     let out = c
-        .ec2
+        .ec2()
         .create_vpc_endpoint()
         .vpc_endpoint_type(VpcEndpointType::Gateway)
         .vpc_id(&spec.vpc_id)
@@ -131,7 +131,7 @@ pub async fn update(c: &Clients, spec: &Spec, live: &Live) -> Result<Handle> {
     let add: Vec<String> = spec.route_table_ids.iter().filter(|r| !current.contains(r)).cloned().collect();
     let remove: Vec<String> = current.iter().filter(|r| !spec.route_table_ids.contains(r)).cloned().collect();
     if !add.is_empty() || !remove.is_empty() {
-        c.ec2
+        c.ec2()
             .modify_vpc_endpoint()
             .vpc_endpoint_id(&live.id)
             .set_add_route_table_ids((!add.is_empty()).then_some(add))
@@ -148,7 +148,7 @@ pub async fn delete(c: &Clients, handle: &Handle) -> Result<()> {
         return Ok(());
     }
     let out = c
-        .ec2
+        .ec2()
         .delete_vpc_endpoints()
         .vpc_endpoint_ids(&handle.id)
         .send()

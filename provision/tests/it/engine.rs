@@ -92,7 +92,7 @@ fn actions(plan: &serde_json::Value) -> Vec<(String, String)> {
 
 async fn serial(c: &Clients, stack: &Stack) -> Option<u64> {
     let out = c
-        .dynamodb
+        .dynamodb()
         .get_item()
         .table_name("provision-state")
         .key("pk", AttributeValue::S(format!("{}/dev", stack.name)))
@@ -106,7 +106,7 @@ async fn serial(c: &Clients, stack: &Stack) -> Option<u64> {
 
 /// The VPC endpoints carrying `stack`'s tag.
 async fn stack_endpoints(c: &Clients, stack: &Stack) -> aws_sdk_ec2::operation::describe_vpc_endpoints::DescribeVpcEndpointsOutput {
-    c.ec2
+    c.ec2()
         .describe_vpc_endpoints()
         .filters(aws_sdk_ec2::types::Filter::builder().name("tag:provision:stack").values(&stack.name).build())
         .send()
@@ -117,7 +117,7 @@ async fn stack_endpoints(c: &Clients, stack: &Stack) -> aws_sdk_ec2::operation::
 /// The state's resource items of `stack`.
 async fn resource_items(c: &Clients, stack: &Stack) -> Vec<std::collections::HashMap<String, AttributeValue>> {
     let out = c
-        .dynamodb
+        .dynamodb()
         .query()
         .table_name("provision-state")
         .key_condition_expression("pk = :pk AND begins_with(sk, :r)")
@@ -130,17 +130,17 @@ async fn resource_items(c: &Clients, stack: &Stack) -> Vec<std::collections::Has
 }
 
 async fn compute_env(c: &Clients, name: &str) -> Option<aws_sdk_batch::types::ComputeEnvironmentDetail> {
-    let out = c.batch.describe_compute_environments().compute_environments(name).send().await.unwrap();
+    let out = c.batch().describe_compute_environments().compute_environments(name).send().await.unwrap();
     out.compute_environments().iter().find(|e| e.compute_environment_name() == Some(name)).cloned()
 }
 
 async fn queue(c: &Clients, name: &str) -> Option<aws_sdk_batch::types::JobQueueDetail> {
-    let out = c.batch.describe_job_queues().job_queues(name).send().await.unwrap();
+    let out = c.batch().describe_job_queues().job_queues(name).send().await.unwrap();
     out.job_queues().iter().find(|q| q.job_queue_name() == Some(name)).cloned()
 }
 
 async fn active_defs(c: &Clients, name: &str) -> Vec<aws_sdk_batch::types::JobDefinition> {
-    let out = c.batch.describe_job_definitions().job_definition_name(name).status("ACTIVE").send().await.unwrap();
+    let out = c.batch().describe_job_definitions().job_definition_name(name).status("ACTIVE").send().await.unwrap();
     out.job_definitions().iter().filter(|d| d.status() == Some("ACTIVE")).cloned().collect()
 }
 
@@ -154,7 +154,7 @@ fn env_of(def: &aws_sdk_batch::types::JobDefinition) -> std::collections::BTreeM
 }
 
 async fn root_volume(c: &Clients, lt: &str) -> Option<i32> {
-    let out = c.ec2.describe_launch_template_versions().launch_template_name(lt).versions("$Default").send().await.ok()?;
+    let out = c.ec2().describe_launch_template_versions().launch_template_name(lt).versions("$Default").send().await.ok()?;
     out.launch_template_versions()[0].launch_template_data()?.block_device_mappings()[0].ebs()?.volume_size()
 }
 
@@ -174,33 +174,33 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
 
     // Bucket: name with account id, versioning, encryption, public access block, expiry, tags.
     let bucket = format!("{p}-data-{ACCOUNT}");
-    let v = c.s3.get_bucket_versioning().bucket(&bucket).send().await.unwrap();
+    let v = c.s3().get_bucket_versioning().bucket(&bucket).send().await.unwrap();
     assert_eq!(v.status().map(|s| s.as_str()), Some("Enabled"));
-    let enc = c.s3.get_bucket_encryption().bucket(&bucket).send().await.unwrap();
+    let enc = c.s3().get_bucket_encryption().bucket(&bucket).send().await.unwrap();
     let rule = &enc.server_side_encryption_configuration().unwrap().rules()[0];
     assert_eq!(rule.apply_server_side_encryption_by_default().unwrap().sse_algorithm().as_str(), "AES256");
-    let pab = c.s3.get_public_access_block().bucket(&bucket).send().await.unwrap();
+    let pab = c.s3().get_public_access_block().bucket(&bucket).send().await.unwrap();
     let pab = pab.public_access_block_configuration().unwrap();
     assert_eq!(
         (pab.block_public_acls(), pab.ignore_public_acls(), pab.block_public_policy(), pab.restrict_public_buckets()),
         (Some(true), Some(true), Some(true), Some(true))
     );
-    let lc = c.s3.get_bucket_lifecycle_configuration().bucket(&bucket).send().await.unwrap();
+    let lc = c.s3().get_bucket_lifecycle_configuration().bucket(&bucket).send().await.unwrap();
     assert_eq!(lc.rules()[0].noncurrent_version_expiration().unwrap().noncurrent_days(), Some(30));
-    let tags = c.s3.get_bucket_tagging().bucket(&bucket).send().await.unwrap();
+    let tags = c.s3().get_bucket_tagging().bucket(&bucket).send().await.unwrap();
     assert!(tags.tag_set().iter().any(|t| t.key() == "provision:stack" && t.value() == s.name));
     assert!(tags.tag_set().iter().any(|t| t.key() == "provision:env" && t.value() == "dev"));
 
     // Repository: scan on push, lifecycle keeping 5 images.
     let repo = format!("{p}-runtime");
-    let r = c.ecr.describe_repositories().repository_names(&repo).send().await.unwrap();
+    let r = c.ecr().describe_repositories().repository_names(&repo).send().await.unwrap();
     assert!(r.repositories()[0].image_scanning_configuration().unwrap().scan_on_push());
-    let policy = c.ecr.get_lifecycle_policy().repository_name(&repo).send().await.unwrap();
+    let policy = c.ecr().get_lifecycle_policy().repository_name(&repo).send().await.unwrap();
     let policy: serde_json::Value = serde_json::from_str(policy.lifecycle_policy_text().unwrap()).unwrap();
     assert_eq!(policy["rules"][0]["selection"]["countNumber"], 5);
 
     // Log group retention.
-    let lg = c.logs.describe_log_groups().log_group_name_prefix(format!("/aws/batch/{p}")).send().await.unwrap();
+    let lg = c.logs().describe_log_groups().log_group_name_prefix(format!("/aws/batch/{p}")).send().await.unwrap();
     assert_eq!(lg.log_groups()[0].retention_in_days(), Some(30));
 
     // IAM: trust per service, managed policies, job role scoped to the stack's bucket.
@@ -211,21 +211,21 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
         ("job", "ecs-tasks.amazonaws.com", None),
     ] {
         let name = format!("{p}-{role}");
-        let got = c.iam.get_role().role_name(&name).send().await.unwrap();
+        let got = c.iam().get_role().role_name(&name).send().await.unwrap();
         let trust = got.role().unwrap().assume_role_policy_document().unwrap();
         assert!(trust.contains(service), "{name} trust: {trust}");
-        let attached = c.iam.list_attached_role_policies().role_name(&name).send().await.unwrap();
+        let attached = c.iam().list_attached_role_policies().role_name(&name).send().await.unwrap();
         let arns: Vec<&str> = attached.attached_policies().iter().filter_map(|a| a.policy_arn()).collect();
         match managed {
             Some(m) => assert_eq!(arns, [format!("arn:aws:iam::aws:policy/service-role/{m}").as_str()]),
             None => assert!(arns.is_empty()),
         }
     }
-    let job_policy = c.iam.get_role_policy().role_name(format!("{p}-job")).policy_name("stack-buckets").send().await.unwrap();
+    let job_policy = c.iam().get_role_policy().role_name(format!("{p}-job")).policy_name("stack-buckets").send().await.unwrap();
     let doc = provision::resources::iam::decode_policy(job_policy.policy_document());
     assert_eq!(doc["Statement"][0]["Resource"], serde_json::json!([format!("arn:aws:s3:::{bucket}")]));
     assert_eq!(doc["Statement"][1]["Resource"], serde_json::json!([format!("arn:aws:s3:::{bucket}/*")]));
-    let profile = c.iam.get_instance_profile().instance_profile_name(format!("{p}-instance")).send().await.unwrap();
+    let profile = c.iam().get_instance_profile().instance_profile_name(format!("{p}-instance")).send().await.unwrap();
     assert_eq!(profile.instance_profile().unwrap().roles()[0].role_name(), format!("{p}-instance"));
 
     // Compute environments.
@@ -315,22 +315,22 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
     // Destroy: nothing of the stack is left, the state holds no resource.
     let out = s.expect(&["destroy", "--auto-approve"], 0);
     assert!(out.contains("15 destroyed"), "{out}");
-    assert!(c.s3.head_bucket().bucket(&bucket).send().await.is_err());
-    assert!(c.ecr.describe_repositories().repository_names(&repo).send().await.is_err());
+    assert!(c.s3().head_bucket().bucket(&bucket).send().await.is_err());
+    assert!(c.ecr().describe_repositories().repository_names(&repo).send().await.is_err());
     for role in ["instance", "batch-service", "execution", "job"] {
-        assert!(c.iam.get_role().role_name(format!("{p}-{role}")).send().await.is_err(), "role {role} left");
+        assert!(c.iam().get_role().role_name(format!("{p}-{role}")).send().await.is_err(), "role {role} left");
     }
-    assert!(c.iam.get_instance_profile().instance_profile_name(format!("{p}-instance")).send().await.is_err());
+    assert!(c.iam().get_instance_profile().instance_profile_name(format!("{p}-instance")).send().await.is_err());
     assert!(compute_env(&c, &format!("{p}-spot")).await.is_none());
     assert!(compute_env(&c, &format!("{p}-ondemand")).await.is_none());
     assert!(queue(&c, &format!("{p}-main")).await.is_none());
     assert!(active_defs(&c, &format!("{p}-prepare")).await.is_empty());
     assert!(active_defs(&c, &format!("{p}-train")).await.is_empty());
-    assert!(c.ec2.describe_launch_templates().launch_template_names(format!("{p}-spot")).send().await.is_err());
-    let lg = c.logs.describe_log_groups().log_group_name_prefix(format!("/aws/batch/{p}")).send().await.unwrap();
+    assert!(c.ec2().describe_launch_templates().launch_template_names(format!("{p}-spot")).send().await.is_err());
+    let lg = c.logs().describe_log_groups().log_group_name_prefix(format!("/aws/batch/{p}")).send().await.unwrap();
     assert!(lg.log_groups().is_empty());
     let sgs = c
-        .ec2
+        .ec2()
         .describe_security_groups()
         .filters(aws_sdk_ec2::types::Filter::builder().name("group-name").values(format!("{p}-batch")).build())
         .send()
@@ -373,7 +373,7 @@ async fn changes_update_in_place_register_a_revision_or_replace_create_before_de
     assert_eq!(spot.compute_environment_arn(), Some(spot_arn.as_str()), "updated in place, not replaced");
     assert_eq!(spot.compute_resources().unwrap().maxv_cpus(), Some(32));
     assert_eq!(queue(&c, &format!("{p}-main")).await.unwrap().priority(), Some(5));
-    let lg = c.logs.describe_log_groups().log_group_name_prefix(format!("/aws/batch/{p}")).send().await.unwrap();
+    let lg = c.logs().describe_log_groups().log_group_name_prefix(format!("/aws/batch/{p}")).send().await.unwrap();
     assert_eq!(lg.log_groups()[0].retention_in_days(), Some(7));
     let defs = active_defs(&c, &format!("{p}-prepare")).await;
     assert_eq!(defs.len(), 1, "the old revision is deregistered");
@@ -440,19 +440,19 @@ async fn protected_non_empty_bucket_refuses_destroy_before_deleting_anything() {
     let bucket = format!("{p}-data-{ACCOUNT}");
     // Two versions and a delete marker: emptying must remove every version.
     for body in ["a", "b"] {
-        c.s3.put_object().bucket(&bucket).key("k").body(body.as_bytes().to_vec().into()).send().await.unwrap();
+        c.s3().put_object().bucket(&bucket).key("k").body(body.as_bytes().to_vec().into()).send().await.unwrap();
     }
-    c.s3.delete_object().bucket(&bucket).key("k").send().await.unwrap();
+    c.s3().delete_object().bucket(&bucket).key("k").send().await.unwrap();
     let out = s.run(&["destroy", "--auto-approve", "--set", "protect=true"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("protect") && stderr.contains(&bucket), "{stderr}");
-    assert!(c.iam.get_role().role_name(format!("{p}-job")).send().await.is_ok(), "nothing was deleted");
+    assert!(c.iam().get_role().role_name(format!("{p}-job")).send().await.is_ok(), "nothing was deleted");
     assert!(queue(&c, &format!("{p}-main")).await.is_some());
     assert_eq!(resource_items(&c, &s).await.len(), 14);
     // Without protect, destroy empties the bucket (every version) and deletes it.
     s.expect(&["destroy", "--auto-approve"], 0);
-    assert!(c.s3.head_bucket().bucket(&bucket).send().await.is_err());
+    assert!(c.s3().head_bucket().bucket(&bucket).send().await.is_err());
     assert_eq!(resource_items(&c, &s).await.len(), 0);
 }
 
@@ -471,7 +471,7 @@ async fn concurrent_applies_exactly_one_proceeds_and_the_other_names_the_holder(
 
     // A lock left behind: unlock refuses without --force while it is live.
     let c = clients().await;
-    c.dynamodb
+    c.dynamodb()
         .put_item()
         .table_name("provision-state")
         .item("pk", AttributeValue::S(format!("{}/dev", s.name)))
@@ -518,7 +518,7 @@ async fn lost_state_is_adopted_by_tags_drift_is_shown_and_foreign_resources_are_
     let c = clients().await;
     // A log group of the same name that the stack does not own: plan refuses to adopt it.
     let foreign = Stack::new("forgn");
-    c.logs.create_log_group().log_group_name(format!("/aws/batch/{}", foreign.p())).send().await.unwrap();
+    c.logs().create_log_group().log_group_name(format!("/aws/batch/{}", foreign.p())).send().await.unwrap();
     let out = foreign.run(&["plan"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not tagged"), "{}", String::from_utf8_lossy(&out.stderr));
@@ -528,7 +528,7 @@ async fn lost_state_is_adopted_by_tags_drift_is_shown_and_foreign_resources_are_
     s.apply(&[]);
     // A crash before the state was written: every resource item is gone, the resources are not.
     for item in resource_items(&c, &s).await {
-        c.dynamodb
+        c.dynamodb()
             .delete_item()
             .table_name("provision-state")
             .key("pk", item["pk"].clone())
@@ -544,7 +544,7 @@ async fn lost_state_is_adopted_by_tags_drift_is_shown_and_foreign_resources_are_
     assert_eq!(resource_items(&c, &s).await.len(), 14, "adopted resources are recorded");
 
     // Drift: a change made outside the tool shows as drift and is put back in place.
-    c.batch.update_job_queue().job_queue(format!("{p}-main")).priority(9).send().await.unwrap();
+    c.batch().update_job_queue().job_queue(format!("{p}-main")).priority(9).send().await.unwrap();
     let plan = s.plan_json(&[]);
     assert_eq!(actions(&plan), [("queue.main".to_string(), "update".to_string())]);
     assert_eq!(plan["changes"][0]["drift"], true);

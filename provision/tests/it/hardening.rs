@@ -116,17 +116,17 @@ impl World {
 /// `name` (or `name id`), duplicates kept.
 async fn inventory(c: &Clients) -> BTreeMap<&'static str, Vec<String>> {
     let mut inv: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-    let roles = c.iam.list_roles().send().await.unwrap();
+    let roles = c.iam().list_roles().send().await.unwrap();
     inv.insert("role", roles.roles().iter().map(|r| r.role_name().to_string()).collect());
-    let profiles = c.iam.list_instance_profiles().send().await.unwrap();
+    let profiles = c.iam().list_instance_profiles().send().await.unwrap();
     inv.insert("instance_profile", profiles.instance_profiles().iter().map(|p| p.instance_profile_name().to_string()).collect());
-    let buckets = c.s3.list_buckets().send().await.unwrap();
+    let buckets = c.s3().list_buckets().send().await.unwrap();
     inv.insert("bucket", buckets.buckets().iter().filter_map(|b| b.name()).map(String::from).collect());
-    let repos = c.ecr.describe_repositories().send().await.unwrap();
+    let repos = c.ecr().describe_repositories().send().await.unwrap();
     inv.insert("repository", repos.repositories().iter().filter_map(|r| r.repository_name()).map(String::from).collect());
-    let groups = c.logs.describe_log_groups().send().await.unwrap();
+    let groups = c.logs().describe_log_groups().send().await.unwrap();
     inv.insert("log_group", groups.log_groups().iter().filter_map(|g| g.log_group_name()).map(String::from).collect());
-    let sgs = c.ec2.describe_security_groups().send().await.unwrap();
+    let sgs = c.ec2().describe_security_groups().send().await.unwrap();
     inv.insert(
         "security_group",
         sgs.security_groups()
@@ -135,7 +135,7 @@ async fn inventory(c: &Clients) -> BTreeMap<&'static str, Vec<String>> {
             .map(|g| format!("{} {}", g.group_name().unwrap_or(""), g.group_id().unwrap_or("")))
             .collect(),
     );
-    let endpoints = c.ec2.describe_vpc_endpoints().send().await.unwrap();
+    let endpoints = c.ec2().describe_vpc_endpoints().send().await.unwrap();
     inv.insert(
         "vpc_endpoint",
         endpoints
@@ -145,9 +145,9 @@ async fn inventory(c: &Clients) -> BTreeMap<&'static str, Vec<String>> {
             .map(|e| format!("{} {}", e.service_name().unwrap_or(""), e.vpc_endpoint_id().unwrap_or("")))
             .collect(),
     );
-    let lts = c.ec2.describe_launch_templates().send().await.unwrap();
+    let lts = c.ec2().describe_launch_templates().send().await.unwrap();
     inv.insert("launch_template", lts.launch_templates().iter().filter_map(|t| t.launch_template_name()).map(String::from).collect());
-    let ces = c.batch.describe_compute_environments().send().await.unwrap();
+    let ces = c.batch().describe_compute_environments().send().await.unwrap();
     inv.insert(
         "compute",
         ces.compute_environments()
@@ -155,12 +155,12 @@ async fn inventory(c: &Clients) -> BTreeMap<&'static str, Vec<String>> {
             .map(|e| format!("{} {}", e.compute_environment_name().unwrap_or(""), e.compute_environment_arn().unwrap_or("")))
             .collect(),
     );
-    let queues = c.batch.describe_job_queues().send().await.unwrap();
+    let queues = c.batch().describe_job_queues().send().await.unwrap();
     inv.insert(
         "queue",
         queues.job_queues().iter().map(|q| format!("{} {}", q.job_queue_name().unwrap_or(""), q.job_queue_arn().unwrap_or(""))).collect(),
     );
-    let defs = c.batch.describe_job_definitions().status("ACTIVE").send().await.unwrap();
+    let defs = c.batch().describe_job_definitions().status("ACTIVE").send().await.unwrap();
     inv.insert(
         "job_definition",
         defs.job_definitions()
@@ -285,7 +285,7 @@ async fn crash_during_compute_replacement_neither_duplicates_nor_orphans() {
     let p = w.p();
     w.apply(&[]);
     let envs = |c: Clients| async move {
-        let out = c.batch.describe_compute_environments().send().await.unwrap();
+        let out = c.batch().describe_compute_environments().send().await.unwrap();
         let mut names: Vec<String> =
             out.compute_environments().iter().filter_map(|e| e.compute_environment_name()).map(String::from).collect();
         names.sort();
@@ -298,7 +298,7 @@ async fn crash_during_compute_replacement_neither_duplicates_nor_orphans() {
             assert_eq!(envs(c.clone()).await, expected);
             let state = w.state();
             assert_eq!(state.len(), 15, "a deposed environment stayed in the state: {state:#?}");
-            let q = c.batch.describe_job_queues().job_queues(format!("{}-main", w.p())).send().await.unwrap();
+            let q = c.batch().describe_job_queues().job_queues(format!("{}-main", w.p())).send().await.unwrap();
             let live: BTreeSet<String> = q.job_queues()[0]
                 .compute_environment_order()
                 .iter()
@@ -322,7 +322,7 @@ async fn crash_during_compute_replacement_neither_duplicates_nor_orphans() {
     let (pid, log) = kill_apply(&w, &[], "batch deletecomputeenvironment", 1);
     recover(&w, pid, &[], &log);
     check([format!("{p}-ondemand-r2"), format!("{p}-spot-r2")], false).await;
-    let lts = c.ec2.describe_launch_templates().send().await.unwrap();
+    let lts = c.ec2().describe_launch_templates().send().await.unwrap();
     let lts: Vec<&str> = lts.launch_templates().iter().filter_map(|t| t.launch_template_name()).collect();
     assert_eq!(lts, [format!("{p}-spot-r2").as_str()], "launch templates of replaced environments are deleted");
 
@@ -367,7 +367,7 @@ async fn expired_lock_of_a_dead_process_is_taken_over() {
     w.apply(&["--set", "logs.retention_days=7"]);
     let plant_expired_lock = || async {
         use aws_sdk_dynamodb::types::AttributeValue::S;
-        c.dynamodb
+        c.dynamodb()
             .put_item()
             .table_name("provision-state")
             .item("pk", S(format!("{}/dev", w.name)))
@@ -419,7 +419,7 @@ async fn compute_replacement_keeps_the_queue_served_under_aws_batch_rules() {
     let ce = |name: String| {
         let c = c.clone();
         async move {
-            let out = c.batch.describe_compute_environments().compute_environments(&name).send().await.unwrap();
+            let out = c.batch().describe_compute_environments().compute_environments(&name).send().await.unwrap();
             out.compute_environments().first().cloned()
         }
     };
@@ -443,11 +443,11 @@ async fn compute_replacement_keeps_the_queue_served_under_aws_batch_rules() {
         tokio::spawn(async move {
             let mut samples = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let q = c.batch.describe_job_queues().job_queues(&queue).send().await.unwrap();
+                let q = c.batch().describe_job_queues().job_queues(&queue).send().await.unwrap();
                 let q = q.job_queues().first().cloned().expect("the queue exists throughout");
                 let arns: Vec<String> =
                     q.compute_environment_order().iter().filter_map(|o| o.compute_environment()).map(String::from).collect();
-                let envs = c.batch.describe_compute_environments().set_compute_environments(Some(arns.clone())).send().await.unwrap();
+                let envs = c.batch().describe_compute_environments().set_compute_environments(Some(arns.clone())).send().await.unwrap();
                 let serving = envs
                     .compute_environments()
                     .iter()
@@ -476,7 +476,7 @@ async fn compute_replacement_keeps_the_queue_served_under_aws_batch_rules() {
     let ondemand = ce(format!("{p}-ondemand-r1")).await.expect("replacement");
     assert!(ce(format!("{p}-spot")).await.is_none() && ce(format!("{p}-ondemand")).await.is_none());
     assert_eq!(spot.compute_resources().unwrap().maxv_cpus(), Some(32));
-    let q = c.batch.describe_job_queues().job_queues(format!("{p}-main")).send().await.unwrap();
+    let q = c.batch().describe_job_queues().job_queues(format!("{p}-main")).send().await.unwrap();
     let mut order: Vec<(i32, String)> = q.job_queues()[0]
         .compute_environment_order()
         .iter()
@@ -487,7 +487,7 @@ async fn compute_replacement_keeps_the_queue_served_under_aws_batch_rules() {
         order.into_iter().map(|(_, a)| a).collect::<Vec<_>>(),
         [spot.compute_environment_arn().unwrap(), ondemand.compute_environment_arn().unwrap()]
     );
-    let lts = c.ec2.describe_launch_templates().send().await.unwrap();
+    let lts = c.ec2().describe_launch_templates().send().await.unwrap();
     let lts: Vec<&str> = lts.launch_templates().iter().filter_map(|t| t.launch_template_name()).collect();
     assert_eq!(lts, [format!("{p}-spot-r1").as_str()]);
     w.expect(&["plan", "--detailed-exitcode", "--set", "gpu=true", "--set", "compute.spot.max_vcpus=32"], 0);
@@ -504,10 +504,10 @@ async fn drift_shows_live_and_desired_values_and_apply_restores_them() {
     w.apply(&[]);
 
     // Changes made outside the tool.
-    c.batch.update_job_queue().job_queue(format!("{p}-main")).priority(7).send().await.unwrap();
+    c.batch().update_job_queue().job_queue(format!("{p}-main")).priority(7).send().await.unwrap();
     let wide = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
-    c.iam.put_role_policy().role_name(format!("{p}-job")).policy_name("stack-buckets").policy_document(wide).send().await.unwrap();
-    c.s3.put_bucket_versioning()
+    c.iam().put_role_policy().role_name(format!("{p}-job")).policy_name("stack-buckets").policy_document(wide).send().await.unwrap();
+    c.s3().put_bucket_versioning()
         .bucket(&bucket)
         .versioning_configuration(
             aws_sdk_s3::types::VersioningConfiguration::builder().status(aws_sdk_s3::types::BucketVersioningStatus::Suspended).build(),
@@ -515,8 +515,8 @@ async fn drift_shows_live_and_desired_values_and_apply_restores_them() {
         .send()
         .await
         .unwrap();
-    c.logs.put_retention_policy().log_group_name(format!("/aws/batch/{p}")).retention_in_days(1).send().await.unwrap();
-    c.ecr.delete_repository().repository_name(format!("{p}-runtime")).force(true).send().await.unwrap();
+    c.logs().put_retention_policy().log_group_name(format!("/aws/batch/{p}")).retention_in_days(1).send().await.unwrap();
+    c.ecr().delete_repository().repository_name(format!("{p}-runtime")).force(true).send().await.unwrap();
 
     // `--refresh=false` trusts the state: the drift stays hidden, and only the stack facts and
     // the state are read, not the resources.
@@ -564,16 +564,16 @@ async fn drift_shows_live_and_desired_values_and_apply_restores_them() {
     assert!(text.contains("# repository.runtime will be created  (deleted outside provision)"), "{text}");
 
     w.apply(&[]);
-    let q = c.batch.describe_job_queues().job_queues(format!("{p}-main")).send().await.unwrap();
+    let q = c.batch().describe_job_queues().job_queues(format!("{p}-main")).send().await.unwrap();
     assert_eq!(q.job_queues()[0].priority(), Some(1));
-    let doc = c.iam.get_role_policy().role_name(format!("{p}-job")).policy_name("stack-buckets").send().await.unwrap();
+    let doc = c.iam().get_role_policy().role_name(format!("{p}-job")).policy_name("stack-buckets").send().await.unwrap();
     let doc = decode_policy(doc.policy_document()).to_string();
     assert!(!doc.contains("s3:*") && doc.contains(&format!("arn:aws:s3:::{bucket}/*")), "{doc}");
-    let v = c.s3.get_bucket_versioning().bucket(&bucket).send().await.unwrap();
+    let v = c.s3().get_bucket_versioning().bucket(&bucket).send().await.unwrap();
     assert_eq!(v.status().map(|s| s.as_str()), Some("Enabled"));
-    let lg = c.logs.describe_log_groups().log_group_name_prefix(format!("/aws/batch/{p}")).send().await.unwrap();
+    let lg = c.logs().describe_log_groups().log_group_name_prefix(format!("/aws/batch/{p}")).send().await.unwrap();
     assert_eq!(lg.log_groups()[0].retention_in_days(), Some(30));
-    assert!(c.ecr.describe_repositories().repository_names(format!("{p}-runtime")).send().await.is_ok());
+    assert!(c.ecr().describe_repositories().repository_names(format!("{p}-runtime")).send().await.is_ok());
     w.expect(&["plan", "--detailed-exitcode"], 0);
     w.expect(&["destroy", "--auto-approve"], 0);
     assert_empty(&c).await;
@@ -629,9 +629,9 @@ async fn generated_policies_are_least_privilege() {
     let w = World::new("lp", "topics.toml", &testkit::emulator().endpoint);
     let c = w.clients().await;
     let acct = w.account().to_string();
-    let wrds = c.secrets.create_secret().name("wrds-credentials").secret_string("{}").send().await.unwrap();
+    let wrds = c.secrets().create_secret().name("wrds-credentials").secret_string("{}").send().await.unwrap();
     let key = format!("arn:aws:kms:us-east-1:{acct}:key/11111111-2222-3333-4444-555555555555");
-    let grok = c.secrets.create_secret().name("grok-api-key").kms_key_id(&key).secret_string("k").send().await.unwrap();
+    let grok = c.secrets().create_secret().name("grok-api-key").kms_key_id(&key).secret_string("k").send().await.unwrap();
     w.rewrite(|t| t.replace("arn:aws:secretsmanager:us-east-1:123456789012:secret:grok-api-key-AbCdEf", "grok-api-key"));
     w.apply(&[]);
 
@@ -647,7 +647,7 @@ async fn generated_policies_are_least_privilege() {
         ("job", "ecs-tasks.amazonaws.com"),
     ] {
         let name = format!("{p}-{role}");
-        let got = c.iam.get_role().role_name(&name).send().await.unwrap();
+        let got = c.iam().get_role().role_name(&name).send().await.unwrap();
         let trust = decode_policy(got.role().unwrap().assume_role_policy_document().unwrap());
         let statements = trust["Statement"].as_array().unwrap();
         assert_eq!(statements.len(), 1, "{name} trust: {trust}");
@@ -655,10 +655,10 @@ async fn generated_policies_are_least_privilege() {
         assert_eq!(strings(&statements[0]["Action"]), ["sts:AssumeRole"], "{name} trust: {trust}");
 
         // Every inline policy: no wildcard on S3, Secrets Manager or KMS.
-        let inline = c.iam.list_role_policies().role_name(&name).send().await.unwrap();
+        let inline = c.iam().list_role_policies().role_name(&name).send().await.unwrap();
         let mut grants: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for policy in inline.policy_names() {
-            let doc = c.iam.get_role_policy().role_name(&name).policy_name(policy).send().await.unwrap();
+            let doc = c.iam().get_role_policy().role_name(&name).policy_name(policy).send().await.unwrap();
             let doc = decode_policy(doc.policy_document());
             for st in doc["Statement"].as_array().unwrap() {
                 assert_eq!(st["Effect"], "Allow");
@@ -673,7 +673,7 @@ async fn generated_policies_are_least_privilege() {
                 }
             }
         }
-        let attached = c.iam.list_attached_role_policies().role_name(&name).send().await.unwrap();
+        let attached = c.iam().list_attached_role_policies().role_name(&name).send().await.unwrap();
         let managed: Vec<&str> = attached.attached_policies().iter().filter_map(|a| a.policy_name()).collect();
         let set = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<BTreeSet<String>>();
         match role {
@@ -734,7 +734,7 @@ async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
     assert!(stderr.contains("state table provision-state does not exist in us-east-1"), "{stderr}");
     let (_, stderr) = w.expect(&["output", "--json"], 1);
     assert!(stderr.contains("provision-state"), "{stderr}");
-    assert!(c.dynamodb.list_tables().send().await.unwrap().table_names().is_empty(), "a state table was created");
+    assert!(c.dynamodb().list_tables().send().await.unwrap().table_names().is_empty(), "a state table was created");
     assert!(w.proxy.mutating_log().is_empty(), "{:?}", w.proxy.mutating_log());
 
     // A saved plan of another stack: refused before any request.
@@ -759,7 +759,7 @@ async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
     let writes: Vec<String> = w.proxy.mutating_log().into_iter().filter(|l| !l.contains("dynamodb")).collect();
     assert!(writes.is_empty(), "a stale plan changed the account: {writes:?}");
     assert_eq!(inventory(&c).await, inv);
-    let lg = c.logs.describe_log_groups().log_group_name_prefix(format!("/aws/batch/{}", w.p())).send().await.unwrap();
+    let lg = c.logs().describe_log_groups().log_group_name_prefix(format!("/aws/batch/{}", w.p())).send().await.unwrap();
     assert_eq!(lg.log_groups()[0].retention_in_days(), Some(7));
     w.expect(&["state", "unlock"], 0); // no lock was left behind
 

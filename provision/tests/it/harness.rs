@@ -10,7 +10,7 @@ async fn sdk_round_trip_through_the_tools_client() {
     let clients = provision::aws::Clients::new("us-east-1").await.expect("clients");
     let table = testkit::unique_name("harness");
     clients
-        .dynamodb
+        .dynamodb()
         .create_table()
         .table_name(&table)
         .attribute_definitions(
@@ -25,13 +25,13 @@ async fn sdk_round_trip_through_the_tools_client() {
         .send()
         .await
         .expect("create table");
-    let described = clients.dynamodb.describe_table().table_name(&table).send().await.unwrap();
+    let described = clients.dynamodb().describe_table().table_name(&table).send().await.unwrap();
     assert_eq!(described.table().unwrap().table_name(), Some(table.as_str()));
 
     let bucket = testkit::unique_name("harness-bucket");
-    clients.s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    clients.s3().create_bucket().bucket(&bucket).send().await.expect("create bucket");
     clients
-        .s3
+        .s3()
         .put_object()
         .bucket(&bucket)
         .key("k")
@@ -39,6 +39,6 @@ async fn sdk_round_trip_through_the_tools_client() {
         .send()
         .await
         .expect("put object (path-style addressing)");
-    let got = clients.s3.get_object().bucket(&bucket).key("k").send().await.unwrap();
+    let got = clients.s3().get_object().bucket(&bucket).key("k").send().await.unwrap();
     assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), b"hello");
 }
