@@ -67,5 +67,5 @@ ratio() { awk -v s="$synth_ms" -v p="$1" 'BEGIN { printf "%.1f", s / (p > 0 ? p 
   echo "| \`cdk synth\` (same stack, no AWS call) | $synth_ms | ${synth_times[*]} |"
   echo
   echo "provision plan is $(ratio "$plan_ms")x faster than cdk synth; plan --refresh=false $(ratio "$state_ms")x (target: 20x)."
-  echo "A refreshing plan is bound by moto: each request costs ~1.5-3 ms of Python CPU, and the emulator (scripts/emulator.py) answers one at a time."
+  echo "A refreshing plan is bound by moto: each request costs ~1-3 ms of Python CPU (the state query ~8 ms), and the emulator (scripts/emulator.py) answers one at a time."
 } | tee bench/results.md
