@@ -150,6 +150,16 @@ def granian_server(app, port):
             # Exit at once, without waiting on in-flight requests.
             os._exit(0)
 
+    if port:
+        # granian's listener sets SO_REUSEPORT: a second server on a taken port would share it
+        # with the first instead of failing. A plain bind fails as it should (SO_REUSEADDR
+        # only lets it past connections of an earlier server still in TIME_WAIT).
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as err:
+                sys.exit(f"port {port} is taken ({err.strerror}); choose another or 0 for any free one")
     server = GranianServer(
         "moto",
         address="127.0.0.1",
