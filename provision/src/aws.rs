@@ -179,7 +179,10 @@ pub async fn check_access(clients: &Clients) -> anyhow::Result<String> {
         .endpoint_url()
         .map(String::from)
         .unwrap_or_else(|| format!("https://sts.{}.amazonaws.com", clients.config.region().map(|r| r.as_ref()).unwrap_or("?")));
-    match clients.sts().get_caller_identity().send().await {
+    // Nothing listening at the endpoint is not retried: the answer comes at once instead of
+    // after ten backoffs (9 s). Throttles and 500s are retried as on every call.
+    let refused_is_final = aws_sdk_sts::config::Builder::default().retry_classifier(RefusedIsFinal);
+    match clients.sts().get_caller_identity().customize().config_override(refused_is_final).send().await {
         Ok(out) => out.account().map(String::from).ok_or_else(|| anyhow::anyhow!("STS GetCallerIdentity answered without an account id")),
         Err(SdkError::ServiceError(e)) => {
             use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -208,5 +211,36 @@ pub async fn check_access(clients: &Clients) -> anyhow::Result<String> {
             "checking the credentials with STS GetCallerIdentity at {endpoint}: {}",
             aws_smithy_types::error::display::DisplayErrorContext(&other)
         ),
+    }
+}
+
+/// Classifies a refused connection as final. AWS's endpoints do not refuse connections; an
+/// endpoint that does (an emulator not started, a wrong `AWS_ENDPOINT_URL` port) will not start
+/// listening within the backoffs.
+#[derive(Debug)]
+struct RefusedIsFinal;
+
+impl aws_smithy_runtime_api::client::retries::classifiers::ClassifyRetry for RefusedIsFinal {
+    fn classify_retry(
+        &self,
+        ctx: &aws_smithy_runtime_api::client::interceptors::context::InterceptorContext,
+    ) -> aws_smithy_runtime_api::client::retries::classifiers::RetryAction {
+        use aws_smithy_runtime_api::client::retries::classifiers::RetryAction;
+        let Some(Err(err)) = ctx.output_or_error() else { return RetryAction::NoActionIndicated };
+        let mut source: Option<&(dyn std::error::Error + 'static)> = match err.as_connector_error() {
+            Some(connector) => Some(connector),
+            None => return RetryAction::NoActionIndicated,
+        };
+        while let Some(err) = source {
+            if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+                return RetryAction::RetryForbidden;
+            }
+            source = err.source();
+        }
+        RetryAction::NoActionIndicated
+    }
+
+    fn name(&self) -> &'static str {
+        "refused connection is final"
     }
 }

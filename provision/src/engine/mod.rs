@@ -342,10 +342,8 @@ pub async fn facts(c: &Clients, stack: &Stack, account: impl std::future::Future
         let (subnets, (route_tables, s3_endpoints)) = tokio::try_join!(subnets, route_tables)?;
         anyhow::Ok((vpc_id, subnets, route_tables, s3_endpoints))
     };
-    let (account, network) = tokio::join!(account, network);
-    // A credentials problem fails every call: STS's error is the one that says so plainly.
-    let account = account?;
-    let (vpc_id, subnets, route_tables, s3_endpoints) = network?;
+    let (account, network) = join_first_error_wins(account, network).await?;
+    let (vpc_id, subnets, route_tables, s3_endpoints) = network;
     let partition = partition(&stack.region).to_string();
     let mut secrets = BTreeMap::new();
     for job in stack.jobs.values() {
@@ -375,6 +373,27 @@ pub async fn facts(c: &Clients, stack: &Stack, account: impl std::future::Future
         }
     }
     Ok(Facts { account, partition, vpc_id, subnets, route_tables, secrets, s3_endpoints })
+}
+
+/// Runs `first` and `second` together. An error of `first` returns at once (`second` is
+/// dropped, mid-retry if it was retrying); an error of `second` waits for `first`, whose error,
+/// if any, wins. `first` leads with the credentials check: when credentials or the network fail,
+/// every call fails, and STS's error is the one that says why.
+pub async fn join_first_error_wins<A, B>(
+    first: impl std::future::Future<Output = Result<A>>,
+    second: impl std::future::Future<Output = Result<B>>,
+) -> Result<(A, B)> {
+    tokio::pin!(first, second);
+    tokio::select! {
+        a = &mut first => {
+            let a = a?;
+            Ok((a, second.await?))
+        }
+        b = &mut second => {
+            let a = first.await?;
+            Ok((a, b?))
+        }
+    }
 }
 
 /// Every S3 endpoint of `vpc_id`.

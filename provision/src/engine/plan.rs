@@ -9,7 +9,7 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{facts, graph, graph_for, spec, store, Facts, Node, Refs};
+use super::{facts, graph, graph_for, join_first_error_wins, spec, store, Facts, Node, Refs};
 use crate::aws::Clients;
 use crate::resources::{self, is_unknown, owned_by, Handle, Kind, Live, ReadAhead, Spec, TagRead};
 use crate::stack::Stack;
@@ -149,9 +149,8 @@ pub async fn prepare(
     account: impl std::future::Future<Output = Result<String>>,
 ) -> Result<(Facts, Snapshot)> {
     let store = store(c, stack);
-    let (facts, snapshot) = tokio::join!(facts(c, stack, account), store.load());
-    // The facts' error first: it carries a credentials problem as STS words it.
-    Ok((facts?, snapshot?))
+    // The facts lead: they carry the credentials check (see `join_first_error_wins`).
+    join_first_error_wins(facts(c, stack, account), store.load()).await
 }
 
 /// What one call answers for many resources: every compute environment at once, and the S3

@@ -791,11 +791,14 @@ async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
     }
     assert!(w.proxy.mutating_log().is_empty());
 
-    // AWS unreachable: named, with the endpoint.
-    let out = w.command(&["apply", "--auto-approve"]).env("AWS_ENDPOINT_URL", "http://127.0.0.1:9").stdin(Stdio::null()).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cannot reach AWS at http://127.0.0.1:9") && stderr.contains("refused"), "{stderr}");
+    // AWS unreachable: named, with the endpoint, by the credentials check also where plan
+    // reads the facts and the state beside it.
+    for args in [&["apply", "--auto-approve"][..], &["plan"]] {
+        let out = w.command(args).env("AWS_ENDPOINT_URL", "http://127.0.0.1:9").stdin(Stdio::null()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: cannot reach AWS at http://127.0.0.1:9") && stderr.contains("refused"), "{stderr}");
+    }
 
     // An endpoint variable that is empty (the SDK panicked on it) or has no scheme: named, with
     // the fix, before any request.
