@@ -34,9 +34,32 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     .block_on(f)
 }
 
-async fn client() -> Client {
+/// The first `AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_<SERVICE>` that is not a URL. The SDK
+/// skips an empty one with a warning and then calls AWS itself, and fails on one without a
+/// scheme with an error that names neither: both are refused here, before any call.
+fn bad_endpoint_variable() -> Option<String> {
+    if std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    let mut vars: Vec<(String, String)> = std::env::vars().collect();
+    vars.sort();
+    vars.into_iter().find_map(|(name, value)| {
+        let endpoint = name == "AWS_ENDPOINT_URL" || name.starts_with("AWS_ENDPOINT_URL_");
+        let url = value
+            .split_once("://")
+            .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/'));
+        (endpoint && !url).then(|| {
+            format!("{name}={value:?} is not an endpoint URL: give a scheme and a host (http://127.0.0.1:5000) or unset {name}")
+        })
+    })
+}
+
+async fn client() -> Result<Client> {
+    if let Some(problem) = bad_endpoint_variable() {
+        return Err(anyhow!(problem));
+    }
     static CLIENT: tokio::sync::OnceCell<Client> = tokio::sync::OnceCell::const_new();
-    CLIENT
+    Ok(CLIENT
         .get_or_init(|| async {
             let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(8))
@@ -49,7 +72,7 @@ async fn client() -> Client {
             Client::from_conf(builder.build())
         })
         .await
-        .clone()
+        .clone())
 }
 
 fn prefix_of(key: &str) -> String {
@@ -58,7 +81,7 @@ fn prefix_of(key: &str) -> String {
 
 async fn list_keys(bucket: &str, prefix: &str) -> Result<Vec<String>> {
     let pages = client()
-        .await
+        .await?
         .list_objects_v2()
         .bucket(bucket)
         .prefix(prefix)
@@ -93,7 +116,7 @@ pub(super) fn list_dirs(bucket: &str, key: &str) -> Result<Vec<String>> {
     block_on(async {
         let prefix = prefix_of(key);
         let pages = client()
-            .await
+            .await?
             .list_objects_v2()
             .bucket(bucket)
             .prefix(&prefix)
@@ -116,7 +139,7 @@ pub(super) fn list_dirs(bucket: &str, key: &str) -> Result<Vec<String>> {
 }
 
 async fn exists_async(bucket: &str, key: &str) -> Result<bool> {
-    match client().await.head_object().bucket(bucket).key(key).send().await {
+    match client().await?.head_object().bucket(bucket).key(key).send().await {
         Ok(_) => Ok(true),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
         Err(e) => Err(anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string())),
@@ -129,7 +152,7 @@ pub(super) fn exists(bucket: &str, key: &str) -> Result<bool> {
 
 async fn get_object(bucket: &str, key: &str) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
     client()
-        .await
+        .await?
         .get_object()
         .bucket(bucket)
         .key(key)
@@ -162,7 +185,7 @@ pub(super) fn put(bucket: &str, key: &str, bytes: &[u8]) -> Result<()> {
 
 async fn put_object(bucket: &str, key: &str, body: ByteStream) -> Result<()> {
     client()
-        .await
+        .await?
         .put_object()
         .bucket(bucket)
         .key(key)
@@ -186,7 +209,7 @@ pub(super) fn upload_file(src: &Path, bucket: &str, key: &str) -> Result<()> {
 
 /// Uploads `src` in parts of `part_size`; an upload that fails is aborted so no parts linger.
 pub(crate) async fn multipart(src: &Path, size: u64, bucket: &str, key: &str, part_size: u64) -> Result<()> {
-    let client = client().await;
+    let client = client().await?;
     let created = client
         .create_multipart_upload()
         .bucket(bucket)
@@ -248,7 +271,7 @@ pub(super) fn delete_keys(bucket: &str, keys: &[String]) -> Result<()> {
         return Ok(());
     }
     block_on(async {
-        let client = client().await;
+        let client = client().await?;
         for chunk in keys.chunks(1000) {
             let objects = chunk
                 .iter()

@@ -250,6 +250,27 @@ fn bad_input_exits_1_and_writes_nothing() {
 }
 
 #[test]
+fn an_endpoint_variable_that_is_not_a_url_is_refused_before_any_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("collected.parquet");
+    // Empty: the SDK would skip it and call AWS itself; no scheme: it would fail naming neither.
+    for (name, value) in [("AWS_ENDPOINT_URL", ""), ("AWS_ENDPOINT_URL_S3", "localhost:4566")] {
+        let stderr = run_fails(
+            runtime()
+                .args(["collect", "--input", "s3://results/run-1", "--output"])
+                .arg(&out)
+                .env(name, value)
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing"),
+        );
+        assert!(stderr.contains(&format!("{name}={value:?} is not an endpoint URL")), "{stderr}");
+        assert!(stderr.contains(&format!("unset {name}")), "{stderr}");
+        assert!(!out.exists());
+    }
+}
+
+#[test]
 fn aliases_renames_and_tick_rule_side() {
     let tmp = tempfile::tempdir().unwrap();
     let day = generated_day(tmp.path());
