@@ -116,11 +116,12 @@ def granian_server(app, port):
     one request at a time as they did behind waitress and a lock. A no-op plan of the reference
     stack took 0.82x its time under waitress (docs/engine.md "The emulator").
 
-    Two overrides of granian's thread-based server, both about running inside this process:
+    Three overrides of granian's thread-based server, all about running inside this process:
     it binds one listening socket here (port 0 lets the kernel pick, atomically, and the port
-    is read back), and it skips the check that refuses a GIL interpreter: that server is meant
+    is read back); it skips the check that refuses a GIL interpreter (that server is meant
     for free-threaded Python, where it runs Python on several threads at once; with the GIL
-    it runs the same worker thread, one request at a time, which is all the emulator asks.
+    it runs the same worker thread, one request at a time, which is all the emulator asks);
+    and SIGTERM or SIGINT exits at once instead of draining in-flight requests.
     """
     import logging
     import socket

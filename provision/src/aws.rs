@@ -25,10 +25,10 @@ pub fn preload_tls_roots() {
     });
 }
 
-/// The shared SDK configuration for `region`.
-pub async fn sdk_config(region: &str) -> SdkConfig {
+/// The SDK configuration loader every command uses: the standard chain, with retries and
+/// timeouts set here for all.
+fn config_loader() -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(region.to_string()))
         .retry_config(
             RetryConfig::standard()
                 .with_max_attempts(MAX_ATTEMPTS)
@@ -41,8 +41,11 @@ pub async fn sdk_config(region: &str) -> SdkConfig {
                 .operation_attempt_timeout(Duration::from_secs(60))
                 .build(),
         )
-        .load()
-        .await
+}
+
+/// The shared SDK configuration for `region`.
+pub async fn sdk_config(region: &str) -> SdkConfig {
+    config_loader().region(Region::new(region.to_string())).load().await
 }
 
 /// S3 needs path-style addressing on S3-compatible stores (an explicit endpoint); real AWS
@@ -83,6 +86,17 @@ impl Clients {
     pub async fn new(region: &str) -> anyhow::Result<Self> {
         check_endpoint_env()?;
         Ok(Self::from_config(sdk_config(region).await))
+    }
+
+    /// Clients for commands that take a job id rather than a stack: a job id carries no
+    /// region, so the SDK's chain (AWS_REGION, the profile) supplies it.
+    pub async fn from_chain() -> anyhow::Result<Self> {
+        check_endpoint_env()?;
+        let config = config_loader().load().await;
+        if config.region().is_none() {
+            anyhow::bail!("no AWS region: set AWS_REGION (or a profile's region) to the stack's region");
+        }
+        Ok(Self::from_config(config))
     }
 
     /// Every client from one SDK configuration (tests build theirs with another endpoint).

@@ -8,14 +8,14 @@ use anyhow::Context;
 use aws_sdk_batch::types::{JobDetail, LogConfiguration};
 
 use crate::cli::LogsArgs;
-use crate::jobs::{self, describe, live};
+use crate::jobs::{describe, live};
 
 /// Where Batch's awslogs driver writes when a job definition names no group.
 const DEFAULT_LOG_GROUP: &str = "/aws/batch/job";
 
 pub async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let clients = jobs::clients_from_chain().await?;
-    let batch = &clients.batch();
+    let clients = crate::aws::Clients::from_chain().await?;
+    let batch = clients.batch();
     let id = std::slice::from_ref(&args.job_id);
     let mut job = describe::describe(batch, id).await?.remove(0);
 
@@ -59,7 +59,7 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
             || describe::is_done(
                 describe::describe(batch, id).await?[0].status().map(|s| s.as_str()).unwrap_or(""),
             );
-        match drain(&clients.logs(), &group, &stream, &mut token).await {
+        match drain(clients.logs(), &group, &stream, &mut token).await {
             Ok(true) => {}
             Ok(false) => {
                 if !args.follow || done {

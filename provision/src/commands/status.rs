@@ -5,15 +5,15 @@ use std::process::ExitCode;
 
 use crate::cli::StatusArgs;
 use crate::jobs::describe::{self, JobReport};
-use crate::jobs::{self, watch};
+use crate::jobs::watch;
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let clients = jobs::clients_from_chain().await?;
+    let clients = crate::aws::Clients::from_chain().await?;
 
     let reports: Vec<JobReport> = if args.watch {
-        watch::until_done(&clients.batch(), &args.job_ids).await?
+        watch::until_done(clients.batch(), &args.job_ids).await?
     } else {
-        describe::describe(&clients.batch(), &args.job_ids)
+        describe::describe(clients.batch(), &args.job_ids)
             .await?
             .iter()
             .map(JobReport::from_detail)

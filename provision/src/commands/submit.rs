@@ -46,7 +46,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     }
 
     let clients = Clients::new(&stack.region).await?;
-    let batch = &clients.batch();
+    let batch = clients.batch();
     let apply = jobs::apply_command(&args.stack);
     let definition = live::latest_job_definition(batch, &spec.name)
         .await?

@@ -290,60 +290,9 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
 
 /// Reads the facts a plan needs: VPC, subnets, route tables, secret ARNs. `account` answers
 /// the account id (`aws::check_access`, or what it already answered), awaited beside the
-/// network reads.
+/// VPC reads.
 pub async fn facts(c: &Clients, stack: &Stack, account: impl std::future::Future<Output = Result<String>>) -> Result<Facts> {
-    // Independent reads run together: a no-op plan is bound by round trips.
-    let network = async {
-        let vpc_id = async { anyhow::Ok(match &stack.network.vpc {
-            Vpc::Default => {
-                let out = c.ec2().describe_vpcs().filters(filter("is-default", "true")).send().await.ctx("finding the default VPC")?;
-                out.vpcs()
-                    .first()
-                    .and_then(|v| v.vpc_id())
-                    .map(String::from)
-                    .with_context(|| format!("region {} has no default VPC; set network.vpc to a VPC id", stack.region))?
-            }
-            Vpc::Id(id) => {
-                let out = c.ec2().describe_vpcs().filters(filter("vpc-id", id)).send().await.ctx(format!("reading VPC {id}"))?;
-                if out.vpcs().is_empty() {
-                    bail!("network.vpc: VPC {id} does not exist in {}", stack.region);
-                }
-                id.clone()
-            }
-        }) };
-        let vpc_id = vpc_id.await?;
-        let subnets = async { anyhow::Ok(if stack.network.subnets.is_empty() {
-            let out = c.ec2().describe_subnets().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing subnets")?;
-            let mut subnets: Vec<String> = out.subnets().iter().filter_map(|s| s.subnet_id()).map(String::from).collect();
-            subnets.sort();
-            if subnets.is_empty() {
-                bail!("VPC {vpc_id} has no subnets; set network.subnets");
-            }
-            subnets
-        } else {
-            stack.network.subnets.clone()
-        }) };
-        let route_tables = async { anyhow::Ok(if stack.network.s3_endpoint {
-            let (out, endpoints) = tokio::try_join!(
-                async { c.ec2().describe_route_tables().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing route tables") },
-                // AWS allows one S3 gateway endpoint per route table: tables another endpoint
-                // already serves (the account's own, another stack's) reach S3 through it and are
-                // left alone.
-                s3_endpoints(c, stack, &vpc_id),
-            )?;
-            let taken = foreign_s3_route_tables(stack, &endpoints);
-            let mut ids: Vec<String> = out.route_tables().iter().filter_map(|r| r.route_table_id()).map(String::from).collect();
-            ids.retain(|id| !taken.contains(id));
-            ids.sort();
-            (ids, endpoints)
-        } else {
-            (vec![], vec![])
-        }) };
-        let (subnets, (route_tables, s3_endpoints)) = tokio::try_join!(subnets, route_tables)?;
-        anyhow::Ok((vpc_id, subnets, route_tables, s3_endpoints))
-    };
-    let (account, network) = join_first_error_wins(account, network).await?;
-    let (vpc_id, subnets, route_tables, s3_endpoints) = network;
+    let (account, Network { vpc_id, subnets, route_tables, s3_endpoints }) = join_first_error_wins(account, network(c, stack)).await?;
     let partition = partition(&stack.region).to_string();
     let mut secrets = BTreeMap::new();
     for job in stack.jobs.values() {
@@ -373,6 +322,66 @@ pub async fn facts(c: &Clients, stack: &Stack, account: impl std::future::Future
         }
     }
     Ok(Facts { account, partition, vpc_id, subnets, route_tables, secrets, s3_endpoints })
+}
+
+/// The VPC's part of the facts.
+struct Network {
+    vpc_id: String,
+    subnets: Vec<String>,
+    route_tables: Vec<String>,
+    s3_endpoints: Vec<aws_sdk_ec2::types::VpcEndpoint>,
+}
+
+/// Reads the VPC, its subnets, the route tables an S3 endpoint may serve and its S3 endpoints.
+async fn network(c: &Clients, stack: &Stack) -> Result<Network> {
+    // Independent reads run together: a no-op plan is bound by round trips.
+    let vpc_id = async { anyhow::Ok(match &stack.network.vpc {
+        Vpc::Default => {
+            let out = c.ec2().describe_vpcs().filters(filter("is-default", "true")).send().await.ctx("finding the default VPC")?;
+            out.vpcs()
+                .first()
+                .and_then(|v| v.vpc_id())
+                .map(String::from)
+                .with_context(|| format!("region {} has no default VPC; set network.vpc to a VPC id", stack.region))?
+        }
+        Vpc::Id(id) => {
+            let out = c.ec2().describe_vpcs().filters(filter("vpc-id", id)).send().await.ctx(format!("reading VPC {id}"))?;
+            if out.vpcs().is_empty() {
+                bail!("network.vpc: VPC {id} does not exist in {}", stack.region);
+            }
+            id.clone()
+        }
+    }) };
+    let vpc_id = vpc_id.await?;
+    let subnets = async { anyhow::Ok(if stack.network.subnets.is_empty() {
+        let out = c.ec2().describe_subnets().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing subnets")?;
+        let mut subnets: Vec<String> = out.subnets().iter().filter_map(|s| s.subnet_id()).map(String::from).collect();
+        subnets.sort();
+        if subnets.is_empty() {
+            bail!("VPC {vpc_id} has no subnets; set network.subnets");
+        }
+        subnets
+    } else {
+        stack.network.subnets.clone()
+    }) };
+    let route_tables = async { anyhow::Ok(if stack.network.s3_endpoint {
+        let (out, endpoints) = tokio::try_join!(
+            async { c.ec2().describe_route_tables().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing route tables") },
+            // AWS allows one S3 gateway endpoint per route table: tables another endpoint
+            // already serves (the account's own, another stack's) reach S3 through it and are
+            // left alone.
+            s3_endpoints(c, stack, &vpc_id),
+        )?;
+        let taken = foreign_s3_route_tables(stack, &endpoints);
+        let mut ids: Vec<String> = out.route_tables().iter().filter_map(|r| r.route_table_id()).map(String::from).collect();
+        ids.retain(|id| !taken.contains(id));
+        ids.sort();
+        (ids, endpoints)
+    } else {
+        (vec![], vec![])
+    }) };
+    let (subnets, (route_tables, s3_endpoints)) = tokio::try_join!(subnets, route_tables)?;
+    Ok(Network { vpc_id, subnets, route_tables, s3_endpoints })
 }
 
 /// Runs `first` and `second` together. An error of `first` returns at once (`second` is

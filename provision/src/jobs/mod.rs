@@ -34,13 +34,3 @@ pub fn apply_command(args: &StackArgs) -> String {
     cmd
 }
 
-/// Clients for commands that take a job id rather than a stack: a job id carries no region, so
-/// the SDK's chain (AWS_REGION, the profile) supplies it.
-pub async fn clients_from_chain() -> anyhow::Result<crate::aws::Clients> {
-    crate::aws::check_endpoint_env()?;
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
-        anyhow::anyhow!("no AWS region: set AWS_REGION (or a profile's region) to the stack's region")
-    })?;
-    crate::aws::Clients::new(&region).await
-}

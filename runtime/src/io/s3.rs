@@ -55,12 +55,12 @@ fn bad_endpoint_variable() -> Option<String> {
 }
 
 async fn client() -> Result<Client> {
-    if let Some(problem) = bad_endpoint_variable() {
-        return Err(anyhow!(problem));
-    }
     static CLIENT: tokio::sync::OnceCell<Client> = tokio::sync::OnceCell::const_new();
-    Ok(CLIENT
-        .get_or_init(|| async {
+    CLIENT
+        .get_or_try_init(|| async {
+            if let Some(problem) = bad_endpoint_variable() {
+                return Err(anyhow!(problem));
+            }
             let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(8))
                 .load()
@@ -69,10 +69,10 @@ async fn client() -> Result<Client> {
             if config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
                 builder = builder.force_path_style(true);
             }
-            Client::from_conf(builder.build())
+            Ok(Client::from_conf(builder.build()))
         })
         .await
-        .clone())
+        .cloned()
 }
 
 fn prefix_of(key: &str) -> String {
