@@ -21,7 +21,9 @@ pub fn preload_tls_roots() {
     std::thread::spawn(|| {
         use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
         // The provider the SDK's default client uses (aws-config's `default-https-client`).
-        aws_smithy_http_client::Connector::builder().tls_provider(Provider::Rustls(CryptoMode::AwsLc)).build();
+        aws_smithy_http_client::Connector::builder()
+            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+            .build();
     });
 }
 
@@ -45,7 +47,10 @@ fn config_loader() -> aws_config::ConfigLoader {
 
 /// The shared SDK configuration for `region`.
 pub async fn sdk_config(region: &str) -> SdkConfig {
-    config_loader().region(Region::new(region.to_string())).load().await
+    config_loader()
+        .region(Region::new(region.to_string()))
+        .load()
+        .await
 }
 
 /// S3 needs path-style addressing on S3-compatible stores (an explicit endpoint); real AWS
@@ -94,7 +99,9 @@ impl Clients {
         check_endpoint_env()?;
         let config = config_loader().load().await;
         if config.region().is_none() {
-            anyhow::bail!("no AWS region: set AWS_REGION (or a profile's region) to the stack's region");
+            anyhow::bail!(
+                "no AWS region: set AWS_REGION (or a profile's region) to the stack's region"
+            );
         }
         Ok(Self::from_config(config))
     }
@@ -126,7 +133,9 @@ impl Clients {
 
     pub fn s3(&self) -> &aws_sdk_s3::Client {
         self.s3.get_or_init(|| {
-            let config = aws_sdk_s3::config::Builder::from(&self.config).force_path_style(s3_path_style(&self.config)).build();
+            let config = aws_sdk_s3::config::Builder::from(&self.config)
+                .force_path_style(s3_path_style(&self.config))
+                .build();
             aws_sdk_s3::Client::from_conf(config)
         })
     }
@@ -138,16 +147,25 @@ impl Clients {
 /// nothing (`$(cat .emulator/endpoint)` after the emulator stopped): going on to real AWS in its
 /// place would be the worst reading of it.
 pub fn check_endpoint_env() -> anyhow::Result<()> {
-    if std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+    if std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+        .is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+    {
         return Ok(());
     }
     let mut vars: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.to_string_lossy().into_owned())))
+        .filter_map(|(name, value)| {
+            Some((
+                name.into_string().ok()?,
+                value.to_string_lossy().into_owned(),
+            ))
+        })
         .filter(|(name, _)| name == "AWS_ENDPOINT_URL" || name.starts_with("AWS_ENDPOINT_URL_"))
         .collect();
     vars.sort();
     for (name, value) in vars {
-        let host = value.strip_prefix("http://").or_else(|| value.strip_prefix("https://"));
+        let host = value
+            .strip_prefix("http://")
+            .or_else(|| value.strip_prefix("https://"));
         if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
             anyhow::bail!(
                 "{name}={value:?} is not an endpoint URL: give a scheme and a host, such as http://127.0.0.1:5000 \
@@ -159,7 +177,8 @@ pub fn check_endpoint_env() -> anyhow::Result<()> {
 }
 
 /// What to do about missing or refused credentials, for the error messages below.
-const CREDENTIALS_HELP: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (see `aws configure`), \
+const CREDENTIALS_HELP: &str =
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (see `aws configure`), \
      or run where a role provides them";
 
 /// Checks, before anything else, that credentials exist, that AWS accepts them and that it can
@@ -192,12 +211,27 @@ pub async fn check_access(clients: &Clients) -> anyhow::Result<String> {
         .config
         .endpoint_url()
         .map(String::from)
-        .unwrap_or_else(|| format!("https://sts.{}.amazonaws.com", clients.config.region().map(|r| r.as_ref()).unwrap_or("?")));
+        .unwrap_or_else(|| {
+            format!(
+                "https://sts.{}.amazonaws.com",
+                clients.config.region().map(|r| r.as_ref()).unwrap_or("?")
+            )
+        });
     // Nothing listening at the endpoint is not retried: the answer comes at once instead of
     // after ten backoffs (9 s). Throttles and 500s are retried as on every call.
     let refused_is_final = aws_sdk_sts::config::Builder::default().retry_classifier(RefusedIsFinal);
-    match clients.sts().get_caller_identity().customize().config_override(refused_is_final).send().await {
-        Ok(out) => out.account().map(String::from).ok_or_else(|| anyhow::anyhow!("STS GetCallerIdentity answered without an account id")),
+    match clients
+        .sts()
+        .get_caller_identity()
+        .customize()
+        .config_override(refused_is_final)
+        .send()
+        .await
+    {
+        Ok(out) => out
+            .account()
+            .map(String::from)
+            .ok_or_else(|| anyhow::anyhow!("STS GetCallerIdentity answered without an account id")),
         Err(SdkError::ServiceError(e)) => {
             use aws_smithy_types::error::metadata::ProvideErrorMetadata;
             let err = e.err();
@@ -240,13 +274,19 @@ impl aws_smithy_runtime_api::client::retries::classifiers::ClassifyRetry for Ref
         ctx: &aws_smithy_runtime_api::client::interceptors::context::InterceptorContext,
     ) -> aws_smithy_runtime_api::client::retries::classifiers::RetryAction {
         use aws_smithy_runtime_api::client::retries::classifiers::RetryAction;
-        let Some(Err(err)) = ctx.output_or_error() else { return RetryAction::NoActionIndicated };
-        let mut source: Option<&(dyn std::error::Error + 'static)> = match err.as_connector_error() {
+        let Some(Err(err)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let mut source: Option<&(dyn std::error::Error + 'static)> = match err.as_connector_error()
+        {
             Some(connector) => Some(connector),
             None => return RetryAction::NoActionIndicated,
         };
         while let Some(err) = source {
-            if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            {
                 return RetryAction::RetryForbidden;
             }
             source = err.source();

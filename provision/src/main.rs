@@ -11,7 +11,11 @@ fn main() -> ExitCode {
         Err(err) => {
             let _ = err.print();
             // Help and version are not errors; every bad flag is exit 1 (DESIGN.md §3).
-            return if err.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+            return if err.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     if cli.command.uses_aws() {

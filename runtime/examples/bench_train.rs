@@ -38,7 +38,11 @@ struct Args {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str, default: &str| -> String {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or(default.to_string())
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or(default.to_string())
     };
     let kind: ModelKind = flag("--model", "cnn_lstm").parse().unwrap();
     let lookback: usize = flag("--lookback", "128").parse().unwrap();
@@ -52,21 +56,42 @@ fn main() {
         runtime::train::fused::disable();
     }
     let phase = flag("--phase", "full");
-    assert!(["full", "forward", "backward"].contains(&phase.as_str()), "--phase {phase}: expected full, forward or backward");
+    assert!(
+        ["full", "forward", "backward"].contains(&phase.as_str()),
+        "--phase {phase}: expected full, forward or backward"
+    );
     let check = args.iter().any(|a| a == "--check");
-    let args = Args { kind, lookback, batch, steps, warmup, unfused, phase };
+    let args = Args {
+        kind,
+        lookback,
+        batch,
+        steps,
+        warmup,
+        unfused,
+        phase,
+    };
     match flag("--device", "cpu").as_str() {
-        "cpu" if check => exit_on(check_fused::<Autodiff<Flex>>(lookback, batch, &Default::default())),
+        "cpu" if check => exit_on(check_fused::<Autodiff<Flex>>(
+            lookback,
+            batch,
+            &Default::default(),
+        )),
         "cpu" => run::<Autodiff<Flex>>(&args, &Default::default(), "flex"),
         #[cfg(feature = "cuda")]
         "cuda" => {
             runtime::train::device::DeviceKind::Cuda.check().unwrap();
             if check {
-                exit_on(check_fused::<Autodiff<burn::backend::Cuda>>(lookback, batch, &Default::default()));
+                exit_on(check_fused::<Autodiff<burn::backend::Cuda>>(
+                    lookback,
+                    batch,
+                    &Default::default(),
+                ));
             }
             run::<Autodiff<burn::backend::Cuda>>(&args, &Default::default(), "cuda")
         }
-        other => panic!("--device {other}: expected cpu, or cuda in a build with --features runtime/cuda"),
+        other => panic!(
+            "--device {other}: expected cpu, or cuda in a build with --features runtime/cuda"
+        ),
     }
 }
 
@@ -81,8 +106,14 @@ where
     Model<B>: AutodiffModule<B>,
 {
     let kinds = [ModelKind::CnnLstm, ModelKind::Lstm];
-    let fused: Vec<_> = kinds.iter().map(|&k| logits_and_grads::<B>(k, lookback, batch, device)).collect();
-    let eval_fused: Vec<Vec<f32>> = kinds.iter().map(|&k| eval_logits::<B>(k, lookback, batch, device)).collect();
+    let fused: Vec<_> = kinds
+        .iter()
+        .map(|&k| logits_and_grads::<B>(k, lookback, batch, device))
+        .collect();
+    let eval_fused: Vec<Vec<f32>> = kinds
+        .iter()
+        .map(|&k| eval_logits::<B>(k, lookback, batch, device))
+        .collect();
     runtime::train::fused::disable();
     let mut ok = true;
     for (i, &kind) in kinds.iter().enumerate() {
@@ -93,10 +124,15 @@ where
             let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
             a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
         };
-        let mut worst = vec![diff(&fused[i].0, &ref_logits), diff(&eval_fused[i], &ref_eval)];
+        let mut worst = vec![
+            diff(&fused[i].0, &ref_logits),
+            diff(&eval_fused[i], &ref_eval),
+        ];
         worst.extend(fused[i].1.iter().zip(&ref_grads).map(|(a, b)| diff(a, b)));
         let max = worst.iter().fold(0f32, |m, v| m.max(*v));
-        let pass = max <= 1e-3 && fused[i].1.len() == ref_grads.len() && worst.iter().all(|v| v.is_finite());
+        let pass = max <= 1e-3
+            && fused[i].1.len() == ref_grads.len()
+            && worst.iter().all(|v| v.is_finite());
         ok &= pass;
         println!("{{\"check\": \"{kind}\", \"lookback\": {lookback}, \"batch_size\": {batch}, \"max_relative_difference\": {max:e}, \"per_tensor\": {worst:?}, \"pass\": {pass}}}");
     }
@@ -107,17 +143,30 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device, backend: &str)
 where
     Model<B>: AutodiffModule<B>,
 {
-    let Args { kind, lookback, batch, steps, warmup, unfused, ref phase } = *args;
+    let Args {
+        kind,
+        lookback,
+        batch,
+        steps,
+        warmup,
+        unfused,
+        ref phase,
+    } = *args;
     let mut model: Model<B> = kind.init(1, device);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<B, Model<B>>();
     let ce = CrossEntropyLossConfig::new().init(device);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let x: Vec<f32> = (0..batch * lookback * N_FEATURES).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let x: Vec<f32> = (0..batch * lookback * N_FEATURES)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
     let y: Vec<i64> = (0..batch).map(|_| rng.random_range(0..3)).collect();
     let mut timed = 0.0;
     for step in 0..warmup + steps {
         let started = Instant::now();
-        let xb = Tensor::<B, 3>::from_data(TensorData::new(x.clone(), [batch, lookback, N_FEATURES]), device);
+        let xb = Tensor::<B, 3>::from_data(
+            TensorData::new(x.clone(), [batch, lookback, N_FEATURES]),
+            device,
+        );
         let yb = Tensor::<B, 1, Int>::from_data(TensorData::new(y.clone(), [batch]), device);
         let loss = ce.forward(model.forward(xb), yb);
         let _: f32 = loss.clone().into_scalar().elem();

@@ -33,7 +33,13 @@ pub struct GenerateArgs {
     #[arg(long, env = "OUTPUT", value_name = "URI")]
     pub output: String,
     /// Instrument ids, comma-separated.
-    #[arg(long, env = "INSTRUMENT", value_delimiter = ',', required = true, value_name = "ID")]
+    #[arg(
+        long,
+        env = "INSTRUMENT",
+        value_delimiter = ',',
+        required = true,
+        value_name = "ID"
+    )]
     pub instrument: Vec<i64>,
     /// First day (YYYY-MM-DD).
     #[arg(long, env = "START_DATE", value_name = "D")]

@@ -15,7 +15,9 @@ pub fn array_position(array: &ArrayArgs) -> Result<Option<(u32, u32)>> {
         Some(n) => Some(n),
         None => match std::env::var("AWS_BATCH_JOB_ARRAY_SIZE") {
             Ok(v) if !v.trim().is_empty() => Some(
-                v.trim().parse().with_context(|| format!("AWS_BATCH_JOB_ARRAY_SIZE={v:?} is not a number"))?,
+                v.trim()
+                    .parse()
+                    .with_context(|| format!("AWS_BATCH_JOB_ARRAY_SIZE={v:?} is not a number"))?,
             ),
             _ => None,
         },
@@ -26,7 +28,9 @@ pub fn array_position(array: &ArrayArgs) -> Result<Option<(u32, u32)>> {
             bail!("array index {i} (AWS_BATCH_JOB_ARRAY_INDEX) given without --array-size: cannot tell this job's share")
         }
         (Some(_), Some(0)) => bail!("--array-size must be at least 1"),
-        (Some(i), Some(n)) if i >= n => bail!("array index {i} is out of range for --array-size {n}"),
+        (Some(i), Some(n)) if i >= n => {
+            bail!("array index {i} is out of range for --array-size {n}")
+        }
         (Some(i), Some(n)) => Ok(Some((i, n))),
     }
 }
@@ -81,7 +85,12 @@ pub struct Breaker {
 
 impl Breaker {
     pub fn new(policy: FailurePolicy, total: usize) -> Breaker {
-        Breaker { policy, total, failed: 0, consecutive: 0 }
+        Breaker {
+            policy,
+            total,
+            failed: 0,
+            consecutive: 0,
+        }
     }
 
     pub fn success(&mut self) {
@@ -127,7 +136,10 @@ impl Records {
             Some((i, _)) => format!("array-{i}"),
             None => "single".to_string(),
         };
-        Ok(Records { dir: output_root.join(&format!("_runs/{command}")), child })
+        Ok(Records {
+            dir: output_root.join(&format!("_runs/{command}")),
+            child,
+        })
     }
 
     pub fn progress_location(&self) -> Location {
@@ -148,9 +160,15 @@ impl Records {
             "last_done": outcome.done.last(),
             "updated_at": chrono::Utc::now().to_rfc3339(),
         });
-        io::write(&self.progress_location(), &serde_json::to_vec_pretty(&progress)?)?;
+        io::write(
+            &self.progress_location(),
+            &serde_json::to_vec_pretty(&progress)?,
+        )?;
         if !outcome.failed.is_empty() {
-            io::write(&self.failures_location(), &serde_json::to_vec_pretty(&serde_json::json!({ "failures": outcome.failed }))?)?;
+            io::write(
+                &self.failures_location(),
+                &serde_json::to_vec_pretty(&serde_json::json!({ "failures": outcome.failed }))?,
+            )?;
         }
         Ok(())
     }
@@ -191,7 +209,14 @@ pub fn run<U>(
         for unit in pending {
             match check(unit) {
                 Ok(()) => runnable.push(unit),
-                Err(err) => fail(&mut outcome, &mut breaker, records, units.len(), &name(unit), err)?,
+                Err(err) => fail(
+                    &mut outcome,
+                    &mut breaker,
+                    records,
+                    units.len(),
+                    &name(unit),
+                    err,
+                )?,
             }
         }
     }
@@ -207,7 +232,14 @@ pub fn run<U>(
                     records.write(&outcome, units.len(), false)?;
                 }
             }
-            Err(err) => fail(&mut outcome, &mut breaker, records, units.len(), &unit_name, err)?,
+            Err(err) => fail(
+                &mut outcome,
+                &mut breaker,
+                records,
+                units.len(),
+                &unit_name,
+                err,
+            )?,
         }
     }
     records.write(&outcome, units.len(), true)?;
@@ -224,14 +256,20 @@ fn fail(
 ) -> Result<()> {
     let message = format!("{err:#}");
     tracing::error!(unit, error = %message, "unit failed");
-    outcome.failed.push(Failure { unit: unit.to_string(), error: message });
+    outcome.failed.push(Failure {
+        unit: unit.to_string(),
+        error: message,
+    });
     match breaker.failure() {
         Ok(()) => Ok(()),
         // Without --allow-failures the unit's own error is the clearest message.
         Err(_) if !breaker.policy.allow_failures => Err(err.context(format!("{unit} failed"))),
         Err(reason) => {
             records.write(outcome, total, true)?;
-            bail!("{reason}; failures are listed in {}", records.failures_location())
+            bail!(
+                "{reason}; failures are listed in {}",
+                records.failures_location()
+            )
         }
     }
 }
@@ -241,7 +279,10 @@ mod tests {
     use super::*;
 
     fn args(i: Option<u32>, n: Option<u32>) -> ArrayArgs {
-        ArrayArgs { array_size: n, array_index: i }
+        ArrayArgs {
+            array_size: n,
+            array_index: i,
+        }
     }
 
     #[test]

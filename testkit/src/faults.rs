@@ -64,10 +64,16 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Proxies to `upstream` (`http://127.0.0.1:PORT`) as the 12-digit `account`.
     pub fn start(upstream: &str, account: &str) -> FaultProxy {
-        assert!(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()), "account must be 12 digits");
+        assert!(
+            account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()),
+            "account must be 12 digits"
+        );
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fault proxy");
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
         let shared = Arc::new(Shared {
             upstream,
             account: account.to_string(),
@@ -95,7 +101,11 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { endpoint, account: account.to_string(), shared }
+        FaultProxy {
+            endpoint,
+            account: account.to_string(),
+            shared,
+        }
     }
 
     /// Fails `per_mille` of the requests from now on (0 turns faults off); `seed` fixes which.
@@ -135,7 +145,9 @@ impl FaultProxy {
             {
                 let mut victim = self.shared.victim.lock().unwrap();
                 let killed = self.shared.killed.load(Ordering::SeqCst);
-                let exited = victim.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                let exited = victim
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
                 if killed || exited || start.elapsed() > timeout {
                     self.shared.kill_after.store(0, Ordering::SeqCst);
                     return (victim.take(), killed);
@@ -185,7 +197,8 @@ impl FaultProxy {
     /// A `Command` for `program` that talks to moto through this proxy.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
         let mut cmd = std::process::Command::new(program);
-        cmd.env_remove("AWS_PROFILE").env_remove("AWS_SESSION_TOKEN");
+        cmd.env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN");
         cmd.envs(self.aws_env());
         cmd
     }
@@ -200,7 +213,10 @@ struct Request {
 
 impl Request {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The signing name from the SigV4 `Authorization` header (`s3`, `batch`, `iam`...).
@@ -228,11 +244,20 @@ impl Request {
             }
         }
         // Batch (restJson1): /v1/createcomputeenvironment.
-        self.target.split('?').next().unwrap_or("").rsplit('/').next().unwrap_or("").to_string()
+        self.target
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string()
     }
 
     fn access_key(&self) -> Option<&str> {
-        self.header("authorization").and_then(|a| a.split("Credential=").nth(1)).and_then(|c| c.split('/').next())
+        self.header("authorization")
+            .and_then(|a| a.split("Credential=").nth(1))
+            .and_then(|c| c.split('/').next())
     }
 
     fn mutating(&self) -> bool {
@@ -241,8 +266,25 @@ impl Request {
         }
         let action = self.action().to_ascii_lowercase();
         const VERBS: [&str; 19] = [
-            "create", "put", "update", "delete", "register", "deregister", "attach", "detach", "add", "remove",
-            "modify", "authorize", "revoke", "tag", "untag", "set", "enable", "disable", "associate",
+            "create",
+            "put",
+            "update",
+            "delete",
+            "register",
+            "deregister",
+            "attach",
+            "detach",
+            "add",
+            "remove",
+            "modify",
+            "authorize",
+            "revoke",
+            "tag",
+            "untag",
+            "set",
+            "enable",
+            "disable",
+            "associate",
         ];
         VERBS.iter().any(|v| action.starts_with(v))
     }
@@ -268,10 +310,21 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Req
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    let mut req = Request { method, target, headers, body: Vec::new() };
-    if req.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+    let mut req = Request {
+        method,
+        target,
+        headers,
+        body: Vec::new(),
+    };
+    if req
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
         req.body = read_chunked(reader)?;
-    } else if let Some(len) = req.header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+    } else if let Some(len) = req
+        .header("content-length")
+        .and_then(|l| l.parse::<usize>().ok())
+    {
         let mut body = vec![0; len];
         reader.read_exact(&mut body)?;
         req.body = body;
@@ -284,7 +337,8 @@ fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
     loop {
         let mut size = String::new();
         reader.read_line(&mut size)?;
-        let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
         if size == 0 {
             // Trailers, then the blank line.
             loop {
@@ -407,7 +461,9 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut reader = BufReader::new(client.try_clone()?);
     let mut client = client;
-    let Some(req) = read_request(&mut reader)? else { return Ok(()) };
+    let Some(req) = read_request(&mut reader)? else {
+        return Ok(());
+    };
     shared.requests.fetch_add(1, Ordering::SeqCst);
     let service = req.service();
     let head = req.method == "HEAD";
@@ -417,7 +473,14 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
         let (status, ctype, body, extra) = unknown_key(&service);
         let mut headers = vec![("Content-Type".to_string(), ctype.to_string())];
         headers.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
-        return write_response(&mut client, status, "Forbidden", &headers, body.as_bytes(), false);
+        return write_response(
+            &mut client,
+            status,
+            "Forbidden",
+            &headers,
+            body.as_bytes(),
+            false,
+        );
     }
 
     let per_mille = shared.per_mille.load(Ordering::SeqCst);
@@ -433,8 +496,21 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
             };
             let mut headers = vec![("Content-Type".to_string(), ctype.to_string())];
             headers.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
-            let reason = if status == 500 { "Internal Server Error" } else if status == 503 { "Service Unavailable" } else { "Bad Request" };
-            return write_response(&mut client, status, reason, &headers, body.as_bytes(), false);
+            let reason = if status == 500 {
+                "Internal Server Error"
+            } else if status == 503 {
+                "Service Unavailable"
+            } else {
+                "Bad Request"
+            };
+            return write_response(
+                &mut client,
+                status,
+                reason,
+                &headers,
+                body.as_bytes(),
+                false,
+            );
         }
     }
 
@@ -443,7 +519,11 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
     if mutating {
         let n = shared.mutating.fetch_add(1, Ordering::SeqCst) + 1;
         let line = format!("{service} {}", req.action());
-        shared.log.lock().unwrap().push(format!("{n}: {line} -> {status}"));
+        shared
+            .log
+            .lock()
+            .unwrap()
+            .push(format!("{n}: {line} -> {status}"));
         let counted = if line.contains(shared.kill_pattern.lock().unwrap().as_str()) {
             shared.matched.fetch_add(1, Ordering::SeqCst) + 1
         } else {
@@ -480,13 +560,19 @@ fn forward(shared: &Shared, req: &Request) -> std::io::Result<Answer> {
     let mut out = format!("{} {} HTTP/1.1\r\n", req.method, req.target);
     for (k, v) in &req.headers {
         let lower = k.to_ascii_lowercase();
-        if matches!(lower.as_str(), "connection" | "transfer-encoding" | "content-length" | "x-moto-account-id" | "expect") {
+        if matches!(
+            lower.as_str(),
+            "connection" | "transfer-encoding" | "content-length" | "x-moto-account-id" | "expect"
+        ) {
             continue;
         }
         out.push_str(&format!("{k}: {v}\r\n"));
     }
     out.push_str(&format!("x-moto-account-id: {}\r\n", shared.account));
-    out.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", req.body.len()));
+    out.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        req.body.len()
+    ));
     upstream.write_all(out.as_bytes())?;
     upstream.write_all(&req.body)?;
     upstream.flush()?;
@@ -512,9 +598,9 @@ fn forward(shared: &Shared, req: &Request) -> std::io::Result<Answer> {
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
     let body = if req.method == "HEAD" {
         Vec::new()
     } else if chunked {

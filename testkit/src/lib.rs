@@ -24,7 +24,10 @@ pub struct Emulator {
 
 /// The workspace root (where `Cargo.toml`, `scripts/` and `.venv/` live).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The venv's python, after making sure the venv exists (`scripts/venv.sh` is idempotent).
@@ -75,7 +78,11 @@ pub fn start_with_env(env: &[(&str, &str)]) -> Emulator {
         .strip_prefix("MOTO_ENDPOINT=")
         .unwrap_or_else(|| panic!("emulator did not start: {line:?}"))
         .to_string();
-    Emulator { endpoint, _stdin: Mutex::new(stdin), _child: Mutex::new(child) }
+    Emulator {
+        endpoint,
+        _stdin: Mutex::new(stdin),
+        _child: Mutex::new(child),
+    }
 }
 
 /// Spawns `cmd` from a thread that lives as long as the process. `emulator.py` asks the
@@ -90,7 +97,9 @@ fn spawn_from_lasting_thread(mut cmd: Command) -> Child {
             std::thread::park();
         }
     });
-    rx.recv().expect("spawner thread").expect("start scripts/emulator.py")
+    rx.recv()
+        .expect("spawner thread")
+        .expect("start scripts/emulator.py")
 }
 
 impl Emulator {
@@ -114,7 +123,8 @@ impl Emulator {
     /// A `Command` for `program` with [`Emulator::aws_env`] applied and `AWS_PROFILE` removed.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
-        cmd.env_remove("AWS_PROFILE").env_remove("AWS_SESSION_TOKEN");
+        cmd.env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN");
         cmd.envs(self.aws_env());
         cmd
     }
@@ -158,5 +168,9 @@ fn base36(mut n: u64) -> String {
 pub fn unique_account() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("9{:06}{:05}", std::process::id() as u64 % 1_000_000, n % 100_000)
+    format!(
+        "9{:06}{:05}",
+        std::process::id() as u64 % 1_000_000,
+        n % 100_000
+    )
 }

@@ -17,10 +17,15 @@ struct Saved {
 }
 
 fn read_saved(path: &std::path::Path, stack: &crate::stack::Stack) -> Result<Saved> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading saved plan {}", path.display()))?;
-    let saved: Value = serde_json::from_str(&text).with_context(|| format!("{} is not a saved plan", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading saved plan {}", path.display()))?;
+    let saved: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a saved plan", path.display()))?;
     if saved["saved_plan"] != Value::Bool(true) || saved["format_version"] != 1 {
-        bail!("{} is not a plan saved by `provision plan --out`", path.display());
+        bail!(
+            "{} is not a plan saved by `provision plan --out`",
+            path.display()
+        );
     }
     if saved["stack"] != stack.name.as_str() || saved["env"] != stack.env.as_str() {
         bail!(
@@ -33,14 +38,20 @@ fn read_saved(path: &std::path::Path, stack: &crate::stack::Stack) -> Result<Sav
         );
     }
     Ok(Saved {
-        serial: saved["serial"].as_u64().context("saved plan without a serial")?,
+        serial: saved["serial"]
+            .as_u64()
+            .context("saved plan without a serial")?,
         changes: saved["plan"]["changes"].clone(),
     })
 }
 
 pub async fn run(args: ApplyArgs) -> Result<ExitCode> {
     let stack = engine::load_stack(&args.stack)?;
-    let saved = args.plan.as_deref().map(|p| read_saved(p, &stack)).transpose()?;
+    let saved = args
+        .plan
+        .as_deref()
+        .map(|p| read_saved(p, &stack))
+        .transpose()?;
     // A saved plan was reviewed when it was made (as with `terraform apply PLAN`).
     let approved = args.auto_approve || saved.is_some();
     engine::require_confirmation_possible(approved, "apply")?;
@@ -65,7 +76,8 @@ async fn locked(
     saved: Option<Saved>,
     approved: bool,
 ) -> Result<ExitCode> {
-    let (facts, snapshot) = plan::prepare(clients, stack, std::future::ready(Ok(account.to_string()))).await?;
+    let (facts, snapshot) =
+        plan::prepare(clients, stack, std::future::ready(Ok(account.to_string()))).await?;
     // apply always reads AWS: it must not act on a stale picture.
     let plan = plan::plan(clients, stack, facts, snapshot, plan::Refresh::Live).await?;
     if let Some(saved) = &saved {
@@ -81,7 +93,10 @@ async fn locked(
         }
     }
     print!("{}", render::text(&plan));
-    if plan.has_changes() && !approved && !engine::confirm("\nDo you want to perform these actions?")? {
+    if plan.has_changes()
+        && !approved
+        && !engine::confirm("\nDo you want to perform these actions?")?
+    {
         eprintln!("Apply cancelled.");
         return Ok(ExitCode::from(1));
     }
@@ -91,7 +106,8 @@ async fn locked(
         store.bump_serial(Some(stack.gpu)).await?;
     }
     if !report.errors.is_empty() {
-        return Err(apply::join_errors(report.errors).context("apply failed part way; run apply again to converge"));
+        return Err(apply::join_errors(report.errors)
+            .context("apply failed part way; run apply again to converge"));
     }
     println!(
         "\nApply complete! Resources: {} added, {} changed, {} destroyed.",

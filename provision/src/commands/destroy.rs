@@ -28,12 +28,16 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
     }
     let lock = Lock::acquire(&store, "destroy").await?;
     let result = async {
-        let (facts, snapshot) = plan::prepare(&clients, &stack, std::future::ready(Ok(account.clone()))).await?;
+        let (facts, snapshot) =
+            plan::prepare(&clients, &stack, std::future::ready(Ok(account.clone()))).await?;
         let plan = plan::destroy_plan(&clients, &stack, facts, snapshot).await?;
         print!("{}", render::text(&plan));
         if plan.has_changes()
             && !args.auto_approve
-            && !engine::confirm(&format!("\nDo you really want to destroy every resource of {}/{}?", stack.name, stack.env))?
+            && !engine::confirm(&format!(
+                "\nDo you really want to destroy every resource of {}/{}?",
+                stack.name, stack.env
+            ))?
         {
             eprintln!("Destroy cancelled.");
             return Ok(ExitCode::from(1));
@@ -44,9 +48,13 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
             store.bump_serial(None).await?;
         }
         if !report.errors.is_empty() {
-            return Err(apply::join_errors(report.errors).context("destroy failed part way; run destroy again"));
+            return Err(apply::join_errors(report.errors)
+                .context("destroy failed part way; run destroy again"));
         }
-        println!("\nDestroy complete! Resources: {} destroyed.", report.destroyed);
+        println!(
+            "\nDestroy complete! Resources: {} destroyed.",
+            report.destroyed
+        );
         Ok(ExitCode::SUCCESS)
     }
     .await;

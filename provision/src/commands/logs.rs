@@ -32,13 +32,22 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
 
     // A stream exists only once the job runs; with --follow, wait for it.
     let stream = loop {
-        let status = job.status().map(|s| s.as_str().to_string()).unwrap_or_default();
+        let status = job
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
         if let Some(stream) = describe::log_stream(&job) {
             break stream.to_string();
         }
         if describe::is_done(&status) {
-            let reason = job.status_reason().map(|r| format!(" ({r})")).unwrap_or_default();
-            anyhow::bail!("job {} ended {status}{reason} without a log stream", args.job_id);
+            let reason = job
+                .status_reason()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "job {} ended {status}{reason} without a log stream",
+                args.job_id
+            );
         }
         if !args.follow {
             anyhow::bail!(
@@ -57,7 +66,10 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
         // always printed before we stop.
         let done = !args.follow
             || describe::is_done(
-                describe::describe(batch, id).await?[0].status().map(|s| s.as_str()).unwrap_or(""),
+                describe::describe(batch, id).await?[0]
+                    .status()
+                    .map(|s| s.as_str())
+                    .unwrap_or(""),
             );
         match drain(clients.logs(), &group, &stream, &mut token).await {
             Ok(true) => {}
@@ -99,7 +111,9 @@ async fn drain(
         let page = match result {
             Ok(page) => page,
             Err(err)
-                if err.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) =>
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
             {
                 return Ok(false);
             }
@@ -129,8 +143,9 @@ async fn log_group(batch: &aws_sdk_batch::Client, job: &JobDetail) -> anyhow::Re
     }
     if let Some(definition) = job.job_definition() {
         if let Some(definition) = live::job_definition(batch, definition).await? {
-            let config =
-                definition.container_properties().and_then(|c| c.log_configuration());
+            let config = definition
+                .container_properties()
+                .and_then(|c| c.log_configuration());
             if let Some(group) = awslogs_group(config)? {
                 return Ok(group);
             }
@@ -140,7 +155,9 @@ async fn log_group(batch: &aws_sdk_batch::Client, job: &JobDetail) -> anyhow::Re
 }
 
 fn awslogs_group(config: Option<&LogConfiguration>) -> anyhow::Result<Option<String>> {
-    let Some(config) = config else { return Ok(None) };
+    let Some(config) = config else {
+        return Ok(None);
+    };
     if let Some(driver) = config.log_driver() {
         anyhow::ensure!(
             driver.as_str() == "awslogs",
@@ -148,9 +165,13 @@ fn awslogs_group(config: Option<&LogConfiguration>) -> anyhow::Result<Option<Str
             driver.as_str()
         );
     }
-    Ok(config.options().and_then(|o| o.get("awslogs-group")).cloned())
+    Ok(config
+        .options()
+        .and_then(|o| o.get("awslogs-group"))
+        .cloned())
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    err.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }

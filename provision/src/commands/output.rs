@@ -17,12 +17,19 @@ pub async fn run(args: OutputArgs) -> Result<ExitCode> {
     let store = engine::store(&clients, &stack);
     let snapshot = store.load().await?;
     if snapshot.records.is_empty() {
-        bail!("{} has no applied resources in state table {}: run `provision apply` first", store.pk, store.table);
+        bail!(
+            "{} has no applied resources in state table {}: run `provision apply` first",
+            store.pk,
+            store.table
+        );
     }
     let map = |kind: Kind, id: bool| -> Value {
         let mut m = Map::new();
         for (key, rec) in by_kind(&snapshot.records, kind) {
-            m.insert(key.to_string(), json!(if id { &rec.handle.id } else { &rec.handle.name }));
+            m.insert(
+                key.to_string(),
+                json!(if id { &rec.handle.id } else { &rec.handle.name }),
+            );
         }
         Value::Object(m)
     };

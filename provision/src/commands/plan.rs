@@ -18,8 +18,13 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
     }
     let clients = Clients::new(&stack.region).await?;
     // No lock to take first: the access check, the facts and the state are read at once.
-    let (facts, snapshot) = plan::prepare(&clients, &stack, crate::aws::check_access(&clients)).await?;
-    let refresh = if args.refresh { plan::Refresh::Live } else { plan::Refresh::StateOnly };
+    let (facts, snapshot) =
+        plan::prepare(&clients, &stack, crate::aws::check_access(&clients)).await?;
+    let refresh = if args.refresh {
+        plan::Refresh::Live
+    } else {
+        plan::Refresh::StateOnly
+    };
     let plan = plan::plan(&clients, &stack, facts, snapshot, refresh).await?;
     let rendered = render::json(&plan);
     if args.json {
@@ -39,9 +44,18 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
         });
         // Written whole or not at all: a half-written plan must never be applied.
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&saved)?).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&saved)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("Saved the plan to {}; apply it with `provision apply {}`.", path.display(), path.display());
+        eprintln!(
+            "Saved the plan to {}; apply it with `provision apply {}`.",
+            path.display(),
+            path.display()
+        );
     }
-    Ok(if args.detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

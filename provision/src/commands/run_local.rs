@@ -22,7 +22,11 @@ pub async fn run(args: RunLocalArgs) -> anyhow::Result<ExitCode> {
     let vars = select::parse_vars(&args.vars)?;
     let selected = select::select(&stack, &args.job, vars)?;
     let spec = &selected.spec;
-    let command = if args.command.is_empty() { spec.command.clone() } else { args.command.clone() };
+    let command = if args.command.is_empty() {
+        spec.command.clone()
+    } else {
+        args.command.clone()
+    };
     let Some((program, program_args)) = command.split_first() else {
         anyhow::bail!("job `{}` has no command; give one after `--`", spec.key);
     };
@@ -40,13 +44,20 @@ pub async fn run(args: RunLocalArgs) -> anyhow::Result<ExitCode> {
         .provide_credentials()
         .await
         .map_err(|err| anyhow::anyhow!("no AWS credentials ({err}): {NEED}"))?;
-    let identity = clients.sts().get_caller_identity().send().await.map_err(|err| {
-        anyhow::anyhow!(
-            "STS GetCallerIdentity: {}",
-            aws_smithy_types::error::display::DisplayErrorContext(&err)
-        )
-    })?;
-    let account = identity.account().context("STS GetCallerIdentity returned no account")?;
+    let identity = clients
+        .sts()
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "STS GetCallerIdentity: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&err)
+            )
+        })?;
+    let account = identity
+        .account()
+        .context("STS GetCallerIdentity returned no account")?;
 
     let mut env: BTreeMap<String, String> = stack.injected_env(account);
     env.extend(spec.env.clone());
@@ -54,12 +65,21 @@ pub async fn run(args: RunLocalArgs) -> anyhow::Result<ExitCode> {
     env.extend(selected.env.clone());
 
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(program_args).envs(&env).env_remove("AWS_BATCH_JOB_ARRAY_INDEX");
+    cmd.args(program_args)
+        .envs(&env)
+        .env_remove("AWS_BATCH_JOB_ARRAY_INDEX");
     if let Some(index) = args.array_index {
         cmd.env("AWS_BATCH_JOB_ARRAY_INDEX", index.to_string());
     }
-    let index = args.array_index.map(|i| format!(" (array index {i})")).unwrap_or_default();
-    eprintln!("run-local: {} as job {}{index}", shell_words(&command), spec.name);
+    let index = args
+        .array_index
+        .map(|i| format!(" (array index {i})"))
+        .unwrap_or_default();
+    eprintln!(
+        "run-local: {} as job {}{index}",
+        shell_words(&command),
+        spec.name
+    );
     let status = match cmd.status().await {
         Ok(status) => status,
         Err(err) => {
@@ -108,8 +128,13 @@ fn shell_words(command: &[String]) -> String {
         .iter()
         .map(|w| {
             let plain = !w.is_empty()
-                && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c));
-            if plain { w.clone() } else { format!("'{}'", w.replace('\'', r"'\''")) }
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c));
+            if plain {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
         })
         .collect::<Vec<_>>()
         .join(" ")

@@ -12,7 +12,9 @@ use crate::state::lock;
 
 pub async fn run(args: StateArgs) -> Result<ExitCode> {
     let stack_args = match &args.command {
-        StateCommand::List { stack } | StateCommand::Show { stack, .. } | StateCommand::Unlock { stack, .. } => stack,
+        StateCommand::List { stack }
+        | StateCommand::Show { stack, .. }
+        | StateCommand::Unlock { stack, .. } => stack,
     };
     let stack = engine::load_stack(stack_args)?;
     let clients = Clients::new(&stack.region).await?;
@@ -23,14 +25,20 @@ pub async fn run(args: StateArgs) -> Result<ExitCode> {
             for rec in snapshot.records.values() {
                 println!("{}\t{}\t{}", rec.address, rec.handle.name, rec.handle.id);
                 for deposed in &rec.deposed {
-                    println!("{} (deposed)\t{}\t{}", rec.address, deposed.name, deposed.id);
+                    println!(
+                        "{} (deposed)\t{}\t{}",
+                        rec.address, deposed.name, deposed.id
+                    );
                 }
             }
         }
         StateCommand::Show { address, .. } => {
             let snapshot = store.load().await?;
             let Some(rec) = snapshot.records.get(&address) else {
-                bail!("{address} is not in the state of {} (see `provision state list`)", store.pk);
+                bail!(
+                    "{address} is not in the state of {} (see `provision state list`)",
+                    store.pk
+                );
             };
             let shown = json!({
                 "address": rec.address,

@@ -28,5 +28,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     // Without --watch a listing is not a verdict: a failed job is reported, not an error.
     let failed = args.watch && reports.iter().any(JobReport::failed);
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -66,7 +66,9 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     })?;
     let queue_arn = queue.job_queue_arn().unwrap_or(&queue_name).to_string();
     if queue.state().map(|s| s.as_str()) != Some("ENABLED") {
-        eprintln!("warning: job queue `{queue_name}` is not ENABLED; the job will wait until it is");
+        eprintln!(
+            "warning: job queue `{queue_name}` is not ENABLED; the job will wait until it is"
+        );
     }
 
     let job_name = job_name(&stack.prefix(), &spec.key);
@@ -86,11 +88,20 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         request = request.depends_on(JobDependency::builder().job_id(id).build());
     }
     if let Some(timeout) = args.timeout_s {
-        request =
-            request.timeout(JobTimeout::builder().attempt_duration_seconds(timeout as i32).build());
+        request = request.timeout(
+            JobTimeout::builder()
+                .attempt_duration_seconds(timeout as i32)
+                .build(),
+        );
     }
-    let out = request.send().await.with_context(|| format!("SubmitJob {job_name}"))?;
-    let job_id = out.job_id().context("SubmitJob returned no job id")?.to_string();
+    let out = request
+        .send()
+        .await
+        .with_context(|| format!("SubmitJob {job_name}"))?;
+    let job_id = out
+        .job_id()
+        .context("SubmitJob returned no job id")?
+        .to_string();
 
     let mut stdout = std::io::stdout().lock();
     if args.json {
@@ -111,7 +122,11 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let reports = watch::until_done(batch, &[job_id]).await?;
-    Ok(if reports.iter().any(|r| r.failed()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if reports.iter().any(|r| r.failed()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Range checks on the overrides, before any AWS call.
@@ -129,7 +144,10 @@ fn check_overrides(args: &SubmitArgs) -> anyhow::Result<()> {
         anyhow::ensure!(m >= 4, "--memory-mib {m}: Batch needs at least 4 MiB");
     }
     if let Some(t) = args.timeout_s {
-        anyhow::ensure!(t >= MIN_TIMEOUT_S, "--timeout-s {t}: Batch needs at least {MIN_TIMEOUT_S}");
+        anyhow::ensure!(
+            t >= MIN_TIMEOUT_S,
+            "--timeout-s {t}: Batch needs at least {MIN_TIMEOUT_S}"
+        );
     }
     Ok(())
 }
@@ -147,7 +165,10 @@ fn overrides(
     for (kind, value) in requirements {
         if let Some(value) = value {
             o = o.resource_requirements(
-                ResourceRequirement::builder().r#type(kind).value(value.to_string()).build(),
+                ResourceRequirement::builder()
+                    .r#type(kind)
+                    .value(value.to_string())
+                    .build(),
             );
         }
     }

@@ -17,7 +17,11 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         Err(diags) => {
             eprintln!("{diags}");
             let n = diags.len();
-            eprintln!("error: {} has {n} error{}", args.stack.stack.display(), if n == 1 { "" } else { "s" });
+            eprintln!(
+                "error: {} has {n} error{}",
+                args.stack.stack.display(),
+                if n == 1 { "" } else { "s" }
+            );
             return Ok(ExitCode::from(1));
         }
     };
@@ -33,7 +37,11 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
 pub fn to_json(stack: &Stack) -> Value {
     let mut value = serde_json::to_value(stack).expect("the model serializes");
     let names = |f: &dyn Fn(&str) -> String, keys: Vec<&String>| -> Value {
-        Value::Object(keys.into_iter().map(|k| (k.clone(), Value::String(f(k)))).collect::<Map<_, _>>())
+        Value::Object(
+            keys.into_iter()
+                .map(|k| (k.clone(), Value::String(f(k))))
+                .collect::<Map<_, _>>(),
+        )
     };
     let derived = json!({
         "prefix": stack.prefix(),
@@ -70,7 +78,10 @@ pub fn to_json(stack: &Stack) -> Value {
             }))
         }).collect()),
     });
-    value.as_object_mut().expect("a struct").insert("derived".into(), derived);
+    value
+        .as_object_mut()
+        .expect("a struct")
+        .insert("derived".into(), derived);
     value
 }
 
@@ -78,13 +89,25 @@ pub fn to_json(stack: &Stack) -> Value {
 pub fn render(stack: &Stack) -> String {
     let mut out = String::new();
     let yes = |b: bool| if b { "yes" } else { "no" };
-    let _ = writeln!(out, "stack {} (env {}, region {})", stack.name, stack.env, stack.region);
-    let _ = writeln!(out, "  gpu: {}   protect: {}   state table: {}", stack.gpu, stack.protect, stack.state_table);
+    let _ = writeln!(
+        out,
+        "stack {} (env {}, region {})",
+        stack.name, stack.env, stack.region
+    );
+    let _ = writeln!(
+        out,
+        "  gpu: {}   protect: {}   state table: {}",
+        stack.gpu, stack.protect, stack.state_table
+    );
     let vpc = match &stack.network.vpc {
         Vpc::Default => "default".to_string(),
         Vpc::Id(id) => id.clone(),
     };
-    let subnets = if stack.network.subnets.is_empty() { "every subnet of the VPC".to_string() } else { stack.network.subnets.join(", ") };
+    let subnets = if stack.network.subnets.is_empty() {
+        "every subnet of the VPC".to_string()
+    } else {
+        stack.network.subnets.join(", ")
+    };
     let sgs = if stack.network.security_groups.is_empty() {
         format!("{} (created)", stack.security_group_name())
     } else {
@@ -94,16 +117,39 @@ pub fn render(stack: &Stack) -> String {
 
     let _ = writeln!(out, "\nbuckets");
     for (key, b) in &stack.buckets {
-        let enc = b.kms_key.as_deref().map_or("SSE-S3".to_string(), |k| format!("SSE-KMS {k}"));
-        let expire = b.expire_noncurrent_days.map_or(String::new(), |d| format!(", non-current versions expire after {d} days"));
-        let _ = writeln!(out, "  {key}: {}  (versioning {}{expire}, {enc}, env BUCKET_{})", stack.bucket_name(key, ACCOUNT), yes(b.versioning), key.to_uppercase().replace('-', "_"));
+        let enc = b
+            .kms_key
+            .as_deref()
+            .map_or("SSE-S3".to_string(), |k| format!("SSE-KMS {k}"));
+        let expire = b.expire_noncurrent_days.map_or(String::new(), |d| {
+            format!(", non-current versions expire after {d} days")
+        });
+        let _ = writeln!(
+            out,
+            "  {key}: {}  (versioning {}{expire}, {enc}, env BUCKET_{})",
+            stack.bucket_name(key, ACCOUNT),
+            yes(b.versioning),
+            key.to_uppercase().replace('-', "_")
+        );
     }
     let _ = writeln!(out, "\nrepositories");
     for (key, r) in &stack.repositories {
-        let keep = r.keep_images.map_or("keep every image".to_string(), |n| format!("keep {n} images"));
-        let _ = writeln!(out, "  {key}: {}  ({keep}, scan on push {})", stack.repository_uri(key, ACCOUNT), yes(r.scan_on_push));
+        let keep = r.keep_images.map_or("keep every image".to_string(), |n| {
+            format!("keep {n} images")
+        });
+        let _ = writeln!(
+            out,
+            "  {key}: {}  ({keep}, scan on push {})",
+            stack.repository_uri(key, ACCOUNT),
+            yes(r.scan_on_push)
+        );
     }
-    let retention = stack.logs.retention_days.map_or("never expire".to_string(), |d| format!("retention {d} days"));
+    let retention = stack
+        .logs
+        .retention_days
+        .map_or("never expire".to_string(), |d| {
+            format!("retention {d} days")
+        });
     let _ = writeln!(out, "\nlogs\n  {}  ({retention})", stack.log_group_name());
     let _ = writeln!(
         out,
@@ -115,54 +161,106 @@ pub fn render(stack: &Stack) -> String {
         stack.instance_profile_name()
     );
 
-    let _ = writeln!(out, "\ncompute (AMI {})", ComputeEnvironment::image_type(stack.gpu));
+    let _ = writeln!(
+        out,
+        "\ncompute (AMI {})",
+        ComputeEnvironment::image_type(stack.gpu)
+    );
     for (key, c) in &stack.compute {
         let kind = match c.kind {
             stack::ComputeType::Spot => "spot",
             stack::ComputeType::OnDemand => "on-demand",
         };
-        let bid = c.bid_percentage.map_or(String::new(), |b| format!(", bid {b}%"));
-        let _ = writeln!(out, "  {key}: {}  ({kind}, {}-{} vCPUs, {}{bid}, {})", stack.compute_environment_name(key, None), c.min_vcpus, c.max_vcpus, c.allocation_strategy.as_api(), c.state.as_api().to_lowercase());
+        let bid = c
+            .bid_percentage
+            .map_or(String::new(), |b| format!(", bid {b}%"));
+        let _ = writeln!(
+            out,
+            "  {key}: {}  ({kind}, {}-{} vCPUs, {}{bid}, {})",
+            stack.compute_environment_name(key, None),
+            c.min_vcpus,
+            c.max_vcpus,
+            c.allocation_strategy.as_api(),
+            c.state.as_api().to_lowercase()
+        );
         let _ = writeln!(out, "    instance types: {}", c.instance_types.join(", "));
         if let Some(gb) = c.root_volume_gb {
-            let _ = writeln!(out, "    launch template: {} (gp3 root volume {gb} GiB)", stack.launch_template_name(key, None));
+            let _ = writeln!(
+                out,
+                "    launch template: {} (gp3 root volume {gb} GiB)",
+                stack.launch_template_name(key, None)
+            );
         }
     }
     let _ = writeln!(out, "\nqueues");
     for (key, q) in &stack.queues {
-        let _ = writeln!(out, "  {key}: {}  (priority {}, compute {}, {})", stack.queue_name(key), q.priority, q.compute.join(" > "), q.state.as_api().to_lowercase());
+        let _ = writeln!(
+            out,
+            "  {key}: {}  (priority {}, compute {}, {})",
+            stack.queue_name(key),
+            q.priority,
+            q.compute.join(" > "),
+            q.state.as_api().to_lowercase()
+        );
     }
     let _ = writeln!(out, "\njobs");
     for d in stack.job_definitions() {
         let job = d.job;
         let image = match &job.image {
-            Image::Repository(k) => format!("{} (repository {k})", stack.image_uri(&job.image, ACCOUNT)),
+            Image::Repository(k) => {
+                format!("{} (repository {k})", stack.image_uri(&job.image, ACCOUNT))
+            }
             Image::Uri(u) => u.clone(),
         };
         let _ = writeln!(out, "  {}: {}  (queue {})", d.key, d.name, job.queue);
         let _ = writeln!(out, "    image: {image}");
         let _ = writeln!(out, "    command: {}", d.command.join(" "));
-        let timeout = job.timeout_s.map_or("no timeout".to_string(), |t| format!("timeout {t} s"));
-        let _ = writeln!(out, "    resources: {} vCPUs, {} MiB, {} GPUs, {timeout}", job.vcpus, job.memory_mib, job.gpus);
+        let timeout = job
+            .timeout_s
+            .map_or("no timeout".to_string(), |t| format!("timeout {t} s"));
+        let _ = writeln!(
+            out,
+            "    resources: {} vCPUs, {} MiB, {} GPUs, {timeout}",
+            job.vcpus, job.memory_mib, job.gpus
+        );
         let rules: Vec<String> = job
             .retry
             .rules
             .iter()
             .map(|r| {
                 let mut m = Vec::new();
-                if let Some(s) = &r.on_status_reason { m.push(format!("status reason {s:?}")); }
-                if let Some(s) = &r.on_reason { m.push(format!("reason {s:?}")); }
-                if let Some(s) = &r.on_exit_code { m.push(format!("exit code {s:?}")); }
-                format!("{} -> {}", m.join(" and "), r.action.as_api().to_lowercase())
+                if let Some(s) = &r.on_status_reason {
+                    m.push(format!("status reason {s:?}"));
+                }
+                if let Some(s) = &r.on_reason {
+                    m.push(format!("reason {s:?}"));
+                }
+                if let Some(s) = &r.on_exit_code {
+                    m.push(format!("exit code {s:?}"));
+                }
+                format!(
+                    "{} -> {}",
+                    m.join(" and "),
+                    r.action.as_api().to_lowercase()
+                )
             })
             .collect();
-        let _ = writeln!(out, "    retry: {} attempt(s); {}", job.retry.attempts, rules.join("; "));
+        let _ = writeln!(
+            out,
+            "    retry: {} attempt(s); {}",
+            job.retry.attempts,
+            rules.join("; ")
+        );
         let mut env = stack.injected_env(ACCOUNT);
         env.extend(d.env.clone());
         let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "    env: {}", env.join(" "));
         if !job.secrets.is_empty() {
-            let s: Vec<String> = job.secrets.iter().map(|(k, v)| format!("{k}<-{v}")).collect();
+            let s: Vec<String> = job
+                .secrets
+                .iter()
+                .map(|(k, v)| format!("{k}<-{v}"))
+                .collect();
             let _ = writeln!(out, "    secrets: {}", s.join(" "));
         }
         let _ = writeln!(out, "    log stream prefix: {}", d.key);

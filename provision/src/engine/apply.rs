@@ -127,13 +127,28 @@ fn deletions(plan: &Plan) -> Vec<Deletion> {
 /// deposed). The handle has no id yet and the attributes are empty: the next plan compares the
 /// live resource with the stack, adopts it, and deletes what is deposed.
 fn intent(item: &Item, desired: &Spec) -> Option<Record> {
-    let handle = Handle { kind: desired.kind(), name: desired.name().to_string(), id: String::new(), extra: BTreeMap::new() };
+    let handle = Handle {
+        kind: desired.kind(),
+        name: desired.name().to_string(),
+        id: String::new(),
+        extra: BTreeMap::new(),
+    };
     match item.action {
-        Action::Create if item.record.is_none() && desired.kind() == Kind::Bucket => {
-            Some(record(&item.address, handle, Attrs::new(), item.deps.clone(), item.suffix))
-        }
+        Action::Create if item.record.is_none() && desired.kind() == Kind::Bucket => Some(record(
+            &item.address,
+            handle,
+            Attrs::new(),
+            item.deps.clone(),
+            item.suffix,
+        )),
         Action::Replace => {
-            let mut rec = record(&item.address, handle, Attrs::new(), item.deps.clone(), item.suffix);
+            let mut rec = record(
+                &item.address,
+                handle,
+                Attrs::new(),
+                item.deps.clone(),
+                item.suffix,
+            );
             if let Some(old) = &item.record {
                 rec.deposed = old.deposed.clone();
             }
@@ -149,7 +164,11 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
     let stack = &plan.stack;
     let tags = stack.tags();
     let dels = deletions(plan);
-    let protected: Vec<&Handle> = dels.iter().filter(|d| !d.deposed).map(|d| &d.handle).collect();
+    let protected: Vec<&Handle> = dels
+        .iter()
+        .filter(|d| !d.deposed)
+        .map(|d| &d.handle)
+        .collect();
     check_protected(c, stack.protect, &protected).await?;
 
     let refs = Mutex::new(plan.refs.clone());
@@ -163,10 +182,14 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
             (Some(node), Some(live)) => {
                 let desired = spec(stack, &plan.facts, &refs.lock().unwrap(), node)?;
                 let attrs = desired.attributes();
-                let stale = item.record.as_ref().is_none_or(|r| r.attributes != attrs || r.handle.id != live.id);
+                let stale = item
+                    .record
+                    .as_ref()
+                    .is_none_or(|r| r.attributes != attrs || r.handle.id != live.id);
                 if stale {
                     let handle = super::plan::handle_of(&desired, live);
-                    let mut rec = record(&item.address, handle, attrs, item.deps.clone(), item.suffix);
+                    let mut rec =
+                        record(&item.address, handle, attrs, item.deps.clone(), item.suffix);
                     if let Some(old) = &item.record {
                         rec.deposed = old.deposed.clone();
                     }
@@ -211,7 +234,10 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
     let waits: Vec<Vec<usize>> = forward
         .iter()
         .map(|item| {
-            item.deps.iter().filter_map(|d| forward.iter().position(|other| &other.address == d)).collect()
+            item.deps
+                .iter()
+                .filter_map(|d| forward.iter().position(|other| &other.address == d))
+                .collect()
         })
         .collect();
     if !forward.is_empty() {
@@ -223,11 +249,17 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
         let records = &records;
         let tags = &tags;
         async move {
-            let node = item.node.as_ref().context("a forward action without a node")?;
+            let node = item
+                .node
+                .as_ref()
+                .context("a forward action without a node")?;
             let desired = spec(stack, &plan.facts, &refs.lock().unwrap(), node)?;
             let attrs = desired.attributes();
             if let Some((name, _)) = attrs.iter().find(|(_, v)| is_unknown(v)) {
-                bail!("{}: {name} is still unknown when its turn came (a missing dependency)", item.address);
+                bail!(
+                    "{}: {name} is still unknown when its turn came (a missing dependency)",
+                    item.address
+                );
             }
             if let Some(intent) = intent(item, &desired) {
                 store.put(&intent).await?;
@@ -243,8 +275,12 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
                 let progress = |s: &str| task.status(s);
                 match item.action {
                     Action::Update => {
-                        let live = item.live.as_ref().context("an update without a live resource")?;
-                        let changed: Vec<String> = item.diffs.iter().map(|d| d.name.clone()).collect();
+                        let live = item
+                            .live
+                            .as_ref()
+                            .context("an update without a live resource")?;
+                        let changed: Vec<String> =
+                            item.diffs.iter().map(|d| d.name.clone()).collect();
                         desired.update(c, live, &changed, tags, &progress).await
                     }
                     _ => desired.create(c, tags, &progress).await,
@@ -260,13 +296,20 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
                     return Err(e.context(format!("{} ({})", item.address, verb.to_lowercase())));
                 }
             };
-            refs.lock().unwrap().ids.insert(item.address.clone(), handle.id.clone());
+            refs.lock()
+                .unwrap()
+                .ids
+                .insert(item.address.clone(), handle.id.clone());
             let mut rec = record(&item.address, handle, attrs, item.deps.clone(), item.suffix);
             if let Some(old) = &item.record {
                 rec.deposed = old.deposed.clone();
             }
             if item.action == Action::Replace {
-                rec.deposed.push(item.handle.clone().context("a replace without the old handle")?);
+                rec.deposed.push(
+                    item.handle
+                        .clone()
+                        .context("a replace without the old handle")?,
+                );
             }
             store.put(&rec).await?;
             records.lock().unwrap().insert(item.address.clone(), rec);
@@ -340,7 +383,11 @@ async fn delete_phase<'a>(
         let d = &dels[i];
         let done = &done;
         async move {
-            let label = if d.deposed { format!("{} ({})", d.address, d.handle.name) } else { d.address.clone() };
+            let label = if d.deposed {
+                format!("{} ({})", d.address, d.handle.name)
+            } else {
+                d.address.clone()
+            };
             let task = reporter.start(&label, "Destroying");
             let result = {
                 let progress = |s: &str| task.status(s);
@@ -362,15 +409,28 @@ async fn delete_phase<'a>(
     })
     .await;
     let done = done.into_inner().unwrap();
-    report.destroyed += dels.iter().enumerate().filter(|(i, d)| done.contains(i) && !d.deposed).count();
+    report.destroyed += dels
+        .iter()
+        .enumerate()
+        .filter(|(i, d)| done.contains(i) && !d.deposed)
+        .count();
     // A replacement's old half counts once, with the replacement, as Terraform does.
-    report.destroyed += dels.iter().enumerate().filter(|(i, d)| done.contains(i) && d.deposed).count();
+    report.destroyed += dels
+        .iter()
+        .enumerate()
+        .filter(|(i, d)| done.contains(i) && d.deposed)
+        .count();
     report.errors.extend(errors);
     done.into_iter().map(|i| &dels[i]).collect()
 }
 
 /// Destroys everything `plan` (a destroy plan) lists, then clears the stack's records.
-pub async fn destroy(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter) -> Result<Report> {
+pub async fn destroy(
+    c: &Clients,
+    plan: &Plan,
+    store: &Store,
+    reporter: &Reporter,
+) -> Result<Report> {
     let dels: Vec<Deletion> = plan
         .items
         .iter()
@@ -441,6 +501,9 @@ mod tests {
         })
         .await;
         assert_eq!(errors.len(), 1);
-        assert!(!ran.into_inner().unwrap().contains(&2), "dependents of a failure never start");
+        assert!(
+            !ran.into_inner().unwrap().contains(&2),
+            "dependents of a failure never start"
+        );
     }
 }

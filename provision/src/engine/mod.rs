@@ -13,8 +13,8 @@ use serde_json::Value;
 use crate::aws::Clients;
 use crate::resources::vpc_endpoint::filter;
 use crate::resources::{
-    bucket, compute_environment, iam, job_definition, job_queue, log_group, repository, security_group, vpc_endpoint,
-    Kind, SdkContext, Spec, UNKNOWN,
+    bucket, compute_environment, iam, job_definition, job_queue, log_group, repository,
+    security_group, vpc_endpoint, Kind, SdkContext, Spec, UNKNOWN,
 };
 use crate::stack::{Image, Stack, Vpc};
 use crate::state::Store;
@@ -49,7 +49,10 @@ pub struct Refs {
 
 impl Refs {
     fn id(&self, address: &str) -> String {
-        self.ids.get(address).cloned().unwrap_or_else(|| UNKNOWN.to_string())
+        self.ids
+            .get(address)
+            .cloned()
+            .unwrap_or_else(|| UNKNOWN.to_string())
     }
 }
 
@@ -78,7 +81,12 @@ fn address(kind: Kind, key: &str) -> String {
 pub fn graph(stack: &Stack) -> Vec<Node> {
     let mut nodes = Vec::new();
     let mut push = |kind: Kind, key: &str, deps: Vec<String>| {
-        nodes.push(Node { address: address(kind, key), kind, key: key.to_string(), deps });
+        nodes.push(Node {
+            address: address(kind, key),
+            kind,
+            key: key.to_string(),
+            deps,
+        });
     };
     if stack.network.s3_endpoint {
         push(Kind::VpcEndpoint, "s3", vec![]);
@@ -95,22 +103,49 @@ pub fn graph(stack: &Stack) -> Vec<Node> {
     }
     push(Kind::LogGroup, "jobs", vec![]);
     for role in ROLES {
-        let deps = if role == "job" { stack.buckets.keys().map(|k| address(Kind::Bucket, k)).collect() } else { vec![] };
+        let deps = if role == "job" {
+            stack
+                .buckets
+                .keys()
+                .map(|k| address(Kind::Bucket, k))
+                .collect()
+        } else {
+            vec![]
+        };
         push(Kind::Role, role, deps);
     }
-    push(Kind::InstanceProfile, "instance", vec!["role.instance".into()]);
+    push(
+        Kind::InstanceProfile,
+        "instance",
+        vec!["role.instance".into()],
+    );
     for key in stack.compute.keys() {
-        let mut deps = vec![INSTANCE_PROFILE.to_string(), "role.batch-service".to_string()];
+        let mut deps = vec![
+            INSTANCE_PROFILE.to_string(),
+            "role.batch-service".to_string(),
+        ];
         if own_sg {
             deps.push(SECURITY_GROUP.into());
         }
         push(Kind::ComputeEnvironment, key, deps);
     }
     for (key, queue) in &stack.queues {
-        push(Kind::JobQueue, key, queue.compute.iter().map(|c| address(Kind::ComputeEnvironment, c)).collect());
+        push(
+            Kind::JobQueue,
+            key,
+            queue
+                .compute
+                .iter()
+                .map(|c| address(Kind::ComputeEnvironment, c))
+                .collect(),
+        );
     }
     for def in stack.job_definitions() {
-        let mut deps = vec!["role.job".to_string(), "role.execution".to_string(), LOG_GROUP.to_string()];
+        let mut deps = vec![
+            "role.job".to_string(),
+            "role.execution".to_string(),
+            LOG_GROUP.to_string(),
+        ];
         if let Image::Repository(repo) = &def.job.image {
             deps.push(address(Kind::Repository, repo));
         }
@@ -135,15 +170,25 @@ fn kms_arn(key: &str, facts: &Facts, region: &str) -> String {
     if key.starts_with("arn:") {
         key.to_string()
     } else if let Some(alias) = key.strip_prefix("alias/") {
-        format!("arn:{}:kms:{region}:{}:alias/{alias}", facts.partition, facts.account)
+        format!(
+            "arn:{}:kms:{region}:{}:alias/{alias}",
+            facts.partition, facts.account
+        )
     } else {
-        format!("arn:{}:kms:{region}:{}:key/{key}", facts.partition, facts.account)
+        format!(
+            "arn:{}:kms:{region}:{}:key/{key}",
+            facts.partition, facts.account
+        )
     }
 }
 
 /// The compute environment name for `key` with its current suffix.
 pub fn compute_name(stack: &Stack, refs: &Refs, key: &str) -> String {
-    let suffix = refs.suffixes.get(&address(Kind::ComputeEnvironment, key)).copied().flatten();
+    let suffix = refs
+        .suffixes
+        .get(&address(Kind::ComputeEnvironment, key))
+        .copied()
+        .flatten();
     stack.compute_environment_name(key, suffix)
 }
 
@@ -157,9 +202,10 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
             service_name: format!("com.amazonaws.{}.s3", stack.region),
             route_table_ids: facts.route_tables.clone(),
         }),
-        Kind::SecurityGroup => {
-            Spec::SecurityGroup(security_group::Spec { name: stack.security_group_name(), vpc_id: facts.vpc_id.clone() })
-        }
+        Kind::SecurityGroup => Spec::SecurityGroup(security_group::Spec {
+            name: stack.security_group_name(),
+            vpc_id: facts.vpc_id.clone(),
+        }),
         Kind::Bucket => {
             let b = &stack.buckets[key];
             Spec::Bucket(bucket::Spec {
@@ -178,30 +224,55 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
                 scan_on_push: r.scan_on_push,
             })
         }
-        Kind::LogGroup => {
-            Spec::LogGroup(log_group::Spec { name: stack.log_group_name(), retention_days: stack.logs.retention_days })
-        }
+        Kind::LogGroup => Spec::LogGroup(log_group::Spec {
+            name: stack.log_group_name(),
+            retention_days: stack.logs.retention_days,
+        }),
         Kind::Role => {
             let managed = |name: &str| format!("arn:{p}:iam::aws:policy/service-role/{name}");
             let (service, managed, inline) = match key {
-                "instance" => ("ec2.amazonaws.com", vec![managed("AmazonEC2ContainerServiceforEC2Role")], BTreeMap::new()),
-                "batch-service" => ("batch.amazonaws.com", vec![managed("AWSBatchServiceRole")], BTreeMap::new()),
+                "instance" => (
+                    "ec2.amazonaws.com",
+                    vec![managed("AmazonEC2ContainerServiceforEC2Role")],
+                    BTreeMap::new(),
+                ),
+                "batch-service" => (
+                    "batch.amazonaws.com",
+                    vec![managed("AWSBatchServiceRole")],
+                    BTreeMap::new(),
+                ),
                 "execution" => {
                     let mut inline = BTreeMap::new();
-                    let mut arns: Vec<String> = facts.secrets.values().map(|(arn, _)| arn.clone()).collect();
+                    let mut arns: Vec<String> =
+                        facts.secrets.values().map(|(arn, _)| arn.clone()).collect();
                     arns.sort();
                     arns.dedup();
                     if !arns.is_empty() {
-                        let mut keys: Vec<String> = facts.secrets.values().filter_map(|(_, k)| k.clone()).collect();
+                        let mut keys: Vec<String> = facts
+                            .secrets
+                            .values()
+                            .filter_map(|(_, k)| k.clone())
+                            .collect();
                         keys.sort();
                         keys.dedup();
-                        inline.insert("job-secrets".to_string(), iam::execution_secrets_policy(&arns, &keys)?);
+                        inline.insert(
+                            "job-secrets".to_string(),
+                            iam::execution_secrets_policy(&arns, &keys)?,
+                        );
                     }
-                    ("ecs-tasks.amazonaws.com", vec![managed("AmazonECSTaskExecutionRolePolicy")], inline)
+                    (
+                        "ecs-tasks.amazonaws.com",
+                        vec![managed("AmazonECSTaskExecutionRolePolicy")],
+                        inline,
+                    )
                 }
                 "job" => {
                     let mut inline = BTreeMap::new();
-                    let buckets: Vec<String> = stack.buckets.keys().map(|k| stack.bucket_name(k, &facts.account)).collect();
+                    let buckets: Vec<String> = stack
+                        .buckets
+                        .keys()
+                        .map(|k| stack.bucket_name(k, &facts.account))
+                        .collect();
                     if !buckets.is_empty() {
                         let mut keys: Vec<String> = stack
                             .buckets
@@ -211,17 +282,26 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
                             .collect();
                         keys.sort();
                         keys.dedup();
-                        inline.insert("stack-buckets".to_string(), iam::job_s3_policy(p, &buckets, &keys)?);
+                        inline.insert(
+                            "stack-buckets".to_string(),
+                            iam::job_s3_policy(p, &buckets, &keys)?,
+                        );
                     }
                     ("ecs-tasks.amazonaws.com", vec![], inline)
                 }
                 other => bail!("unknown role {other}"),
             };
-            Spec::Role(iam::RoleSpec { name: stack.role_name(key), trust: iam::trust_policy(service)?, managed, inline })
+            Spec::Role(iam::RoleSpec {
+                name: stack.role_name(key),
+                trust: iam::trust_policy(service)?,
+                managed,
+                inline,
+            })
         }
-        Kind::InstanceProfile => {
-            Spec::InstanceProfile(iam::ProfileSpec { name: stack.instance_profile_name(), role: stack.role_name("instance") })
-        }
+        Kind::InstanceProfile => Spec::InstanceProfile(iam::ProfileSpec {
+            name: stack.instance_profile_name(),
+            role: stack.role_name("instance"),
+        }),
         Kind::ComputeEnvironment => {
             let ce = &stack.compute[key];
             let suffix = refs.suffixes.get(&node.address).copied().flatten();
@@ -243,7 +323,9 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
                 instance_role: refs.id(INSTANCE_PROFILE),
                 service_role: refs.id("role.batch-service"),
                 image_type: crate::stack::ComputeEnvironment::image_type(stack.gpu).to_string(),
-                launch_template: ce.root_volume_gb.map(|gb| (stack.launch_template_name(key, suffix), gb)),
+                launch_template: ce
+                    .root_volume_gb
+                    .map(|gb| (stack.launch_template_name(key, suffix), gb)),
                 state: ce.state,
             })
         }
@@ -253,17 +335,27 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
                 name: stack.queue_name(key),
                 priority: q.priority,
                 state: q.state,
-                compute: q.compute.iter().map(|c| refs.id(&address(Kind::ComputeEnvironment, c))).collect(),
+                compute: q
+                    .compute
+                    .iter()
+                    .map(|c| refs.id(&address(Kind::ComputeEnvironment, c)))
+                    .collect(),
             })
         }
         Kind::JobDefinition => {
             let defs = stack.job_definitions();
-            let def = defs.iter().find(|d| d.key == key).context("job definition vanished from the stack")?;
+            let def = defs
+                .iter()
+                .find(|d| d.key == key)
+                .context("job definition vanished from the stack")?;
             let mut environment = def.env.clone();
             environment.extend(stack.injected_env(&facts.account));
             let mut secrets = BTreeMap::new();
             for (var, secret) in &def.job.secrets {
-                let (arn, _) = facts.secrets.get(secret).with_context(|| format!("secret {secret} was not resolved"))?;
+                let (arn, _) = facts
+                    .secrets
+                    .get(secret)
+                    .with_context(|| format!("secret {secret} was not resolved"))?;
                 secrets.insert(var.clone(), arn.clone());
             }
             Spec::JobDefinition(job_definition::Spec {
@@ -291,8 +383,20 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
 /// Reads the facts a plan needs: VPC, subnets, route tables, secret ARNs. `account` answers
 /// the account id (`aws::check_access`, or what it already answered), awaited beside the
 /// VPC reads.
-pub async fn facts(c: &Clients, stack: &Stack, account: impl std::future::Future<Output = Result<String>>) -> Result<Facts> {
-    let (account, Network { vpc_id, subnets, route_tables, s3_endpoints }) = join_first_error_wins(account, network(c, stack)).await?;
+pub async fn facts(
+    c: &Clients,
+    stack: &Stack,
+    account: impl std::future::Future<Output = Result<String>>,
+) -> Result<Facts> {
+    let (
+        account,
+        Network {
+            vpc_id,
+            subnets,
+            route_tables,
+            s3_endpoints,
+        },
+    ) = join_first_error_wins(account, network(c, stack)).await?;
     let partition = partition(&stack.region).to_string();
     let mut secrets = BTreeMap::new();
     for job in stack.jobs.values() {
@@ -307,7 +411,10 @@ pub async fn facts(c: &Clients, stack: &Stack, account: impl std::future::Future
                 .send()
                 .await
                 .ctx(format!("resolving secret {secret}"))?;
-            let arn = out.arn().with_context(|| format!("secret {secret} has no ARN"))?.to_string();
+            let arn = out
+                .arn()
+                .with_context(|| format!("secret {secret} has no ARN"))?
+                .to_string();
             let facts_so_far = Facts {
                 account: account.clone(),
                 partition: partition.clone(),
@@ -317,11 +424,21 @@ pub async fn facts(c: &Clients, stack: &Stack, account: impl std::future::Future
                 secrets: BTreeMap::new(),
                 s3_endpoints: vec![],
             };
-            let kms = out.kms_key_id().map(|k| kms_arn(k, &facts_so_far, &stack.region));
+            let kms = out
+                .kms_key_id()
+                .map(|k| kms_arn(k, &facts_so_far, &stack.region));
             secrets.insert(secret.clone(), (arn, kms));
         }
     }
-    Ok(Facts { account, partition, vpc_id, subnets, route_tables, secrets, s3_endpoints })
+    Ok(Facts {
+        account,
+        partition,
+        vpc_id,
+        subnets,
+        route_tables,
+        secrets,
+        s3_endpoints,
+    })
 }
 
 /// The VPC's part of the facts.
@@ -335,53 +452,104 @@ struct Network {
 /// Reads the VPC, its subnets, the route tables an S3 endpoint may serve and its S3 endpoints.
 async fn network(c: &Clients, stack: &Stack) -> Result<Network> {
     // Independent reads run together: a no-op plan is bound by round trips.
-    let vpc_id = async { anyhow::Ok(match &stack.network.vpc {
-        Vpc::Default => {
-            let out = c.ec2().describe_vpcs().filters(filter("is-default", "true")).send().await.ctx("finding the default VPC")?;
-            out.vpcs()
-                .first()
-                .and_then(|v| v.vpc_id())
-                .map(String::from)
-                .with_context(|| format!("region {} has no default VPC; set network.vpc to a VPC id", stack.region))?
-        }
-        Vpc::Id(id) => {
-            let out = c.ec2().describe_vpcs().filters(filter("vpc-id", id)).send().await.ctx(format!("reading VPC {id}"))?;
-            if out.vpcs().is_empty() {
-                bail!("network.vpc: VPC {id} does not exist in {}", stack.region);
+    let vpc_id = async {
+        anyhow::Ok(match &stack.network.vpc {
+            Vpc::Default => {
+                let out = c
+                    .ec2()
+                    .describe_vpcs()
+                    .filters(filter("is-default", "true"))
+                    .send()
+                    .await
+                    .ctx("finding the default VPC")?;
+                out.vpcs()
+                    .first()
+                    .and_then(|v| v.vpc_id())
+                    .map(String::from)
+                    .with_context(|| {
+                        format!(
+                            "region {} has no default VPC; set network.vpc to a VPC id",
+                            stack.region
+                        )
+                    })?
             }
-            id.clone()
-        }
-    }) };
+            Vpc::Id(id) => {
+                let out = c
+                    .ec2()
+                    .describe_vpcs()
+                    .filters(filter("vpc-id", id))
+                    .send()
+                    .await
+                    .ctx(format!("reading VPC {id}"))?;
+                if out.vpcs().is_empty() {
+                    bail!("network.vpc: VPC {id} does not exist in {}", stack.region);
+                }
+                id.clone()
+            }
+        })
+    };
     let vpc_id = vpc_id.await?;
-    let subnets = async { anyhow::Ok(if stack.network.subnets.is_empty() {
-        let out = c.ec2().describe_subnets().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing subnets")?;
-        let mut subnets: Vec<String> = out.subnets().iter().filter_map(|s| s.subnet_id()).map(String::from).collect();
-        subnets.sort();
-        if subnets.is_empty() {
-            bail!("VPC {vpc_id} has no subnets; set network.subnets");
-        }
-        subnets
-    } else {
-        stack.network.subnets.clone()
-    }) };
-    let route_tables = async { anyhow::Ok(if stack.network.s3_endpoint {
-        let (out, endpoints) = tokio::try_join!(
-            async { c.ec2().describe_route_tables().filters(filter("vpc-id", &vpc_id)).send().await.ctx("listing route tables") },
-            // AWS allows one S3 gateway endpoint per route table: tables another endpoint
-            // already serves (the account's own, another stack's) reach S3 through it and are
-            // left alone.
-            s3_endpoints(c, stack, &vpc_id),
-        )?;
-        let taken = foreign_s3_route_tables(stack, &endpoints);
-        let mut ids: Vec<String> = out.route_tables().iter().filter_map(|r| r.route_table_id()).map(String::from).collect();
-        ids.retain(|id| !taken.contains(id));
-        ids.sort();
-        (ids, endpoints)
-    } else {
-        (vec![], vec![])
-    }) };
+    let subnets = async {
+        anyhow::Ok(if stack.network.subnets.is_empty() {
+            let out = c
+                .ec2()
+                .describe_subnets()
+                .filters(filter("vpc-id", &vpc_id))
+                .send()
+                .await
+                .ctx("listing subnets")?;
+            let mut subnets: Vec<String> = out
+                .subnets()
+                .iter()
+                .filter_map(|s| s.subnet_id())
+                .map(String::from)
+                .collect();
+            subnets.sort();
+            if subnets.is_empty() {
+                bail!("VPC {vpc_id} has no subnets; set network.subnets");
+            }
+            subnets
+        } else {
+            stack.network.subnets.clone()
+        })
+    };
+    let route_tables = async {
+        anyhow::Ok(if stack.network.s3_endpoint {
+            let (out, endpoints) = tokio::try_join!(
+                async {
+                    c.ec2()
+                        .describe_route_tables()
+                        .filters(filter("vpc-id", &vpc_id))
+                        .send()
+                        .await
+                        .ctx("listing route tables")
+                },
+                // AWS allows one S3 gateway endpoint per route table: tables another endpoint
+                // already serves (the account's own, another stack's) reach S3 through it and are
+                // left alone.
+                s3_endpoints(c, stack, &vpc_id),
+            )?;
+            let taken = foreign_s3_route_tables(stack, &endpoints);
+            let mut ids: Vec<String> = out
+                .route_tables()
+                .iter()
+                .filter_map(|r| r.route_table_id())
+                .map(String::from)
+                .collect();
+            ids.retain(|id| !taken.contains(id));
+            ids.sort();
+            (ids, endpoints)
+        } else {
+            (vec![], vec![])
+        })
+    };
     let (subnets, (route_tables, s3_endpoints)) = tokio::try_join!(subnets, route_tables)?;
-    Ok(Network { vpc_id, subnets, route_tables, s3_endpoints })
+    Ok(Network {
+        vpc_id,
+        subnets,
+        route_tables,
+        s3_endpoints,
+    })
 }
 
 /// Runs `first` and `second` together. An error of `first` returns at once (`second` is
@@ -406,7 +574,11 @@ pub async fn join_first_error_wins<A, B>(
 }
 
 /// Every S3 endpoint of `vpc_id`.
-async fn s3_endpoints(c: &Clients, stack: &Stack, vpc_id: &str) -> Result<Vec<aws_sdk_ec2::types::VpcEndpoint>> {
+async fn s3_endpoints(
+    c: &Clients,
+    stack: &Stack,
+    vpc_id: &str,
+) -> Result<Vec<aws_sdk_ec2::types::VpcEndpoint>> {
     let mut endpoints = Vec::new();
     let mut token = None;
     loop {
@@ -414,7 +586,10 @@ async fn s3_endpoints(c: &Clients, stack: &Stack, vpc_id: &str) -> Result<Vec<aw
             .ec2()
             .describe_vpc_endpoints()
             .filters(filter("vpc-id", vpc_id))
-            .filters(filter("service-name", &format!("com.amazonaws.{}.s3", stack.region)))
+            .filters(filter(
+                "service-name",
+                &format!("com.amazonaws.{}.s3", stack.region),
+            ))
             .set_next_token(token)
             .send()
             .await
@@ -428,14 +603,32 @@ async fn s3_endpoints(c: &Clients, stack: &Stack, vpc_id: &str) -> Result<Vec<aw
 }
 
 /// Route tables that an S3 gateway endpoint not of this stack already serves.
-fn foreign_s3_route_tables(stack: &Stack, endpoints: &[aws_sdk_ec2::types::VpcEndpoint]) -> Vec<String> {
+fn foreign_s3_route_tables(
+    stack: &Stack,
+    endpoints: &[aws_sdk_ec2::types::VpcEndpoint],
+) -> Vec<String> {
     let tags = stack.tags();
     let mut taken = Vec::new();
     for e in endpoints {
-        let state = e.state().map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_default();
-        let ours = tags.iter().all(|(k, v)| e.tags().iter().any(|t| t.key() == Some(k) && t.value() == Some(v)));
-        let gateway = e.vpc_endpoint_type().is_none_or(|t| t.as_str().eq_ignore_ascii_case("gateway"));
-        if !ours && gateway && !matches!(state.as_str(), "deleted" | "deleting" | "failed" | "rejected" | "expired") {
+        let state = e
+            .state()
+            .map(|s| s.as_str().to_ascii_lowercase())
+            .unwrap_or_default();
+        let ours = tags.iter().all(|(k, v)| {
+            e.tags()
+                .iter()
+                .any(|t| t.key() == Some(k) && t.value() == Some(v))
+        });
+        let gateway = e
+            .vpc_endpoint_type()
+            .is_none_or(|t| t.as_str().eq_ignore_ascii_case("gateway"));
+        if !ours
+            && gateway
+            && !matches!(
+                state.as_str(),
+                "deleted" | "deleting" | "failed" | "rejected" | "expired"
+            )
+        {
             taken.extend(e.route_table_ids().iter().cloned());
         }
     }
@@ -445,7 +638,10 @@ fn foreign_s3_route_tables(stack: &Stack, endpoints: &[aws_sdk_ec2::types::VpcEn
 /// The desired graph as these facts allow: no S3 endpoint when every route table already has
 /// one.
 pub fn graph_for(stack: &Stack, facts: &Facts) -> Vec<Node> {
-    graph(stack).into_iter().filter(|n| n.kind != Kind::VpcEndpoint || !facts.route_tables.is_empty()).collect()
+    graph(stack)
+        .into_iter()
+        .filter(|n| n.kind != Kind::VpcEndpoint || !facts.route_tables.is_empty())
+        .collect()
 }
 
 /// The state store of a stack.
@@ -473,7 +669,9 @@ pub fn confirm(question: &str) -> Result<bool> {
     eprint!("{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
     std::io::stderr().flush().ok();
     let mut line = String::new();
-    std::io::stdin().read_line(&mut line).context("reading the confirmation")?;
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the confirmation")?;
     Ok(line.trim() == "yes")
 }
 

@@ -139,7 +139,12 @@ pub(crate) fn handle_of(spec: &Spec, live: &Live) -> Handle {
         }
         _ => {}
     }
-    Handle { kind: spec.kind(), name: spec.name().to_string(), id: live.id.clone(), extra }
+    Handle {
+        kind: spec.kind(),
+        name: spec.name().to_string(),
+        id: live.id.clone(),
+        extra,
+    }
 }
 
 /// Loads state and facts together; `account` answers the account id (see [`facts`]).
@@ -164,7 +169,10 @@ fn read_ahead(specs: &[Spec], facts: &Facts) -> ReadAhead {
         })
         .collect();
     let has_endpoint = specs.iter().any(|s| matches!(s, Spec::VpcEndpoint(_)));
-    ReadAhead::new(compute, has_endpoint.then(|| (facts.vpc_id.clone(), facts.s3_endpoints.clone())))
+    ReadAhead::new(
+        compute,
+        has_endpoint.then(|| (facts.vpc_id.clone(), facts.s3_endpoints.clone())),
+    )
 }
 
 /// Where a plan takes the current state of the resources the state file records.
@@ -190,7 +198,10 @@ fn recorded_live(record: &Record) -> Option<Live> {
 
 /// `recorded` where the state stands in for AWS, else the live read (a future: no call is made
 /// unless it is awaited).
-async fn recorded_or(recorded: Option<Live>, read: impl std::future::Future<Output = Result<Option<Live>>>) -> Result<Option<Live>> {
+async fn recorded_or(
+    recorded: Option<Live>,
+    read: impl std::future::Future<Output = Result<Option<Live>>>,
+) -> Result<Option<Live>> {
     match recorded {
         Some(live) => Ok(Some(live)),
         None => read.await,
@@ -198,32 +209,50 @@ async fn recorded_or(recorded: Option<Live>, read: impl std::future::Future<Outp
 }
 
 /// Builds the plan that makes the account match `stack`.
-pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot, refresh: Refresh) -> Result<Plan> {
+pub async fn plan(
+    c: &Clients,
+    stack: &Stack,
+    facts: Facts,
+    snapshot: Snapshot,
+    refresh: Refresh,
+) -> Result<Plan> {
     let tags = stack.tags();
     let nodes = graph_for(stack, &facts);
     let mut refs = Refs::default();
     for node in &nodes {
         if node.kind == Kind::ComputeEnvironment {
-            refs.suffixes.insert(node.address.clone(), snapshot.records.get(&node.address).and_then(|r| r.suffix));
+            refs.suffixes.insert(
+                node.address.clone(),
+                snapshot.records.get(&node.address).and_then(|r| r.suffix),
+            );
         }
     }
     // Read everything live at once: names do not depend on ids.
-    let initial: Vec<Spec> = nodes.iter().map(|n| spec(stack, &facts, &refs, n)).collect::<Result<_>>()?;
+    let initial: Vec<Spec> = nodes
+        .iter()
+        .map(|n| spec(stack, &facts, &refs, n))
+        .collect::<Result<_>>()?;
     let ahead = read_ahead(&initial, &facts);
     let lives: Vec<Option<Live>> = stream::iter(nodes.iter().zip(&initial).map(|(node, s)| {
         let record = snapshot.records.get(&node.address);
-        let recorded = record.filter(|_| refresh == Refresh::StateOnly).and_then(recorded_live);
+        let recorded = record
+            .filter(|_| refresh == Refresh::StateOnly)
+            .and_then(recorded_live);
         // A recorded resource is ours: its tags are not worth a call.
-        let tag_read = if record.is_some() { TagRead::Skip } else { TagRead::Read };
+        let tag_read = if record.is_some() {
+            TagRead::Skip
+        } else {
+            TagRead::Read
+        };
         let ahead = &ahead;
         let tags = &tags;
         recorded_or(recorded, s.read(c, tags, tag_read, ahead))
     }))
     .buffered(READ_CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_>>()?;
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect::<Result<_>>()?;
 
     let mut items = Vec::new();
     for (node, live) in nodes.iter().zip(lives) {
@@ -253,7 +282,10 @@ pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot, 
                 item.drift = record.as_ref().is_some_and(|r| !r.attributes.is_empty());
                 item.diffs = diff(node.kind, &desired.attributes(), &Default::default())
                     .into_iter()
-                    .map(|d| AttrDiff { before: Value::Null, ..d })
+                    .map(|d| AttrDiff {
+                        before: Value::Null,
+                        ..d
+                    })
                     .collect();
             }
             Some(live) => {
@@ -272,7 +304,9 @@ pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot, 
                 let diffs = diff(node.kind, &desired.attributes(), &live.attrs);
                 if let Some(rec) = &record {
                     item.drift = !diffs.is_empty()
-                        && rec.attributes.iter().any(|(k, v)| !is_unknown(v) && live.attrs.get(k).is_some_and(|l| l != v));
+                        && rec.attributes.iter().any(|(k, v)| {
+                            !is_unknown(v) && live.attrs.get(k).is_some_and(|l| l != v)
+                        });
                 }
                 if diffs.is_empty() {
                     refs.ids.insert(node.address.clone(), live.id.clone());
@@ -316,7 +350,11 @@ pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot, 
     }
     let reads = stream::iter(removals.iter().map(|(record, deposed)| {
         let handle = deposed.clone().unwrap_or_else(|| record.handle.clone());
-        let recorded = if refresh == Refresh::StateOnly && deposed.is_none() { recorded_live(record) } else { None };
+        let recorded = if refresh == Refresh::StateOnly && deposed.is_none() {
+            recorded_live(record)
+        } else {
+            None
+        };
         async move { recorded_or(recorded, resources::read_handle(c, &handle)).await }
     }))
     .buffered(READ_CONCURRENCY)
@@ -325,16 +363,28 @@ pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot, 
     for ((record, deposed), live) in removals.into_iter().zip(reads) {
         let live = live?;
         let handle = deposed.clone().unwrap_or_else(|| record.handle.clone());
-        let before = live.as_ref().map(|l| l.attrs.clone()).unwrap_or_else(|| record.attributes.clone());
+        let before = live
+            .as_ref()
+            .map(|l| l.attrs.clone())
+            .unwrap_or_else(|| record.attributes.clone());
         items.push(Item {
             address: record.address.clone(),
             kind: handle.kind,
             // Gone already: only the state entry is left to remove.
-            action: if live.is_some() { Action::Delete } else { Action::NoOp },
+            action: if live.is_some() {
+                Action::Delete
+            } else {
+                Action::NoOp
+            },
             drift: false,
             diffs: before
                 .into_iter()
-                .map(|(name, before)| AttrDiff { name, before, after: Value::Null, forces_replacement: false })
+                .map(|(name, before)| AttrDiff {
+                    name,
+                    before,
+                    after: Value::Null,
+                    forces_replacement: false,
+                })
                 .collect(),
             deps: record.deps.clone(),
             node: None,
@@ -347,59 +397,117 @@ pub async fn plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot, 
             deposed: deposed.is_some(),
         });
     }
-    Ok(Plan { stack: stack.clone(), facts, snapshot, items, refs })
+    Ok(Plan {
+        stack: stack.clone(),
+        facts,
+        snapshot,
+        items,
+        refs,
+    })
 }
 
 /// The plan of `destroy`: every recorded resource, and every live resource the stack file
 /// names that the state lacks (created by an apply that crashed before recording it).
-pub async fn destroy_plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Snapshot) -> Result<Plan> {
+pub async fn destroy_plan(
+    c: &Clients,
+    stack: &Stack,
+    facts: Facts,
+    snapshot: Snapshot,
+) -> Result<Plan> {
     let tags = stack.tags();
     let nodes = graph(stack);
     let mut refs = Refs::default();
     for node in &nodes {
         if node.kind == Kind::ComputeEnvironment {
-            refs.suffixes.insert(node.address.clone(), snapshot.records.get(&node.address).and_then(|r| r.suffix));
+            refs.suffixes.insert(
+                node.address.clone(),
+                snapshot.records.get(&node.address).and_then(|r| r.suffix),
+            );
         }
     }
-    let specs: Vec<Spec> = nodes.iter().map(|n| spec(stack, &facts, &refs, n)).collect::<Result<_>>()?;
+    let specs: Vec<Spec> = nodes
+        .iter()
+        .map(|n| spec(stack, &facts, &refs, n))
+        .collect::<Result<_>>()?;
     let mut targets: Vec<(String, Handle, Vec<String>, Option<Record>, bool)> = Vec::new();
     for record in snapshot.records.values() {
-        targets.push((record.address.clone(), record.handle.clone(), record.deps.clone(), Some(record.clone()), false));
+        targets.push((
+            record.address.clone(),
+            record.handle.clone(),
+            record.deps.clone(),
+            Some(record.clone()),
+            false,
+        ));
         for deposed in &record.deposed {
-            targets.push((record.address.clone(), deposed.clone(), record.deps.clone(), Some(record.clone()), true));
+            targets.push((
+                record.address.clone(),
+                deposed.clone(),
+                record.deps.clone(),
+                Some(record.clone()),
+                true,
+            ));
         }
     }
-    let unrecorded: Vec<(&Node, &Spec)> =
-        nodes.iter().zip(&specs).filter(|(n, _)| !snapshot.records.contains_key(&n.address)).collect();
+    let unrecorded: Vec<(&Node, &Spec)> = nodes
+        .iter()
+        .zip(&specs)
+        .filter(|(n, _)| !snapshot.records.contains_key(&n.address))
+        .collect();
     let ahead = ReadAhead::default();
-    let found = stream::iter(unrecorded.iter().map(|(_, s)| s.read(c, &tags, TagRead::Read, &ahead)))
-        .buffered(READ_CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
+    let found = stream::iter(
+        unrecorded
+            .iter()
+            .map(|(_, s)| s.read(c, &tags, TagRead::Read, &ahead)),
+    )
+    .buffered(READ_CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
     for ((node, spec), live) in unrecorded.into_iter().zip(found) {
         if let Some(live) = live? {
             // Only what carries the stack's tags is ours to delete.
             if owned_by(&live.tags, &tags) && live.tags.is_some() {
-                targets.push((node.address.clone(), handle_of(spec, &live), node.deps.clone(), None, false));
+                targets.push((
+                    node.address.clone(),
+                    handle_of(spec, &live),
+                    node.deps.clone(),
+                    None,
+                    false,
+                ));
             }
         }
     }
-    let lives = stream::iter(targets.iter().map(|(_, h, ..)| resources::read_handle(c, h)))
-        .buffered(READ_CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
+    let lives = stream::iter(
+        targets
+            .iter()
+            .map(|(_, h, ..)| resources::read_handle(c, h)),
+    )
+    .buffered(READ_CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
     let mut items = Vec::new();
     for ((address, handle, deps, record, deposed), live) in targets.into_iter().zip(lives) {
         let live = live?;
-        let before = live.as_ref().map(|l| l.attrs.clone()).or_else(|| record.as_ref().map(|r| r.attributes.clone()));
+        let before = live
+            .as_ref()
+            .map(|l| l.attrs.clone())
+            .or_else(|| record.as_ref().map(|r| r.attributes.clone()));
         items.push(Item {
             kind: handle.kind,
-            action: if live.is_some() { Action::Delete } else { Action::NoOp },
+            action: if live.is_some() {
+                Action::Delete
+            } else {
+                Action::NoOp
+            },
             drift: false,
             diffs: before
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(name, before)| AttrDiff { name, before, after: Value::Null, forces_replacement: false })
+                .map(|(name, before)| AttrDiff {
+                    name,
+                    before,
+                    after: Value::Null,
+                    forces_replacement: false,
+                })
                 .collect(),
             deps,
             node: None,
@@ -413,7 +521,13 @@ pub async fn destroy_plan(c: &Clients, stack: &Stack, facts: Facts, snapshot: Sn
             address,
         });
     }
-    Ok(Plan { stack: stack.clone(), facts, snapshot, items, refs })
+    Ok(Plan {
+        stack: stack.clone(),
+        facts,
+        snapshot,
+        items,
+        refs,
+    })
 }
 
 #[cfg(test)]
@@ -435,7 +549,9 @@ mod tests {
         assert!(!d[0].forces_replacement, "max_vcpus is updated in place");
         desired.insert("instance_types".into(), json!(["g4dn.xlarge"]));
         let d = diff(Kind::ComputeEnvironment, &desired, &live);
-        assert!(d.iter().any(|a| a.name == "instance_types" && a.forces_replacement));
+        assert!(d
+            .iter()
+            .any(|a| a.name == "instance_types" && a.forces_replacement));
         // Queues never need a replacement.
         assert!(!Kind::JobQueue.forces_replacement("compute"));
     }

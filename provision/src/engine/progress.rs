@@ -32,7 +32,9 @@ impl Reporter {
     pub fn start(&self, address: &str, verb: &str) -> Task {
         let bar = self.multi.as_ref().map(|m| {
             let bar = m.add(ProgressBar::new_spinner());
-            bar.set_style(ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]").unwrap());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]").unwrap(),
+            );
             bar.set_prefix(address.to_string());
             bar.set_message(format!("{verb}..."));
             bar.enable_steady_tick(Duration::from_millis(120));
@@ -74,7 +76,11 @@ impl Task {
             return;
         }
         // The status ends with its elapsed time, "(12s)": compare what comes before.
-        let key = text.rsplit_once(" (").map(|(head, _)| head).unwrap_or(text).to_string();
+        let key = text
+            .rsplit_once(" (")
+            .map(|(head, _)| head)
+            .unwrap_or(text)
+            .to_string();
         let mut last = self.last.lock().unwrap();
         let due = match &*last {
             Some((previous, at)) => *previous != key || at.elapsed() >= Duration::from_secs(10),
@@ -88,7 +94,11 @@ impl Task {
 
     /// The action ended: `outcome` is `Creation complete`, `Destruction failed: ...`.
     pub fn finish(self, outcome: &str) {
-        let line = format!("{}: {outcome} after {}s", self.address, self.started.elapsed().as_secs());
+        let line = format!(
+            "{}: {outcome} after {}s",
+            self.address,
+            self.started.elapsed().as_secs()
+        );
         match (&self.bar, &self.multi) {
             (Some(bar), Some(m)) => {
                 bar.finish_and_clear();

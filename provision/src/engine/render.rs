@@ -8,7 +8,11 @@ use super::plan::{Action, Item, Plan};
 use super::show;
 
 fn heading(item: &Item) -> (&'static str, String) {
-    let what = if item.deposed { format!("{} (deposed {})", item.address, item.name) } else { item.address.clone() };
+    let what = if item.deposed {
+        format!("{} (deposed {})", item.address, item.name)
+    } else {
+        item.address.clone()
+    };
     match item.action {
         Action::Create => ("+", format!("# {what} will be created")),
         Action::Update => {
@@ -19,7 +23,10 @@ fn heading(item: &Item) -> (&'static str, String) {
             };
             ("~", format!("# {what} will be {how}"))
         }
-        Action::Replace => ("-/+", format!("# {what} must be replaced (create before destroy)")),
+        Action::Replace => (
+            "-/+",
+            format!("# {what} must be replaced (create before destroy)"),
+        ),
         Action::Delete => ("-", format!("# {what} will be destroyed")),
         Action::NoOp => (" ", String::new()),
     }
@@ -29,12 +36,20 @@ fn heading(item: &Item) -> (&'static str, String) {
 pub fn text(plan: &Plan) -> String {
     let mut out = String::new();
     if !plan.has_changes() {
-        let _ = writeln!(out, "No changes. {}/{} matches the stack.", plan.stack.name, plan.stack.env);
+        let _ = writeln!(
+            out,
+            "No changes. {}/{} matches the stack.",
+            plan.stack.name, plan.stack.env
+        );
         let _ = writeln!(out);
         let _ = writeln!(out, "Plan: 0 to add, 0 to change, 0 to destroy.");
         return out;
     }
-    let _ = writeln!(out, "Provision will perform the following actions on {}/{}:", plan.stack.name, plan.stack.env);
+    let _ = writeln!(
+        out,
+        "Provision will perform the following actions on {}/{}:",
+        plan.stack.name, plan.stack.env
+    );
     for item in plan.changes() {
         let (sign, heading) = heading(item);
         let _ = writeln!(out);
@@ -58,22 +73,37 @@ pub fn text(plan: &Plan) -> String {
                     let _ = writeln!(out, "        - {} = {}", d.name, show(&d.before));
                 }
                 _ => {
-                    let forces = if d.forces_replacement { "  # forces replacement" } else { "" };
+                    let forces = if d.forces_replacement {
+                        "  # forces replacement"
+                    } else {
+                        ""
+                    };
                     match (&d.before, &d.after) {
                         // Maps (job environment, inline policies): only the keys that differ.
                         (Value::Object(before), Value::Object(after)) => {
-                            let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+                            let keys: std::collections::BTreeSet<&String> =
+                                before.keys().chain(after.keys()).collect();
                             for key in keys {
                                 let (b, a) = (before.get(key), after.get(key));
                                 if b != a {
                                     let b = b.map(show).unwrap_or_else(|| "(none)".into());
                                     let a = a.map(show).unwrap_or_else(|| "(none)".into());
-                                    let _ = writeln!(out, "        ~ {}.{key} = {b} -> {a}{forces}", d.name);
+                                    let _ = writeln!(
+                                        out,
+                                        "        ~ {}.{key} = {b} -> {a}{forces}",
+                                        d.name
+                                    );
                                 }
                             }
                         }
                         _ => {
-                            let _ = writeln!(out, "        ~ {} = {} -> {}{forces}", d.name, show(&d.before), show(&d.after));
+                            let _ = writeln!(
+                                out,
+                                "        ~ {} = {} -> {}{forces}",
+                                d.name,
+                                show(&d.before),
+                                show(&d.after)
+                            );
                         }
                     }
                 }
@@ -82,13 +112,22 @@ pub fn text(plan: &Plan) -> String {
     }
     let s = plan.summary();
     let _ = writeln!(out);
-    let _ = writeln!(out, "Plan: {} to add, {} to change, {} to destroy.", s.add, s.change, s.destroy);
+    let _ = writeln!(
+        out,
+        "Plan: {} to add, {} to change, {} to destroy.",
+        s.add, s.change, s.destroy
+    );
     let idle: Vec<String> = plan
         .stack
         .compute
         .iter()
         .filter(|(_, ce)| ce.min_vcpus > 0)
-        .map(|(k, ce)| format!("compute.{k} keeps {} vCPUs running while idle (min_vcpus > 0)", ce.min_vcpus))
+        .map(|(k, ce)| {
+            format!(
+                "compute.{k} keeps {} vCPUs running while idle (min_vcpus > 0)",
+                ce.min_vcpus
+            )
+        })
         .collect();
     for line in idle {
         let _ = writeln!(out, "Note: {line}.");

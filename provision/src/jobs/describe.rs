@@ -42,7 +42,10 @@ impl JobReport {
         Self {
             job_id: job.job_id().unwrap_or_default().to_string(),
             name: job.job_name().unwrap_or_default().to_string(),
-            status: job.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+            status: job
+                .status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
             reason: job.status_reason().map(str::to_string),
             attempts: job.attempts().len(),
             array,
@@ -63,9 +66,16 @@ impl JobReport {
     /// `SUCCEEDED 3, RUNNING 2`: the non-zero counts of an array job.
     pub fn array_summary(&self) -> Option<String> {
         let array = self.array.as_ref()?;
-        let parts: Vec<String> =
-            array.iter().filter(|(_, n)| **n > 0).map(|(s, n)| format!("{s} {n}")).collect();
-        Some(if parts.is_empty() { "-".to_string() } else { parts.join(", ") })
+        let parts: Vec<String> = array
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
+        Some(if parts.is_empty() {
+            "-".to_string()
+        } else {
+            parts.join(", ")
+        })
     }
 }
 
@@ -79,7 +89,12 @@ pub fn is_done(status: &str) -> bool {
 pub fn log_stream(job: &JobDetail) -> Option<&str> {
     job.container()
         .and_then(|c| c.log_stream_name())
-        .or_else(|| job.attempts().iter().rev().find_map(|a| a.container()?.log_stream_name()))
+        .or_else(|| {
+            job.attempts()
+                .iter()
+                .rev()
+                .find_map(|a| a.container()?.log_stream_name())
+        })
         .filter(|s| !s.is_empty())
 }
 
@@ -93,7 +108,10 @@ fn rfc3339(epoch_ms: i64) -> Option<String> {
 }
 
 /// DescribeJobs for `ids`, in the order given. Ids Batch does not know are an error naming them.
-pub async fn describe(batch: &aws_sdk_batch::Client, ids: &[String]) -> anyhow::Result<Vec<JobDetail>> {
+pub async fn describe(
+    batch: &aws_sdk_batch::Client,
+    ids: &[String],
+) -> anyhow::Result<Vec<JobDetail>> {
     let mut found: Vec<JobDetail> = Vec::new();
     for chunk in ids.chunks(DESCRIBE_CHUNK) {
         let out = batch
@@ -107,7 +125,10 @@ pub async fn describe(batch: &aws_sdk_batch::Client, ids: &[String]) -> anyhow::
     let mut ordered = Vec::with_capacity(ids.len());
     let mut missing = Vec::new();
     for id in ids {
-        match found.iter().find(|j| j.job_id() == Some(id) || j.job_arn() == Some(id)) {
+        match found
+            .iter()
+            .find(|j| j.job_id() == Some(id) || j.job_arn() == Some(id))
+        {
             Some(job) => ordered.push(job.clone()),
             None => missing.push(id.as_str()),
         }
@@ -124,7 +145,9 @@ pub async fn describe(batch: &aws_sdk_batch::Client, ids: &[String]) -> anyhow::
 
 /// Renders reports as a table for people.
 pub fn table(reports: &[JobReport]) -> String {
-    let header = ["JOB ID", "NAME", "STATUS", "ATTEMPTS", "ARRAY", "STARTED", "STOPPED", "REASON"];
+    let header = [
+        "JOB ID", "NAME", "STATUS", "ATTEMPTS", "ARRAY", "STARTED", "STOPPED", "REASON",
+    ];
     let rows: Vec<[String; 8]> = reports
         .iter()
         .map(|r| {
@@ -194,10 +217,25 @@ mod tests {
         assert_eq!(r.array_summary().as_deref(), Some("RUNNING 1, SUCCEEDED 2"));
         assert!(!r.is_done());
         let json = serde_json::to_value(&r).unwrap();
-        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(
             keys,
-            ["job_id", "name", "status", "reason", "attempts", "array", "started", "stopped", "log_stream"]
+            [
+                "job_id",
+                "name",
+                "status",
+                "reason",
+                "attempts",
+                "array",
+                "started",
+                "stopped",
+                "log_stream"
+            ]
         );
     }
 
@@ -205,7 +243,11 @@ mod tests {
     fn a_child_has_no_array_and_its_stream_comes_from_the_last_attempt() {
         let attempt = |stream: &str| {
             AttemptDetail::builder()
-                .container(AttemptContainerDetail::builder().log_stream_name(stream).build())
+                .container(
+                    AttemptContainerDetail::builder()
+                        .log_stream_name(stream)
+                        .build(),
+                )
                 .build()
         };
         let job = JobDetail::builder()

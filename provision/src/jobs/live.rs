@@ -23,7 +23,10 @@ pub async fn latest_job_definition(
             if def.job_definition_name() != Some(name) || def.status() != Some("ACTIVE") {
                 continue;
             }
-            if latest.as_ref().is_none_or(|l| def.revision() > l.revision()) {
+            if latest
+                .as_ref()
+                .is_none_or(|l| def.revision() > l.revision())
+            {
                 latest = Some(def.clone());
             }
         }
@@ -56,5 +59,9 @@ pub async fn queue(
         .send()
         .await
         .with_context(|| format!("DescribeJobQueues {name}"))?;
-    Ok(out.job_queues().iter().find(|q| q.job_queue_name() == Some(name)).cloned())
+    Ok(out
+        .job_queues()
+        .iter()
+        .find(|q| q.job_queue_name() == Some(name))
+        .cloned())
 }

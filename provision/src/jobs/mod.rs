@@ -33,4 +33,3 @@ pub fn apply_command(args: &StackArgs) -> String {
     }
     cmd
 }
-

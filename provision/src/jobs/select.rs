@@ -30,11 +30,25 @@ pub enum SelectError {
         "job `{job}` has a matrix over `{key}`: name one value with `{job}-VALUE` or \
          `--var {key}=VALUE` (values: {values})"
     )]
-    MissingMatrixValue { job: String, key: String, values: String },
+    MissingMatrixValue {
+        job: String,
+        key: String,
+        values: String,
+    },
     #[error("job `{job}` has no `{key}` value `{value}` (values: {values})")]
-    UnknownMatrixValue { job: String, key: String, value: String, values: String },
+    UnknownMatrixValue {
+        job: String,
+        key: String,
+        value: String,
+        values: String,
+    },
     #[error("`{job}` already picks {key}={picked}; --var {key}={given} contradicts it")]
-    ConflictingMatrixValue { job: String, key: String, picked: String, given: String },
+    ConflictingMatrixValue {
+        job: String,
+        key: String,
+        picked: String,
+        given: String,
+    },
     #[error("`{job}` is ambiguous: it names {candidates}")]
     Ambiguous { job: String, candidates: String },
 }
@@ -43,7 +57,9 @@ pub enum SelectError {
 pub fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, SelectError> {
     let mut out: Vec<(String, String)> = Vec::new();
     for raw in vars {
-        let (key, value) = raw.split_once('=').ok_or_else(|| SelectError::BadVar(raw.clone()))?;
+        let (key, value) = raw
+            .split_once('=')
+            .ok_or_else(|| SelectError::BadVar(raw.clone()))?;
         if !is_env_name(key) {
             return Err(SelectError::BadVarName(raw.clone(), key.to_string()));
         }
@@ -74,8 +90,14 @@ pub fn select<'a>(
     let mut candidates: Vec<JobDefinitionSpec<'a>> =
         specs.iter().filter(|s| s.key == job).cloned().collect();
     if candidates.len() > 1 {
-        let candidates = candidates.iter().map(|s| format!("`{}`", s.name)).collect::<Vec<_>>();
-        return Err(SelectError::Ambiguous { job: job.to_string(), candidates: candidates.join(", ") });
+        let candidates = candidates
+            .iter()
+            .map(|s| format!("`{}`", s.name))
+            .collect::<Vec<_>>();
+        return Err(SelectError::Ambiguous {
+            job: job.to_string(),
+            candidates: candidates.join(", "),
+        });
     }
 
     if let Some(spec) = candidates.pop() {
@@ -98,11 +120,17 @@ pub fn select<'a>(
     }
 
     let Some((job_key, definition)) = stack.jobs.get_key_value(job) else {
-        return Err(SelectError::UnknownJob { job: job.to_string(), available: available(stack) });
+        return Err(SelectError::UnknownJob {
+            job: job.to_string(),
+            available: available(stack),
+        });
     };
     let Some(matrix) = &definition.matrix else {
         // A plain job always has a spec of its own key; reaching here means the names disagree.
-        return Err(SelectError::UnknownJob { job: job.to_string(), available: available(stack) });
+        return Err(SelectError::UnknownJob {
+            job: job.to_string(),
+            available: available(stack),
+        });
     };
     let values = matrix.values.join(", ");
     let mut env: BTreeMap<String, String> = vars.into_iter().collect();
@@ -114,7 +142,10 @@ pub fn select<'a>(
         });
     };
     let key = format!("{job_key}-{value}");
-    match specs.into_iter().find(|s| s.job_key == job_key && s.key == key) {
+    match specs
+        .into_iter()
+        .find(|s| s.job_key == job_key && s.key == key)
+    {
         Some(spec) => Ok(Selected { spec, env }),
         None => Err(SelectError::UnknownMatrixValue {
             job: job.to_string(),
@@ -132,7 +163,11 @@ fn available(stack: &Stack) -> String {
         .iter()
         .map(|(key, job)| match &job.matrix {
             None => key.clone(),
-            Some(m) => format!("{key}-{{{}}} (or {key} --var {}=VALUE)", m.values.join(","), m.key),
+            Some(m) => format!(
+                "{key}-{{{}}} (or {key} --var {}=VALUE)",
+                m.values.join(","),
+                m.key
+            ),
         })
         .collect();
     if names.is_empty() {
@@ -158,7 +193,10 @@ mod tests {
             memory_mib: 512,
             gpus: 0,
             timeout_s: None,
-            retry: Retry { attempts: 1, rules: Retry::default_rules() },
+            retry: Retry {
+                attempts: 1,
+                rules: Retry::default_rules(),
+            },
             env: BTreeMap::from([("DATA".to_string(), "d/{dataset}".to_string())]),
             secrets: BTreeMap::new(),
             matrix: matrix.map(|(key, values)| Matrix {
@@ -184,12 +222,17 @@ mod tests {
             },
             buckets: BTreeMap::new(),
             repositories: BTreeMap::new(),
-            logs: Logs { retention_days: None },
+            logs: Logs {
+                retention_days: None,
+            },
             compute: BTreeMap::new(),
             queues: BTreeMap::new(),
             jobs: BTreeMap::from([
                 ("prepare".to_string(), job(&["prep"], None)),
-                ("train".to_string(), job(&["train", "{dataset}"], Some(("dataset", &["a", "b-2"])))),
+                (
+                    "train".to_string(),
+                    job(&["train", "{dataset}"], Some(("dataset", &["a", "b-2"]))),
+                ),
             ]),
             source: PathBuf::from("demo.toml"),
         }
@@ -213,7 +256,10 @@ mod tests {
         let by_name = select(&s, "train-b-2", vars(&["X=1"])).unwrap();
         assert_eq!(by_name.spec.name, "demo-dev-train-b-2");
         assert_eq!(by_name.spec.command, ["train", "b-2"]);
-        assert_eq!(by_name.env, BTreeMap::from([("X".to_string(), "1".to_string())]));
+        assert_eq!(
+            by_name.env,
+            BTreeMap::from([("X".to_string(), "1".to_string())])
+        );
         let by_var = select(&s, "train", vars(&["dataset=a"])).unwrap();
         assert_eq!(by_var.spec.name, "demo-dev-train-a");
         assert_eq!(by_var.spec.env["DATA"], "d/a");
@@ -230,7 +276,10 @@ mod tests {
         let unknown = select(&s, "train", vars(&["dataset=c"])).unwrap_err();
         assert!(unknown.to_string().contains("a, b-2"), "{unknown}");
         let conflict = select(&s, "train-a", vars(&["dataset=b-2"])).unwrap_err();
-        assert!(matches!(conflict, SelectError::ConflictingMatrixValue { .. }));
+        assert!(matches!(
+            conflict,
+            SelectError::ConflictingMatrixValue { .. }
+        ));
     }
 
     #[test]
@@ -247,12 +296,18 @@ mod tests {
         let parse = |v: &str| parse_vars(&[v.to_string()]);
         assert!(matches!(parse("novalue"), Err(SelectError::BadVar(_))));
         assert!(matches!(parse("1X=2"), Err(SelectError::BadVarName(..))));
-        assert!(matches!(parse("BUCKET_DATA=x"), Err(SelectError::InjectedVar(_))));
+        assert!(matches!(
+            parse("BUCKET_DATA=x"),
+            Err(SelectError::InjectedVar(_))
+        ));
         assert!(matches!(parse("STACK=x"), Err(SelectError::InjectedVar(_))));
         assert!(matches!(
             parse_vars(&["A=1".into(), "A=2".into()]),
             Err(SelectError::DuplicateVar(_))
         ));
-        assert_eq!(parse("EMPTY=").unwrap(), vec![("EMPTY".to_string(), String::new())]);
+        assert_eq!(
+            parse("EMPTY=").unwrap(),
+            vec![("EMPTY".to_string(), String::new())]
+        );
     }
 }

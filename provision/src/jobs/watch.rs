@@ -10,14 +10,21 @@ pub async fn until_done(
 ) -> anyhow::Result<Vec<JobReport>> {
     let mut last: Vec<Option<(String, Option<String>)>> = vec![None; ids.len()];
     loop {
-        let reports: Vec<JobReport> =
-            describe::describe(batch, ids).await?.iter().map(JobReport::from_detail).collect();
+        let reports: Vec<JobReport> = describe::describe(batch, ids)
+            .await?
+            .iter()
+            .map(JobReport::from_detail)
+            .collect();
         for (report, seen) in reports.iter().zip(last.iter_mut()) {
             let now = (report.status.clone(), report.array_summary());
             if seen.as_ref() == Some(&now) {
                 continue;
             }
-            let array = now.1.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
+            let array = now
+                .1
+                .as_deref()
+                .map(|a| format!(" ({a})"))
+                .unwrap_or_default();
             let reason = match (&report.reason, report.is_done()) {
                 (Some(reason), true) => format!(": {reason}"),
                 _ => String::new(),

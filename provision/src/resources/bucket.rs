@@ -33,8 +33,14 @@ impl Spec {
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("versioning".into(), json!(self.versioning)),
-            ("expire_noncurrent_days".into(), json!(self.expire_noncurrent_days)),
-            ("encryption".into(), json!(encryption_label(self.kms_key.as_deref()))),
+            (
+                "expire_noncurrent_days".into(),
+                json!(self.expire_noncurrent_days),
+            ),
+            (
+                "encryption".into(),
+                json!(encryption_label(self.kms_key.as_deref())),
+            ),
             ("public_access_blocked".into(), json!(true)),
         ])
     }
@@ -58,7 +64,10 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
                 TagRead::Skip => None,
             }
         },
-        c.s3().get_bucket_lifecycle_configuration().bucket(name).send(),
+        c.s3()
+            .get_bucket_lifecycle_configuration()
+            .bucket(name)
+            .send(),
         c.s3().get_bucket_encryption().bucket(name).send(),
         c.s3().get_public_access_block().bucket(name).send(),
     );
@@ -70,7 +79,12 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
     };
     let tags = match tagging {
         None => None,
-        Some(Ok(out)) => Some(out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect()),
+        Some(Ok(out)) => Some(
+            out.tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
+        ),
         Some(Err(e)) if error_code(&e) == Some("NoSuchTagSet") => Some(BTreeMap::new()),
         Some(Err(e)) => return Err(e).ctx(format!("reading tags of bucket {name}")),
     };
@@ -92,10 +106,16 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
             .and_then(|r| r.apply_server_side_encryption_by_default())
             .map(|d| match d.sse_algorithm() {
                 ServerSideEncryption::Aes256 => json!("AES256"),
-                other => json!(format!("{} {}", other.as_str(), d.kms_master_key_id().unwrap_or(""))),
+                other => json!(format!(
+                    "{} {}",
+                    other.as_str(),
+                    d.kms_master_key_id().unwrap_or("")
+                )),
             })
             .unwrap_or(Value::Null),
-        Err(e) if error_code(&e) == Some("ServerSideEncryptionConfigurationNotFoundError") => Value::Null,
+        Err(e) if error_code(&e) == Some("ServerSideEncryptionConfigurationNotFoundError") => {
+            Value::Null
+        }
         Err(e) => return Err(e).ctx(format!("reading encryption of bucket {name}")),
     };
     let blocked = match pab {
@@ -142,7 +162,8 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
         .iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect::<Result<Vec<_>, _>>()?;
-    c.s3().put_bucket_tagging()
+    c.s3()
+        .put_bucket_tagging()
         .bucket(&spec.name)
         .tagging(Tagging::builder().set_tag_set(Some(tag_set)).build()?)
         .send()
@@ -158,7 +179,12 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
 }
 
 fn handle(spec: &Spec) -> Handle {
-    Handle { kind: Kind::Bucket, name: spec.name.clone(), id: spec.name.clone(), extra: BTreeMap::new() }
+    Handle {
+        kind: Kind::Bucket,
+        name: spec.name.clone(),
+        id: spec.name.clone(),
+        extra: BTreeMap::new(),
+    }
 }
 
 pub async fn update(c: &Clients, spec: &Spec, changed: &[String]) -> Result<Handle> {
@@ -175,7 +201,8 @@ pub async fn update(c: &Clients, spec: &Spec, changed: &[String]) -> Result<Hand
 }
 
 async fn put_public_access_block(c: &Clients, spec: &Spec) -> Result<()> {
-    c.s3().put_public_access_block()
+    c.s3()
+        .put_public_access_block()
         .bucket(&spec.name)
         .public_access_block_configuration(
             PublicAccessBlockConfiguration::builder()
@@ -193,7 +220,9 @@ async fn put_public_access_block(c: &Clients, spec: &Spec) -> Result<()> {
 
 async fn put_encryption(c: &Clients, spec: &Spec) -> Result<()> {
     let default = match &spec.kms_key {
-        None => ServerSideEncryptionByDefault::builder().sse_algorithm(ServerSideEncryption::Aes256),
+        None => {
+            ServerSideEncryptionByDefault::builder().sse_algorithm(ServerSideEncryption::Aes256)
+        }
         Some(key) => ServerSideEncryptionByDefault::builder()
             .sse_algorithm(ServerSideEncryption::AwsKms)
             .kms_master_key_id(key),
@@ -202,21 +231,32 @@ async fn put_encryption(c: &Clients, spec: &Spec) -> Result<()> {
         .apply_server_side_encryption_by_default(default.build()?)
         .bucket_key_enabled(spec.kms_key.is_some())
         .build();
-    c.s3().put_bucket_encryption()
+    c.s3()
+        .put_bucket_encryption()
         .bucket(&spec.name)
         .server_side_encryption_configuration(
-            ServerSideEncryptionConfiguration::builder().rules(rule).build()?,
+            ServerSideEncryptionConfiguration::builder()
+                .rules(rule)
+                .build()?,
         )
         .send()
         .await
-        .ctx(format!("setting default encryption of bucket {}", spec.name))?;
+        .ctx(format!(
+            "setting default encryption of bucket {}",
+            spec.name
+        ))?;
     Ok(())
 }
 
 async fn put_versioning(c: &Clients, spec: &Spec) -> Result<()> {
     // A versioned bucket can only be suspended, never returned to unversioned.
-    let status = if spec.versioning { BucketVersioningStatus::Enabled } else { BucketVersioningStatus::Suspended };
-    c.s3().put_bucket_versioning()
+    let status = if spec.versioning {
+        BucketVersioningStatus::Enabled
+    } else {
+        BucketVersioningStatus::Suspended
+    };
+    c.s3()
+        .put_bucket_versioning()
         .bucket(&spec.name)
         .versioning_configuration(VersioningConfiguration::builder().status(status).build())
         .send()
@@ -228,7 +268,13 @@ async fn put_versioning(c: &Clients, spec: &Spec) -> Result<()> {
 async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
     match spec.expire_noncurrent_days {
         None => {
-            match c.s3().delete_bucket_lifecycle().bucket(&spec.name).send().await {
+            match c
+                .s3()
+                .delete_bucket_lifecycle()
+                .bucket(&spec.name)
+                .send()
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if error_code(&e) == Some("NoSuchLifecycleConfiguration") => {}
                 Err(e) => return Err(e).ctx(format!("removing lifecycle of bucket {}", spec.name)),
@@ -240,12 +286,19 @@ async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
                 .status(ExpirationStatus::Enabled)
                 .filter(LifecycleRuleFilter::builder().prefix("").build())
                 .noncurrent_version_expiration(
-                    NoncurrentVersionExpiration::builder().noncurrent_days(days as i32).build(),
+                    NoncurrentVersionExpiration::builder()
+                        .noncurrent_days(days as i32)
+                        .build(),
                 )
                 .build()?;
-            c.s3().put_bucket_lifecycle_configuration()
+            c.s3()
+                .put_bucket_lifecycle_configuration()
                 .bucket(&spec.name)
-                .lifecycle_configuration(BucketLifecycleConfiguration::builder().rules(rule).build()?)
+                .lifecycle_configuration(
+                    BucketLifecycleConfiguration::builder()
+                        .rules(rule)
+                        .build()?,
+                )
                 .send()
                 .await
                 .ctx(format!("setting lifecycle of bucket {}", spec.name))?;
@@ -256,7 +309,14 @@ async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
 
 /// Does the bucket hold any object version or delete marker?
 pub async fn is_empty(c: &Clients, name: &str) -> Result<bool> {
-    let out = match c.s3().list_object_versions().bucket(name).max_keys(1).send().await {
+    let out = match c
+        .s3()
+        .list_object_versions()
+        .bucket(name)
+        .max_keys(1)
+        .send()
+        .await
+    {
         Ok(out) => out,
         Err(e) if error_code(&e) == Some("NoSuchBucket") => return Ok(true),
         Err(e) => return Err(e).ctx(format!("listing bucket {name}")),
@@ -267,17 +327,34 @@ pub async fn is_empty(c: &Clients, name: &str) -> Result<bool> {
 /// Empties the bucket, every version and delete marker included, then deletes it.
 pub async fn delete(c: &Clients, name: &str) -> Result<()> {
     loop {
-        let out = match c.s3().list_object_versions().bucket(name).max_keys(1000).send().await {
+        let out = match c
+            .s3()
+            .list_object_versions()
+            .bucket(name)
+            .max_keys(1000)
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(e) if error_code(&e) == Some("NoSuchBucket") => return Ok(()),
             Err(e) => return Err(e).ctx(format!("listing bucket {name}")),
         };
         let mut ids = Vec::new();
         for v in out.versions() {
-            ids.push(ObjectIdentifier::builder().key(v.key().unwrap_or_default()).set_version_id(v.version_id().map(String::from)).build()?);
+            ids.push(
+                ObjectIdentifier::builder()
+                    .key(v.key().unwrap_or_default())
+                    .set_version_id(v.version_id().map(String::from))
+                    .build()?,
+            );
         }
         for m in out.delete_markers() {
-            ids.push(ObjectIdentifier::builder().key(m.key().unwrap_or_default()).set_version_id(m.version_id().map(String::from)).build()?);
+            ids.push(
+                ObjectIdentifier::builder()
+                    .key(m.key().unwrap_or_default())
+                    .set_version_id(m.version_id().map(String::from))
+                    .build()?,
+            );
         }
         if ids.is_empty() {
             break;
@@ -286,7 +363,12 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
             .s3()
             .delete_objects()
             .bucket(name)
-            .delete(Delete::builder().set_objects(Some(ids)).quiet(true).build()?)
+            .delete(
+                Delete::builder()
+                    .set_objects(Some(ids))
+                    .quiet(true)
+                    .build()?,
+            )
             .send()
             .await
             .ctx(format!("emptying bucket {name}"))?;
@@ -301,6 +383,8 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
     match c.s3().delete_bucket().bucket(name).send().await {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("NoSuchBucket") => Ok(()),
-        Err(e) => Err(e).ctx(format!("deleting bucket {name}")).context("the bucket may have been written to during destroy"),
+        Err(e) => Err(e)
+            .ctx(format!("deleting bucket {name}"))
+            .context("the bucket may have been written to during destroy"),
     }
 }

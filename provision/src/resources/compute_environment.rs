@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_sdk_batch::types::{
     CeState, CeStatus, CeType, ComputeEnvironmentDetail, ComputeResource, ComputeResourceUpdate,
     CrAllocationStrategy, CrType, Ec2Configuration, LaunchTemplateSpecification,
 };
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::{json, Value};
 
 use super::{launch_template, wait_for, Attrs, Handle, Kind, Live, Progress, SdkContext};
@@ -70,16 +70,34 @@ impl Spec {
             ("type".into(), json!(cr_type(self.kind))),
             ("min_vcpus".into(), json!(self.min_vcpus)),
             ("max_vcpus".into(), json!(self.max_vcpus)),
-            ("instance_types".into(), super::string_set(self.instance_types.iter().cloned())),
-            ("allocation_strategy".into(), json!(self.allocation_strategy.as_api())),
+            (
+                "instance_types".into(),
+                super::string_set(self.instance_types.iter().cloned()),
+            ),
+            (
+                "allocation_strategy".into(),
+                json!(self.allocation_strategy.as_api()),
+            ),
             ("bid_percentage".into(), json!(self.bid_percentage)),
-            ("subnets".into(), super::string_set(self.subnets.iter().cloned())),
-            ("security_groups".into(), super::string_set(self.security_groups.iter().cloned())),
+            (
+                "subnets".into(),
+                super::string_set(self.subnets.iter().cloned()),
+            ),
+            (
+                "security_groups".into(),
+                super::string_set(self.security_groups.iter().cloned()),
+            ),
             ("instance_role".into(), json!(self.instance_role)),
             ("service_role".into(), json!(self.service_role)),
             ("image_type".into(), json!(self.image_type)),
-            ("launch_template".into(), json!(self.launch_template.as_ref().map(|(n, _)| n))),
-            ("root_volume_gb".into(), json!(self.launch_template.as_ref().map(|(_, gb)| gb))),
+            (
+                "launch_template".into(),
+                json!(self.launch_template.as_ref().map(|(n, _)| n)),
+            ),
+            (
+                "root_volume_gb".into(),
+                json!(self.launch_template.as_ref().map(|(_, gb)| gb)),
+            ),
             ("state".into(), json!(self.state.as_api())),
         ])
     }
@@ -96,7 +114,9 @@ async fn describe(c: &Clients, name: &str) -> Result<Option<ComputeEnvironmentDe
     Ok(out
         .compute_environments()
         .iter()
-        .find(|e| e.compute_environment_name() == Some(name) && e.status() != Some(&CeStatus::Deleted))
+        .find(|e| {
+            e.compute_environment_name() == Some(name) && e.status() != Some(&CeStatus::Deleted)
+        })
         .cloned())
 }
 
@@ -105,7 +125,10 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
 }
 
 /// Every environment of `names` that exists, by name, in one call (AWS takes up to 100).
-pub async fn describe_many(c: &Clients, names: &[String]) -> Result<BTreeMap<String, ComputeEnvironmentDetail>> {
+pub async fn describe_many(
+    c: &Clients,
+    names: &[String],
+) -> Result<BTreeMap<String, ComputeEnvironmentDetail>> {
     let mut found = BTreeMap::new();
     for chunk in names.chunks(100) {
         let out = c
@@ -127,33 +150,77 @@ pub async fn describe_many(c: &Clients, names: &[String]) -> Result<BTreeMap<Str
 }
 
 /// The live environment from its description (`None`: it does not exist).
-pub async fn read_detail(c: &Clients, env: Option<&ComputeEnvironmentDetail>) -> Result<Option<Live>> {
+pub async fn read_detail(
+    c: &Clients,
+    env: Option<&ComputeEnvironmentDetail>,
+) -> Result<Option<Live>> {
     let Some(env) = env else { return Ok(None) };
     let cr = env.compute_resources();
-    let lt_name = cr.and_then(|r| r.launch_template()).and_then(|t| t.launch_template_name()).map(String::from);
+    let lt_name = cr
+        .and_then(|r| r.launch_template())
+        .and_then(|t| t.launch_template_name())
+        .map(String::from);
     let root_volume = match &lt_name {
         Some(lt) => launch_template::root_volume_gb(c, lt).await?.flatten(),
         None => None,
     };
     let strings = |v: &[String]| super::string_set(v.iter().cloned());
     let attrs = Attrs::from([
-        ("type".into(), json!(cr.and_then(|r| r.r#type()).map(|t| t.as_str()))),
+        (
+            "type".into(),
+            json!(cr.and_then(|r| r.r#type()).map(|t| t.as_str())),
+        ),
         ("min_vcpus".into(), json!(cr.and_then(|r| r.minv_cpus()))),
         ("max_vcpus".into(), json!(cr.and_then(|r| r.maxv_cpus()))),
-        ("instance_types".into(), cr.map(|r| strings(r.instance_types())).unwrap_or(Value::Null)),
-        ("allocation_strategy".into(), json!(cr.and_then(|r| r.allocation_strategy()).map(|a| a.as_str()))),
-        ("bid_percentage".into(), json!(cr.and_then(|r| r.bid_percentage()))),
-        ("subnets".into(), cr.map(|r| strings(r.subnets())).unwrap_or(Value::Null)),
-        ("security_groups".into(), cr.map(|r| strings(r.security_group_ids())).unwrap_or(Value::Null)),
-        ("instance_role".into(), json!(cr.and_then(|r| r.instance_role()))),
+        (
+            "instance_types".into(),
+            cr.map(|r| strings(r.instance_types()))
+                .unwrap_or(Value::Null),
+        ),
+        (
+            "allocation_strategy".into(),
+            json!(cr.and_then(|r| r.allocation_strategy()).map(|a| a.as_str())),
+        ),
+        (
+            "bid_percentage".into(),
+            json!(cr.and_then(|r| r.bid_percentage())),
+        ),
+        (
+            "subnets".into(),
+            cr.map(|r| strings(r.subnets())).unwrap_or(Value::Null),
+        ),
+        (
+            "security_groups".into(),
+            cr.map(|r| strings(r.security_group_ids()))
+                .unwrap_or(Value::Null),
+        ),
+        (
+            "instance_role".into(),
+            json!(cr.and_then(|r| r.instance_role())),
+        ),
         ("service_role".into(), json!(env.service_role())),
-        ("image_type".into(), json!(cr.and_then(|r| r.ec2_configuration().first()).and_then(|e| e.image_type()))),
+        (
+            "image_type".into(),
+            json!(cr
+                .and_then(|r| r.ec2_configuration().first())
+                .and_then(|e| e.image_type())),
+        ),
         ("launch_template".into(), json!(lt_name)),
         ("root_volume_gb".into(), json!(root_volume)),
         ("state".into(), json!(env.state().map(|s| s.as_str()))),
     ]);
-    let tags = env.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
-    Ok(Some(Live { id: env.compute_environment_arn().unwrap_or_default().to_string(), attrs, tags: Some(tags) }))
+    let tags = env
+        .tags()
+        .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    Ok(Some(Live {
+        id: env
+            .compute_environment_arn()
+            .unwrap_or_default()
+            .to_string(),
+        attrs,
+        tags: Some(tags),
+    }))
 }
 
 fn handle(spec: &Spec, arn: String) -> Handle {
@@ -161,28 +228,51 @@ fn handle(spec: &Spec, arn: String) -> Handle {
     if let Some((lt, _)) = &spec.launch_template {
         extra.insert("launch_template".to_string(), lt.clone());
     }
-    Handle { kind: Kind::ComputeEnvironment, name: spec.name.clone(), id: arn, extra }
+    Handle {
+        kind: Kind::ComputeEnvironment,
+        name: spec.name.clone(),
+        id: arn,
+        extra,
+    }
 }
 
-pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>, progress: Progress<'_>) -> Result<Handle> {
+pub async fn create(
+    c: &Clients,
+    spec: &Spec,
+    tags: &BTreeMap<String, String>,
+    progress: Progress<'_>,
+) -> Result<Handle> {
     let mut cr = ComputeResource::builder()
         .r#type(CrType::from(cr_type(spec.kind)))
-        .allocation_strategy(CrAllocationStrategy::from(spec.allocation_strategy.as_api()))
+        .allocation_strategy(CrAllocationStrategy::from(
+            spec.allocation_strategy.as_api(),
+        ))
         .minv_cpus(spec.min_vcpus as i32)
         .maxv_cpus(spec.max_vcpus as i32)
         .set_instance_types(Some(spec.instance_types.clone()))
         .set_subnets(Some(spec.subnets.clone()))
         .set_security_group_ids(Some(spec.security_groups.clone()))
         .instance_role(&spec.instance_role)
-        .ec2_configuration(Ec2Configuration::builder().image_type(&spec.image_type).build())
+        .ec2_configuration(
+            Ec2Configuration::builder()
+                .image_type(&spec.image_type)
+                .build(),
+        )
         // Instances carry the stack's tags too, so their cost shows per stack.
-        .set_tags(Some(tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
+        .set_tags(Some(
+            tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ));
     if let Some(bid) = spec.bid_percentage {
         cr = cr.bid_percentage(bid as i32);
     }
     if let Some((lt, gb)) = &spec.launch_template {
         launch_template::ensure(c, lt, *gb, tags).await?;
-        cr = cr.launch_template(LaunchTemplateSpecification::builder().launch_template_name(lt).version("$Default").build());
+        cr = cr.launch_template(
+            LaunchTemplateSpecification::builder()
+                .launch_template_name(lt)
+                .version("$Default")
+                .build(),
+        );
     }
     let request = c
         .batch()
@@ -192,32 +282,49 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>, p
         .state(CeState::from(spec.state.as_api()))
         .compute_resources(cr.build())
         .service_role(&spec.service_role)
-        .set_tags(Some(tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
+        .set_tags(Some(
+            tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ));
     // IAM is eventually consistent: a role or instance profile created seconds ago may not be
     // visible to Batch yet. Batch then refuses it by name; that is retried, nothing else.
-    let arn = wait_for(&format!("IAM roles of {} to propagate", spec.name), IAM_PROPAGATION, progress, || {
-        let request = request.clone();
-        async move {
-            match request.send().await {
-                Ok(out) => Ok(Ok(out.compute_environment_arn().unwrap_or_default().to_string())),
-                Err(e) if super::error_code(&e) == Some("ClientException")
-                    && e.message().is_some_and(|m| {
-                        let m = m.to_ascii_lowercase();
-                        (m.contains("role") || m.contains("instance profile")) && !m.contains("already exists")
-                    }) =>
-                {
-                    Ok(Err(super::describe_error(&e)))
+    let arn = wait_for(
+        &format!("IAM roles of {} to propagate", spec.name),
+        IAM_PROPAGATION,
+        progress,
+        || {
+            let request = request.clone();
+            async move {
+                match request.send().await {
+                    Ok(out) => Ok(Ok(out
+                        .compute_environment_arn()
+                        .unwrap_or_default()
+                        .to_string())),
+                    Err(e)
+                        if super::error_code(&e) == Some("ClientException")
+                            && e.message().is_some_and(|m| {
+                                let m = m.to_ascii_lowercase();
+                                (m.contains("role") || m.contains("instance profile"))
+                                    && !m.contains("already exists")
+                            }) =>
+                    {
+                        Ok(Err(super::describe_error(&e)))
+                    }
+                    Err(e) => Err(e).ctx(format!("creating compute environment {}", spec.name)),
                 }
-                Err(e) => Err(e).ctx(format!("creating compute environment {}", spec.name)),
             }
-        }
-    })
+        },
+    )
     .await?;
     wait_valid(c, &spec.name, progress).await?;
     Ok(handle(spec, arn))
 }
 
-pub async fn update(c: &Clients, spec: &Spec, live: &Live, progress: Progress<'_>) -> Result<Handle> {
+pub async fn update(
+    c: &Clients,
+    spec: &Spec,
+    live: &Live,
+    progress: Progress<'_>,
+) -> Result<Handle> {
     c.batch()
         .update_compute_environment()
         .compute_environment(&spec.name)
@@ -237,16 +344,28 @@ pub async fn update(c: &Clients, spec: &Spec, live: &Live, progress: Progress<'_
 
 /// Waits until the environment is VALID; INVALID is an error with Batch's reason.
 async fn wait_valid(c: &Clients, name: &str, progress: Progress<'_>) -> Result<()> {
-    wait_for(&format!("compute environment {name}"), WAIT, progress, || async {
-        let Some(env) = describe(c, name).await? else { bail!("compute environment {name} disappeared") };
-        match env.status() {
-            Some(CeStatus::Valid) => Ok(Ok(())),
-            Some(CeStatus::Invalid) => {
-                bail!("compute environment {name} is INVALID: {}", env.status_reason().unwrap_or("no reason given"))
+    wait_for(
+        &format!("compute environment {name}"),
+        WAIT,
+        progress,
+        || async {
+            let Some(env) = describe(c, name).await? else {
+                bail!("compute environment {name} disappeared")
+            };
+            match env.status() {
+                Some(CeStatus::Valid) => Ok(Ok(())),
+                Some(CeStatus::Invalid) => {
+                    bail!(
+                        "compute environment {name} is INVALID: {}",
+                        env.status_reason().unwrap_or("no reason given")
+                    )
+                }
+                other => Ok(Err(other
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default())),
             }
-            other => Ok(Err(other.map(|s| s.as_str().to_string()).unwrap_or_default())),
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -273,12 +392,20 @@ pub async fn delete(c: &Clients, handle: &Handle, progress: Progress<'_>) -> Res
                 .await
                 .ctx(format!("deleting compute environment {name}"))?;
         }
-        wait_for(&format!("compute environment {name} to be deleted"), WAIT, progress, || async {
-            Ok(match describe(c, name).await? {
-                None => Ok(()),
-                Some(env) => Err(env.status().map(|s| s.as_str().to_string()).unwrap_or_default()),
-            })
-        })
+        wait_for(
+            &format!("compute environment {name} to be deleted"),
+            WAIT,
+            progress,
+            || async {
+                Ok(match describe(c, name).await? {
+                    None => Ok(()),
+                    Some(env) => Err(env
+                        .status()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default()),
+                })
+            },
+        )
         .await?;
     }
     if let Some(lt) = handle.extra.get("launch_template") {

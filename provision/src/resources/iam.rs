@@ -27,7 +27,10 @@ pub fn render(template: &str, values: &[(&str, Value)]) -> Result<Value> {
     if let Some(statements) = doc["Statement"].as_array_mut() {
         statements.retain(|s| s["Resource"].as_array().is_none_or(|r| !r.is_empty()));
     }
-    anyhow::ensure!(!text.contains("{{"), "policy template left a placeholder unrendered: {text}");
+    anyhow::ensure!(
+        !text.contains("{{"),
+        "policy template left a placeholder unrendered: {text}"
+    );
     Ok(doc)
 }
 
@@ -36,18 +39,35 @@ pub fn trust_policy(service: &str) -> Result<Value> {
 }
 
 /// The job role's S3 access: list the stack's buckets, read and write their objects.
-pub fn job_s3_policy(partition: &str, bucket_names: &[String], kms_keys: &[String]) -> Result<Value> {
-    let buckets: Vec<String> = bucket_names.iter().map(|b| format!("arn:{partition}:s3:::{b}")).collect();
+pub fn job_s3_policy(
+    partition: &str,
+    bucket_names: &[String],
+    kms_keys: &[String],
+) -> Result<Value> {
+    let buckets: Vec<String> = bucket_names
+        .iter()
+        .map(|b| format!("arn:{partition}:s3:::{b}"))
+        .collect();
     let objects: Vec<String> = buckets.iter().map(|b| format!("{b}/*")).collect();
     render(
         JOB_S3_TEMPLATE,
-        &[("BUCKET_ARNS", json!(buckets)), ("OBJECT_ARNS", json!(objects)), ("KMS_KEY_ARNS", json!(kms_keys))],
+        &[
+            ("BUCKET_ARNS", json!(buckets)),
+            ("OBJECT_ARNS", json!(objects)),
+            ("KMS_KEY_ARNS", json!(kms_keys)),
+        ],
     )
 }
 
 /// The execution role's access to the secrets jobs declare, and to their KMS keys.
 pub fn execution_secrets_policy(secret_arns: &[String], kms_keys: &[String]) -> Result<Value> {
-    render(EXECUTION_SECRETS_TEMPLATE, &[("SECRET_ARNS", json!(secret_arns)), ("KMS_KEY_ARNS", json!(kms_keys))])
+    render(
+        EXECUTION_SECRETS_TEMPLATE,
+        &[
+            ("SECRET_ARNS", json!(secret_arns)),
+            ("KMS_KEY_ARNS", json!(kms_keys)),
+        ],
+    )
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +84,10 @@ impl RoleSpec {
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("assume_role_policy".into(), self.trust.clone()),
-            ("managed_policies".into(), super::string_set(self.managed.iter().cloned())),
+            (
+                "managed_policies".into(),
+                super::string_set(self.managed.iter().cloned()),
+            ),
             ("inline_policies".into(), json!(self.inline)),
         ])
     }
@@ -107,10 +130,23 @@ pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
         Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
         Err(e) => return Err(e).ctx(format!("reading role {name}")),
     };
-    let trust = role.assume_role_policy_document().map(decode_policy).unwrap_or(Value::Null);
-    let tags = role.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect();
+    let trust = role
+        .assume_role_policy_document()
+        .map(decode_policy)
+        .unwrap_or(Value::Null);
+    let tags = role
+        .tags()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
     let attached = attached.ctx(format!("listing policies of role {name}"))?;
-    let managed = super::string_set(attached.attached_policies().iter().filter_map(|p| p.policy_arn()).map(String::from));
+    let managed = super::string_set(
+        attached
+            .attached_policies()
+            .iter()
+            .filter_map(|p| p.policy_arn())
+            .map(String::from),
+    );
     let names = names.ctx(format!("listing inline policies of role {name}"))?;
     let docs = futures::future::join_all(names.policy_names().iter().map(|policy| async move {
         let doc = c
@@ -137,10 +173,17 @@ pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
 }
 
 fn iam_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>> {
-    Ok(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect::<Result<Vec<_>, _>>()?)
+    Ok(tags
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
-pub async fn create_role(c: &Clients, spec: &RoleSpec, tags: &BTreeMap<String, String>) -> Result<Handle> {
+pub async fn create_role(
+    c: &Clients,
+    spec: &RoleSpec,
+    tags: &BTreeMap<String, String>,
+) -> Result<Handle> {
     let out = c
         .iam()
         .create_role()
@@ -151,7 +194,11 @@ pub async fn create_role(c: &Clients, spec: &RoleSpec, tags: &BTreeMap<String, S
         .await
         .ctx(format!("creating role {}", spec.name))?;
     let arn = out.role.map(|r| r.arn).unwrap_or_default();
-    let empty = Live { id: arn, attrs: Attrs::new(), tags: None };
+    let empty = Live {
+        id: arn,
+        attrs: Attrs::new(),
+        tags: None,
+    };
     update_role(c, spec, &empty).await
 }
 
@@ -224,13 +271,25 @@ pub async fn update_role(c: &Clients, spec: &RoleSpec, live: &Live) -> Result<Ha
                 .ctx(format!("deleting policy {policy} of role {name}"))?;
         }
     }
-    Ok(Handle { kind: Kind::Role, name: name.clone(), id: live.id.clone(), extra: BTreeMap::new() })
+    Ok(Handle {
+        kind: Kind::Role,
+        name: name.clone(),
+        id: live.id.clone(),
+        extra: BTreeMap::new(),
+    })
 }
 
 /// Detaches and deletes every policy, leaves every instance profile, then deletes the role.
 pub async fn delete_role(c: &Clients, name: &str) -> Result<()> {
-    let Some(live) = read_role(c, name).await? else { return Ok(()) };
-    let empty = RoleSpec { name: name.to_string(), trust: live.attrs["assume_role_policy"].clone(), managed: vec![], inline: BTreeMap::new() };
+    let Some(live) = read_role(c, name).await? else {
+        return Ok(());
+    };
+    let empty = RoleSpec {
+        name: name.to_string(),
+        trust: live.attrs["assume_role_policy"].clone(),
+        managed: vec![],
+        inline: BTreeMap::new(),
+    };
     update_role(c, &empty, &live).await?;
     let profiles = c
         .iam()
@@ -268,8 +327,16 @@ impl ProfileSpec {
 }
 
 pub async fn read_profile(c: &Clients, name: &str) -> Result<Option<Live>> {
-    let profile = match c.iam().get_instance_profile().instance_profile_name(name).send().await {
-        Ok(out) => out.instance_profile.context("GetInstanceProfile answered without a profile")?,
+    let profile = match c
+        .iam()
+        .get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => out
+            .instance_profile
+            .context("GetInstanceProfile answered without a profile")?,
         Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
         Err(e) => return Err(e).ctx(format!("reading instance profile {name}")),
     };
@@ -278,12 +345,26 @@ pub async fn read_profile(c: &Clients, name: &str) -> Result<Option<Live>> {
     let tags = if profile.tags().is_empty() {
         None
     } else {
-        Some(profile.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
+        Some(
+            profile
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
+        )
     };
-    Ok(Some(Live { id: profile.arn, attrs: Attrs::from([("roles".into(), roles)]), tags }))
+    Ok(Some(Live {
+        id: profile.arn,
+        attrs: Attrs::from([("roles".into(), roles)]),
+        tags,
+    }))
 }
 
-pub async fn create_profile(c: &Clients, spec: &ProfileSpec, tags: &BTreeMap<String, String>) -> Result<Handle> {
+pub async fn create_profile(
+    c: &Clients,
+    spec: &ProfileSpec,
+    tags: &BTreeMap<String, String>,
+) -> Result<Handle> {
     let out = c
         .iam()
         .create_instance_profile()
@@ -293,12 +374,20 @@ pub async fn create_profile(c: &Clients, spec: &ProfileSpec, tags: &BTreeMap<Str
         .await
         .ctx(format!("creating instance profile {}", spec.name))?;
     let arn = out.instance_profile.map(|p| p.arn).unwrap_or_default();
-    let empty = Live { id: arn, attrs: Attrs::from([("roles".into(), json!([]))]), tags: None };
+    let empty = Live {
+        id: arn,
+        attrs: Attrs::from([("roles".into(), json!([]))]),
+        tags: None,
+    };
     update_profile(c, spec, &empty).await
 }
 
 pub async fn update_profile(c: &Clients, spec: &ProfileSpec, live: &Live) -> Result<Handle> {
-    let roles: Vec<String> = live.attrs.get("roles").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
+    let roles: Vec<String> = live
+        .attrs
+        .get("roles")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
     for role in roles.iter().filter(|r| **r != spec.role) {
         c.iam()
             .remove_role_from_instance_profile()
@@ -306,7 +395,10 @@ pub async fn update_profile(c: &Clients, spec: &ProfileSpec, live: &Live) -> Res
             .role_name(role)
             .send()
             .await
-            .ctx(format!("removing role {role} from instance profile {}", spec.name))?;
+            .ctx(format!(
+                "removing role {role} from instance profile {}",
+                spec.name
+            ))?;
     }
     if !roles.contains(&spec.role) {
         c.iam()
@@ -315,14 +407,25 @@ pub async fn update_profile(c: &Clients, spec: &ProfileSpec, live: &Live) -> Res
             .role_name(&spec.role)
             .send()
             .await
-            .ctx(format!("adding role {} to instance profile {}", spec.role, spec.name))?;
+            .ctx(format!(
+                "adding role {} to instance profile {}",
+                spec.role, spec.name
+            ))?;
     }
-    Ok(Handle { kind: Kind::InstanceProfile, name: spec.name.clone(), id: live.id.clone(), extra: BTreeMap::new() })
+    Ok(Handle {
+        kind: Kind::InstanceProfile,
+        name: spec.name.clone(),
+        id: live.id.clone(),
+        extra: BTreeMap::new(),
+    })
 }
 
 pub async fn delete_profile(c: &Clients, name: &str) -> Result<()> {
-    let Some(live) = read_profile(c, name).await? else { return Ok(()) };
-    let roles: Vec<String> = serde_json::from_value(live.attrs["roles"].clone()).unwrap_or_default();
+    let Some(live) = read_profile(c, name).await? else {
+        return Ok(());
+    };
+    let roles: Vec<String> =
+        serde_json::from_value(live.attrs["roles"].clone()).unwrap_or_default();
     for role in roles {
         c.iam()
             .remove_role_from_instance_profile()
@@ -332,7 +435,13 @@ pub async fn delete_profile(c: &Clients, name: &str) -> Result<()> {
             .await
             .ctx(format!("removing role {role} from instance profile {name}"))?;
     }
-    match c.iam().delete_instance_profile().instance_profile_name(name).send().await {
+    match c
+        .iam()
+        .delete_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(()),
         Err(e) => Err(e).ctx(format!("deleting instance profile {name}")),

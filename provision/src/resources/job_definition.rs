@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use aws_sdk_batch::types::{
-    ContainerProperties, EvaluateOnExit, JobDefinition, JobDefinitionType, JobTimeout, KeyValuePair, LogConfiguration,
-    LogDriver, PlatformCapability, ResourceRequirement, ResourceType, RetryAction, RetryStrategy, Secret,
+    ContainerProperties, EvaluateOnExit, JobDefinition, JobDefinitionType, JobTimeout,
+    KeyValuePair, LogConfiguration, LogDriver, PlatformCapability, ResourceRequirement,
+    ResourceType, RetryAction, RetryStrategy, Secret,
 };
 use serde_json::{json, Value};
 
@@ -36,7 +37,12 @@ pub struct Spec {
     pub execution_role: String,
 }
 
-fn rule_json(on_status_reason: Option<&str>, on_reason: Option<&str>, on_exit_code: Option<&str>, action: &str) -> Value {
+fn rule_json(
+    on_status_reason: Option<&str>,
+    on_reason: Option<&str>,
+    on_exit_code: Option<&str>,
+    action: &str,
+) -> Value {
     json!({
         "on_status_reason": on_status_reason,
         "on_reason": on_reason,
@@ -48,7 +54,10 @@ fn rule_json(on_status_reason: Option<&str>, on_reason: Option<&str>, on_exit_co
 
 impl Spec {
     fn env(&self) -> BTreeMap<&String, &String> {
-        self.environment.iter().filter(|(_, v)| !v.is_empty()).collect()
+        self.environment
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .collect()
     }
 
     pub fn attributes(&self) -> Attrs {
@@ -66,7 +75,12 @@ impl Spec {
                     self.rules
                         .iter()
                         .map(|r| {
-                            rule_json(r.on_status_reason.as_deref(), r.on_reason.as_deref(), r.on_exit_code.as_deref(), r.action.as_api())
+                            rule_json(
+                                r.on_status_reason.as_deref(),
+                                r.on_reason.as_deref(),
+                                r.on_exit_code.as_deref(),
+                                r.action.as_api(),
+                            )
                         })
                         .collect(),
                 ),
@@ -113,43 +127,85 @@ async fn active(c: &Clients, name: &str) -> Result<Vec<JobDefinition>> {
 
 pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
     let revisions = active(c, name).await?;
-    let Some(def) = revisions.first() else { return Ok(None) };
+    let Some(def) = revisions.first() else {
+        return Ok(None);
+    };
     let empty = ContainerProperties::builder().build();
     let cp = def.container_properties().unwrap_or(&empty);
     let requirement = |t: ResourceType| {
-        cp.resource_requirements().iter().find(|r| r.r#type() == Some(&t)).and_then(|r| r.value()).and_then(|v| v.parse::<u32>().ok())
+        cp.resource_requirements()
+            .iter()
+            .find(|r| r.r#type() == Some(&t))
+            .and_then(|r| r.value())
+            .and_then(|v| v.parse::<u32>().ok())
     };
-    let log_options = cp.log_configuration().and_then(|l| l.options()).cloned().unwrap_or_default();
+    let log_options = cp
+        .log_configuration()
+        .and_then(|l| l.options())
+        .cloned()
+        .unwrap_or_default();
     let environment: BTreeMap<String, String> = cp
         .environment()
         .iter()
-        .map(|kv| (kv.name().unwrap_or_default().to_string(), kv.value().unwrap_or_default().to_string()))
+        .map(|kv| {
+            (
+                kv.name().unwrap_or_default().to_string(),
+                kv.value().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     let secrets: BTreeMap<String, String> = cp
         .secrets()
         .iter()
-        .map(|s| (s.name().unwrap_or_default().to_string(), s.value_from().unwrap_or_default().to_string()))
+        .map(|s| {
+            (
+                s.name().unwrap_or_default().to_string(),
+                s.value_from().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     let rules: Vec<Value> = def
         .retry_strategy()
         .map(|r| r.evaluate_on_exit())
         .unwrap_or_default()
         .iter()
-        .map(|e| rule_json(e.on_status_reason(), e.on_reason(), e.on_exit_code(), e.action().map(|a| a.as_str()).unwrap_or("")))
+        .map(|e| {
+            rule_json(
+                e.on_status_reason(),
+                e.on_reason(),
+                e.on_exit_code(),
+                e.action().map(|a| a.as_str()).unwrap_or(""),
+            )
+        })
         .collect();
     let attrs = Attrs::from([
         ("image".into(), json!(cp.image())),
         ("command".into(), json!(cp.command())),
         ("vcpus".into(), json!(requirement(ResourceType::Vcpu))),
-        ("memory_mib".into(), json!(requirement(ResourceType::Memory))),
-        ("gpus".into(), json!(requirement(ResourceType::Gpu).unwrap_or(0))),
-        ("timeout_s".into(), json!(def.timeout().and_then(|t| t.attempt_duration_seconds()))),
-        ("retry_attempts".into(), json!(def.retry_strategy().and_then(|r| r.attempts()))),
+        (
+            "memory_mib".into(),
+            json!(requirement(ResourceType::Memory)),
+        ),
+        (
+            "gpus".into(),
+            json!(requirement(ResourceType::Gpu).unwrap_or(0)),
+        ),
+        (
+            "timeout_s".into(),
+            json!(def.timeout().and_then(|t| t.attempt_duration_seconds())),
+        ),
+        (
+            "retry_attempts".into(),
+            json!(def.retry_strategy().and_then(|r| r.attempts())),
+        ),
         ("retry_rules".into(), Value::Array(rules)),
         ("environment".into(), json!(environment)),
         ("secrets".into(), json!(secrets)),
         ("log_group".into(), json!(log_options.get("awslogs-group"))),
-        ("log_stream_prefix".into(), json!(log_options.get("awslogs-stream-prefix"))),
+        (
+            "log_stream_prefix".into(),
+            json!(log_options.get("awslogs-stream-prefix")),
+        ),
         ("job_role".into(), json!(cp.job_role_arn())),
         ("execution_role".into(), json!(cp.execution_role_arn())),
         ("active_revisions".into(), json!(revisions.len())),
@@ -157,25 +213,55 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
     Ok(Some(Live {
         id: def.job_definition_arn().unwrap_or_default().to_string(),
         attrs,
-        tags: Some(def.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()),
+        tags: Some(
+            def.tags()
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        ),
     }))
 }
 
 /// Registers a revision from the spec, then deregisters every other ACTIVE revision.
-pub async fn register(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>, _live: Option<&Live>) -> Result<Handle> {
+pub async fn register(
+    c: &Clients,
+    spec: &Spec,
+    tags: &BTreeMap<String, String>,
+    _live: Option<&Live>,
+) -> Result<Handle> {
     let mut requirements = vec![
-        ResourceRequirement::builder().r#type(ResourceType::Vcpu).value(spec.vcpus.to_string()).build(),
-        ResourceRequirement::builder().r#type(ResourceType::Memory).value(spec.memory_mib.to_string()).build(),
+        ResourceRequirement::builder()
+            .r#type(ResourceType::Vcpu)
+            .value(spec.vcpus.to_string())
+            .build(),
+        ResourceRequirement::builder()
+            .r#type(ResourceType::Memory)
+            .value(spec.memory_mib.to_string())
+            .build(),
     ];
     if spec.gpus > 0 {
-        requirements.push(ResourceRequirement::builder().r#type(ResourceType::Gpu).value(spec.gpus.to_string()).build());
+        requirements.push(
+            ResourceRequirement::builder()
+                .r#type(ResourceType::Gpu)
+                .value(spec.gpus.to_string())
+                .build(),
+        );
     }
     let container = ContainerProperties::builder()
         .image(&spec.image)
         .set_command(Some(spec.command.clone()))
         .set_resource_requirements(Some(requirements))
-        .set_environment(Some(spec.env().into_iter().map(|(k, v)| KeyValuePair::builder().name(k).value(v).build()).collect()))
-        .set_secrets(Some(spec.secrets.iter().map(|(k, v)| Secret::builder().name(k).value_from(v).build()).collect()))
+        .set_environment(Some(
+            spec.env()
+                .into_iter()
+                .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
+                .collect(),
+        ))
+        .set_secrets(Some(
+            spec.secrets
+                .iter()
+                .map(|(k, v)| Secret::builder().name(k).value_from(v).build())
+                .collect(),
+        ))
         .log_configuration(
             LogConfiguration::builder()
                 .log_driver(LogDriver::Awslogs)
@@ -211,9 +297,15 @@ pub async fn register(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>,
         .platform_capabilities(PlatformCapability::Ec2)
         .container_properties(container)
         .retry_strategy(retry)
-        .set_timeout(spec.timeout_s.map(|t| JobTimeout::builder().attempt_duration_seconds(t as i32).build()))
+        .set_timeout(spec.timeout_s.map(|t| {
+            JobTimeout::builder()
+                .attempt_duration_seconds(t as i32)
+                .build()
+        }))
         .propagate_tags(true)
-        .set_tags(Some(tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
+        .set_tags(Some(
+            tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ))
         .send()
         .await
         .ctx(format!("registering job definition {}", spec.name))?;
@@ -229,14 +321,24 @@ pub async fn register(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>,
                 .ctx(format!("deregistering {old_arn}"))?;
         }
     }
-    Ok(Handle { kind: Kind::JobDefinition, name: spec.name.clone(), id: arn, extra: BTreeMap::new() })
+    Ok(Handle {
+        kind: Kind::JobDefinition,
+        name: spec.name.clone(),
+        id: arn,
+        extra: BTreeMap::new(),
+    })
 }
 
 /// Deregisters every ACTIVE revision.
 pub async fn delete(c: &Clients, name: &str) -> Result<()> {
     for def in active(c, name).await? {
         let arn = def.job_definition_arn().unwrap_or_default();
-        c.batch().deregister_job_definition().job_definition(arn).send().await.ctx(format!("deregistering {arn}"))?;
+        c.batch()
+            .deregister_job_definition()
+            .job_definition(arn)
+            .send()
+            .await
+            .ctx(format!("deregistering {arn}"))?;
     }
     Ok(())
 }

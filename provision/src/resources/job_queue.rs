@@ -35,7 +35,12 @@ impl Spec {
         self.compute
             .iter()
             .enumerate()
-            .map(|(i, arn)| ComputeEnvironmentOrder::builder().order(i as i32 + 1).compute_environment(arn).build())
+            .map(|(i, arn)| {
+                ComputeEnvironmentOrder::builder()
+                    .order(i as i32 + 1)
+                    .compute_environment(arn)
+                    .build()
+            })
             .collect()
     }
 }
@@ -56,11 +61,18 @@ async fn describe(c: &Clients, name: &str) -> Result<Option<JobQueueDetail>> {
 }
 
 pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
-    let Some(queue) = describe(c, name).await? else { return Ok(None) };
+    let Some(queue) = describe(c, name).await? else {
+        return Ok(None);
+    };
     let mut order: Vec<(i32, String)> = queue
         .compute_environment_order()
         .iter()
-        .map(|o| (o.order().unwrap_or(0), o.compute_environment().unwrap_or_default().to_string()))
+        .map(|o| {
+            (
+                o.order().unwrap_or(0),
+                o.compute_environment().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     order.sort();
     let compute: Vec<String> = order.into_iter().map(|(_, arn)| arn).collect();
@@ -71,40 +83,70 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
             ("state".into(), json!(queue.state().map(|s| s.as_str()))),
             ("compute".into(), json!(compute)),
         ]),
-        tags: Some(queue.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()),
+        tags: Some(
+            queue
+                .tags()
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        ),
     }))
 }
 
 /// Waits until every environment the queue will name is VALID: Batch refuses a queue on an
 /// environment still CREATING or UPDATING (one adopted after an interrupted apply may be).
 async fn wait_environments(c: &Clients, spec: &Spec, progress: Progress<'_>) -> Result<()> {
-    wait_for(&format!("the compute environments of job queue {}", spec.name), WAIT, progress, || async {
-        let out = c
-            .batch()
-            .describe_compute_environments()
-            .set_compute_environments(Some(spec.compute.clone()))
-            .send()
-            .await
-            .ctx(format!("reading the compute environments of job queue {}", spec.name))?;
-        let mut pending = Vec::new();
-        for arn in &spec.compute {
-            let env = out.compute_environments().iter().find(|e| e.compute_environment_arn() == Some(arn.as_str()));
-            match env.and_then(|e| e.status()) {
-                Some(CeStatus::Valid) => {}
-                Some(CeStatus::Invalid) => bail!(
-                    "compute environment {arn} is INVALID: {}",
-                    env.and_then(|e| e.status_reason()).unwrap_or("no reason given")
-                ),
-                Some(other) => pending.push(format!("{} {}", arn.rsplit('/').next().unwrap_or(arn), other.as_str())),
-                None => bail!("compute environment {arn} does not exist"),
+    wait_for(
+        &format!("the compute environments of job queue {}", spec.name),
+        WAIT,
+        progress,
+        || async {
+            let out = c
+                .batch()
+                .describe_compute_environments()
+                .set_compute_environments(Some(spec.compute.clone()))
+                .send()
+                .await
+                .ctx(format!(
+                    "reading the compute environments of job queue {}",
+                    spec.name
+                ))?;
+            let mut pending = Vec::new();
+            for arn in &spec.compute {
+                let env = out
+                    .compute_environments()
+                    .iter()
+                    .find(|e| e.compute_environment_arn() == Some(arn.as_str()));
+                match env.and_then(|e| e.status()) {
+                    Some(CeStatus::Valid) => {}
+                    Some(CeStatus::Invalid) => bail!(
+                        "compute environment {arn} is INVALID: {}",
+                        env.and_then(|e| e.status_reason())
+                            .unwrap_or("no reason given")
+                    ),
+                    Some(other) => pending.push(format!(
+                        "{} {}",
+                        arn.rsplit('/').next().unwrap_or(arn),
+                        other.as_str()
+                    )),
+                    None => bail!("compute environment {arn} does not exist"),
+                }
             }
-        }
-        Ok(if pending.is_empty() { Ok(()) } else { Err(pending.join(", ")) })
-    })
+            Ok(if pending.is_empty() {
+                Ok(())
+            } else {
+                Err(pending.join(", "))
+            })
+        },
+    )
     .await
 }
 
-pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>, progress: Progress<'_>) -> Result<Handle> {
+pub async fn create(
+    c: &Clients,
+    spec: &Spec,
+    tags: &BTreeMap<String, String>,
+    progress: Progress<'_>,
+) -> Result<Handle> {
     wait_environments(c, spec, progress).await?;
     let out = c
         .batch()
@@ -113,15 +155,27 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>, p
         .priority(spec.priority as i32)
         .state(JqState::from(spec.state.as_api()))
         .set_compute_environment_order(Some(spec.order()))
-        .set_tags(Some(tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
+        .set_tags(Some(
+            tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ))
         .send()
         .await
         .ctx(format!("creating job queue {}", spec.name))?;
     wait_valid(c, &spec.name, progress).await?;
-    Ok(Handle { kind: Kind::JobQueue, name: spec.name.clone(), id: out.job_queue_arn().unwrap_or_default().to_string(), extra: BTreeMap::new() })
+    Ok(Handle {
+        kind: Kind::JobQueue,
+        name: spec.name.clone(),
+        id: out.job_queue_arn().unwrap_or_default().to_string(),
+        extra: BTreeMap::new(),
+    })
 }
 
-pub async fn update(c: &Clients, spec: &Spec, live: &Live, progress: Progress<'_>) -> Result<Handle> {
+pub async fn update(
+    c: &Clients,
+    spec: &Spec,
+    live: &Live,
+    progress: Progress<'_>,
+) -> Result<Handle> {
     wait_environments(c, spec, progress).await?;
     // A queue still UPDATING refuses another update.
     wait_valid(c, &spec.name, progress).await?;
@@ -135,16 +189,28 @@ pub async fn update(c: &Clients, spec: &Spec, live: &Live, progress: Progress<'_
         .await
         .ctx(format!("updating job queue {}", spec.name))?;
     wait_valid(c, &spec.name, progress).await?;
-    Ok(Handle { kind: Kind::JobQueue, name: spec.name.clone(), id: live.id.clone(), extra: BTreeMap::new() })
+    Ok(Handle {
+        kind: Kind::JobQueue,
+        name: spec.name.clone(),
+        id: live.id.clone(),
+        extra: BTreeMap::new(),
+    })
 }
 
 async fn wait_valid(c: &Clients, name: &str, progress: Progress<'_>) -> Result<()> {
     wait_for(&format!("job queue {name}"), WAIT, progress, || async {
-        let Some(queue) = describe(c, name).await? else { bail!("job queue {name} disappeared") };
+        let Some(queue) = describe(c, name).await? else {
+            bail!("job queue {name} disappeared")
+        };
         match queue.status() {
             Some(JqStatus::Valid) => Ok(Ok(())),
-            Some(JqStatus::Invalid) => bail!("job queue {name} is INVALID: {}", queue.status_reason().unwrap_or("no reason given")),
-            other => Ok(Err(other.map(|s| s.as_str().to_string()).unwrap_or_default())),
+            Some(JqStatus::Invalid) => bail!(
+                "job queue {name} is INVALID: {}",
+                queue.status_reason().unwrap_or("no reason given")
+            ),
+            other => Ok(Err(other
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default())),
         }
     })
     .await
@@ -153,7 +219,9 @@ async fn wait_valid(c: &Clients, name: &str, progress: Progress<'_>) -> Result<(
 /// Disables the queue, deletes it and waits until it is gone (its compute environments can
 /// only be deleted after that).
 pub async fn delete(c: &Clients, name: &str, progress: Progress<'_>) -> Result<()> {
-    let Some(queue) = describe(c, name).await? else { return Ok(()) };
+    let Some(queue) = describe(c, name).await? else {
+        return Ok(());
+    };
     if queue.status() != Some(&JqStatus::Deleting) {
         if queue.state() == Some(&JqState::Enabled) {
             c.batch()
@@ -165,13 +233,26 @@ pub async fn delete(c: &Clients, name: &str, progress: Progress<'_>) -> Result<(
                 .ctx(format!("disabling job queue {name}"))?;
             wait_valid(c, name, progress).await?;
         }
-        c.batch().delete_job_queue().job_queue(name).send().await.ctx(format!("deleting job queue {name}"))?;
+        c.batch()
+            .delete_job_queue()
+            .job_queue(name)
+            .send()
+            .await
+            .ctx(format!("deleting job queue {name}"))?;
     }
-    wait_for(&format!("job queue {name} to be deleted"), WAIT, progress, || async {
-        Ok(match describe(c, name).await? {
-            None => Ok(()),
-            Some(q) => Err(q.status().map(|s| s.as_str().to_string()).unwrap_or_default()),
-        })
-    })
+    wait_for(
+        &format!("job queue {name} to be deleted"),
+        WAIT,
+        progress,
+        || async {
+            Ok(match describe(c, name).await? {
+                None => Ok(()),
+                Some(q) => Err(q
+                    .status()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default()),
+            })
+        },
+    )
     .await
 }

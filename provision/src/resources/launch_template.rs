@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput;
 use aws_sdk_ec2::types::{
-    LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest, RequestLaunchTemplateData,
-    ResourceType, VolumeType,
+    LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+    RequestLaunchTemplateData, ResourceType, VolumeType,
 };
 
 use super::vpc_endpoint::tag_spec;
@@ -28,17 +28,35 @@ pub struct Template {
 }
 
 pub async fn read(c: &Clients, name: &str) -> Result<Option<Template>> {
-    let out = match c.ec2().describe_launch_templates().launch_template_names(name).send().await {
+    let out = match c
+        .ec2()
+        .describe_launch_templates()
+        .launch_template_names(name)
+        .send()
+        .await
+    {
         Ok(out) => out,
-        Err(e) if error_code(&e) == Some("InvalidLaunchTemplateName.NotFoundException") => return Ok(None),
+        Err(e) if error_code(&e) == Some("InvalidLaunchTemplateName.NotFoundException") => {
+            return Ok(None)
+        }
         Err(e) => return Err(e).ctx(format!("reading launch template {name}")),
     };
-    let Some(template) = out.launch_templates().first() else { return Ok(None) };
-    let id = template.launch_template_id().unwrap_or_default().to_string();
+    let Some(template) = out.launch_templates().first() else {
+        return Ok(None);
+    };
+    let id = template
+        .launch_template_id()
+        .unwrap_or_default()
+        .to_string();
     let tags = template
         .tags()
         .iter()
-        .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     let versions = c
         .ec2()
@@ -48,14 +66,25 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Template>> {
         .send()
         .await
         .ctx(format!("reading launch template {name}"))?;
-    Ok(Some(Template { id, root_volume_gb: root_volume(&versions), tags }))
+    Ok(Some(Template {
+        id,
+        root_volume_gb: root_volume(&versions),
+        tags,
+    }))
 }
 
 /// The root volume size of the template's default version: `None` for no such template.
 /// One call by name, for the plan, which needs neither the id nor the tags (the template
 /// belongs to its compute environment, whose tags tell whose it is).
 pub async fn root_volume_gb(c: &Clients, name: &str) -> Result<Option<Option<i32>>> {
-    match c.ec2().describe_launch_template_versions().launch_template_name(name).versions("$Default").send().await {
+    match c
+        .ec2()
+        .describe_launch_template_versions()
+        .launch_template_name(name)
+        .versions("$Default")
+        .send()
+        .await
+    {
         Ok(out) => Ok(Some(root_volume(&out))),
         Err(e) if error_code(&e) == Some("InvalidLaunchTemplateName.NotFoundException") => Ok(None),
         Err(e) => Err(e).ctx(format!("reading launch template {name}")),
@@ -66,14 +95,23 @@ fn root_volume(out: &DescribeLaunchTemplateVersionsOutput) -> Option<i32> {
     out.launch_template_versions()
         .first()
         .and_then(|v| v.launch_template_data())
-        .and_then(|d| d.block_device_mappings().iter().find(|m| m.device_name() == Some(ROOT_DEVICE)))
+        .and_then(|d| {
+            d.block_device_mappings()
+                .iter()
+                .find(|m| m.device_name() == Some(ROOT_DEVICE))
+        })
         .and_then(|m| m.ebs())
         .and_then(|e| e.volume_size())
 }
 
 /// Creates the template, or adopts one of that name left by a crashed apply when it has the
 /// right size.
-pub async fn ensure(c: &Clients, name: &str, root_volume_gb: u32, tags: &BTreeMap<String, String>) -> Result<String> {
+pub async fn ensure(
+    c: &Clients,
+    name: &str,
+    root_volume_gb: u32,
+    tags: &BTreeMap<String, String>,
+) -> Result<String> {
     if let Some(existing) = read(c, name).await? {
         if existing.root_volume_gb == Some(root_volume_gb as i32) {
             return Ok(existing.id);
@@ -104,11 +142,21 @@ pub async fn ensure(c: &Clients, name: &str, root_volume_gb: u32, tags: &BTreeMa
         .send()
         .await
         .ctx(format!("creating launch template {name}"))?;
-    Ok(out.launch_template().and_then(|t| t.launch_template_id()).unwrap_or_default().to_string())
+    Ok(out
+        .launch_template()
+        .and_then(|t| t.launch_template_id())
+        .unwrap_or_default()
+        .to_string())
 }
 
 pub async fn delete(c: &Clients, name: &str) -> Result<()> {
-    match c.ec2().delete_launch_template().launch_template_name(name).send().await {
+    match c
+        .ec2()
+        .delete_launch_template()
+        .launch_template_name(name)
+        .send()
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("InvalidLaunchTemplateName.NotFoundException") => Ok(()),
         Err(e) => Err(e).ctx(format!("deleting launch template {name}")),

@@ -28,12 +28,20 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
         .send()
         .await
         .ctx(format!("reading log group {name}"))?;
-    let Some(group) = out.log_groups().iter().find(|g| g.log_group_name() == Some(name)) else {
+    let Some(group) = out
+        .log_groups()
+        .iter()
+        .find(|g| g.log_group_name() == Some(name))
+    else {
         return Ok(None);
     };
     let arn = match group.log_group_arn() {
         Some(arn) => arn.to_string(),
-        None => group.arn().unwrap_or_default().trim_end_matches(":*").to_string(),
+        None => group
+            .arn()
+            .unwrap_or_default()
+            .trim_end_matches(":*")
+            .to_string(),
     };
     let tags = match tags {
         TagRead::Skip => None,
@@ -58,7 +66,14 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
 
 pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -> Result<Handle> {
     let tags: HashMap<String, String> = tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    match c.logs().create_log_group().log_group_name(&spec.name).set_tags(Some(tags)).send().await {
+    match c
+        .logs()
+        .create_log_group()
+        .log_group_name(&spec.name)
+        .set_tags(Some(tags))
+        .send()
+        .await
+    {
         Ok(_) => {}
         Err(e) if error_code(&e) == Some("ResourceAlreadyExistsException") => {}
         Err(e) => return Err(e).ctx(format!("creating log group {}", spec.name)),
@@ -86,11 +101,22 @@ pub async fn update(c: &Clients, spec: &Spec) -> Result<Handle> {
                 .ctx(format!("removing retention of log group {}", spec.name))?;
         }
     }
-    Ok(Handle { kind: Kind::LogGroup, name: spec.name.clone(), id: spec.name.clone(), extra: BTreeMap::new() })
+    Ok(Handle {
+        kind: Kind::LogGroup,
+        name: spec.name.clone(),
+        id: spec.name.clone(),
+        extra: BTreeMap::new(),
+    })
 }
 
 pub async fn delete(c: &Clients, name: &str) -> Result<()> {
-    match c.logs().delete_log_group().log_group_name(name).send().await {
+    match c
+        .logs()
+        .delete_log_group()
+        .log_group_name(name)
+        .send()
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
         Err(e) => Err(e).ctx(format!("deleting log group {name}")),

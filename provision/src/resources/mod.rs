@@ -46,14 +46,22 @@ pub struct ReadAhead {
     /// Compute environments described together, in one DescribeComputeEnvironments made by
     /// whichever of their reads comes first (the others wait for it).
     compute_names: Vec<String>,
-    compute: tokio::sync::OnceCell<BTreeMap<String, aws_sdk_batch::types::ComputeEnvironmentDetail>>,
+    compute:
+        tokio::sync::OnceCell<BTreeMap<String, aws_sdk_batch::types::ComputeEnvironmentDetail>>,
     /// The S3 endpoints of a VPC with their tags, as listed for the facts: (VPC, endpoints).
     s3_endpoints: Option<(String, Vec<aws_sdk_ec2::types::VpcEndpoint>)>,
 }
 
 impl ReadAhead {
-    pub fn new(compute_names: Vec<String>, s3_endpoints: Option<(String, Vec<aws_sdk_ec2::types::VpcEndpoint>)>) -> Self {
-        Self { compute_names, compute: tokio::sync::OnceCell::new(), s3_endpoints }
+    pub fn new(
+        compute_names: Vec<String>,
+        s3_endpoints: Option<(String, Vec<aws_sdk_ec2::types::VpcEndpoint>)>,
+    ) -> Self {
+        Self {
+            compute_names,
+            compute: tokio::sync::OnceCell::new(),
+            s3_endpoints,
+        }
     }
 }
 
@@ -224,8 +232,10 @@ impl Spec {
             Spec::Role(s) => iam::read_role(c, &s.name).await,
             Spec::InstanceProfile(s) => iam::read_profile(c, &s.name).await,
             Spec::ComputeEnvironment(s) if ahead.compute_names.contains(&s.name) => {
-                let found =
-                    ahead.compute.get_or_try_init(|| compute_environment::describe_many(c, &ahead.compute_names)).await?;
+                let found = ahead
+                    .compute
+                    .get_or_try_init(|| compute_environment::describe_many(c, &ahead.compute_names))
+                    .await?;
                 compute_environment::read_detail(c, found.get(&s.name)).await
             }
             Spec::ComputeEnvironment(s) => compute_environment::read(c, &s.name).await,
@@ -328,7 +338,10 @@ where
         (Some(code), Some(msg)) => format!("{code}: {msg}"),
         (Some(code), None) => code.to_string(),
         // No service error code: a transport or parsing failure; show the whole chain.
-        _ => format!("{}", aws_smithy_types::error::display::DisplayErrorContext(err)),
+        _ => format!(
+            "{}",
+            aws_smithy_types::error::display::DisplayErrorContext(err)
+        ),
     }
 }
 
@@ -367,9 +380,15 @@ where
             Ok(value) => return Ok(value),
             Err(status) => {
                 if start.elapsed() > timeout {
-                    bail!("timed out after {}s waiting for {what} (last status: {status})", timeout.as_secs());
+                    bail!(
+                        "timed out after {}s waiting for {what} (last status: {status})",
+                        timeout.as_secs()
+                    );
                 }
-                progress(&format!("waiting for {what}: {status} ({}s)", start.elapsed().as_secs()));
+                progress(&format!(
+                    "waiting for {what}: {status} ({}s)",
+                    start.elapsed().as_secs()
+                ));
             }
         }
         tokio::time::sleep(delay).await;
@@ -400,7 +419,10 @@ where
 }
 
 /// Do the live tags say this resource belongs to the stack (adoption by tags)?
-pub fn owned_by(live_tags: &Option<BTreeMap<String, String>>, tags: &BTreeMap<String, String>) -> bool {
+pub fn owned_by(
+    live_tags: &Option<BTreeMap<String, String>>,
+    tags: &BTreeMap<String, String>,
+) -> bool {
     match live_tags {
         None => true,
         Some(live) => tags.iter().all(|(k, v)| live.get(k) == Some(v)),

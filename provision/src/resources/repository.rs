@@ -44,7 +44,10 @@ fn parse_keep(policy: &str) -> Value {
     let parsed: Value = serde_json::from_str(policy).unwrap_or(Value::Null);
     let rules = parsed["rules"].as_array().cloned().unwrap_or_default();
     match rules.as_slice() {
-        [rule] if rule["selection"]["countType"] == "imageCountMoreThan" && rule["action"]["type"] == "expire" => {
+        [rule]
+            if rule["selection"]["countType"] == "imageCountMoreThan"
+                && rule["action"]["type"] == "expire" =>
+        {
             rule["selection"]["countNumber"].clone()
         }
         _ => json!(policy),
@@ -54,7 +57,10 @@ fn parse_keep(policy: &str) -> Value {
 pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>> {
     // The lifecycle policy needs only the name: read it alongside; the tags need the ARN.
     let (out, lifecycle) = tokio::join!(
-        c.ecr().describe_repositories().repository_names(name).send(),
+        c.ecr()
+            .describe_repositories()
+            .repository_names(name)
+            .send(),
         c.ecr().get_lifecycle_policy().repository_name(name).send(),
     );
     let out = match out {
@@ -62,10 +68,15 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
         Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => return Ok(None),
         Err(e) => return Err(e).ctx(format!("reading repository {name}")),
     };
-    let Some(repo) = out.repositories().first() else { return Ok(None) };
+    let Some(repo) = out.repositories().first() else {
+        return Ok(None);
+    };
     let arn = repo.repository_arn().unwrap_or_default().to_string();
     let uri = repo.repository_uri().unwrap_or_default().to_string();
-    let scan = repo.image_scanning_configuration().map(|s| s.scan_on_push()).unwrap_or(false);
+    let scan = repo
+        .image_scanning_configuration()
+        .map(|s| s.scan_on_push())
+        .unwrap_or(false);
     let tags = match tags {
         TagRead::Skip => None,
         TagRead::Read => Some(
@@ -82,13 +93,19 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
         ),
     };
     let keep = match lifecycle {
-        Ok(out) => out.lifecycle_policy_text().map(parse_keep).unwrap_or(Value::Null),
+        Ok(out) => out
+            .lifecycle_policy_text()
+            .map(parse_keep)
+            .unwrap_or(Value::Null),
         Err(e) if error_code(&e) == Some("LifecyclePolicyNotFoundException") => Value::Null,
         Err(e) => return Err(e).ctx(format!("reading lifecycle policy of repository {name}")),
     };
     Ok(Some(Live {
         id: uri,
-        attrs: Attrs::from([("scan_on_push".into(), json!(scan)), ("keep_images".into(), keep)]),
+        attrs: Attrs::from([
+            ("scan_on_push".into(), json!(scan)),
+            ("keep_images".into(), keep),
+        ]),
         tags,
     }))
 }
@@ -102,14 +119,27 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
         .ecr()
         .create_repository()
         .repository_name(&spec.name)
-        .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(spec.scan_on_push).build())
+        .image_scanning_configuration(
+            ImageScanningConfiguration::builder()
+                .scan_on_push(spec.scan_on_push)
+                .build(),
+        )
         .set_tags(Some(tags))
         .send()
         .await
         .ctx(format!("creating repository {}", spec.name))?;
-    let uri = out.repository().and_then(|r| r.repository_uri()).unwrap_or_default().to_string();
+    let uri = out
+        .repository()
+        .and_then(|r| r.repository_uri())
+        .unwrap_or_default()
+        .to_string();
     put_lifecycle(c, spec).await?;
-    Ok(Handle { kind: Kind::Repository, name: spec.name.clone(), id: uri, extra: BTreeMap::new() })
+    Ok(Handle {
+        kind: Kind::Repository,
+        name: spec.name.clone(),
+        id: uri,
+        extra: BTreeMap::new(),
+    })
 }
 
 pub async fn update(c: &Clients, spec: &Spec, live: &Live, changed: &[String]) -> Result<Handle> {
@@ -120,7 +150,9 @@ pub async fn update(c: &Clients, spec: &Spec, live: &Live, changed: &[String]) -
                     .put_image_scanning_configuration()
                     .repository_name(&spec.name)
                     .image_scanning_configuration(
-                        ImageScanningConfiguration::builder().scan_on_push(spec.scan_on_push).build(),
+                        ImageScanningConfiguration::builder()
+                            .scan_on_push(spec.scan_on_push)
+                            .build(),
                     )
                     .send()
                     .await
@@ -130,7 +162,12 @@ pub async fn update(c: &Clients, spec: &Spec, live: &Live, changed: &[String]) -
             _ => {}
         }
     }
-    Ok(Handle { kind: Kind::Repository, name: spec.name.clone(), id: live.id.clone(), extra: BTreeMap::new() })
+    Ok(Handle {
+        kind: Kind::Repository,
+        name: spec.name.clone(),
+        id: live.id.clone(),
+        extra: BTreeMap::new(),
+    })
 }
 
 async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
@@ -142,12 +179,26 @@ async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
                 .lifecycle_policy_text(lifecycle_policy(keep))
                 .send()
                 .await
-                .ctx(format!("setting lifecycle policy of repository {}", spec.name))?;
+                .ctx(format!(
+                    "setting lifecycle policy of repository {}",
+                    spec.name
+                ))?;
         }
-        None => match c.ecr().delete_lifecycle_policy().repository_name(&spec.name).send().await {
+        None => match c
+            .ecr()
+            .delete_lifecycle_policy()
+            .repository_name(&spec.name)
+            .send()
+            .await
+        {
             Ok(_) => {}
             Err(e) if error_code(&e) == Some("LifecyclePolicyNotFoundException") => {}
-            Err(e) => return Err(e).ctx(format!("removing lifecycle policy of repository {}", spec.name)),
+            Err(e) => {
+                return Err(e).ctx(format!(
+                    "removing lifecycle policy of repository {}",
+                    spec.name
+                ))
+            }
         },
     }
     Ok(())
@@ -155,7 +206,14 @@ async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
 
 /// Does the repository hold any image?
 pub async fn is_empty(c: &Clients, name: &str) -> Result<bool> {
-    match c.ecr().list_images().repository_name(name).max_results(1).send().await {
+    match c
+        .ecr()
+        .list_images()
+        .repository_name(name)
+        .max_results(1)
+        .send()
+        .await
+    {
         Ok(out) => Ok(out.image_ids().is_empty()),
         Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => Ok(true),
         Err(e) => Err(e).ctx(format!("listing images of repository {name}")),
@@ -164,7 +222,14 @@ pub async fn is_empty(c: &Clients, name: &str) -> Result<bool> {
 
 /// Deletes the repository with its images (`protect` was checked before).
 pub async fn delete(c: &Clients, name: &str) -> Result<()> {
-    match c.ecr().delete_repository().repository_name(name).force(true).send().await {
+    match c
+        .ecr()
+        .delete_repository()
+        .repository_name(name)
+        .force(true)
+        .send()
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => Ok(()),
         Err(e) => Err(e).ctx(format!("deleting repository {name}")),

@@ -38,7 +38,11 @@ fn rule_strings(perms: &[IpPermission]) -> Vec<String> {
     for p in perms {
         let proto = match p.ip_protocol() {
             Some("-1") | None => "all".to_string(),
-            Some(proto) => format!("{proto} {}-{}", p.from_port().unwrap_or(0), p.to_port().unwrap_or(0)),
+            Some(proto) => format!(
+                "{proto} {}-{}",
+                p.from_port().unwrap_or(0),
+                p.to_port().unwrap_or(0)
+            ),
         };
         for r in p.ip_ranges() {
             out.push(format!("{proto} {}", r.cidr_ip().unwrap_or_default()));
@@ -50,7 +54,10 @@ fn rule_strings(perms: &[IpPermission]) -> Vec<String> {
             out.push(format!("{proto} {}", g.group_id().unwrap_or_default()));
         }
         for l in p.prefix_list_ids() {
-            out.push(format!("{proto} {}", l.prefix_list_id().unwrap_or_default()));
+            out.push(format!(
+                "{proto} {}",
+                l.prefix_list_id().unwrap_or_default()
+            ));
         }
     }
     out.sort();
@@ -62,20 +69,34 @@ fn live(group: &SecurityGroup) -> Live {
         id: group.group_id().unwrap_or_default().to_string(),
         attrs: Attrs::from([
             ("vpc_id".into(), json!(group.vpc_id())),
-            ("ingress".into(), json!(rule_strings(group.ip_permissions()))),
-            ("egress".into(), json!(rule_strings(group.ip_permissions_egress()))),
+            (
+                "ingress".into(),
+                json!(rule_strings(group.ip_permissions())),
+            ),
+            (
+                "egress".into(),
+                json!(rule_strings(group.ip_permissions_egress())),
+            ),
         ]),
         tags: Some(
             group
                 .tags()
                 .iter()
-                .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+                .map(|t| {
+                    (
+                        t.key().unwrap_or_default().to_string(),
+                        t.value().unwrap_or_default().to_string(),
+                    )
+                })
                 .collect(),
         ),
     }
 }
 
-async fn describe(c: &Clients, filters: Vec<aws_sdk_ec2::types::Filter>) -> Result<Option<SecurityGroup>> {
+async fn describe(
+    c: &Clients,
+    filters: Vec<aws_sdk_ec2::types::Filter>,
+) -> Result<Option<SecurityGroup>> {
     let out = c
         .ec2()
         .describe_security_groups()
@@ -87,11 +108,20 @@ async fn describe(c: &Clients, filters: Vec<aws_sdk_ec2::types::Filter>) -> Resu
 }
 
 pub async fn read(c: &Clients, name: &str, vpc_id: &str) -> Result<Option<Live>> {
-    Ok(describe(c, vec![filter("group-name", name), filter("vpc-id", vpc_id)]).await?.as_ref().map(live))
+    Ok(describe(
+        c,
+        vec![filter("group-name", name), filter("vpc-id", vpc_id)],
+    )
+    .await?
+    .as_ref()
+    .map(live))
 }
 
 pub async fn read_id(c: &Clients, id: &str) -> Result<Option<Live>> {
-    Ok(describe(c, vec![filter("group-id", id)]).await?.as_ref().map(live))
+    Ok(describe(c, vec![filter("group-id", id)])
+        .await?
+        .as_ref()
+        .map(live))
 }
 
 pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -> Result<Handle> {
@@ -115,7 +145,12 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
 }
 
 fn handle(spec: &Spec, id: String) -> Handle {
-    Handle { kind: Kind::SecurityGroup, name: spec.name.clone(), id, extra: BTreeMap::new() }
+    Handle {
+        kind: Kind::SecurityGroup,
+        name: spec.name.clone(),
+        id,
+        extra: BTreeMap::new(),
+    }
 }
 
 pub async fn update(c: &Clients, spec: &Spec, live: &Live) -> Result<Handle> {
@@ -172,13 +207,26 @@ async fn converge(c: &Clients, spec: &Spec, group: &SecurityGroup) -> Result<()>
 /// Deletes the group. Instances of a just-deleted compute environment release their network
 /// interfaces minutes later, so `DependencyViolation` is waited out.
 pub async fn delete(c: &Clients, handle: &Handle, progress: Progress<'_>) -> Result<()> {
-    wait_for(&format!("security group {} to be released", handle.name), Duration::from_secs(900), progress, || async {
-        match c.ec2().delete_security_group().group_id(&handle.id).send().await {
-            Ok(_) => Ok(Ok(())),
-            Err(e) if error_code(&e) == Some("InvalidGroup.NotFound") => Ok(Ok(())),
-            Err(e) if error_code(&e) == Some("DependencyViolation") => Ok(Err("in use".to_string())),
-            Err(e) => Err(e).ctx(format!("deleting security group {}", handle.name)),
-        }
-    })
+    wait_for(
+        &format!("security group {} to be released", handle.name),
+        Duration::from_secs(900),
+        progress,
+        || async {
+            match c
+                .ec2()
+                .delete_security_group()
+                .group_id(&handle.id)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(Ok(())),
+                Err(e) if error_code(&e) == Some("InvalidGroup.NotFound") => Ok(Ok(())),
+                Err(e) if error_code(&e) == Some("DependencyViolation") => {
+                    Ok(Err("in use".to_string()))
+                }
+                Err(e) => Err(e).ctx(format!("deleting security group {}", handle.name)),
+            }
+        },
+    )
     .await
 }

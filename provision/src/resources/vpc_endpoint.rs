@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification, VpcEndpoint, VpcEndpointType};
+use aws_sdk_ec2::types::{
+    Filter, ResourceType, Tag, TagSpecification, VpcEndpoint, VpcEndpointType,
+};
 use serde_json::json;
 
 use super::{Attrs, Handle, Kind, Live, SdkContext};
@@ -25,7 +27,10 @@ impl Spec {
         Attrs::from([
             ("vpc_id".into(), json!(self.vpc_id)),
             ("service_name".into(), json!(self.service_name)),
-            ("route_table_ids".into(), super::string_set(self.route_table_ids.iter().cloned())),
+            (
+                "route_table_ids".into(),
+                super::string_set(self.route_table_ids.iter().cloned()),
+            ),
         ])
     }
 }
@@ -34,7 +39,11 @@ impl Spec {
 pub fn tag_spec(resource: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(resource)
-        .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
         .build()
 }
 
@@ -45,8 +54,14 @@ pub fn filter(name: &str, value: &str) -> Filter {
 fn gone(endpoint: &VpcEndpoint) -> bool {
     // Deleted endpoints stay listed for a while (AWS and moto alike).
     // The API documents capitalized states; endpoints answer lower case. Compare either.
-    let state = endpoint.state().map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_default();
-    matches!(state.as_str(), "deleted" | "deleting" | "failed" | "rejected" | "expired")
+    let state = endpoint
+        .state()
+        .map(|s| s.as_str().to_ascii_lowercase())
+        .unwrap_or_default();
+    matches!(
+        state.as_str(),
+        "deleted" | "deleting" | "failed" | "rejected" | "expired"
+    )
 }
 
 fn live(endpoint: &VpcEndpoint) -> Live {
@@ -55,13 +70,21 @@ fn live(endpoint: &VpcEndpoint) -> Live {
         attrs: Attrs::from([
             ("vpc_id".into(), json!(endpoint.vpc_id())),
             ("service_name".into(), json!(endpoint.service_name())),
-            ("route_table_ids".into(), super::string_set(endpoint.route_table_ids().iter().cloned())),
+            (
+                "route_table_ids".into(),
+                super::string_set(endpoint.route_table_ids().iter().cloned()),
+            ),
         ]),
         tags: Some(
             endpoint
                 .tags()
                 .iter()
-                .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+                .map(|t| {
+                    (
+                        t.key().unwrap_or_default().to_string(),
+                        t.value().unwrap_or_default().to_string(),
+                    )
+                })
                 .collect(),
         ),
     }
@@ -69,7 +92,12 @@ fn live(endpoint: &VpcEndpoint) -> Live {
 
 /// The stack's endpoint: found by VPC, service and the stack's tags (a VPC may hold endpoints
 /// that other people own).
-pub async fn read(c: &Clients, vpc_id: &str, service: &str, tags: &BTreeMap<String, String>) -> Result<Option<Live>> {
+pub async fn read(
+    c: &Clients,
+    vpc_id: &str,
+    service: &str,
+    tags: &BTreeMap<String, String>,
+) -> Result<Option<Live>> {
     let mut req = c
         .ec2()
         .describe_vpc_endpoints()
@@ -78,24 +106,45 @@ pub async fn read(c: &Clients, vpc_id: &str, service: &str, tags: &BTreeMap<Stri
     for (k, v) in tags {
         req = req.filters(filter(&format!("tag:{k}"), v));
     }
-    let out = req.send().await.ctx(format!("reading the S3 endpoint of {vpc_id}"))?;
+    let out = req
+        .send()
+        .await
+        .ctx(format!("reading the S3 endpoint of {vpc_id}"))?;
     Ok(out.vpc_endpoints().iter().find(|e| !gone(e)).map(live))
 }
 
 /// The stack's endpoint among a VPC's endpoints already listed: the same choice as [`read`].
-pub fn find(endpoints: &[VpcEndpoint], service: &str, tags: &BTreeMap<String, String>) -> Option<Live> {
+pub fn find(
+    endpoints: &[VpcEndpoint],
+    service: &str,
+    tags: &BTreeMap<String, String>,
+) -> Option<Live> {
     endpoints
         .iter()
         .filter(|e| e.service_name() == Some(service))
-        .filter(|e| tags.iter().all(|(k, v)| e.tags().iter().any(|t| t.key() == Some(k) && t.value() == Some(v))))
+        .filter(|e| {
+            tags.iter().all(|(k, v)| {
+                e.tags()
+                    .iter()
+                    .any(|t| t.key() == Some(k) && t.value() == Some(v))
+            })
+        })
         .find(|e| !gone(e))
         .map(live)
 }
 
 pub async fn read_id(c: &Clients, id: &str) -> Result<Option<Live>> {
-    let out = match c.ec2().describe_vpc_endpoints().vpc_endpoint_ids(id).send().await {
+    let out = match c
+        .ec2()
+        .describe_vpc_endpoints()
+        .vpc_endpoint_ids(id)
+        .send()
+        .await
+    {
         Ok(out) => out,
-        Err(e) if super::error_code(&e) == Some("InvalidVpcEndpointId.NotFound") => return Ok(None),
+        Err(e) if super::error_code(&e) == Some("InvalidVpcEndpointId.NotFound") => {
+            return Ok(None)
+        }
         Err(e) => return Err(e).ctx(format!("reading VPC endpoint {id}")),
     };
     Ok(out.vpc_endpoints().iter().find(|e| !gone(e)).map(live))
@@ -113,7 +162,11 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
         .send()
         .await
         .ctx(format!("creating the S3 endpoint of {}", spec.vpc_id))?;
-    let id = out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()).unwrap_or_default().to_string();
+    let id = out
+        .vpc_endpoint()
+        .and_then(|e| e.vpc_endpoint_id())
+        .unwrap_or_default()
+        .to_string();
     Ok(handle(spec, id))
 }
 
@@ -127,9 +180,19 @@ fn handle(spec: &Spec, id: String) -> Handle {
 }
 
 pub async fn update(c: &Clients, spec: &Spec, live: &Live) -> Result<Handle> {
-    let current: Vec<String> = serde_json::from_value(live.attrs["route_table_ids"].clone()).unwrap_or_default();
-    let add: Vec<String> = spec.route_table_ids.iter().filter(|r| !current.contains(r)).cloned().collect();
-    let remove: Vec<String> = current.iter().filter(|r| !spec.route_table_ids.contains(r)).cloned().collect();
+    let current: Vec<String> =
+        serde_json::from_value(live.attrs["route_table_ids"].clone()).unwrap_or_default();
+    let add: Vec<String> = spec
+        .route_table_ids
+        .iter()
+        .filter(|r| !current.contains(r))
+        .cloned()
+        .collect();
+    let remove: Vec<String> = current
+        .iter()
+        .filter(|r| !spec.route_table_ids.contains(r))
+        .cloned()
+        .collect();
     if !add.is_empty() || !remove.is_empty() {
         c.ec2()
             .modify_vpc_endpoint()

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Location {
     /// A position in the stack file (1-based line and column, the column counted in characters).
-    File { path: PathBuf, line: usize, col: usize },
+    File {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+    },
     /// The stack file as a whole (it cannot be read).
     Path(PathBuf),
     /// A command-line argument, as typed: `--set compute.spot.max_vcpus=0`, `--env staging`.
@@ -57,7 +61,11 @@ impl Diagnostics {
     }
 
     pub fn push(&mut self, location: Location, message: impl Into<String>, key: Option<String>) {
-        self.0.push(Diagnostic { location, message: message.into(), key });
+        self.0.push(Diagnostic {
+            location,
+            message: message.into(),
+            key,
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -110,14 +118,19 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub fn new(path: PathBuf) -> Self {
-        Self { path, diags: Diagnostics::new() }
+        Self {
+            path,
+            diags: Diagnostics::new(),
+        }
     }
 
     pub fn location(&self, at: &crate::stack::tree::Origin) -> Location {
         match at {
-            crate::stack::tree::Origin::File { line, col } => {
-                Location::File { path: self.path.clone(), line: *line, col: *col }
-            }
+            crate::stack::tree::Origin::File { line, col } => Location::File {
+                path: self.path.clone(),
+                line: *line,
+                col: *col,
+            },
             crate::stack::tree::Origin::Arg(arg) => Location::Arg(arg.to_string()),
         }
     }

@@ -15,7 +15,11 @@ pub fn load(path: &Path, env: Option<&str>, sets: &[String]) -> Result<Stack, Di
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) => {
-            ctx.diags.push(Location::Path(path.to_path_buf()), format!("cannot read the stack file: {err}"), None);
+            ctx.diags.push(
+                Location::Path(path.to_path_buf()),
+                format!("cannot read the stack file: {err}"),
+                None,
+            );
             return Err(ctx.diags);
         }
     };
@@ -23,12 +27,19 @@ pub fn load(path: &Path, env: Option<&str>, sets: &[String]) -> Result<Stack, Di
 }
 
 /// `load` on text already read; `ctx.path` names it in errors.
-pub(crate) fn load_str(text: &str, ctx: &mut Ctx, env: Option<&str>, sets: &[String]) -> Result<Stack, Diagnostics> {
+pub(crate) fn load_str(
+    text: &str,
+    ctx: &mut Ctx,
+    env: Option<&str>,
+    sets: &[String],
+) -> Result<Stack, Diagnostics> {
     let index = LineIndex::new(text);
     let doc = match toml_edit::Document::parse(text) {
         Ok(doc) => doc,
         Err(err) => {
-            let at = err.span().map_or(Origin::File { line: 1, col: 1 }, |s| index.origin(s.start));
+            let at = err
+                .span()
+                .map_or(Origin::File { line: 1, col: 1 }, |s| index.origin(s.start));
             // Name what the parser stopped at (`duplicate key` alone does not say which).
             let near = err
                 .span()
@@ -36,7 +47,11 @@ pub(crate) fn load_str(text: &str, ctx: &mut Ctx, env: Option<&str>, sets: &[Str
                 .map(str::trim)
                 .filter(|t| !t.is_empty() && t.len() <= 60 && !t.contains('\n'))
                 .map_or(String::new(), |t| format!(" (at `{t}`)"));
-            ctx.err(&at, "", format!("invalid TOML: {}{near}", err.message().trim()));
+            ctx.err(
+                &at,
+                "",
+                format!("invalid TOML: {}{near}", err.message().trim()),
+            );
             return Err(std::mem::take(&mut ctx.diags).sorted());
         }
     };
@@ -63,7 +78,11 @@ pub(crate) fn load_str(text: &str, ctx: &mut Ctx, env: Option<&str>, sets: &[Str
                     .map(|t| t.keys().map(String::as_str).collect())
                     .unwrap_or_default();
                 let at = Origin::Arg(Arc::from(format!("--env {chosen}")));
-                let list = if defined.is_empty() { "none".to_string() } else { defined.join(", ") };
+                let list = if defined.is_empty() {
+                    "none".to_string()
+                } else {
+                    defined.join(", ")
+                };
                 ctx.err(
                     &at,
                     "",
@@ -93,7 +112,11 @@ pub(crate) fn load_str(text: &str, ctx: &mut Ctx, env: Option<&str>, sets: &[Str
         _ => {
             if ctx.diags.is_empty() {
                 // `build` returns None only after reporting; keep the contract if it ever did not.
-                ctx.diags.push(Location::Path(ctx.path.clone()), "the stack is incomplete", None);
+                ctx.diags.push(
+                    Location::Path(ctx.path.clone()),
+                    "the stack is incomplete",
+                    None,
+                );
             }
             Err(std::mem::take(&mut ctx.diags).sorted())
         }
@@ -133,7 +156,10 @@ compute = ["c"]
     #[test]
     fn resolution_order() {
         let s = load(None, &[]).unwrap();
-        assert_eq!((s.env.as_str(), s.gpu, s.compute["c"].max_vcpus), ("default", false, 16));
+        assert_eq!(
+            (s.env.as_str(), s.gpu, s.compute["c"].max_vcpus),
+            ("default", false, 16)
+        );
         assert_eq!(s.compute["c"].instance_types, ["c5.xlarge"]);
         assert!(s.jobs.is_empty() && s.buckets.is_empty());
         assert_eq!(s.queues["q"].priority, 1);
@@ -141,7 +167,11 @@ compute = ["c"]
         assert_eq!((s.gpu, s.compute["c"].max_vcpus), (true, 4));
         assert_eq!(s.compute["c"].instance_types, ["g5.xlarge"]);
         // --set gpu comes before the GPU overlays, every other --set after them.
-        let s = load(Some("prod"), &["gpu=false", "compute.c.instance_types=m5.large"]).unwrap();
+        let s = load(
+            Some("prod"),
+            &["gpu=false", "compute.c.instance_types=m5.large"],
+        )
+        .unwrap();
         assert_eq!((s.gpu, s.compute["c"].max_vcpus), (false, 4));
         assert_eq!(s.compute["c"].instance_types, ["m5.large"]);
     }

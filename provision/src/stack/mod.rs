@@ -17,7 +17,11 @@ pub use validate::RETENTION_DAYS;
 /// `env` is given, then `--set gpu`/`--set protect`, the GPU overlays, every other `--set`.
 /// Every error is collected, each located at the line (or argument) that supplied the value.
 /// No network call.
-pub fn load(path: &std::path::Path, env: Option<&str>, sets: &[String]) -> Result<Stack, Diagnostics> {
+pub fn load(
+    path: &std::path::Path,
+    env: Option<&str>,
+    sets: &[String],
+) -> Result<Stack, Diagnostics> {
     load::load(path, env, sets)
 }
 

@@ -132,7 +132,11 @@ pub struct ComputeEnvironment {
 impl ComputeEnvironment {
     /// `ec2Configuration` image type, by the stack's GPU switch.
     pub fn image_type(gpu: bool) -> &'static str {
-        if gpu { "ECS_AL2023_NVIDIA" } else { "ECS_AL2023" }
+        if gpu {
+            "ECS_AL2023_NVIDIA"
+        } else {
+            "ECS_AL2023"
+        }
     }
 }
 

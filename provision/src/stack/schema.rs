@@ -26,7 +26,13 @@ impl Ty {
             Ty::Str => "a string".into(),
             Ty::List(inner) => match inner {
                 Ty::Record(_) | Ty::Map(_) => "an array of tables".into(),
-                other => format!("an array of {}s", other.describe().trim_start_matches("a ").trim_start_matches("an ")),
+                other => format!(
+                    "an array of {}s",
+                    other
+                        .describe()
+                        .trim_start_matches("a ")
+                        .trim_start_matches("an ")
+                ),
             },
             Ty::Record(_) | Ty::Map(_) | Ty::Envs => "a table".into(),
         }
@@ -117,11 +123,19 @@ pub(crate) static ROOT: Ty = Ty::Record(&[
 ]);
 
 pub(crate) fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn where_(path: &str) -> String {
-    if path.is_empty() { "at the top level".into() } else { format!("in `[{path}]`") }
+    if path.is_empty() {
+        "at the top level".into()
+    } else {
+        format!("in `[{path}]`")
+    }
 }
 
 /// Where the check stands: GPU overlays may not nest, and an env overlay may not hold `env`.
@@ -135,12 +149,32 @@ struct Scope {
 /// Checks the whole file: unknown keys and wrong types at any depth, in every env overlay and
 /// every `gpu` sub-table. A wrong value is reported once and becomes [`Val::Invalid`].
 pub(crate) fn check_root(root: &mut Node, ctx: &mut Ctx) {
-    check(root, &ROOT, "", ctx, Scope { root: true, in_gpu: false, in_env: false });
+    check(
+        root,
+        &ROOT,
+        "",
+        ctx,
+        Scope {
+            root: true,
+            in_gpu: false,
+            in_env: false,
+        },
+    );
 }
 
 /// Checks a value typed on the command line against the type its key holds.
 pub(crate) fn check_value(node: &mut Node, ty: &Ty, path: &str, ctx: &mut Ctx) {
-    check(node, ty, path, ctx, Scope { root: false, in_gpu: true, in_env: true });
+    check(
+        node,
+        ty,
+        path,
+        ctx,
+        Scope {
+            root: false,
+            in_gpu: true,
+            in_env: true,
+        },
+    );
 }
 
 fn check(node: &mut Node, ty: &Ty, path: &str, ctx: &mut Ctx, scope: Scope) {
@@ -161,11 +195,18 @@ fn check(node: &mut Node, ty: &Ty, path: &str, ctx: &mut Ctx, scope: Scope) {
             Val::Bool(b) => format!("a boolean ({b})"),
             other => other.kind().to_string(),
         };
-        ctx.err(&node.at, path, format!("expected {}, found {found}", ty.describe()));
+        ctx.err(
+            &node.at,
+            path,
+            format!("expected {}, found {found}", ty.describe()),
+        );
         node.val = Val::Invalid;
         return;
     }
-    let inner = Scope { root: false, ..scope };
+    let inner = Scope {
+        root: false,
+        ..scope
+    };
     match ty {
         Ty::Bool | Ty::Int | Ty::Str => {}
         Ty::List(elem) => {
@@ -176,7 +217,9 @@ fn check(node: &mut Node, ty: &Ty, path: &str, ctx: &mut Ctx, scope: Scope) {
             }
         }
         Ty::Record(fields) => {
-            let Val::Table(entries) = &mut node.val else { return };
+            let Val::Table(entries) = &mut node.val else {
+                return;
+            };
             for (key, child) in entries.iter_mut() {
                 let child_path = join(path, key);
                 if key == "gpu" && !scope.root {
@@ -184,7 +227,11 @@ fn check(node: &mut Node, ty: &Ty, path: &str, ctx: &mut Ctx, scope: Scope) {
                     continue;
                 }
                 if key == "env" && scope.root && scope.in_env {
-                    ctx.err(&child.key_at, &child_path, "an environment overlay cannot hold `env`");
+                    ctx.err(
+                        &child.key_at,
+                        &child_path,
+                        "an environment overlay cannot hold `env`",
+                    );
                     child.val = Val::Invalid;
                     continue;
                 }
@@ -202,7 +249,9 @@ fn check(node: &mut Node, ty: &Ty, path: &str, ctx: &mut Ctx, scope: Scope) {
             }
         }
         Ty::Map(elem) => {
-            let Val::Table(entries) = &mut node.val else { return };
+            let Val::Table(entries) = &mut node.val else {
+                return;
+            };
             for (key, child) in entries.iter_mut() {
                 let child_path = join(path, key);
                 if key == "gpu" && child.is_table() {
@@ -213,10 +262,22 @@ fn check(node: &mut Node, ty: &Ty, path: &str, ctx: &mut Ctx, scope: Scope) {
             }
         }
         Ty::Envs => {
-            let Val::Table(entries) = &mut node.val else { return };
+            let Val::Table(entries) = &mut node.val else {
+                return;
+            };
             for (key, child) in entries.iter_mut() {
                 let child_path = join(path, key);
-                check(child, &ROOT, &child_path, ctx, Scope { root: true, in_gpu: false, in_env: true });
+                check(
+                    child,
+                    &ROOT,
+                    &child_path,
+                    ctx,
+                    Scope {
+                        root: true,
+                        in_gpu: false,
+                        in_env: true,
+                    },
+                );
             }
         }
     }
@@ -225,7 +286,11 @@ fn check(node: &mut Node, ty: &Ty, path: &str, ctx: &mut Ctx, scope: Scope) {
 /// A `gpu` sub-table holds a partial copy of its parent, checked against the parent's type.
 fn check_gpu(node: &mut Node, parent: &Ty, path: &str, ctx: &mut Ctx, scope: Scope) {
     if scope.in_gpu {
-        ctx.err(&node.key_at, path, "a `gpu` overlay cannot hold another `gpu` table");
+        ctx.err(
+            &node.key_at,
+            path,
+            "a `gpu` overlay cannot hold another `gpu` table",
+        );
         node.val = Val::Invalid;
         return;
     }
@@ -233,12 +298,25 @@ fn check_gpu(node: &mut Node, parent: &Ty, path: &str, ctx: &mut Ctx, scope: Sco
         ctx.err(
             &node.at,
             path,
-            format!("expected a table (the GPU overlay of its parent), found {}", node.val.kind()),
+            format!(
+                "expected a table (the GPU overlay of its parent), found {}",
+                node.val.kind()
+            ),
         );
         node.val = Val::Invalid;
         return;
     }
-    check(node, parent, path, ctx, Scope { root: false, in_gpu: true, in_env: scope.in_env });
+    check(
+        node,
+        parent,
+        path,
+        ctx,
+        Scope {
+            root: false,
+            in_gpu: true,
+            in_env: scope.in_env,
+        },
+    );
 }
 
 /// The known key closest to a typo, when it is close enough to be a likely intent.
@@ -272,7 +350,10 @@ mod tests {
     fn suggests_close_keys_only() {
         let keys = ["max_vcpus", "min_vcpus", "instance_types"];
         assert_eq!(nearest("max_vcpu", keys.iter().copied()), Some("max_vcpus"));
-        assert_eq!(nearest("instance_type", keys.iter().copied()), Some("instance_types"));
+        assert_eq!(
+            nearest("instance_type", keys.iter().copied()),
+            Some("instance_types")
+        );
         assert_eq!(nearest("colour", keys.iter().copied()), None);
     }
 

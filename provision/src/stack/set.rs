@@ -29,15 +29,31 @@ impl SetArg {
 pub(crate) fn parse(raw: &str, ctx: &mut Ctx) -> Option<SetArg> {
     let at = Origin::Arg(Arc::from(format!("--set {raw}")));
     let Some((key, value)) = raw.split_once('=') else {
-        ctx.err(&at, "", "expected KEY=VALUE (for example `compute.spot.max_vcpus=32`)");
+        ctx.err(
+            &at,
+            "",
+            "expected KEY=VALUE (for example `compute.spot.max_vcpus=32`)",
+        );
         return None;
     };
-    let path: Vec<String> = key.trim().split('.').map(|s| s.trim().to_string()).collect();
+    let path: Vec<String> = key
+        .trim()
+        .split('.')
+        .map(|s| s.trim().to_string())
+        .collect();
     if path.iter().any(String::is_empty) {
-        ctx.err(&at, key, format!("`{key}` is not a key path (expected names joined by `.`)"));
+        ctx.err(
+            &at,
+            key,
+            format!("`{key}` is not a key path (expected names joined by `.`)"),
+        );
         return None;
     }
-    Some(SetArg { path, value: value.to_string(), at })
+    Some(SetArg {
+        path,
+        value: value.to_string(),
+        at,
+    })
 }
 
 /// Replaces the value at the argument's path in `root`.
@@ -70,7 +86,11 @@ pub(crate) fn apply(root: &mut Node, set: &SetArg, ctx: &mut Ctx) {
                 None => {
                     let mut msg = format!(
                         "`{key}` does not exist: no key `{seg}` {}",
-                        if here.is_empty() { "at the top level".to_string() } else { format!("in `[{here}]`") }
+                        if here.is_empty() {
+                            "at the top level".to_string()
+                        } else {
+                            format!("in `[{here}]`")
+                        }
                     );
                     if let Some(near) = schema::nearest(seg, fields.iter().map(|(n, _)| *n)) {
                         msg.push_str(&format!(" (did you mean `{near}`?)"));
@@ -84,7 +104,10 @@ pub(crate) fn apply(root: &mut Node, set: &SetArg, ctx: &mut Ctx) {
                 ctx.err(
                     &set.at,
                     &key,
-                    format!("`{key}` does not exist: `{here}` is {}, not a table", ty.describe()),
+                    format!(
+                        "`{key}` does not exist: `{here}` is {}, not a table",
+                        ty.describe()
+                    ),
                 );
                 return;
             }
@@ -94,7 +117,9 @@ pub(crate) fn apply(root: &mut Node, set: &SetArg, ctx: &mut Ctx) {
             return;
         };
         if last {
-            let Some(mut value) = typed_value(&set.value, child_ty, &set.at, &key, ctx) else { return };
+            let Some(mut value) = typed_value(&set.value, child_ty, &set.at, &key, ctx) else {
+                return;
+            };
             schema::check_value(&mut value, child_ty, &key, ctx);
             table.insert(seg.clone(), value);
             return;
@@ -111,14 +136,21 @@ pub(crate) fn apply(root: &mut Node, set: &SetArg, ctx: &mut Ctx) {
                 ctx.err(
                     &set.at,
                     &key,
-                    format!("`{key}` does not exist: the stack has no `{}` ({known})", schema::join(&here, seg)),
+                    format!(
+                        "`{key}` does not exist: the stack has no `{}` ({known})",
+                        schema::join(&here, seg)
+                    ),
                 );
                 return;
             }
             // An optional section the file leaves out (`[logs]`, `retry`) may be set key by key.
             table.insert(
                 seg.clone(),
-                Node { val: Val::Table(Default::default()), at: set.at.clone(), key_at: set.at.clone() },
+                Node {
+                    val: Val::Table(Default::default()),
+                    at: set.at.clone(),
+                    key_at: set.at.clone(),
+                },
             );
         }
         node = table.get_mut(seg).expect("inserted above");
@@ -130,14 +162,22 @@ pub(crate) fn apply(root: &mut Node, set: &SetArg, ctx: &mut Ctx) {
 /// strings as typed (TOML quotes optional), lists as a TOML array or comma-separated, tables as
 /// TOML inline tables.
 fn typed_value(raw: &str, ty: &Ty, at: &Origin, key: &str, ctx: &mut Ctx) -> Option<Node> {
-    let node = |val| Node { val, at: at.clone(), key_at: at.clone() };
+    let node = |val| Node {
+        val,
+        at: at.clone(),
+        key_at: at.clone(),
+    };
     let trimmed = raw.trim();
     match ty {
         Ty::Bool => match trimmed {
             "true" => Some(node(Val::Bool(true))),
             "false" => Some(node(Val::Bool(false))),
             _ => {
-                ctx.err(at, key, format!("expected a boolean (true or false), found `{raw}`"));
+                ctx.err(
+                    at,
+                    key,
+                    format!("expected a boolean (true or false), found `{raw}`"),
+                );
                 None
             }
         },
@@ -155,7 +195,10 @@ fn typed_value(raw: &str, ty: &Ty, at: &Origin, key: &str, ctx: &mut Ctx) -> Opt
             let items = if trimmed.is_empty() {
                 Vec::new()
             } else {
-                trimmed.split(',').map(|s| node(Val::Str(s.trim().to_string()))).collect()
+                trimmed
+                    .split(',')
+                    .map(|s| node(Val::Str(s.trim().to_string())))
+                    .collect()
             };
             Some(node(Val::Array(items)))
         }
@@ -165,7 +208,11 @@ fn typed_value(raw: &str, ty: &Ty, at: &Origin, key: &str, ctx: &mut Ctx) -> Opt
                 ctx.err(
                     at,
                     key,
-                    format!("expected {} (as TOML), cannot parse `{raw}`: {}", ty.describe(), err.message().trim()),
+                    format!(
+                        "expected {} (as TOML), cannot parse `{raw}`: {}",
+                        ty.describe(),
+                        err.message().trim()
+                    ),
                 );
                 None
             }

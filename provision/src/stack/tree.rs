@@ -8,7 +8,10 @@ use std::sync::Arc;
 /// Where a value (or key) was written.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Origin {
-    File { line: usize, col: usize },
+    File {
+        line: usize,
+        col: usize,
+    },
     /// A command-line argument, as typed (`--set a.b=c`).
     Arg(Arc<str>),
 }
@@ -92,7 +95,11 @@ impl<'a> LineIndex<'a> {
         let line = self.starts.partition_point(|&s| s <= offset).max(1);
         let start = self.starts[line - 1];
         let end = offset.min(self.text.len());
-        let col = self.text.get(start..end).map_or(end - start, |s| s.chars().count()) + 1;
+        let col = self
+            .text
+            .get(start..end)
+            .map_or(end - start, |s| s.chars().count())
+            + 1;
         Origin::File { line, col }
     }
 
@@ -113,7 +120,9 @@ pub(crate) fn from_document(doc: &toml_edit::Document<&str>, index: &LineIndex<'
 fn table_node(table: &toml_edit::Table, index: &LineIndex<'_>, key_at: &Origin) -> Node {
     let mut entries = BTreeMap::new();
     for (name, _) in table.iter() {
-        let Some((key, item)) = table.get_key_value(name) else { continue };
+        let Some((key, item)) = table.get_key_value(name) else {
+            continue;
+        };
         let k_at = index.span(key.span(), key_at);
         if let Some(child) = item_node(item, index, &k_at) {
             entries.insert(name.to_string(), child);
@@ -121,8 +130,14 @@ fn table_node(table: &toml_edit::Table, index: &LineIndex<'_>, key_at: &Origin) 
     }
     // A table without a header (`a.b.c = 1` dotted keys, or the implicit parent of `[a.b]`)
     // is located at its key.
-    let at = table.span().map_or_else(|| key_at.clone(), |s| index.origin(s.start));
-    Node { val: Val::Table(entries), at, key_at: key_at.clone() }
+    let at = table
+        .span()
+        .map_or_else(|| key_at.clone(), |s| index.origin(s.start));
+    Node {
+        val: Val::Table(entries),
+        at,
+        key_at: key_at.clone(),
+    }
 }
 
 fn item_node(item: &toml_edit::Item, index: &LineIndex<'_>, key_at: &Origin) -> Option<Node> {
@@ -133,7 +148,11 @@ fn item_node(item: &toml_edit::Item, index: &LineIndex<'_>, key_at: &Origin) -> 
         toml_edit::Item::ArrayOfTables(a) => {
             let at = index.span(a.span(), key_at);
             let items = a.iter().map(|t| table_node(t, index, key_at)).collect();
-            Some(Node { val: Val::Array(items), at, key_at: key_at.clone() })
+            Some(Node {
+                val: Val::Array(items),
+                at,
+                key_at: key_at.clone(),
+            })
         }
     }
 }
@@ -153,11 +172,15 @@ fn scalar(value: &toml_edit::Value) -> Option<Val> {
 fn value_node(value: &toml_edit::Value, index: &LineIndex<'_>, key_at: &Origin) -> Node {
     let at = index.span(value.span(), key_at);
     let val = scalar(value).unwrap_or_else(|| match value {
-        toml_edit::Value::Array(a) => Val::Array(a.iter().map(|v| value_node(v, index, &at)).collect()),
+        toml_edit::Value::Array(a) => {
+            Val::Array(a.iter().map(|v| value_node(v, index, &at)).collect())
+        }
         toml_edit::Value::InlineTable(t) => {
             let mut entries = BTreeMap::new();
             for (name, _) in t.iter() {
-                let Some((key, item)) = t.get_key_value(name) else { continue };
+                let Some((key, item)) = t.get_key_value(name) else {
+                    continue;
+                };
                 let k_at = index.span(key.span(), &at);
                 if let Some(child) = item_node(item, index, &k_at) {
                     entries.insert(name.to_string(), child);
@@ -167,7 +190,11 @@ fn value_node(value: &toml_edit::Value, index: &LineIndex<'_>, key_at: &Origin) 
         }
         _ => unreachable!("scalar() answers every other kind of value"),
     });
-    Node { val, at, key_at: key_at.clone() }
+    Node {
+        val,
+        at,
+        key_at: key_at.clone(),
+    }
 }
 
 /// A value typed on the command line (`--set`), every node located at that argument.
@@ -175,11 +202,17 @@ pub(crate) fn from_value(value: &toml_edit::Value, at: &Origin) -> Node {
     let val = scalar(value).unwrap_or_else(|| match value {
         toml_edit::Value::Array(a) => Val::Array(a.iter().map(|v| from_value(v, at)).collect()),
         toml_edit::Value::InlineTable(t) => Val::Table(
-            t.iter().map(|(k, v)| (k.to_string(), from_value(v, at))).collect(),
+            t.iter()
+                .map(|(k, v)| (k.to_string(), from_value(v, at)))
+                .collect(),
         ),
         _ => unreachable!("scalar() answers every other kind of value"),
     });
-    Node { val, at: at.clone(), key_at: at.clone() }
+    Node {
+        val,
+        at: at.clone(),
+        key_at: at.clone(),
+    }
 }
 
 /// Deep merge (DESIGN.md §2): tables merge key by key, anything else replaces.
@@ -206,7 +239,9 @@ pub(crate) fn merge(base: &mut Node, over: Node) {
 /// The GPU overlay (DESIGN.md §2.1 step 4): every `gpu` sub-table below the root is merged onto
 /// its parent when `on`, dropped otherwise.
 pub(crate) fn apply_gpu(node: &mut Node, on: bool, is_root: bool) {
-    let Some(table) = node.table_mut() else { return };
+    let Some(table) = node.table_mut() else {
+        return;
+    };
     let overlay = if !is_root && table.get("gpu").is_some_and(Node::is_table) {
         table.remove("gpu")
     } else {
@@ -233,7 +268,10 @@ mod tests {
     fn columns_count_characters_not_bytes() {
         let node = parse("a = \"é\"\nb = 1\n  c = \"ü\" \n");
         assert_eq!(node.get("b").unwrap().at, Origin::File { line: 2, col: 5 });
-        assert_eq!(node.get("c").unwrap().key_at, Origin::File { line: 3, col: 3 });
+        assert_eq!(
+            node.get("c").unwrap().key_at,
+            Origin::File { line: 3, col: 3 }
+        );
         assert_eq!(node.get("c").unwrap().at, Origin::File { line: 3, col: 7 });
     }
 
@@ -257,7 +295,10 @@ mod tests {
         let mut on = parse(text);
         apply_gpu(&mut on, true, true);
         assert_eq!(on.get("a").unwrap().get("x").unwrap().val, Val::Int(2));
-        assert_eq!(on.get("a").unwrap().get("b").unwrap().get("y").unwrap().val, Val::Int(3));
+        assert_eq!(
+            on.get("a").unwrap().get("b").unwrap().get("y").unwrap().val,
+            Val::Int(3)
+        );
         assert!(on.get("a").unwrap().get("gpu").is_none());
         // The root's `gpu` is the switch, not an overlay.
         assert_eq!(on.get("gpu").unwrap().val, Val::Bool(true));

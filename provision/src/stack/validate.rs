@@ -48,10 +48,14 @@ static STATUS_REASON: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9.: \t]*
 static EXIT_CODE: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]*\*?$"));
 static SECRET_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9/_+=.@-]{1,512}$"));
 static SECRET_ARN: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"^arn:aws(-[a-z]+)*:secretsmanager:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]{1,512}(:[^:]*:[^:]*:[^:]*)?$")
+    re(
+        r"^arn:aws(-[a-z]+)*:secretsmanager:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]{1,512}(:[^:]*:[^:]*:[^:]*)?$",
+    )
 });
 static KMS_KEY: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|alias/[A-Za-z0-9/_-]{1,250}|arn:aws(-[a-z]+)*:kms:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:(key/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})|alias/[A-Za-z0-9/_-]{1,250}))$")
+    re(
+        r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|alias/[A-Za-z0-9/_-]{1,250}|arn:aws(-[a-z]+)*:kms:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:(key/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})|alias/[A-Za-z0-9/_-]{1,250}))$",
+    )
 });
 
 /// Builds the typed stack from the resolved tree; `envs` is the file's `[env]` table (for its
@@ -112,15 +116,32 @@ pub(crate) fn build(
         b.repository(key, node, path, prefix.as_deref())
     });
     let logs = b.logs(root.get("logs"));
-    let compute = b.resources(root, "compute", "compute environment", |b, key, node, path| {
-        b.compute(key, node, path, prefix.as_deref())
-    });
+    let compute = b.resources(
+        root,
+        "compute",
+        "compute environment",
+        |b, key, node, path| b.compute(key, node, path, prefix.as_deref()),
+    );
     let compute_nodes = root.get("compute");
     let queues = b.resources(root, "queues", "queue", |b, key, node, path| {
-        b.queue(node, path, &compute, compute_nodes, prefix.as_deref().map(|p| format!("{p}-{key}")))
+        b.queue(
+            node,
+            path,
+            &compute,
+            compute_nodes,
+            prefix.as_deref().map(|p| format!("{p}-{key}")),
+        )
     });
-    let refs = Refs { gpu, queues: &queues, compute: &compute, repositories: &repositories, root };
-    let jobs = b.resources(root, "jobs", "job", |b, key, node, path| b.job(key, node, path, &refs));
+    let refs = Refs {
+        gpu,
+        queues: &queues,
+        compute: &compute,
+        repositories: &repositories,
+        root,
+    };
+    let jobs = b.resources(root, "jobs", "job", |b, key, node, path| {
+        b.job(key, node, path, &refs)
+    });
 
     if let (Some((n, at)), Some(p)) = (&name, &prefix) {
         b.job_definition_names(root, &jobs, p);
@@ -224,19 +245,39 @@ impl Builder<'_> {
             } else {
                 format!("between {min} and {max}")
             };
-            let why = if what.is_empty() { String::new() } else { format!(" ({what})") };
+            let why = if what.is_empty() {
+                String::new()
+            } else {
+                format!(" ({what})")
+            };
             self.err(&node.at, key, format!("must be {range}, found {i}{why}"));
             return None;
         }
         u32::try_from(i).ok()
     }
 
-    fn req_int(&mut self, t: &Node, path: &str, key: &str, min: i64, max: i64, what: &str) -> Option<u32> {
+    fn req_int(
+        &mut self,
+        t: &Node,
+        path: &str,
+        key: &str,
+        min: i64,
+        max: i64,
+        what: &str,
+    ) -> Option<u32> {
         let node = self.req(t, path, key)?;
         self.int(node, &join(path, key), min, max, what)
     }
 
-    fn opt_int(&mut self, t: &Node, path: &str, key: &str, min: i64, max: i64, what: &str) -> Option<Option<u32>> {
+    fn opt_int(
+        &mut self,
+        t: &Node,
+        path: &str,
+        key: &str,
+        min: i64,
+        max: i64,
+        what: &str,
+    ) -> Option<Option<u32>> {
         match self.opt(t, key) {
             None => Some(None),
             Some(node) => self.int(node, &join(path, key), min, max, what).map(Some),
@@ -244,15 +285,24 @@ impl Builder<'_> {
     }
 
     /// A list of strings: not empty unless `may_be_empty`, no duplicates.
-    fn strings(&mut self, node: &Node, key: &str, may_be_empty: bool) -> Option<Vec<(String, Origin)>> {
-        let Val::Array(items) = &node.val else { return None };
+    fn strings(
+        &mut self,
+        node: &Node,
+        key: &str,
+        may_be_empty: bool,
+    ) -> Option<Vec<(String, Origin)>> {
+        let Val::Array(items) = &node.val else {
+            return None;
+        };
         if items.is_empty() && !may_be_empty {
             self.err(&node.at, key, "must not be empty");
             return None;
         }
         let mut out: Vec<(String, Origin)> = Vec::new();
         for item in items {
-            let Some((s, at)) = str_of(item) else { continue };
+            let Some((s, at)) = str_of(item) else {
+                continue;
+            };
             if out.iter().any(|(o, _)| *o == s) {
                 self.err(&at, key, format!("`{s}` is listed twice"));
                 continue;
@@ -276,7 +326,11 @@ impl Builder<'_> {
                 "enabled" | "ENABLED" => State::Enabled,
                 "disabled" | "DISABLED" => State::Disabled,
                 _ => {
-                    self.err(&at, &join(path, "state"), format!("`{s}` is not a state (enabled | disabled)"));
+                    self.err(
+                        &at,
+                        &join(path, "state"),
+                        format!("`{s}` is not a state (enabled | disabled)"),
+                    );
                     State::Enabled
                 }
             },
@@ -292,7 +346,9 @@ impl Builder<'_> {
         mut f: impl FnMut(&mut Self, &str, &Node, &str) -> Option<T>,
     ) -> BTreeMap<String, T> {
         let mut out = BTreeMap::new();
-        let Some(entries) = self.opt(root, section).and_then(Node::table) else { return out };
+        let Some(entries) = self.opt(root, section).and_then(Node::table) else {
+            return out;
+        };
         for (key, node) in entries {
             let path = join(section, key);
             let key_ok = self.key_name(key, node, &path, what);
@@ -310,7 +366,12 @@ impl Builder<'_> {
 
     fn network(&mut self, node: Option<&Node>) -> Option<Network> {
         let Some(t) = node.filter(|n| n.is_table()) else {
-            return Some(Network { vpc: Vpc::Default, subnets: vec![], security_groups: vec![], s3_endpoint: true });
+            return Some(Network {
+                vpc: Vpc::Default,
+                subnets: vec![],
+                security_groups: vec![],
+                s3_endpoint: true,
+            });
         };
         let vpc = match self.opt_str(t, "network", "vpc") {
             None => Vpc::Default,
@@ -323,22 +384,36 @@ impl Builder<'_> {
             }
         };
         let ids = |b: &mut Self, key: &str, re: &Regex, what: &str| -> Vec<String> {
-            let Some(node) = b.opt(t, key) else { return vec![] };
+            let Some(node) = b.opt(t, key) else {
+                return vec![];
+            };
             let path = join("network", key);
             let items = b.strings(node, &path, true).unwrap_or_default();
             items
                 .into_iter()
-                .filter(|(s, at)| b.check(re.is_match(s), at, &path, || format!("`{s}` is not {what}")))
+                .filter(|(s, at)| {
+                    b.check(re.is_match(s), at, &path, || format!("`{s}` is not {what}"))
+                })
                 .map(|(s, _)| s)
                 .collect()
         };
         let subnets = ids(self, "subnets", &SUBNET_ID, "a subnet id (subnet-0123abcd)");
-        let security_groups = ids(self, "security_groups", &SG_ID, "a security group id (sg-0123abcd)");
+        let security_groups = ids(
+            self,
+            "security_groups",
+            &SG_ID,
+            "a security group id (sg-0123abcd)",
+        );
         if !subnets.is_empty() && vpc == Vpc::Default {
             // Subnets of the default VPC are fine; nothing to check without a network call.
         }
         let s3_endpoint = self.opt_bool(t, "network", "s3_endpoint").unwrap_or(true);
-        Some(Network { vpc, subnets, security_groups, s3_endpoint })
+        Some(Network {
+            vpc,
+            subnets,
+            security_groups,
+            s3_endpoint,
+        })
     }
 
     fn bucket(&mut self, key: &str, t: &Node, path: &str, prefix: Option<&str>) -> Option<Bucket> {
@@ -373,10 +448,20 @@ impl Builder<'_> {
                 self.err(&t.key_at, path, format!("bucket name `{shown}` {why}"));
             }
         }
-        Some(Bucket { versioning, expire_noncurrent_days: expire, kms_key: kms_key.map(|(k, _)| k) })
+        Some(Bucket {
+            versioning,
+            expire_noncurrent_days: expire,
+            kms_key: kms_key.map(|(k, _)| k),
+        })
     }
 
-    fn repository(&mut self, key: &str, t: &Node, path: &str, prefix: Option<&str>) -> Option<Repository> {
+    fn repository(
+        &mut self,
+        key: &str,
+        t: &Node,
+        path: &str,
+        prefix: Option<&str>,
+    ) -> Option<Repository> {
         let keep_images = self.opt_int(t, path, "keep_images", 1, 10_000, "")?;
         let scan_on_push = self.opt_bool(t, path, "scan_on_push").unwrap_or(false);
         if let Some(p) = prefix.filter(|_| KEY.is_match(key)) {
@@ -385,15 +470,26 @@ impl Builder<'_> {
                 format!("repository name `{name}` is not a valid ECR name (no `--`, no trailing `-`, at most 256 characters)")
             });
         }
-        Some(Repository { keep_images, scan_on_push })
+        Some(Repository {
+            keep_images,
+            scan_on_push,
+        })
     }
 
     fn logs(&mut self, node: Option<&Node>) -> Logs {
-        let Some(t) = node.filter(|n| n.is_table()) else { return Logs { retention_days: None } };
+        let Some(t) = node.filter(|n| n.is_table()) else {
+            return Logs {
+                retention_days: None,
+            };
+        };
         let retention_days = match self.opt(t, "retention_days") {
             None => None,
             Some(n) => match n.val {
-                Val::Int(d) if d >= 0 && RETENTION_DAYS.contains(&(d as u32)) && d <= u32::MAX as i64 => Some(d as u32),
+                Val::Int(d)
+                    if d >= 0 && RETENTION_DAYS.contains(&(d as u32)) && d <= u32::MAX as i64 =>
+                {
+                    Some(d as u32)
+                }
                 Val::Int(d) => {
                     let list: Vec<String> = RETENTION_DAYS.iter().map(u32::to_string).collect();
                     self.err(
@@ -409,12 +505,22 @@ impl Builder<'_> {
         Logs { retention_days }
     }
 
-    fn compute(&mut self, key: &str, t: &Node, path: &str, prefix: Option<&str>) -> Option<ComputeEnvironment> {
+    fn compute(
+        &mut self,
+        key: &str,
+        t: &Node,
+        path: &str,
+        prefix: Option<&str>,
+    ) -> Option<ComputeEnvironment> {
         let kind = match self.req_str(t, path, "type") {
             Some((s, _)) if s == "spot" => Some(ComputeType::Spot),
             Some((s, _)) if s == "on-demand" => Some(ComputeType::OnDemand),
             Some((s, at)) => {
-                self.err(&at, &join(path, "type"), format!("`{s}` is not a compute type (spot | on-demand)"));
+                self.err(
+                    &at,
+                    &join(path, "type"),
+                    format!("`{s}` is not a compute type (spot | on-demand)"),
+                );
                 None
             }
             None => None,
@@ -424,7 +530,11 @@ impl Builder<'_> {
         if let (Some(Some(min)), Some(max)) = (min_vcpus, max_vcpus) {
             if min > max {
                 let at = &t.get("min_vcpus").expect("present").at;
-                self.err(at, &join(path, "min_vcpus"), format!("min_vcpus {min} exceeds max_vcpus {max}"));
+                self.err(
+                    at,
+                    &join(path, "min_vcpus"),
+                    format!("min_vcpus {min} exceeds max_vcpus {max}"),
+                );
             }
         }
         let instance_types = self.req(t, path, "instance_types").and_then(|n| {
@@ -454,7 +564,9 @@ impl Builder<'_> {
             (None, _) => Some(AllocationStrategy::BestFitProgressive),
             (Some((s, at)), kind) => {
                 let parsed = match s.as_str() {
-                    "SPOT_PRICE_CAPACITY_OPTIMIZED" => Some(AllocationStrategy::SpotPriceCapacityOptimized),
+                    "SPOT_PRICE_CAPACITY_OPTIMIZED" => {
+                        Some(AllocationStrategy::SpotPriceCapacityOptimized)
+                    }
                     "SPOT_CAPACITY_OPTIMIZED" => Some(AllocationStrategy::SpotCapacityOptimized),
                     "BEST_FIT_PROGRESSIVE" => Some(AllocationStrategy::BestFitProgressive),
                     "BEST_FIT" => Some(AllocationStrategy::BestFit),
@@ -467,7 +579,10 @@ impl Builder<'_> {
                         None
                     }
                     (
-                        Some(a @ (AllocationStrategy::SpotPriceCapacityOptimized | AllocationStrategy::SpotCapacityOptimized)),
+                        Some(
+                            a @ (AllocationStrategy::SpotPriceCapacityOptimized
+                            | AllocationStrategy::SpotCapacityOptimized),
+                        ),
                         Some(ComputeType::OnDemand),
                     ) => {
                         self.err(&at, &key, format!("{} applies only to spot environments (on-demand: BEST_FIT_PROGRESSIVE or BEST_FIT)", a.as_api()));
@@ -481,10 +596,22 @@ impl Builder<'_> {
             (None, Some(ComputeType::Spot)) => Some(Some(100)),
             (None, _) => Some(None),
             (Some(n), Some(ComputeType::OnDemand)) => {
-                self.err(&n.at, &join(path, "bid_percentage"), "bid_percentage applies only to spot environments");
+                self.err(
+                    &n.at,
+                    &join(path, "bid_percentage"),
+                    "bid_percentage applies only to spot environments",
+                );
                 None
             }
-            (Some(n), _) => self.int(n, &join(path, "bid_percentage"), 1, 100, "percent of the on-demand price").map(Some),
+            (Some(n), _) => self
+                .int(
+                    n,
+                    &join(path, "bid_percentage"),
+                    1,
+                    100,
+                    "percent of the on-demand price",
+                )
+                .map(Some),
         };
         let state = self.state(t, path);
         if let Some(p) = prefix.filter(|_| KEY.is_match(key)) {
@@ -513,12 +640,21 @@ impl Builder<'_> {
         compute_nodes: Option<&Node>,
         name: Option<String>,
     ) -> Option<Queue> {
-        let priority = self.opt_int(t, path, "priority", 0, 1000, "Batch's range").map(|p| p.unwrap_or(1));
+        let priority = self
+            .opt_int(t, path, "priority", 0, 1000, "Batch's range")
+            .map(|p| p.unwrap_or(1));
         let key = join(path, "compute");
         let list = self.req(t, path, "compute").and_then(|n| {
             let items = self.strings(n, &key, false)?;
             if items.len() > 3 {
-                self.err(&n.at, &key, format!("a queue takes at most 3 compute environments, found {}", items.len()));
+                self.err(
+                    &n.at,
+                    &key,
+                    format!(
+                        "a queue takes at most 3 compute environments, found {}",
+                        items.len()
+                    ),
+                );
                 return None;
             }
             let mut ok = true;
@@ -527,7 +663,14 @@ impl Builder<'_> {
                 let declared = compute_nodes.and_then(|n| n.get(c)).is_some();
                 if !compute.contains_key(c) && !declared {
                     let known: Vec<&str> = compute.keys().map(String::as_str).collect();
-                    self.err(at, &key, format!("no compute environment `{c}` (defined: {})", list_or_none(&known)));
+                    self.err(
+                        at,
+                        &key,
+                        format!(
+                            "no compute environment `{c}` (defined: {})",
+                            list_or_none(&known)
+                        ),
+                    );
                     ok = false;
                 }
             }
@@ -535,9 +678,15 @@ impl Builder<'_> {
         });
         let state = self.state(t, path);
         if let Some(name) = name {
-            self.check(name.len() <= 128, &t.key_at, path, || format!("queue name `{name}` exceeds Batch's 128 characters"));
+            self.check(name.len() <= 128, &t.key_at, path, || {
+                format!("queue name `{name}` exceeds Batch's 128 characters")
+            });
         }
-        Some(Queue { priority: priority?, compute: list?, state })
+        Some(Queue {
+            priority: priority?,
+            compute: list?,
+            state,
+        })
     }
 
     fn job(&mut self, _key: &str, t: &Node, path: &str, refs: &Refs<'_>) -> Option<Job> {
@@ -558,7 +707,14 @@ impl Builder<'_> {
                     return None;
                 }
                 let known: Vec<&str> = refs.repositories.keys().map(String::as_str).collect();
-                self.err(&at, &key, format!("no repository `{i}` (defined: {}); a literal image needs a `/` or `:`", list_or_none(&known)));
+                self.err(
+                    &at,
+                    &key,
+                    format!(
+                        "no repository `{i}` (defined: {}); a literal image needs a `/` or `:`",
+                        list_or_none(&known)
+                    ),
+                );
                 return None;
             }
             self.check(IMAGE_URI.is_match(&i), &at, &key, || {
@@ -571,7 +727,9 @@ impl Builder<'_> {
             .and_then(|n| self.strings_allow_repeats(n, &join(path, "command")));
         let vcpus = self.req_int(t, path, "vcpus", 1, u32::MAX as i64, "");
         let memory_mib = self.req_int(t, path, "memory_mib", 4, u32::MAX as i64, "Batch's minimum");
-        let gpus = self.opt_int(t, path, "gpus", 0, u32::MAX as i64, "").map(|g| g.unwrap_or(0));
+        let gpus = self
+            .opt_int(t, path, "gpus", 0, u32::MAX as i64, "")
+            .map(|g| g.unwrap_or(0));
         if let (Some(g), false) = (gpus, refs.gpu) {
             if g > 0 {
                 let at = &t.get("gpus").expect("present").at;
@@ -579,21 +737,34 @@ impl Builder<'_> {
             }
         }
         let timeout_s = self.opt_int(t, path, "timeout_s", 60, u32::MAX as i64, "Batch's minimum");
-        let retry = self.retry(t.get("retry").filter(|n| !matches!(n.val, Val::Invalid)), &join(path, "retry"));
+        let retry = self.retry(
+            t.get("retry").filter(|n| !matches!(n.val, Val::Invalid)),
+            &join(path, "retry"),
+        );
         let env = self.env_vars(t, path, "env");
         let secrets = self.env_vars(t, path, "secrets").map(|s| {
             let key = join(path, "secrets");
             s.into_iter()
                 .filter(|(name, (value, at))| {
-                    self.check(secret_ok(value), at, &join(&key, name), || secret_problem(value))
+                    self.check(secret_ok(value), at, &join(&key, name), || {
+                        secret_problem(value)
+                    })
                 })
                 .map(|(name, (value, _))| (name, value))
                 .collect::<BTreeMap<_, _>>()
         });
         if let (Some(env), Some(secrets)) = (&env, &secrets) {
             for name in secrets.keys().filter(|n| env.contains_key(*n)) {
-                let at = &t.get("secrets").and_then(|s| s.get(name)).expect("present").key_at;
-                self.err(at, &join(&join(path, "secrets"), name), format!("`{name}` is set both in `env` and in `secrets`"));
+                let at = &t
+                    .get("secrets")
+                    .and_then(|s| s.get(name))
+                    .expect("present")
+                    .key_at;
+                self.err(
+                    at,
+                    &join(&join(path, "secrets"), name),
+                    format!("`{name}` is set both in `env` and in `secrets`"),
+                );
             }
         }
         let matrix = match self.opt(t, "matrix") {
@@ -602,7 +773,12 @@ impl Builder<'_> {
         };
         if let (Some((q, _)), Some(v)) = (&queue, vcpus) {
             if let Some(queue) = refs.queues.get(q) {
-                let maxes: Vec<u32> = queue.compute.iter().filter_map(|c| refs.compute.get(c)).map(|c| c.max_vcpus).collect();
+                let maxes: Vec<u32> = queue
+                    .compute
+                    .iter()
+                    .filter_map(|c| refs.compute.get(c))
+                    .map(|c| c.max_vcpus)
+                    .collect();
                 if !maxes.is_empty() && maxes.iter().all(|m| v > *m) {
                     let at = &t.get("vcpus").expect("present").at;
                     self.err(at, &join(path, "vcpus"), format!("asks for {v} vCPUs but every compute environment of queue `{q}` has max_vcpus below that ({}): the job would wait in RUNNABLE forever", maxes.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")));
@@ -626,7 +802,9 @@ impl Builder<'_> {
 
     /// `command`: not empty; repeated arguments are fine.
     fn strings_allow_repeats(&mut self, node: &Node, key: &str) -> Option<Vec<String>> {
-        let Val::Array(items) = &node.val else { return None };
+        let Val::Array(items) = &node.val else {
+            return None;
+        };
         if items.is_empty() {
             self.err(&node.at, key, "must not be empty");
             return None;
@@ -635,23 +813,43 @@ impl Builder<'_> {
     }
 
     fn retry(&mut self, node: Option<&Node>, path: &str) -> Option<Retry> {
-        let Some(t) = node else { return Some(Retry { attempts: 1, rules: Retry::default_rules() }) };
-        let attempts = self.opt_int(t, path, "attempts", 1, 10, "Batch's range").map(|a| a.unwrap_or(1));
+        let Some(t) = node else {
+            return Some(Retry {
+                attempts: 1,
+                rules: Retry::default_rules(),
+            });
+        };
+        let attempts = self
+            .opt_int(t, path, "attempts", 1, 10, "Batch's range")
+            .map(|a| a.unwrap_or(1));
         let rules = match self.opt(t, "rules") {
             None => Some(Retry::default_rules()),
             Some(n) => self.rules(n, &join(path, "rules")),
         };
-        Some(Retry { attempts: attempts?, rules: rules? })
+        Some(Retry {
+            attempts: attempts?,
+            rules: rules?,
+        })
     }
 
     fn rules(&mut self, node: &Node, path: &str) -> Option<Vec<RetryRule>> {
-        let Val::Array(items) = &node.val else { return None };
+        let Val::Array(items) = &node.val else {
+            return None;
+        };
         if items.is_empty() {
-            self.err(&node.at, path, "must not be empty (omit `rules` for the default rules)");
+            self.err(
+                &node.at,
+                path,
+                "must not be empty (omit `rules` for the default rules)",
+            );
             return None;
         }
         if items.len() > 5 {
-            self.err(&node.at, path, format!("Batch takes at most 5 retry rules, found {}", items.len()));
+            self.err(
+                &node.at,
+                path,
+                format!("Batch takes at most 5 retry rules, found {}", items.len()),
+            );
             return None;
         }
         let mut rules = Vec::new();
@@ -666,41 +864,79 @@ impl Builder<'_> {
                 Some((a, _)) if a.eq_ignore_ascii_case("retry") => Some(RetryAction::Retry),
                 Some((a, _)) if a.eq_ignore_ascii_case("exit") => Some(RetryAction::Exit),
                 Some((a, at)) => {
-                    self.err(&at, &join(&rpath, "action"), format!("`{a}` is not a retry action (retry | exit)"));
+                    self.err(
+                        &at,
+                        &join(&rpath, "action"),
+                        format!("`{a}` is not a retry action (retry | exit)"),
+                    );
                     None
                 }
                 None => None,
             };
-            let matcher = |b: &mut Self, key: &str, re: &Regex, what: &str| -> Option<Option<String>> {
-                match b.opt_str(rule, &rpath, key) {
-                    None => Some(None),
-                    Some((s, at)) => {
-                        let good = re.is_match(&s) && !s.is_empty() && s.len() <= 512;
-                        b.check(good, &at, &join(&rpath, key), || format!("`{s}` is not a valid {key}: {what}"))
+            let matcher =
+                |b: &mut Self, key: &str, re: &Regex, what: &str| -> Option<Option<String>> {
+                    match b.opt_str(rule, &rpath, key) {
+                        None => Some(None),
+                        Some((s, at)) => {
+                            let good = re.is_match(&s) && !s.is_empty() && s.len() <= 512;
+                            b.check(good, &at, &join(&rpath, key), || {
+                                format!("`{s}` is not a valid {key}: {what}")
+                            })
                             .then_some(Some(s))
+                        }
                     }
-                }
-            };
-            let status = matcher(self, "on_status_reason", &STATUS_REASON, "letters, digits, `.`, `:` and spaces, optionally ending with `*`, at most 512");
-            let reason = matcher(self, "on_reason", &STATUS_REASON, "letters, digits, `.`, `:` and spaces, optionally ending with `*`, at most 512");
-            let exit = matcher(self, "on_exit_code", &EXIT_CODE, "digits, optionally ending with `*`, at most 512");
-            let (Some(status), Some(reason), Some(exit), Some(action)) = (status, reason, exit, action) else {
+                };
+            let status = matcher(
+                self,
+                "on_status_reason",
+                &STATUS_REASON,
+                "letters, digits, `.`, `:` and spaces, optionally ending with `*`, at most 512",
+            );
+            let reason = matcher(
+                self,
+                "on_reason",
+                &STATUS_REASON,
+                "letters, digits, `.`, `:` and spaces, optionally ending with `*`, at most 512",
+            );
+            let exit = matcher(
+                self,
+                "on_exit_code",
+                &EXIT_CODE,
+                "digits, optionally ending with `*`, at most 512",
+            );
+            let (Some(status), Some(reason), Some(exit), Some(action)) =
+                (status, reason, exit, action)
+            else {
                 ok = false;
                 continue;
             };
             if status.is_none() && reason.is_none() && exit.is_none() {
-                self.err(&rule.at, &rpath, "a retry rule needs at least one of on_status_reason, on_reason, on_exit_code");
+                self.err(
+                    &rule.at,
+                    &rpath,
+                    "a retry rule needs at least one of on_status_reason, on_reason, on_exit_code",
+                );
                 ok = false;
                 continue;
             }
-            rules.push(RetryRule { on_status_reason: status, on_reason: reason, on_exit_code: exit, action });
+            rules.push(RetryRule {
+                on_status_reason: status,
+                on_reason: reason,
+                on_exit_code: exit,
+                action,
+            });
         }
         ok.then_some(rules)
     }
 
     /// `env` and `secrets`: variable names a container accepts and that the tool or Batch do
     /// not set themselves; values as written, with their origin.
-    fn env_vars(&mut self, t: &Node, path: &str, key: &str) -> Option<BTreeMap<String, (String, Origin)>> {
+    fn env_vars(
+        &mut self,
+        t: &Node,
+        path: &str,
+        key: &str,
+    ) -> Option<BTreeMap<String, (String, Origin)>> {
         let Some(table) = self.opt(t, key).and_then(Node::table) else {
             return t.get(key).is_none().then(BTreeMap::new);
         };
@@ -710,13 +946,23 @@ impl Builder<'_> {
         for (name, node) in table {
             let vpath = join(&kpath, name);
             if !ENV_VAR.is_match(name) {
-                self.err(&node.key_at, &vpath, format!("`{name}` is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+                self.err(
+                    &node.key_at,
+                    &vpath,
+                    format!(
+                        "`{name}` is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
+                    ),
+                );
                 ok = false;
             } else if names::is_injected_name(name) {
                 self.err(&node.key_at, &vpath, format!("`{name}` is set by the tool in every job (STACK, STACK_ENV, USE_GPU, AWS_REGION, BUCKET_*)"));
                 ok = false;
             } else if name.starts_with("AWS_BATCH") {
-                self.err(&node.key_at, &vpath, format!("`{name}`: names starting with AWS_BATCH are reserved by AWS Batch"));
+                self.err(
+                    &node.key_at,
+                    &vpath,
+                    format!("`{name}`: names starting with AWS_BATCH are reserved by AWS Batch"),
+                );
                 ok = false;
             }
             match str_of(node) {
@@ -732,7 +978,11 @@ impl Builder<'_> {
     fn matrix(&mut self, node: &Node, path: &str) -> Option<Matrix> {
         let table = node.table()?;
         if table.len() != 1 {
-            self.err(&node.at, path, format!("a matrix has exactly one key, found {}", table.len()));
+            self.err(
+                &node.at,
+                path,
+                format!("a matrix has exactly one key, found {}", table.len()),
+            );
             return None;
         }
         let (key, values) = table.iter().next().expect("one entry");
@@ -742,7 +992,11 @@ impl Builder<'_> {
         });
         let items = self.strings(values, &vpath, false)?;
         if items.len() > 100 {
-            self.err(&values.at, &vpath, format!("a matrix takes at most 100 values, found {}", items.len()));
+            self.err(
+                &values.at,
+                &vpath,
+                format!("a matrix takes at most 100 values, found {}", items.len()),
+            );
             return None;
         }
         let mut ok = key_ok;
@@ -751,7 +1005,10 @@ impl Builder<'_> {
                 format!("matrix value `{v}` must match [a-z0-9][a-z0-9-]* (it becomes part of a job definition name)")
             });
         }
-        ok.then(|| Matrix { key: key.clone(), values: items.into_iter().map(|(v, _)| v).collect() })
+        ok.then(|| Matrix {
+            key: key.clone(),
+            values: items.into_iter().map(|(v, _)| v).collect(),
+        })
     }
 
     /// Job definition names: within Batch's 128 characters and distinct across jobs and matrix
@@ -759,7 +1016,10 @@ impl Builder<'_> {
     fn job_definition_names(&mut self, root: &Node, jobs: &BTreeMap<String, Job>, prefix: &str) {
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for (key, job) in jobs {
-            let node = root.get("jobs").and_then(|j| j.get(key)).expect("built from it");
+            let node = root
+                .get("jobs")
+                .and_then(|j| j.get(key))
+                .expect("built from it");
             let path = join("jobs", key);
             // (name suffix, where it came from, its key path)
             let suffixes: Vec<(String, Origin, String)> = match &job.matrix {
@@ -785,10 +1045,21 @@ impl Builder<'_> {
             for (suffix, at, kpath) in suffixes {
                 let name = format!("{prefix}-{suffix}");
                 if name.len() > 128 {
-                    self.err(&at, &kpath, format!("job definition name `{name}` has {} characters; Batch allows 128", name.len()));
+                    self.err(
+                        &at,
+                        &kpath,
+                        format!(
+                            "job definition name `{name}` has {} characters; Batch allows 128",
+                            name.len()
+                        ),
+                    );
                 }
                 if let Some(other) = seen.get(&name) {
-                    self.err(&at, &kpath, format!("job definition name `{name}` is also derived from job `{other}`"));
+                    self.err(
+                        &at,
+                        &kpath,
+                        format!("job definition name `{name}` is also derived from job `{other}`"),
+                    );
                 } else {
                     seen.insert(name, key.clone());
                 }
@@ -820,11 +1091,19 @@ fn str_of(node: &Node) -> Option<(String, Origin)> {
 }
 
 fn list_or_none(keys: &[&str]) -> String {
-    if keys.is_empty() { "none".to_string() } else { keys.join(", ") }
+    if keys.is_empty() {
+        "none".to_string()
+    } else {
+        keys.join(", ")
+    }
 }
 
 fn secret_ok(value: &str) -> bool {
-    if value.starts_with("arn:") { SECRET_ARN.is_match(value) } else { SECRET_NAME.is_match(value) }
+    if value.starts_with("arn:") {
+        SECRET_ARN.is_match(value)
+    } else {
+        SECRET_NAME.is_match(value)
+    }
 }
 
 fn secret_problem(value: &str) -> String {
@@ -839,7 +1118,10 @@ fn secret_problem(value: &str) -> String {
 fn bucket_dns_problem(name: &str) -> Option<&'static str> {
     let first = name.chars().next()?;
     let last = name.chars().last()?;
-    if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    {
         return Some("may hold only lowercase letters, digits, `-` and `.`");
     }
     if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
@@ -848,10 +1130,16 @@ fn bucket_dns_problem(name: &str) -> Option<&'static str> {
     if name.contains("..") {
         return Some("may not contain `..`");
     }
-    if ["xn--", "sthree-", "amzn-s3-demo-"].iter().any(|p| name.starts_with(p)) {
+    if ["xn--", "sthree-", "amzn-s3-demo-"]
+        .iter()
+        .any(|p| name.starts_with(p))
+    {
         return Some("may not begin with `xn--`, `sthree-` or `amzn-s3-demo-` (reserved by S3)");
     }
-    if ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"].iter().any(|s| name.ends_with(s)) {
+    if ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"]
+        .iter()
+        .any(|s| name.ends_with(s))
+    {
         return Some("ends with a suffix S3 reserves");
     }
     None

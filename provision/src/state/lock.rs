@@ -24,7 +24,11 @@ pub struct LockInfo {
 
 impl std::fmt::Display for LockInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({} since {}, expires {})", self.holder, self.operation, self.acquired, self.expires)
+        write!(
+            f,
+            "{} ({} since {}, expires {})",
+            self.holder, self.operation, self.acquired, self.expires
+        )
     }
 }
 
@@ -38,7 +42,9 @@ pub enum LockError {
 
 /// `user@host pid N`: who holds the lock, for the other process's error message.
 pub fn holder() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
@@ -69,7 +75,10 @@ impl Lock {
     pub async fn acquire(store: &Store, operation: &str) -> std::result::Result<Lock, LockError> {
         let holder = holder();
         let now = now_rfc3339();
-        let token = hex::encode(Sha256::digest(format!("{holder} {:?}", std::time::SystemTime::now())));
+        let token = hex::encode(Sha256::digest(format!(
+            "{holder} {:?}",
+            std::time::SystemTime::now()
+        )));
         let put = store
             .client
             .put_item()
@@ -95,9 +104,17 @@ impl Lock {
                     acquired: "unknown".into(),
                     expires: "unknown".into(),
                 });
-                return Err(LockError::Held { pk: store.pk.clone(), info });
+                return Err(LockError::Held {
+                    pk: store.pk.clone(),
+                    info,
+                });
             }
-            Err(e) => return Err(LockError::Other(anyhow::Error::msg(crate::resources::describe_error(&e)).context("taking the state lock"))),
+            Err(e) => {
+                return Err(LockError::Other(
+                    anyhow::Error::msg(crate::resources::describe_error(&e))
+                        .context("taking the state lock"),
+                ))
+            }
         }
         let renew_store = store.clone();
         let renew_token = token.clone();
@@ -120,7 +137,11 @@ impl Lock {
                     .await;
             }
         });
-        Ok(Lock { store: store.clone(), token, renewer })
+        Ok(Lock {
+            store: store.clone(),
+            token,
+            renewer,
+        })
     }
 
     /// Releases the lock if it is still ours.
@@ -159,8 +180,18 @@ pub async fn read(store: &Store) -> Result<Option<LockInfo>> {
         .await
         .ctx("reading the state lock")?;
     Ok(out.item().map(|item| {
-        let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-        LockInfo { holder: get("holder"), operation: get("operation"), acquired: get("acquired"), expires: get("expires") }
+        let get = |k: &str| {
+            item.get(k)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default()
+        };
+        LockInfo {
+            holder: get("holder"),
+            operation: get("operation"),
+            acquired: get("acquired"),
+            expires: get("expires"),
+        }
     }))
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TableStatus,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -43,7 +44,9 @@ pub struct Record {
 
 pub fn hash_attrs(attrs: &Attrs) -> String {
     // BTreeMap keys are ordered, and serde_json keeps object order: the text is canonical.
-    hex::encode(Sha256::digest(serde_json::to_vec(attrs).unwrap_or_default()))
+    hex::encode(Sha256::digest(
+        serde_json::to_vec(attrs).unwrap_or_default(),
+    ))
 }
 
 /// The stack's recorded state.
@@ -71,7 +74,9 @@ fn s(v: impl Into<String>) -> AttributeValue {
 }
 
 fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, key: &str) -> Option<&'a str> {
-    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 pub fn now_rfc3339() -> String {
@@ -80,11 +85,21 @@ pub fn now_rfc3339() -> String {
 
 impl Store {
     pub fn new(client: aws_sdk_dynamodb::Client, table: &str, pk: &str) -> Self {
-        Self { client, table: table.to_string(), pk: pk.to_string() }
+        Self {
+            client,
+            table: table.to_string(),
+            pk: pk.to_string(),
+        }
     }
 
     pub async fn table_exists(&self) -> Result<bool> {
-        match self.client.describe_table().table_name(&self.table).send().await {
+        match self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(false),
             Err(e) => Err(e).ctx(format!("reading state table {}", self.table)),
@@ -100,10 +115,30 @@ impl Store {
                 .create_table()
                 .table_name(&self.table)
                 .billing_mode(BillingMode::PayPerRequest)
-                .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build()?)
-                .attribute_definitions(AttributeDefinition::builder().attribute_name("sk").attribute_type(ScalarAttributeType::S).build()?)
-                .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build()?)
-                .key_schema(KeySchemaElement::builder().attribute_name("sk").key_type(KeyType::Range).build()?)
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name("pk")
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()?,
+                )
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name("sk")
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name("pk")
+                        .key_type(KeyType::Hash)
+                        .build()?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name("sk")
+                        .key_type(KeyType::Range)
+                        .build()?,
+                )
                 .send()
                 .await;
             match created {
@@ -113,7 +148,13 @@ impl Store {
             }
         }
         for _ in 0..300 {
-            let out = self.client.describe_table().table_name(&self.table).send().await.ctx("reading state table")?;
+            let out = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .ctx("reading state table")?;
             if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
                 return Ok(());
             }
@@ -124,7 +165,10 @@ impl Store {
 
     /// Reads every item of this stack and environment (no table: empty state).
     pub async fn load(&self) -> Result<Snapshot> {
-        let mut snapshot = Snapshot { table_exists: true, ..Default::default() };
+        let mut snapshot = Snapshot {
+            table_exists: true,
+            ..Default::default()
+        };
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             // No DescribeTable first: a missing table answers the query itself, one round
@@ -148,7 +192,9 @@ impl Store {
                 .await
             {
                 Ok(out) => out,
-                Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(Snapshot::default()),
+                Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
+                    return Ok(Snapshot::default())
+                }
                 Err(e) => return Err(e).ctx(format!("reading state of {}", self.pk)),
             };
             // The lock item projects to nothing.
@@ -157,8 +203,13 @@ impl Store {
                     snapshot.serial = serial.as_n().ok().and_then(|n| n.parse().ok()).unwrap_or(0);
                     snapshot.gpu = item.get("gpu").and_then(|v| v.as_bool().ok()).copied();
                 } else if let Some(json) = get_s(item, "record") {
-                    let record: Record = serde_json::from_str(json)
-                        .with_context(|| format!("a state item of {} is not readable: {}", self.pk, json.chars().take(80).collect::<String>()))?;
+                    let record: Record = serde_json::from_str(json).with_context(|| {
+                        format!(
+                            "a state item of {} is not readable: {}",
+                            self.pk,
+                            json.chars().take(80).collect::<String>()
+                        )
+                    })?;
                     snapshot.records.insert(record.address.clone(), record);
                 }
             }
@@ -228,7 +279,13 @@ impl Store {
 }
 
 /// A new record for `address` after an action.
-pub fn record(address: &str, handle: Handle, attributes: Attrs, deps: Vec<String>, suffix: Option<u32>) -> Record {
+pub fn record(
+    address: &str,
+    handle: Handle,
+    attributes: Attrs,
+    deps: Vec<String>,
+    suffix: Option<u32>,
+) -> Record {
     Record {
         address: address.to_string(),
         handle,
@@ -242,9 +299,19 @@ pub fn record(address: &str, handle: Handle, attributes: Attrs, deps: Vec<String
 }
 
 /// Addresses by kind, for `output`.
-pub fn by_kind(records: &BTreeMap<String, Record>, kind: Kind) -> impl Iterator<Item = (&str, &Record)> {
-    records.values().filter(move |r| r.handle.kind == kind).map(|r| {
-        let key = r.address.split_once('.').map(|(_, k)| k).unwrap_or(&r.address);
-        (key, r)
-    })
+pub fn by_kind(
+    records: &BTreeMap<String, Record>,
+    kind: Kind,
+) -> impl Iterator<Item = (&str, &Record)> {
+    records
+        .values()
+        .filter(move |r| r.handle.kind == kind)
+        .map(|r| {
+            let key = r
+                .address
+                .split_once('.')
+                .map(|(_, k)| k)
+                .unwrap_or(&r.address);
+            (key, r)
+        })
 }

@@ -30,14 +30,22 @@ impl World {
     fn new(prefix: &str, file: &str, upstream: &str) -> World {
         let proxy = FaultProxy::start(upstream, &testkit::unique_account());
         let name = testkit::unique_name(prefix);
-        let text = std::fs::read_to_string(testkit::workspace_root().join("stacks").join(file)).unwrap();
+        let text =
+            std::fs::read_to_string(testkit::workspace_root().join("stacks").join(file)).unwrap();
         let re = regex::Regex::new(r#"(?m)^name = "[a-z0-9-]+""#).unwrap();
         assert!(re.is_match(&text), "{file} has no name line");
-        let text = re.replace(&text, format!("name = \"{name}\"").as_str()).to_string();
+        let text = re
+            .replace(&text, format!("name = \"{name}\"").as_str())
+            .to_string();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stack.toml");
         std::fs::write(&path, text).unwrap();
-        World { proxy, _dir: dir, path, name }
+        World {
+            proxy,
+            _dir: dir,
+            path,
+            name,
+        }
     }
 
     fn orderflow(prefix: &str) -> World {
@@ -59,7 +67,10 @@ impl World {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.proxy.command(env!("CARGO_BIN_EXE_provision"));
-        cmd.args(args).arg("--stack").arg(&self.path).args(["--env", "dev"]);
+        cmd.args(args)
+            .arg("--stack")
+            .arg(&self.path)
+            .args(["--env", "dev"]);
         cmd
     }
 
@@ -72,7 +83,11 @@ impl World {
         let out = self.run(args);
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(out.status.code(), Some(code), "provision {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "provision {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
         (stdout, stderr)
     }
 
@@ -93,7 +108,9 @@ impl World {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&self.proxy.endpoint)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "test"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
             .retry_config(RetryConfig::standard().with_max_attempts(10))
             .load()
             .await;
@@ -117,22 +134,66 @@ impl World {
 async fn inventory(c: &Clients) -> BTreeMap<&'static str, Vec<String>> {
     let mut inv: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     let roles = c.iam().list_roles().send().await.unwrap();
-    inv.insert("role", roles.roles().iter().map(|r| r.role_name().to_string()).collect());
+    inv.insert(
+        "role",
+        roles
+            .roles()
+            .iter()
+            .map(|r| r.role_name().to_string())
+            .collect(),
+    );
     let profiles = c.iam().list_instance_profiles().send().await.unwrap();
-    inv.insert("instance_profile", profiles.instance_profiles().iter().map(|p| p.instance_profile_name().to_string()).collect());
+    inv.insert(
+        "instance_profile",
+        profiles
+            .instance_profiles()
+            .iter()
+            .map(|p| p.instance_profile_name().to_string())
+            .collect(),
+    );
     let buckets = c.s3().list_buckets().send().await.unwrap();
-    inv.insert("bucket", buckets.buckets().iter().filter_map(|b| b.name()).map(String::from).collect());
+    inv.insert(
+        "bucket",
+        buckets
+            .buckets()
+            .iter()
+            .filter_map(|b| b.name())
+            .map(String::from)
+            .collect(),
+    );
     let repos = c.ecr().describe_repositories().send().await.unwrap();
-    inv.insert("repository", repos.repositories().iter().filter_map(|r| r.repository_name()).map(String::from).collect());
+    inv.insert(
+        "repository",
+        repos
+            .repositories()
+            .iter()
+            .filter_map(|r| r.repository_name())
+            .map(String::from)
+            .collect(),
+    );
     let groups = c.logs().describe_log_groups().send().await.unwrap();
-    inv.insert("log_group", groups.log_groups().iter().filter_map(|g| g.log_group_name()).map(String::from).collect());
+    inv.insert(
+        "log_group",
+        groups
+            .log_groups()
+            .iter()
+            .filter_map(|g| g.log_group_name())
+            .map(String::from)
+            .collect(),
+    );
     let sgs = c.ec2().describe_security_groups().send().await.unwrap();
     inv.insert(
         "security_group",
         sgs.security_groups()
             .iter()
             .filter(|g| g.group_name() != Some("default"))
-            .map(|g| format!("{} {}", g.group_name().unwrap_or(""), g.group_id().unwrap_or("")))
+            .map(|g| {
+                format!(
+                    "{} {}",
+                    g.group_name().unwrap_or(""),
+                    g.group_id().unwrap_or("")
+                )
+            })
             .collect(),
     );
     let endpoints = c.ec2().describe_vpc_endpoints().send().await.unwrap();
@@ -141,32 +202,81 @@ async fn inventory(c: &Clients) -> BTreeMap<&'static str, Vec<String>> {
         endpoints
             .vpc_endpoints()
             .iter()
-            .filter(|e| !e.state().is_some_and(|s| s.as_str().eq_ignore_ascii_case("deleted")))
-            .map(|e| format!("{} {}", e.service_name().unwrap_or(""), e.vpc_endpoint_id().unwrap_or("")))
+            .filter(|e| {
+                !e.state()
+                    .is_some_and(|s| s.as_str().eq_ignore_ascii_case("deleted"))
+            })
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e.service_name().unwrap_or(""),
+                    e.vpc_endpoint_id().unwrap_or("")
+                )
+            })
             .collect(),
     );
     let lts = c.ec2().describe_launch_templates().send().await.unwrap();
-    inv.insert("launch_template", lts.launch_templates().iter().filter_map(|t| t.launch_template_name()).map(String::from).collect());
-    let ces = c.batch().describe_compute_environments().send().await.unwrap();
+    inv.insert(
+        "launch_template",
+        lts.launch_templates()
+            .iter()
+            .filter_map(|t| t.launch_template_name())
+            .map(String::from)
+            .collect(),
+    );
+    let ces = c
+        .batch()
+        .describe_compute_environments()
+        .send()
+        .await
+        .unwrap();
     inv.insert(
         "compute",
         ces.compute_environments()
             .iter()
-            .map(|e| format!("{} {}", e.compute_environment_name().unwrap_or(""), e.compute_environment_arn().unwrap_or("")))
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e.compute_environment_name().unwrap_or(""),
+                    e.compute_environment_arn().unwrap_or("")
+                )
+            })
             .collect(),
     );
     let queues = c.batch().describe_job_queues().send().await.unwrap();
     inv.insert(
         "queue",
-        queues.job_queues().iter().map(|q| format!("{} {}", q.job_queue_name().unwrap_or(""), q.job_queue_arn().unwrap_or(""))).collect(),
+        queues
+            .job_queues()
+            .iter()
+            .map(|q| {
+                format!(
+                    "{} {}",
+                    q.job_queue_name().unwrap_or(""),
+                    q.job_queue_arn().unwrap_or("")
+                )
+            })
+            .collect(),
     );
-    let defs = c.batch().describe_job_definitions().status("ACTIVE").send().await.unwrap();
+    let defs = c
+        .batch()
+        .describe_job_definitions()
+        .status("ACTIVE")
+        .send()
+        .await
+        .unwrap();
     inv.insert(
         "job_definition",
         defs.job_definitions()
             .iter()
             .filter(|d| d.status() == Some("ACTIVE"))
-            .map(|d| format!("{} {}", d.job_definition_name().unwrap_or(""), d.job_definition_arn().unwrap_or("")))
+            .map(|d| {
+                format!(
+                    "{} {}",
+                    d.job_definition_name().unwrap_or(""),
+                    d.job_definition_arn().unwrap_or("")
+                )
+            })
             .collect(),
     );
     for v in inv.values_mut() {
@@ -183,30 +293,61 @@ async fn assert_exactly_the_stack(w: &World, c: &Clients) {
     let inv = inventory(c).await;
     let state = w.state();
     let names = |kind: &str| -> Vec<String> {
-        inv[kind].iter().map(|s| s.split(' ').next().unwrap().to_string()).collect()
+        inv[kind]
+            .iter()
+            .map(|s| s.split(' ').next().unwrap().to_string())
+            .collect()
     };
     let ids = |kind: &str| -> BTreeSet<String> {
-        inv[kind].iter().filter_map(|s| s.split(' ').nth(1)).map(String::from).collect()
+        inv[kind]
+            .iter()
+            .filter_map(|s| s.split(' ').nth(1))
+            .map(String::from)
+            .collect()
     };
-    let mut roles: Vec<String> = ["batch-service", "execution", "instance", "job"].iter().map(|r| format!("{p}-{r}")).collect();
+    let mut roles: Vec<String> = ["batch-service", "execution", "instance", "job"]
+        .iter()
+        .map(|r| format!("{p}-{r}"))
+        .collect();
     roles.sort();
     assert_eq!(names("role"), roles, "{inv:#?}");
-    assert_eq!(names("instance_profile"), [format!("{p}-instance")], "{inv:#?}");
+    assert_eq!(
+        names("instance_profile"),
+        [format!("{p}-instance")],
+        "{inv:#?}"
+    );
     assert_eq!(names("bucket"), [format!("{p}-data-{acct}")], "{inv:#?}");
     assert_eq!(names("repository"), [format!("{p}-runtime")], "{inv:#?}");
     assert_eq!(names("log_group"), [format!("/aws/batch/{p}")], "{inv:#?}");
     assert_eq!(names("security_group"), [format!("{p}-batch")], "{inv:#?}");
     assert_eq!(inv["vpc_endpoint"].len(), 1, "{inv:#?}");
     assert_eq!(names("launch_template"), [format!("{p}-spot")], "{inv:#?}");
-    assert_eq!(names("compute"), [format!("{p}-ondemand"), format!("{p}-spot")], "{inv:#?}");
+    assert_eq!(
+        names("compute"),
+        [format!("{p}-ondemand"), format!("{p}-spot")],
+        "{inv:#?}"
+    );
     assert_eq!(names("queue"), [format!("{p}-main")], "{inv:#?}");
-    assert_eq!(names("job_definition"), [format!("{p}-prepare"), format!("{p}-train")], "{inv:#?}");
+    assert_eq!(
+        names("job_definition"),
+        [format!("{p}-prepare"), format!("{p}-train")],
+        "{inv:#?}"
+    );
     // The state names exactly these resources.
     assert_eq!(state.len(), 15, "{state:#?}");
     let recorded: BTreeSet<String> = state.values().cloned().collect();
-    for kind in ["security_group", "vpc_endpoint", "compute", "queue", "job_definition"] {
+    for kind in [
+        "security_group",
+        "vpc_endpoint",
+        "compute",
+        "queue",
+        "job_definition",
+    ] {
         for id in ids(kind) {
-            assert!(recorded.contains(&id), "{kind} {id} is live but not in the state: {state:#?}");
+            assert!(
+                recorded.contains(&id),
+                "{kind} {id} is live but not in the state: {state:#?}"
+            );
         }
     }
 }
@@ -225,14 +366,19 @@ fn kill_apply(w: &World, extra: &[&str], pattern: &str, n: usize) -> (u32, Vec<S
     let mut args = vec!["apply", "--auto-approve"];
     args.extend_from_slice(extra);
     let mut cmd = w.command(&args);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     w.proxy.arm_kill_matching(pattern, n);
     let child = cmd.spawn().unwrap();
     let pid = child.id();
     w.proxy.set_victim(child);
     let (_, killed) = w.proxy.wait_victim(Duration::from_secs(300));
     let log = w.proxy.mutating_log();
-    assert!(killed, "apply finished before its mutating call {n} matching {pattern:?}: {log:?}");
+    assert!(
+        killed,
+        "apply finished before its mutating call {n} matching {pattern:?}: {log:?}"
+    );
     (pid, log)
 }
 
@@ -244,15 +390,27 @@ fn recover(w: &World, pid: u32, extra: &[&str], log: &[String]) {
     args.extend_from_slice(extra);
     let out = w.run(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "apply after the crash ({log:?}):\n{stderr}");
-    assert!(stderr.contains(&format!("pid {pid}")) && stderr.contains("expires"), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "apply after the crash ({log:?}):\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("pid {pid}")) && stderr.contains("expires"),
+        "{stderr}"
+    );
     assert!(stderr.contains("state unlock --force"), "{stderr}");
     let (_, err) = w.expect(&["state", "unlock"], 1);
     assert!(err.contains(&format!("pid {pid}")), "{err}");
     let (out, _) = w.expect(&["state", "unlock", "--force"], 0);
     assert!(out.contains(&format!("pid {pid}")), "{out}");
     let out = w.run(&args);
-    assert_eq!(out.status.code(), Some(0), "apply after unlock ({log:?}):\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "apply after unlock ({log:?}):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Kills `apply` right after its `n`th mutating call ran on the server, then checks the
@@ -267,7 +425,12 @@ async fn crash_at(n: usize) {
     } else {
         // Killed before (or while) taking the lock: nothing to unlock.
         let out = w.run(&["apply", "--auto-approve"]);
-        assert_eq!(out.status.code(), Some(0), "crash at {n} ({log:?}):\n{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "crash at {n} ({log:?}):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert_exactly_the_stack(&w, &c).await;
     w.expect(&["plan", "--detailed-exitcode"], 0);
@@ -285,9 +448,18 @@ async fn crash_during_compute_replacement_neither_duplicates_nor_orphans() {
     let p = w.p();
     w.apply(&[]);
     let envs = |c: Clients| async move {
-        let out = c.batch().describe_compute_environments().send().await.unwrap();
-        let mut names: Vec<String> =
-            out.compute_environments().iter().filter_map(|e| e.compute_environment_name()).map(String::from).collect();
+        let out = c
+            .batch()
+            .describe_compute_environments()
+            .send()
+            .await
+            .unwrap();
+        let mut names: Vec<String> = out
+            .compute_environments()
+            .iter()
+            .filter_map(|e| e.compute_environment_name())
+            .map(String::from)
+            .collect();
         names.sort();
         names
     };
@@ -297,8 +469,18 @@ async fn crash_during_compute_replacement_neither_duplicates_nor_orphans() {
         async move {
             assert_eq!(envs(c.clone()).await, expected);
             let state = w.state();
-            assert_eq!(state.len(), 15, "a deposed environment stayed in the state: {state:#?}");
-            let q = c.batch().describe_job_queues().job_queues(format!("{}-main", w.p())).send().await.unwrap();
+            assert_eq!(
+                state.len(),
+                15,
+                "a deposed environment stayed in the state: {state:#?}"
+            );
+            let q = c
+                .batch()
+                .describe_job_queues()
+                .job_queues(format!("{}-main", w.p()))
+                .send()
+                .await
+                .unwrap();
             let live: BTreeSet<String> = q.job_queues()[0]
                 .compute_environment_order()
                 .iter()
@@ -313,7 +495,12 @@ async fn crash_during_compute_replacement_neither_duplicates_nor_orphans() {
 
     // Killed right after the first replacement environment was created, before it was
     // recorded: the next apply adopts it (no -r2, no orphan -r1) and finishes the job.
-    let (pid, log) = kill_apply(&w, &["--set", "gpu=true"], "batch createcomputeenvironment", 1);
+    let (pid, log) = kill_apply(
+        &w,
+        &["--set", "gpu=true"],
+        "batch createcomputeenvironment",
+        1,
+    );
     recover(&w, pid, &["--set", "gpu=true"], &log);
     check([format!("{p}-ondemand-r1"), format!("{p}-spot-r1")], true).await;
 
@@ -323,8 +510,16 @@ async fn crash_during_compute_replacement_neither_duplicates_nor_orphans() {
     recover(&w, pid, &[], &log);
     check([format!("{p}-ondemand-r2"), format!("{p}-spot-r2")], false).await;
     let lts = c.ec2().describe_launch_templates().send().await.unwrap();
-    let lts: Vec<&str> = lts.launch_templates().iter().filter_map(|t| t.launch_template_name()).collect();
-    assert_eq!(lts, [format!("{p}-spot-r2").as_str()], "launch templates of replaced environments are deleted");
+    let lts: Vec<&str> = lts
+        .launch_templates()
+        .iter()
+        .filter_map(|t| t.launch_template_name())
+        .collect();
+    assert_eq!(
+        lts,
+        [format!("{p}-spot-r2").as_str()],
+        "launch templates of replaced environments are deleted"
+    );
 
     w.expect(&["destroy", "--auto-approve"], 0);
     assert_empty(&c).await;
@@ -395,7 +590,12 @@ async fn expired_lock_of_a_dead_process_is_taken_over() {
 
 /// The changes of a JSON plan by address.
 fn changes(plan: &Value) -> BTreeMap<String, Value> {
-    plan["changes"].as_array().unwrap().iter().map(|c| (c["address"].as_str().unwrap().to_string(), c.clone())).collect()
+    plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["address"].as_str().unwrap().to_string(), c.clone()))
+        .collect()
 }
 
 fn attribute<'a>(change: &'a Value, name: &str) -> &'a Value {
@@ -419,7 +619,13 @@ async fn compute_replacement_keeps_the_queue_served_under_aws_batch_rules() {
     let ce = |name: String| {
         let c = c.clone();
         async move {
-            let out = c.batch().describe_compute_environments().compute_environments(&name).send().await.unwrap();
+            let out = c
+                .batch()
+                .describe_compute_environments()
+                .compute_environments(&name)
+                .send()
+                .await
+                .unwrap();
             out.compute_environments().first().cloned()
         }
     };
@@ -427,10 +633,17 @@ async fn compute_replacement_keeps_the_queue_served_under_aws_batch_rules() {
 
     // In place: max vCPUs, through UPDATING, same environment.
     let plan = w.plan_json(&["--set", "compute.spot.max_vcpus=32"]);
-    assert_eq!(changes(&plan)["compute.spot"]["action"], "update", "{plan:#}");
+    assert_eq!(
+        changes(&plan)["compute.spot"]["action"],
+        "update",
+        "{plan:#}"
+    );
     w.apply(&["--set", "compute.spot.max_vcpus=32"]);
     let after = ce(format!("{p}-spot")).await.unwrap();
-    assert_eq!(after.compute_environment_arn(), spot.compute_environment_arn());
+    assert_eq!(
+        after.compute_environment_arn(),
+        spot.compute_environment_arn()
+    );
     assert_eq!(after.compute_resources().unwrap().maxv_cpus(), Some(32));
 
     // Replacement of both environments of the queue (GPU on), watched from outside: the
@@ -443,16 +656,42 @@ async fn compute_replacement_keeps_the_queue_served_under_aws_batch_rules() {
         tokio::spawn(async move {
             let mut samples = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let q = c.batch().describe_job_queues().job_queues(&queue).send().await.unwrap();
-                let q = q.job_queues().first().cloned().expect("the queue exists throughout");
-                let arns: Vec<String> =
-                    q.compute_environment_order().iter().filter_map(|o| o.compute_environment()).map(String::from).collect();
-                let envs = c.batch().describe_compute_environments().set_compute_environments(Some(arns.clone())).send().await.unwrap();
+                let q = c
+                    .batch()
+                    .describe_job_queues()
+                    .job_queues(&queue)
+                    .send()
+                    .await
+                    .unwrap();
+                let q = q
+                    .job_queues()
+                    .first()
+                    .cloned()
+                    .expect("the queue exists throughout");
+                let arns: Vec<String> = q
+                    .compute_environment_order()
+                    .iter()
+                    .filter_map(|o| o.compute_environment())
+                    .map(String::from)
+                    .collect();
+                let envs = c
+                    .batch()
+                    .describe_compute_environments()
+                    .set_compute_environments(Some(arns.clone()))
+                    .send()
+                    .await
+                    .unwrap();
                 let serving = envs
                     .compute_environments()
                     .iter()
-                    .filter(|e| arns.iter().any(|a| Some(a.as_str()) == e.compute_environment_arn()))
-                    .filter(|e| e.status().map(|s| s.as_str()) == Some("VALID") && e.state().map(|s| s.as_str()) == Some("ENABLED"))
+                    .filter(|e| {
+                        arns.iter()
+                            .any(|a| Some(a.as_str()) == e.compute_environment_arn())
+                    })
+                    .filter(|e| {
+                        e.status().map(|s| s.as_str()) == Some("VALID")
+                            && e.state().map(|s| s.as_str()) == Some("ENABLED")
+                    })
                     .count();
                 samples.push((serving, arns));
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -460,37 +699,87 @@ async fn compute_replacement_keeps_the_queue_served_under_aws_batch_rules() {
             samples
         })
     };
-    let (stdout, stderr) = w.expect(&["apply", "--auto-approve", "--set", "gpu=true", "--set", "compute.spot.max_vcpus=32"], 0);
+    let (stdout, stderr) = w.expect(
+        &[
+            "apply",
+            "--auto-approve",
+            "--set",
+            "gpu=true",
+            "--set",
+            "compute.spot.max_vcpus=32",
+        ],
+        0,
+    );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let samples = watcher.await.unwrap();
-    assert!(samples.len() > 10, "the watcher saw too little: {samples:?}");
+    assert!(
+        samples.len() > 10,
+        "the watcher saw too little: {samples:?}"
+    );
     let starved: Vec<_> = samples.iter().filter(|(n, _)| *n == 0).collect();
-    assert!(starved.is_empty(), "the queue had no VALID, ENABLED environment: {starved:?}\n{stderr}");
+    assert!(
+        starved.is_empty(),
+        "the queue had no VALID, ENABLED environment: {starved:?}\n{stderr}"
+    );
     assert!(!stderr.contains("failed"), "{stderr}");
-    assert!(stdout.contains("must be replaced (create before destroy)"), "{stdout}");
+    assert!(
+        stdout.contains("must be replaced (create before destroy)"),
+        "{stdout}"
+    );
     // The tool waited, and said on what.
-    assert!(stderr.contains("waiting for compute environment"), "{stderr}");
+    assert!(
+        stderr.contains("waiting for compute environment"),
+        "{stderr}"
+    );
 
     // The new environments serve the queue, the old ones and their launch template are gone.
     let spot = ce(format!("{p}-spot-r1")).await.expect("replacement");
     let ondemand = ce(format!("{p}-ondemand-r1")).await.expect("replacement");
     assert!(ce(format!("{p}-spot")).await.is_none() && ce(format!("{p}-ondemand")).await.is_none());
     assert_eq!(spot.compute_resources().unwrap().maxv_cpus(), Some(32));
-    let q = c.batch().describe_job_queues().job_queues(format!("{p}-main")).send().await.unwrap();
+    let q = c
+        .batch()
+        .describe_job_queues()
+        .job_queues(format!("{p}-main"))
+        .send()
+        .await
+        .unwrap();
     let mut order: Vec<(i32, String)> = q.job_queues()[0]
         .compute_environment_order()
         .iter()
-        .map(|o| (o.order().unwrap(), o.compute_environment().unwrap().to_string()))
+        .map(|o| {
+            (
+                o.order().unwrap(),
+                o.compute_environment().unwrap().to_string(),
+            )
+        })
         .collect();
     order.sort();
     assert_eq!(
         order.into_iter().map(|(_, a)| a).collect::<Vec<_>>(),
-        [spot.compute_environment_arn().unwrap(), ondemand.compute_environment_arn().unwrap()]
+        [
+            spot.compute_environment_arn().unwrap(),
+            ondemand.compute_environment_arn().unwrap()
+        ]
     );
     let lts = c.ec2().describe_launch_templates().send().await.unwrap();
-    let lts: Vec<&str> = lts.launch_templates().iter().filter_map(|t| t.launch_template_name()).collect();
+    let lts: Vec<&str> = lts
+        .launch_templates()
+        .iter()
+        .filter_map(|t| t.launch_template_name())
+        .collect();
     assert_eq!(lts, [format!("{p}-spot-r1").as_str()]);
-    w.expect(&["plan", "--detailed-exitcode", "--set", "gpu=true", "--set", "compute.spot.max_vcpus=32"], 0);
+    w.expect(
+        &[
+            "plan",
+            "--detailed-exitcode",
+            "--set",
+            "gpu=true",
+            "--set",
+            "compute.spot.max_vcpus=32",
+        ],
+        0,
+    );
     w.expect(&["destroy", "--auto-approve"], 0);
     assert_empty(&c).await;
 }
@@ -504,19 +793,47 @@ async fn drift_shows_live_and_desired_values_and_apply_restores_them() {
     w.apply(&[]);
 
     // Changes made outside the tool.
-    c.batch().update_job_queue().job_queue(format!("{p}-main")).priority(7).send().await.unwrap();
+    c.batch()
+        .update_job_queue()
+        .job_queue(format!("{p}-main"))
+        .priority(7)
+        .send()
+        .await
+        .unwrap();
     let wide = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
-    c.iam().put_role_policy().role_name(format!("{p}-job")).policy_name("stack-buckets").policy_document(wide).send().await.unwrap();
-    c.s3().put_bucket_versioning()
+    c.iam()
+        .put_role_policy()
+        .role_name(format!("{p}-job"))
+        .policy_name("stack-buckets")
+        .policy_document(wide)
+        .send()
+        .await
+        .unwrap();
+    c.s3()
+        .put_bucket_versioning()
         .bucket(&bucket)
         .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder().status(aws_sdk_s3::types::BucketVersioningStatus::Suspended).build(),
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Suspended)
+                .build(),
         )
         .send()
         .await
         .unwrap();
-    c.logs().put_retention_policy().log_group_name(format!("/aws/batch/{p}")).retention_in_days(1).send().await.unwrap();
-    c.ecr().delete_repository().repository_name(format!("{p}-runtime")).force(true).send().await.unwrap();
+    c.logs()
+        .put_retention_policy()
+        .log_group_name(format!("/aws/batch/{p}"))
+        .retention_in_days(1)
+        .send()
+        .await
+        .unwrap();
+    c.ecr()
+        .delete_repository()
+        .repository_name(format!("{p}-runtime"))
+        .force(true)
+        .send()
+        .await
+        .unwrap();
 
     // `--refresh=false` trusts the state: the drift stays hidden, and only the stack facts and
     // the state are read, not the resources.
@@ -526,12 +843,19 @@ async fn drift_shows_live_and_desired_values_and_apply_restores_them() {
     let before = w.proxy.counts().requests;
     w.expect(&["plan", "--detailed-exitcode"], 2);
     let refreshing = w.proxy.counts().requests - before;
-    assert!(state_only <= 8 && refreshing >= 3 * state_only, "requests: {state_only} without refresh, {refreshing} with");
+    assert!(
+        state_only <= 8 && refreshing >= 3 * state_only,
+        "requests: {state_only} without refresh, {refreshing} with"
+    );
     // ... while a change of the stack file still shows.
     w.rewrite(|t| t.replace("retention_days = 30", "retention_days = 14"));
     let ch = changes(&w.plan_json(&["--refresh=false"]));
     assert_eq!(ch.keys().collect::<Vec<_>>(), ["log_group.jobs"], "{ch:#?}");
-    assert_eq!(attribute(&ch["log_group.jobs"], "retention_days")["before"].as_u64(), Some(30), "the recorded value");
+    assert_eq!(
+        attribute(&ch["log_group.jobs"], "retention_days")["before"].as_u64(),
+        Some(30),
+        "the recorded value"
+    );
     let (_, err) = w.expect(&["plan", "--refresh=false", "--out", "saved.plan"], 1);
     assert!(err.contains("drop --refresh=false"), "{err}");
     w.rewrite(|t| t.replace("retention_days = 14", "retention_days = 30"));
@@ -539,41 +863,122 @@ async fn drift_shows_live_and_desired_values_and_apply_restores_them() {
     let plan = w.plan_json(&[]);
     let ch = changes(&plan);
     let queue = &ch["queue.main"];
-    assert_eq!((queue["action"].as_str(), queue["drift"].as_bool()), (Some("update"), Some(true)), "{queue:#}");
-    assert_eq!((attribute(queue, "priority")["before"].as_u64(), attribute(queue, "priority")["after"].as_u64()), (Some(7), Some(1)));
+    assert_eq!(
+        (queue["action"].as_str(), queue["drift"].as_bool()),
+        (Some("update"), Some(true)),
+        "{queue:#}"
+    );
+    assert_eq!(
+        (
+            attribute(queue, "priority")["before"].as_u64(),
+            attribute(queue, "priority")["after"].as_u64()
+        ),
+        (Some(7), Some(1))
+    );
     let role = &ch["role.job"];
-    assert_eq!((role["action"].as_str(), role["drift"].as_bool()), (Some("update"), Some(true)), "{role:#}");
+    assert_eq!(
+        (role["action"].as_str(), role["drift"].as_bool()),
+        (Some("update"), Some(true)),
+        "{role:#}"
+    );
     let policies = role["attributes"].to_string();
-    assert!(policies.contains("s3:*") && policies.contains(&format!("arn:aws:s3:::{bucket}")), "live and desired policy: {role:#}");
+    assert!(
+        policies.contains("s3:*") && policies.contains(&format!("arn:aws:s3:::{bucket}")),
+        "live and desired policy: {role:#}"
+    );
     let b = &ch["bucket.data"];
-    assert_eq!((b["action"].as_str(), b["drift"].as_bool()), (Some("update"), Some(true)), "{b:#}");
-    assert_eq!((attribute(b, "versioning")["before"].as_bool(), attribute(b, "versioning")["after"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(
+        (b["action"].as_str(), b["drift"].as_bool()),
+        (Some("update"), Some(true)),
+        "{b:#}"
+    );
+    assert_eq!(
+        (
+            attribute(b, "versioning")["before"].as_bool(),
+            attribute(b, "versioning")["after"].as_bool()
+        ),
+        (Some(false), Some(true))
+    );
     let lg = &ch["log_group.jobs"];
-    assert_eq!((lg["action"].as_str(), lg["drift"].as_bool()), (Some("update"), Some(true)), "{lg:#}");
-    assert_eq!((attribute(lg, "retention_days")["before"].as_u64(), attribute(lg, "retention_days")["after"].as_u64()), (Some(1), Some(30)));
+    assert_eq!(
+        (lg["action"].as_str(), lg["drift"].as_bool()),
+        (Some("update"), Some(true)),
+        "{lg:#}"
+    );
+    assert_eq!(
+        (
+            attribute(lg, "retention_days")["before"].as_u64(),
+            attribute(lg, "retention_days")["after"].as_u64()
+        ),
+        (Some(1), Some(30))
+    );
     let repo = &ch["repository.runtime"];
-    assert_eq!((repo["action"].as_str(), repo["drift"].as_bool()), (Some("create"), Some(true)), "{repo:#}");
+    assert_eq!(
+        (repo["action"].as_str(), repo["drift"].as_bool()),
+        (Some("create"), Some(true)),
+        "{repo:#}"
+    );
     // Nothing else moved.
     assert_eq!(ch.len(), 5, "{plan:#}");
 
     let (text, _) = w.expect(&["plan"], 0);
-    assert!(text.contains("# queue.main will be updated in place  (changed outside provision)"), "{text}");
+    assert!(
+        text.contains("# queue.main will be updated in place  (changed outside provision)"),
+        "{text}"
+    );
     assert!(text.contains("~ priority = 7 -> 1"), "{text}");
     assert!(text.contains("~ versioning = false -> true"), "{text}");
     assert!(text.contains("~ retention_days = 1 -> 30"), "{text}");
-    assert!(text.contains("# repository.runtime will be created  (deleted outside provision)"), "{text}");
+    assert!(
+        text.contains("# repository.runtime will be created  (deleted outside provision)"),
+        "{text}"
+    );
 
     w.apply(&[]);
-    let q = c.batch().describe_job_queues().job_queues(format!("{p}-main")).send().await.unwrap();
+    let q = c
+        .batch()
+        .describe_job_queues()
+        .job_queues(format!("{p}-main"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(q.job_queues()[0].priority(), Some(1));
-    let doc = c.iam().get_role_policy().role_name(format!("{p}-job")).policy_name("stack-buckets").send().await.unwrap();
+    let doc = c
+        .iam()
+        .get_role_policy()
+        .role_name(format!("{p}-job"))
+        .policy_name("stack-buckets")
+        .send()
+        .await
+        .unwrap();
     let doc = decode_policy(doc.policy_document()).to_string();
-    assert!(!doc.contains("s3:*") && doc.contains(&format!("arn:aws:s3:::{bucket}/*")), "{doc}");
-    let v = c.s3().get_bucket_versioning().bucket(&bucket).send().await.unwrap();
+    assert!(
+        !doc.contains("s3:*") && doc.contains(&format!("arn:aws:s3:::{bucket}/*")),
+        "{doc}"
+    );
+    let v = c
+        .s3()
+        .get_bucket_versioning()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(v.status().map(|s| s.as_str()), Some("Enabled"));
-    let lg = c.logs().describe_log_groups().log_group_name_prefix(format!("/aws/batch/{p}")).send().await.unwrap();
+    let lg = c
+        .logs()
+        .describe_log_groups()
+        .log_group_name_prefix(format!("/aws/batch/{p}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(lg.log_groups()[0].retention_in_days(), Some(30));
-    assert!(c.ecr().describe_repositories().repository_names(format!("{p}-runtime")).send().await.is_ok());
+    assert!(c
+        .ecr()
+        .describe_repositories()
+        .repository_names(format!("{p}-runtime"))
+        .send()
+        .await
+        .is_ok());
     w.expect(&["plan", "--detailed-exitcode"], 0);
     w.expect(&["destroy", "--auto-approve"], 0);
     assert_empty(&c).await;
@@ -588,14 +993,22 @@ async fn apply_and_destroy_converge_with_ten_percent_of_requests_failing() {
     assert!(out.contains("15 added"), "{out}");
     w.expect(&["plan", "--detailed-exitcode"], 0);
     // A change under faults too: an in-place update and a job definition revision.
-    let out = w.apply(&["--set", "queues.main.priority=3", "--set", "jobs.prepare.vcpus=4"]);
+    let out = w.apply(&[
+        "--set",
+        "queues.main.priority=3",
+        "--set",
+        "jobs.prepare.vcpus=4",
+    ]);
     assert!(out.contains("2 changed"), "{out}");
     w.expect(&["destroy", "--auto-approve"], 0);
     let counts = w.proxy.counts();
     w.proxy.set_faults(0, 0);
     assert_empty(&c).await;
     let failed = counts.throttled + counts.server_errors;
-    assert!(counts.throttled > 5 && counts.server_errors > 5, "{counts:?}");
+    assert!(
+        counts.throttled > 5 && counts.server_errors > 5,
+        "{counts:?}"
+    );
     // About one in ten, and the tool still converged.
     assert!(failed * 100 / counts.requests >= 6, "{counts:?}");
 }
@@ -604,7 +1017,11 @@ async fn apply_and_destroy_converge_with_ten_percent_of_requests_failing() {
 fn strings(v: &Value) -> Vec<String> {
     match v {
         Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items.iter().filter_map(|i| i.as_str()).map(String::from).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_str())
+            .map(String::from)
+            .collect(),
         _ => vec![],
     }
 }
@@ -613,11 +1030,17 @@ fn strings(v: &Value) -> Vec<String> {
 async fn generated_policies_are_least_privilege() {
     // The templates themselves: every Resource is a placeholder filled with exact ARNs.
     for file in ["job-s3.json", "execution-secrets.json", "trust.json"] {
-        let doc: Value =
-            serde_json::from_str(&std::fs::read_to_string(testkit::workspace_root().join("policies").join(file)).unwrap()).unwrap();
+        let doc: Value = serde_json::from_str(
+            &std::fs::read_to_string(testkit::workspace_root().join("policies").join(file))
+                .unwrap(),
+        )
+        .unwrap();
         for st in doc["Statement"].as_array().unwrap() {
             for r in strings(&st["Resource"]) {
-                assert!(r.starts_with("{{") && r.ends_with("}}"), "{file}: literal Resource {r}");
+                assert!(
+                    r.starts_with("{{") && r.ends_with("}}"),
+                    "{file}: literal Resource {r}"
+                );
             }
             for a in strings(&st["Action"]) {
                 assert!(!a.contains('*'), "{file}: wildcard action {a}");
@@ -629,16 +1052,39 @@ async fn generated_policies_are_least_privilege() {
     let w = World::new("lp", "topics.toml", &testkit::emulator().endpoint);
     let c = w.clients().await;
     let acct = w.account().to_string();
-    let wrds = c.secrets().create_secret().name("wrds-credentials").secret_string("{}").send().await.unwrap();
+    let wrds = c
+        .secrets()
+        .create_secret()
+        .name("wrds-credentials")
+        .secret_string("{}")
+        .send()
+        .await
+        .unwrap();
     let key = format!("arn:aws:kms:us-east-1:{acct}:key/11111111-2222-3333-4444-555555555555");
-    let grok = c.secrets().create_secret().name("grok-api-key").kms_key_id(&key).secret_string("k").send().await.unwrap();
-    w.rewrite(|t| t.replace("arn:aws:secretsmanager:us-east-1:123456789012:secret:grok-api-key-AbCdEf", "grok-api-key"));
+    let grok = c
+        .secrets()
+        .create_secret()
+        .name("grok-api-key")
+        .kms_key_id(&key)
+        .secret_string("k")
+        .send()
+        .await
+        .unwrap();
+    w.rewrite(|t| {
+        t.replace(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:grok-api-key-AbCdEf",
+            "grok-api-key",
+        )
+    });
     w.apply(&[]);
 
     let p = w.p();
     let bucket = format!("arn:aws:s3:::{p}-results-{acct}");
     let bucket_key = format!("arn:aws:kms:us-east-1:{acct}:alias/ftm-data");
-    let mut secret_arns = vec![wrds.arn().unwrap().to_string(), grok.arn().unwrap().to_string()];
+    let mut secret_arns = vec![
+        wrds.arn().unwrap().to_string(),
+        grok.arn().unwrap().to_string(),
+    ];
     secret_arns.sort();
     for (role, service) in [
         ("instance", "ec2.amazonaws.com"),
@@ -651,31 +1097,76 @@ async fn generated_policies_are_least_privilege() {
         let trust = decode_policy(got.role().unwrap().assume_role_policy_document().unwrap());
         let statements = trust["Statement"].as_array().unwrap();
         assert_eq!(statements.len(), 1, "{name} trust: {trust}");
-        assert_eq!(statements[0]["Principal"], serde_json::json!({ "Service": service }), "{name} trust: {trust}");
-        assert_eq!(strings(&statements[0]["Action"]), ["sts:AssumeRole"], "{name} trust: {trust}");
+        assert_eq!(
+            statements[0]["Principal"],
+            serde_json::json!({ "Service": service }),
+            "{name} trust: {trust}"
+        );
+        assert_eq!(
+            strings(&statements[0]["Action"]),
+            ["sts:AssumeRole"],
+            "{name} trust: {trust}"
+        );
 
         // Every inline policy: no wildcard on S3, Secrets Manager or KMS.
-        let inline = c.iam().list_role_policies().role_name(&name).send().await.unwrap();
+        let inline = c
+            .iam()
+            .list_role_policies()
+            .role_name(&name)
+            .send()
+            .await
+            .unwrap();
         let mut grants: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for policy in inline.policy_names() {
-            let doc = c.iam().get_role_policy().role_name(&name).policy_name(policy).send().await.unwrap();
+            let doc = c
+                .iam()
+                .get_role_policy()
+                .role_name(&name)
+                .policy_name(policy)
+                .send()
+                .await
+                .unwrap();
             let doc = decode_policy(doc.policy_document());
             for st in doc["Statement"].as_array().unwrap() {
                 assert_eq!(st["Effect"], "Allow");
                 let resources = strings(&st["Resource"]);
                 for action in strings(&st["Action"]) {
-                    assert!(!action.contains('*'), "{name}/{policy}: wildcard action {action}");
+                    assert!(
+                        !action.contains('*'),
+                        "{name}/{policy}: wildcard action {action}"
+                    );
                     let service = action.split(':').next().unwrap();
                     if ["s3", "secretsmanager", "kms"].contains(&service) {
-                        assert!(!resources.iter().any(|r| r == "*" || r.ends_with(":*")), "{name}/{policy}: {action} on {resources:?}");
+                        assert!(
+                            !resources.iter().any(|r| r == "*" || r.ends_with(":*")),
+                            "{name}/{policy}: {action} on {resources:?}"
+                        );
                     }
-                    grants.entry(action).or_default().extend(resources.iter().cloned());
+                    grants
+                        .entry(action)
+                        .or_default()
+                        .extend(resources.iter().cloned());
                 }
             }
         }
-        let attached = c.iam().list_attached_role_policies().role_name(&name).send().await.unwrap();
-        let managed: Vec<&str> = attached.attached_policies().iter().filter_map(|a| a.policy_name()).collect();
-        let set = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<BTreeSet<String>>();
+        let attached = c
+            .iam()
+            .list_attached_role_policies()
+            .role_name(&name)
+            .send()
+            .await
+            .unwrap();
+        let managed: Vec<&str> = attached
+            .attached_policies()
+            .iter()
+            .filter_map(|a| a.policy_name())
+            .collect();
+        let set = |items: &[&str]| {
+            items
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<BTreeSet<String>>()
+        };
         match role {
             "instance" => {
                 assert_eq!(managed, ["AmazonEC2ContainerServiceforEC2Role"]);
@@ -688,8 +1179,14 @@ async fn generated_policies_are_least_privilege() {
             "execution" => {
                 assert_eq!(managed, ["AmazonECSTaskExecutionRolePolicy"]);
                 // Exactly the declared secrets, and only the key of the one that has its own.
-                assert_eq!(grants.keys().cloned().collect::<Vec<_>>(), ["kms:Decrypt", "secretsmanager:GetSecretValue"]);
-                assert_eq!(grants["secretsmanager:GetSecretValue"], secret_arns.iter().cloned().collect());
+                assert_eq!(
+                    grants.keys().cloned().collect::<Vec<_>>(),
+                    ["kms:Decrypt", "secretsmanager:GetSecretValue"]
+                );
+                assert_eq!(
+                    grants["secretsmanager:GetSecretValue"],
+                    secret_arns.iter().cloned().collect()
+                );
                 assert_eq!(grants["kms:Decrypt"], set(&[key.as_str()]));
             }
             "job" => {
@@ -698,14 +1195,19 @@ async fn generated_policies_are_least_privilege() {
                 let object = format!("{bucket}/*");
                 for (action, resources) in &grants {
                     let allowed = match action.split(':').next().unwrap() {
-                        "s3" if action == "s3:ListBucket" || action == "s3:GetBucketLocation" => set(&[bucket.as_str()]),
+                        "s3" if action == "s3:ListBucket" || action == "s3:GetBucketLocation" => {
+                            set(&[bucket.as_str()])
+                        }
                         "s3" => set(&[object.as_str()]),
                         "kms" => set(&[bucket_key.as_str()]),
                         other => panic!("the job role may not use {other}: {action}"),
                     };
                     assert_eq!(resources, &allowed, "{action}");
                 }
-                assert!(grants.contains_key("s3:GetObject") && grants.contains_key("s3:PutObject"), "{grants:?}");
+                assert!(
+                    grants.contains_key("s3:GetObject") && grants.contains_key("s3:PutObject"),
+                    "{grants:?}"
+                );
             }
             _ => unreachable!(),
         }
@@ -722,20 +1224,46 @@ async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
 
     // Unknown --env: no request at all.
     let before = w.proxy.counts().requests;
-    let out = w.proxy.command(bin).args(["apply", "--auto-approve", "--stack"]).arg(&w.path).args(["--env", "staging"]).output().unwrap();
+    let out = w
+        .proxy
+        .command(bin)
+        .args(["apply", "--auto-approve", "--stack"])
+        .arg(&w.path)
+        .args(["--env", "staging"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("staging") && stderr.contains("defined: dev, prod"), "{stderr}");
+    assert!(
+        stderr.contains("staging") && stderr.contains("defined: dev, prod"),
+        "{stderr}"
+    );
     assert_eq!(w.proxy.counts().requests, before, "a bad --env reached AWS");
 
     // No state table in the stack's region (nothing was ever applied there: a wrong region or
     // state_table): destroy says so and creates nothing, output too.
     let (_, stderr) = w.expect(&["destroy", "--auto-approve"], 1);
-    assert!(stderr.contains("state table provision-state does not exist in us-east-1"), "{stderr}");
+    assert!(
+        stderr.contains("state table provision-state does not exist in us-east-1"),
+        "{stderr}"
+    );
     let (_, stderr) = w.expect(&["output", "--json"], 1);
     assert!(stderr.contains("provision-state"), "{stderr}");
-    assert!(c.dynamodb().list_tables().send().await.unwrap().table_names().is_empty(), "a state table was created");
-    assert!(w.proxy.mutating_log().is_empty(), "{:?}", w.proxy.mutating_log());
+    assert!(
+        c.dynamodb()
+            .list_tables()
+            .send()
+            .await
+            .unwrap()
+            .table_names()
+            .is_empty(),
+        "a state table was created"
+    );
+    assert!(
+        w.proxy.mutating_log().is_empty(),
+        "{:?}",
+        w.proxy.mutating_log()
+    );
 
     // A saved plan of another stack: refused before any request.
     let other = World::orderflow("other");
@@ -744,7 +1272,10 @@ async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
     other.expect(&["plan", "--out", saved.to_str().unwrap()], 0);
     let before = w.proxy.counts().requests;
     let (_, stderr) = w.expect(&["apply", saved.to_str().unwrap()], 1);
-    assert!(stderr.contains(&format!("saved for {}/dev", other.name)) && stderr.contains(&w.name), "{stderr}");
+    assert!(
+        stderr.contains(&format!("saved for {}/dev", other.name)) && stderr.contains(&w.name),
+        "{stderr}"
+    );
     assert_eq!(w.proxy.counts().requests, before);
 
     // A saved plan made before the state moved (older serial): refused under the lock, before
@@ -755,17 +1286,38 @@ async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
     let inv = inventory(&c).await;
     w.proxy.clear_log();
     let (_, stderr) = w.expect(&["apply", mine.to_str().unwrap()], 1);
-    assert!(stderr.contains("stale") && stderr.contains("serial"), "{stderr}");
-    let writes: Vec<String> = w.proxy.mutating_log().into_iter().filter(|l| !l.contains("dynamodb")).collect();
-    assert!(writes.is_empty(), "a stale plan changed the account: {writes:?}");
+    assert!(
+        stderr.contains("stale") && stderr.contains("serial"),
+        "{stderr}"
+    );
+    let writes: Vec<String> = w
+        .proxy
+        .mutating_log()
+        .into_iter()
+        .filter(|l| !l.contains("dynamodb"))
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a stale plan changed the account: {writes:?}"
+    );
     assert_eq!(inventory(&c).await, inv);
-    let lg = c.logs().describe_log_groups().log_group_name_prefix(format!("/aws/batch/{}", w.p())).send().await.unwrap();
+    let lg = c
+        .logs()
+        .describe_log_groups()
+        .log_group_name_prefix(format!("/aws/batch/{}", w.p()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(lg.log_groups()[0].retention_in_days(), Some(7));
     w.expect(&["state", "unlock"], 0); // no lock was left behind
 
     // No credentials anywhere: one plain sentence, no request.
     let before = w.proxy.counts().requests;
-    for args in [&["plan"][..], &["apply", "--auto-approve"], &["destroy", "--auto-approve"]] {
+    for args in [
+        &["plan"][..],
+        &["apply", "--auto-approve"],
+        &["destroy", "--auto-approve"],
+    ] {
         let out = w
             .command(args)
             .env_remove("AWS_ACCESS_KEY_ID")
@@ -775,7 +1327,10 @@ async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.starts_with("error: no AWS credentials") && stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
+        assert!(
+            stderr.starts_with("error: no AWS credentials") && stderr.contains("AWS_ACCESS_KEY_ID"),
+            "{stderr}"
+        );
         assert!(!stderr.contains("DispatchFailure"), "{stderr}");
     }
     assert_eq!(w.proxy.counts().requests, before);
@@ -783,38 +1338,78 @@ async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
     // Credentials AWS does not know: refused by STS before anything else.
     w.proxy.reject_access_key("AKIAUNKNOWNKEY000000");
     w.proxy.clear_log();
-    for args in [&["plan"][..], &["apply", "--auto-approve"], &["destroy", "--auto-approve"]] {
-        let out = w.command(args).env("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000").stdin(Stdio::null()).output().unwrap();
+    for args in [
+        &["plan"][..],
+        &["apply", "--auto-approve"],
+        &["destroy", "--auto-approve"],
+    ] {
+        let out = w
+            .command(args)
+            .env("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains("AWS refused the credentials (InvalidClientTokenId"), "{stderr}");
+        assert!(
+            stderr.contains("AWS refused the credentials (InvalidClientTokenId"),
+            "{stderr}"
+        );
     }
     assert!(w.proxy.mutating_log().is_empty());
 
     // AWS unreachable: named, with the endpoint, by the credentials check also where plan
     // reads the facts and the state beside it.
     for args in [&["apply", "--auto-approve"][..], &["plan"]] {
-        let out = w.command(args).env("AWS_ENDPOINT_URL", "http://127.0.0.1:9").stdin(Stdio::null()).output().unwrap();
+        let out = w
+            .command(args)
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.starts_with("error: cannot reach AWS at http://127.0.0.1:9") && stderr.contains("refused"), "{stderr}");
+        assert!(
+            stderr.starts_with("error: cannot reach AWS at http://127.0.0.1:9")
+                && stderr.contains("refused"),
+            "{stderr}"
+        );
     }
 
     // An endpoint variable that is empty (the SDK panicked on it) or has no scheme: named, with
     // the fix, before any request.
     let before = w.proxy.counts().requests;
-    for (name, value) in [("AWS_ENDPOINT_URL", ""), ("AWS_ENDPOINT_URL_S3", "localhost:4566")] {
-        let out = w.command(&["plan"]).env(name, value).stdin(Stdio::null()).output().unwrap();
+    for (name, value) in [
+        ("AWS_ENDPOINT_URL", ""),
+        ("AWS_ENDPOINT_URL_S3", "localhost:4566"),
+    ] {
+        let out = w
+            .command(&["plan"])
+            .env(name, value)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{name}={value:?}: {stderr}");
-        assert!(stderr.starts_with(&format!("error: {name}={value:?} is not an endpoint URL")), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: {name}={value:?} is not an endpoint URL")),
+            "{stderr}"
+        );
         assert!(stderr.contains(&format!("unset {name}")), "{stderr}");
     }
     assert_eq!(w.proxy.counts().requests, before);
 
     // Everything above left the stack as it was.
     assert_eq!(inventory(&c).await, inv);
-    w.expect(&["plan", "--detailed-exitcode", "--set", "logs.retention_days=7"], 0);
+    w.expect(
+        &[
+            "plan",
+            "--detailed-exitcode",
+            "--set",
+            "logs.retention_days=7",
+        ],
+        0,
+    );
     w.expect(&["destroy", "--auto-approve"], 0);
     assert_empty(&c).await;
 }
@@ -826,18 +1421,33 @@ async fn waits_time_out_naming_what_they_wait_for_and_the_next_apply_converges()
     let w = World::new("wait", "orderflow.toml", &emulator.endpoint);
     let c = w.clients().await;
     let p = w.p();
-    let out = w.command(&["apply", "--auto-approve"]).env("PROVISION_WAIT_TIMEOUT_S", "1").stdin(Stdio::null()).output().unwrap();
+    let out = w
+        .command(&["apply", "--auto-approve"])
+        .env("PROVISION_WAIT_TIMEOUT_S", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("apply failed part way; run apply again to converge"), "{stderr}");
     assert!(
-        stderr.contains(&format!("timed out after 1s waiting for compute environment {p}-spot (last status: CREATING)")),
+        stderr.contains("apply failed part way; run apply again to converge"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "timed out after 1s waiting for compute environment {p}-spot (last status: CREATING)"
+        )),
         "{stderr}"
     );
     // The lock was released on the way out; the environments exist, created but unrecorded,
     // and still CREATING: the next apply adopts them and waits for VALID before the queue.
     let (stdout, stderr) = w.expect(&["apply", "--auto-approve"], 0);
-    assert!(stderr.contains(&format!("waiting for the compute environments of job queue {p}-main")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "waiting for the compute environments of job queue {p}-main"
+        )),
+        "{stderr}"
+    );
     assert!(stdout.contains("Apply complete!"), "{stdout}");
     assert_exactly_the_stack(&w, &c).await;
     w.expect(&["plan", "--detailed-exitcode"], 0);

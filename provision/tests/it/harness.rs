@@ -1,13 +1,17 @@
 //! The emulator harness works: a client built exactly as the tool builds it (standard chain,
 //! AWS_ENDPOINT_URL, region) reaches the moto server the harness started.
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType,
+};
 
 #[tokio::test]
 async fn sdk_round_trip_through_the_tools_client() {
     let emulator = testkit::emulator();
     emulator.set_process_env();
-    let clients = provision::aws::Clients::new("us-east-1").await.expect("clients");
+    let clients = provision::aws::Clients::new("us-east-1")
+        .await
+        .expect("clients");
     let table = testkit::unique_name("harness");
     clients
         .dynamodb()
@@ -20,16 +24,37 @@ async fn sdk_round_trip_through_the_tools_client() {
                 .build()
                 .unwrap(),
         )
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
         .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
         .send()
         .await
         .expect("create table");
-    let described = clients.dynamodb().describe_table().table_name(&table).send().await.unwrap();
-    assert_eq!(described.table().unwrap().table_name(), Some(table.as_str()));
+    let described = clients
+        .dynamodb()
+        .describe_table()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.table().unwrap().table_name(),
+        Some(table.as_str())
+    );
 
     let bucket = testkit::unique_name("harness-bucket");
-    clients.s3().create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    clients
+        .s3()
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create bucket");
     clients
         .s3()
         .put_object()
@@ -39,6 +64,16 @@ async fn sdk_round_trip_through_the_tools_client() {
         .send()
         .await
         .expect("put object (path-style addressing)");
-    let got = clients.s3().get_object().bucket(&bucket).key("k").send().await.unwrap();
-    assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), b"hello");
+    let got = clients
+        .s3()
+        .get_object()
+        .bucket(&bucket)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"hello"
+    );
 }

@@ -74,7 +74,9 @@ impl Moto {
     fn shared() -> Self {
         let emulator = testkit::emulator();
         emulator.set_process_env();
-        Moto { endpoint: emulator.endpoint.clone() }
+        Moto {
+            endpoint: emulator.endpoint.clone(),
+        }
     }
 
     /// A second server started with `MOTO_SIMPLE_BATCH_FAIL_AFTER=0` (read per job, but only
@@ -82,15 +84,18 @@ impl Moto {
     fn failing() -> Self {
         static FAILING: OnceLock<testkit::Emulator> = OnceLock::new();
         Moto::shared();
-        let emulator =
-            FAILING.get_or_init(|| testkit::start_with_env(&[("MOTO_SIMPLE_BATCH_FAIL_AFTER", "0")]));
-        Moto { endpoint: emulator.endpoint.clone() }
+        let emulator = FAILING
+            .get_or_init(|| testkit::start_with_env(&[("MOTO_SIMPLE_BATCH_FAIL_AFTER", "0")]));
+        Moto {
+            endpoint: emulator.endpoint.clone(),
+        }
     }
 
     fn provision(&self) -> Command {
         let mut cmd = testkit::emulator().command(BIN);
         cmd.env("AWS_ENDPOINT_URL", &self.endpoint);
-        cmd.env_remove("PROVISION_STACK").env_remove("PROVISION_ENV");
+        cmd.env_remove("PROVISION_STACK")
+            .env_remove("PROVISION_ENV");
         cmd
     }
 
@@ -115,9 +120,17 @@ fn write_stack(toml: impl FnOnce(&str) -> String) -> TestStack {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stack.toml");
     std::fs::write(&path, toml(&name)).unwrap();
-    let args = StackArgs { stack: path.clone(), env: None, set: vec![] };
+    let args = StackArgs {
+        stack: path.clone(),
+        env: None,
+        set: vec![],
+    };
     let stack = provision::stack::load_args(&args).unwrap_or_else(|d| panic!("test stack: {d}"));
-    TestStack { _dir: dir, path, stack }
+    TestStack {
+        _dir: dir,
+        path,
+        stack,
+    }
 }
 
 /// Registers what `apply` would for `stack`, by the derived names.
@@ -148,7 +161,10 @@ async fn apply_like(moto: &Moto, stack: &Stack) {
             .send()
             .await
             .expect("create compute environment");
-        ce_arns.insert(key.clone(), ce.compute_environment_arn().unwrap().to_string());
+        ce_arns.insert(
+            key.clone(),
+            ce.compute_environment_arn().unwrap().to_string(),
+        );
     }
     for (key, queue) in &stack.queues {
         let mut create = batch
@@ -166,7 +182,11 @@ async fn apply_like(moto: &Moto, stack: &Stack) {
         }
         create.send().await.expect("create job queue");
     }
-    logs.create_log_group().log_group_name(stack.log_group_name()).send().await.unwrap();
+    logs.create_log_group()
+        .log_group_name(stack.log_group_name())
+        .send()
+        .await
+        .unwrap();
     for spec in stack.job_definitions() {
         let mut env = stack.injected_env(ACCOUNT);
         env.extend(spec.env.clone());
@@ -186,7 +206,9 @@ async fn apply_like(moto: &Moto, stack: &Stack) {
                     .build(),
             )
             .set_environment(Some(
-                env.iter().map(|(k, v)| KeyValuePair::builder().name(k).value(v).build()).collect(),
+                env.iter()
+                    .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
+                    .collect(),
             ))
             .log_configuration(
                 LogConfiguration::builder()
@@ -236,7 +258,12 @@ fn submit(moto: &Moto, stack: &Path, extra: &[&str]) -> Output {
 /// Submits and returns the job id, asserting success and a one-line stdout.
 fn submit_ok(moto: &Moto, stack: &Path, extra: &[&str]) -> String {
     let out = submit(moto, stack, extra);
-    assert_eq!(out.status.code(), Some(0), "submit {extra:?} failed: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "submit {extra:?} failed: {}",
+        stderr(&out)
+    );
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "submit prints the job id alone: {text:?}");
@@ -258,7 +285,8 @@ async fn describe_job(moto: &Moto, id: &str) -> aws_sdk_batch::types::JobDetail 
 }
 
 fn is_rfc3339(v: &Value) -> bool {
-    v.as_str().is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok())
+    v.as_str()
+        .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok())
 }
 
 #[tokio::test]
@@ -271,21 +299,57 @@ async fn submit_a_plain_job_with_overrides_and_read_its_status() {
     let id = submit_ok(
         &moto,
         &t.path,
-        &["prepare", "--var", "EXTRA=1", "--vcpus", "4", "--memory-mib", "4096", "--timeout-s", "600", "--", "echo", "hi"],
+        &[
+            "prepare",
+            "--var",
+            "EXTRA=1",
+            "--vcpus",
+            "4",
+            "--memory-mib",
+            "4096",
+            "--timeout-s",
+            "600",
+            "--",
+            "echo",
+            "hi",
+        ],
     );
 
     let job = describe_job(&moto, &id).await;
-    assert!(job.job_name().unwrap().starts_with(&format!("{prefix}-prepare-")), "{job:?}");
-    assert!(job.job_definition().unwrap().contains(&format!(":job-definition/{prefix}-prepare:")));
-    assert!(job.job_queue().unwrap().ends_with(&format!("job-queue/{prefix}-main")));
+    assert!(
+        job.job_name()
+            .unwrap()
+            .starts_with(&format!("{prefix}-prepare-")),
+        "{job:?}"
+    );
+    assert!(job
+        .job_definition()
+        .unwrap()
+        .contains(&format!(":job-definition/{prefix}-prepare:")));
+    assert!(job
+        .job_queue()
+        .unwrap()
+        .ends_with(&format!("job-queue/{prefix}-main")));
     let container = job.container().unwrap();
     assert_eq!(container.command(), ["echo", "hi"]);
-    let env: Vec<(&str, &str)> =
-        container.environment().iter().map(|kv| (kv.name().unwrap(), kv.value().unwrap())).collect();
+    let env: Vec<(&str, &str)> = container
+        .environment()
+        .iter()
+        .map(|kv| (kv.name().unwrap(), kv.value().unwrap()))
+        .collect();
     assert!(env.contains(&("EXTRA", "1")), "{env:?}");
-    assert!(env.contains(&("CHECKPOINT_INTERVAL", "50")), "the definition's env stays: {env:?}");
-    assert_eq!(job.timeout().and_then(|t| t.attempt_duration_seconds()), Some(600));
-    assert_eq!(job.tags().unwrap().get("provision:stack"), Some(&t.stack.name));
+    assert!(
+        env.contains(&("CHECKPOINT_INTERVAL", "50")),
+        "the definition's env stays: {env:?}"
+    );
+    assert_eq!(
+        job.timeout().and_then(|t| t.attempt_duration_seconds()),
+        Some(600)
+    );
+    assert_eq!(
+        job.tags().unwrap().get("provision:stack"),
+        Some(&t.stack.name)
+    );
 
     let reports = status_json(&moto, &[&id]);
     assert_eq!(reports.len(), 1);
@@ -293,15 +357,31 @@ async fn submit_a_plain_job_with_overrides_and_read_its_status() {
     let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["job_id", "name", "status", "reason", "attempts", "array", "started", "stopped", "log_stream"]
+        [
+            "job_id",
+            "name",
+            "status",
+            "reason",
+            "attempts",
+            "array",
+            "started",
+            "stopped",
+            "log_stream"
+        ]
     );
     assert_eq!(r["job_id"], id.as_str());
     assert_eq!(r["name"], job.job_name().unwrap());
     assert_eq!(r["status"], "SUCCEEDED");
     assert_eq!(r["attempts"], 1);
     assert_eq!(r["array"], Value::Null);
-    assert!(is_rfc3339(&r["started"]) && is_rfc3339(&r["stopped"]), "{r}");
-    assert!(r["log_stream"].as_str().is_some_and(|s| !s.is_empty()), "{r}");
+    assert!(
+        is_rfc3339(&r["started"]) && is_rfc3339(&r["stopped"]),
+        "{r}"
+    );
+    assert!(
+        r["log_stream"].as_str().is_some_and(|s| !s.is_empty()),
+        "{r}"
+    );
 
     // The human table names the job and its status.
     let mut cmd = moto.provision();
@@ -310,7 +390,10 @@ async fn submit_a_plain_job_with_overrides_and_read_its_status() {
     assert_eq!(out.status.code(), Some(0));
     let table = stdout(&out);
     assert!(table.starts_with("JOB ID"), "{table}");
-    assert!(table.contains(&id) && table.contains("SUCCEEDED"), "{table}");
+    assert!(
+        table.contains(&id) && table.contains("SUCCEEDED"),
+        "{table}"
+    );
 }
 
 #[tokio::test]
@@ -324,10 +407,22 @@ async fn submit_json_names_the_job_queue_and_definition() {
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["job_id", "job_name", "queue", "job_definition"]);
     let prefix = t.stack.prefix();
-    assert!(v["job_name"].as_str().unwrap().starts_with(&format!("{prefix}-prepare-")));
-    assert!(v["queue"].as_str().unwrap().ends_with(&format!("job-queue/{prefix}-main")), "{v}");
+    assert!(v["job_name"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{prefix}-prepare-")));
     assert!(
-        v["job_definition"].as_str().unwrap().ends_with(&format!("job-definition/{prefix}-prepare:1")),
+        v["queue"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("job-queue/{prefix}-main")),
+        "{v}"
+    );
+    assert!(
+        v["job_definition"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("job-definition/{prefix}-prepare:1")),
         "{v}"
     );
     let job = describe_job(&moto, v["job_id"].as_str().unwrap()).await;
@@ -351,22 +446,39 @@ async fn submit_uses_the_latest_active_revision() {
                 .image("busybox")
                 .command("true")
                 .resource_requirements(
-                    ResourceRequirement::builder().r#type(ResourceType::Vcpu).value("1").build(),
+                    ResourceRequirement::builder()
+                        .r#type(ResourceType::Vcpu)
+                        .value("1")
+                        .build(),
                 )
                 .resource_requirements(
-                    ResourceRequirement::builder().r#type(ResourceType::Memory).value("64").build(),
+                    ResourceRequirement::builder()
+                        .r#type(ResourceType::Memory)
+                        .value("64")
+                        .build(),
                 )
                 .build(),
         )
         .send()
         .await
         .unwrap();
-    batch.deregister_job_definition().job_definition(format!("{name}:1")).send().await.unwrap();
+    batch
+        .deregister_job_definition()
+        .job_definition(format!("{name}:1"))
+        .send()
+        .await
+        .unwrap();
 
     let out = submit(&moto, &t.path, &["prepare", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["job_definition"].as_str().unwrap().ends_with(&format!("{name}:2")), "{v}");
+    assert!(
+        v["job_definition"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{name}:2")),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -380,7 +492,9 @@ async fn an_array_job_shows_its_children_in_status() {
     assert_eq!(job.array_properties().and_then(|a| a.size()), Some(3));
 
     let reports = status_json(&moto, &[&id]);
-    let array = reports[0]["array"].as_object().expect("an array job reports its children");
+    let array = reports[0]["array"]
+        .as_object()
+        .expect("an array job reports its children");
     assert_eq!(array["SUCCEEDED"], 3, "{array:?}");
     assert_eq!(array.values().map(|v| v.as_i64().unwrap()).sum::<i64>(), 3);
 
@@ -407,8 +521,17 @@ async fn depends_on_is_passed_to_batch() {
     apply_like(&moto, &t.stack).await;
     let prepare = submit_ok(&moto, &t.path, &["prepare"]);
     let other = submit_ok(&moto, &t.path, &["prepare"]);
-    let train =
-        submit_ok(&moto, &t.path, &["train-alpha", "--depends-on", &prepare, "--depends-on", &other]);
+    let train = submit_ok(
+        &moto,
+        &t.path,
+        &[
+            "train-alpha",
+            "--depends-on",
+            &prepare,
+            "--depends-on",
+            &other,
+        ],
+    );
     let job = describe_job(&moto, &train).await;
     let deps: Vec<&str> = job.depends_on().iter().filter_map(|d| d.job_id()).collect();
     assert_eq!(deps, [prepare.as_str(), other.as_str()]);
@@ -423,15 +546,31 @@ async fn a_matrix_job_is_picked_by_value() {
 
     let by_name = submit_ok(&moto, &t.path, &["train-beta"]);
     let job = describe_job(&moto, &by_name).await;
-    assert!(job.job_definition().unwrap().contains(&format!("/{prefix}-train-beta:")), "{job:?}");
+    assert!(
+        job.job_definition()
+            .unwrap()
+            .contains(&format!("/{prefix}-train-beta:")),
+        "{job:?}"
+    );
     let env = job.container().unwrap().environment();
-    assert!(env.iter().any(|kv| kv.name() == Some("DATASET") && kv.value() == Some("beta")));
+    assert!(env
+        .iter()
+        .any(|kv| kv.name() == Some("DATASET") && kv.value() == Some("beta")));
 
-    let by_var = submit_ok(&moto, &t.path, &["train", "--var", "dataset=alpha", "--var", "SEED=7"]);
+    let by_var = submit_ok(
+        &moto,
+        &t.path,
+        &["train", "--var", "dataset=alpha", "--var", "SEED=7"],
+    );
     let job = describe_job(&moto, &by_var).await;
-    assert!(job.job_definition().unwrap().contains(&format!("/{prefix}-train-alpha:")));
+    assert!(job
+        .job_definition()
+        .unwrap()
+        .contains(&format!("/{prefix}-train-alpha:")));
     let env: Vec<_> = job.container().unwrap().environment().to_vec();
-    assert!(env.iter().any(|kv| kv.name() == Some("SEED") && kv.value() == Some("7")));
+    assert!(env
+        .iter()
+        .any(|kv| kv.name() == Some("SEED") && kv.value() == Some("7")));
     assert!(
         !env.iter().any(|kv| kv.name() == Some("dataset")),
         "the matrix key picks the definition; it is not an environment variable"
@@ -441,7 +580,10 @@ async fn a_matrix_job_is_picked_by_value() {
         let out = submit(&moto, &t.path, bad);
         assert_eq!(out.status.code(), Some(1), "{bad:?}");
         let err = stderr(&out);
-        assert!(err.contains("alpha, beta"), "the error lists the values: {err}");
+        assert!(
+            err.contains("alpha, beta"),
+            "the error lists the values: {err}"
+        );
         assert!(out.stdout.is_empty());
     }
 }
@@ -453,8 +595,14 @@ async fn a_stack_that_is_not_applied_names_the_fix() {
     let out = submit(&moto, &t.path, &["prepare"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains(&format!("{}-prepare", t.stack.prefix())), "{err}");
-    assert!(err.contains(&format!("provision apply --stack {}", t.path.display())), "{err}");
+    assert!(
+        err.contains(&format!("{}-prepare", t.stack.prefix())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("provision apply --stack {}", t.path.display())),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
 }
 
@@ -484,17 +632,41 @@ impl Tripwire {
 fn a_bad_stack_or_job_fails_before_any_aws_call() {
     let moto = Moto::shared();
     let bad = write_stack(stack_toml);
-    std::fs::write(&bad.path, stack_toml("jobs-bad").replace("vcpus = 2", "vcpus = \"two\"")).unwrap();
+    std::fs::write(
+        &bad.path,
+        stack_toml("jobs-bad").replace("vcpus = 2", "vcpus = \"two\""),
+    )
+    .unwrap();
     let good = write_stack(stack_toml);
 
     let cases: Vec<(&str, &Path, Vec<&str>, &str)> = vec![
         ("submit", &bad.path, vec!["prepare"], "vcpus"),
-        ("run-local", &bad.path, vec!["prepare", "--", "true"], "vcpus"),
+        (
+            "run-local",
+            &bad.path,
+            vec!["prepare", "--", "true"],
+            "vcpus",
+        ),
         ("submit", &good.path, vec!["nope"], "prepare"),
-        ("run-local", &good.path, vec!["nope", "--", "true"], "prepare"),
+        (
+            "run-local",
+            &good.path,
+            vec!["nope", "--", "true"],
+            "prepare",
+        ),
         ("submit", &good.path, vec!["train"], "alpha, beta"),
-        ("submit", &good.path, vec!["prepare", "--var", "STACK=x"], "STACK"),
-        ("submit", &good.path, vec!["prepare", "--timeout-s", "5"], "--timeout-s"),
+        (
+            "submit",
+            &good.path,
+            vec!["prepare", "--var", "STACK=x"],
+            "STACK",
+        ),
+        (
+            "submit",
+            &good.path,
+            vec!["prepare", "--timeout-s", "5"],
+            "--timeout-s",
+        ),
         ("submit", &good.path, vec!["prepare", "--gpus", "1"], "gpu"),
     ];
     for (command, stack, args, needle) in cases {
@@ -504,7 +676,11 @@ fn a_bad_stack_or_job_fails_before_any_aws_call() {
         cmd.arg(command).arg("--stack").arg(stack).args(&args);
         let out = run(cmd);
         assert_eq!(out.status.code(), Some(1), "{command} {args:?}");
-        assert!(stderr(&out).contains(needle), "{command} {args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(needle),
+            "{command} {args:?}: {}",
+            stderr(&out)
+        );
         assert!(out.stdout.is_empty(), "{command} {args:?}");
         assert!(!wire.touched(), "{command} {args:?} made a network call");
     }
@@ -544,9 +720,16 @@ async fn watch_ends_with_the_jobs_and_fails_when_one_fails() {
     let t = write_stack(stack_toml);
     apply_like(&failing, &t.stack).await;
     let out = submit(&failing, &t.path, &["prepare", "--watch"]);
-    assert_eq!(out.status.code(), Some(1), "submit --watch exits 1 on FAILED");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "submit --watch exits 1 on FAILED"
+    );
     let id = stdout(&out).trim().to_string();
-    assert!(!id.is_empty() && !id.contains('\n'), "the id is still printed first: {id:?}");
+    assert!(
+        !id.is_empty() && !id.contains('\n'),
+        "the id is still printed first: {id:?}"
+    );
     assert!(stderr(&out).contains("FAILED"), "{}", stderr(&out));
 
     let mut cmd = failing.provision();
@@ -567,7 +750,10 @@ async fn logs_prints_the_jobs_stream_across_pages() {
     let t = write_stack(stack_toml);
     apply_like(&moto, &t.stack).await;
     let id = submit_ok(&moto, &t.path, &["train-alpha"]);
-    let stream = status_json(&moto, &[&id])[0]["log_stream"].as_str().unwrap().to_string();
+    let stream = status_json(&moto, &[&id])[0]["log_stream"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // Nothing written yet: the stream does not exist.
     let mut cmd = moto.provision();
@@ -580,7 +766,12 @@ async fn logs_prints_the_jobs_stream_across_pages() {
     // names (DescribeJobs does not carry it on moto), as the awslogs driver writes them.
     let logs = aws_sdk_cloudwatchlogs::Client::new(&moto.config().await);
     let group = t.stack.log_group_name();
-    logs.create_log_stream().log_group_name(&group).log_stream_name(&stream).send().await.unwrap();
+    logs.create_log_stream()
+        .log_group_name(&group)
+        .log_stream_name(&stream)
+        .send()
+        .await
+        .unwrap();
     let total = 10_050;
     let start = chrono::Utc::now().timestamp_millis() - 60_000;
     let lines: Vec<String> = (0..total).map(|i| format!("line {i}")).collect();
@@ -624,7 +815,11 @@ async fn logs_prints_the_jobs_stream_across_pages() {
     cmd.args(["logs", &parent]);
     let out = run(cmd);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(&format!("{parent}:0")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{parent}:0")),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn run_local(moto: &Moto, stack: &Path, args: &[&str]) -> Output {
@@ -670,7 +865,17 @@ fn run_local_gives_the_command_the_jobs_environment() {
     assert_eq!(stdout(&out), "training alpha alpha\n");
 
     // Without --array-index the variable is unset, as on a single Batch job.
-    let out = run_local(&moto, &t.path, &["prepare", "--", "sh", "-c", "echo ${AWS_BATCH_JOB_ARRAY_INDEX-unset}"]);
+    let out = run_local(
+        &moto,
+        &t.path,
+        &[
+            "prepare",
+            "--",
+            "sh",
+            "-c",
+            "echo ${AWS_BATCH_JOB_ARRAY_INDEX-unset}",
+        ],
+    );
     assert_eq!(stdout(&out), "unset\n");
 }
 
@@ -680,8 +885,16 @@ fn run_local_exits_with_the_commands_code() {
     let t = write_stack(stack_toml);
     let out = run_local(&moto, &t.path, &["prepare", "--", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
-    let out = run_local(&moto, &t.path, &["prepare", "--", "sh", "-c", "kill -TERM $$"]);
-    assert_eq!(out.status.code(), Some(128 + 15), "a signal reads as 128 + its number");
+    let out = run_local(
+        &moto,
+        &t.path,
+        &["prepare", "--", "sh", "-c", "kill -TERM $$"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 15),
+        "a signal reads as 128 + its number"
+    );
     let out = run_local(&moto, &t.path, &["prepare", "--", "/nonexistent/program"]);
     assert_eq!(out.status.code(), Some(127));
     assert!(stderr(&out).contains("/nonexistent/program"));
@@ -692,10 +905,15 @@ fn run_local_without_credentials_says_so() {
     let moto = Moto::shared();
     let t = write_stack(stack_toml);
     let mut cmd = moto.provision();
-    cmd.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY");
-    cmd.env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI").env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    cmd.env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
     cmd.env_remove("AWS_WEB_IDENTITY_TOKEN_FILE");
-    cmd.arg("run-local").arg("--stack").arg(&t.path).args(["prepare", "--", "echo", "ran"]);
+    cmd.arg("run-local")
+        .arg("--stack")
+        .arg(&t.path)
+        .args(["prepare", "--", "echo", "ran"]);
     let out = run(cmd);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("credentials"), "{}", stderr(&out));

@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// Runs `provision` in the workspace root, without the stack/env variables of the caller.
@@ -32,7 +35,12 @@ struct Expect {
 }
 
 fn expectations(text: &str) -> Expect {
-    let mut expect = Expect { exit: -1, count: None, args: Vec::new(), errors: Vec::new() };
+    let mut expect = Expect {
+        exit: -1,
+        count: None,
+        args: Vec::new(),
+        errors: Vec::new(),
+    };
     for line in text.lines().take_while(|l| l.starts_with('#')) {
         if let Some(code) = line.strip_prefix("# exit: ") {
             expect.exit = code.trim().parse().expect("exit code");
@@ -60,35 +68,68 @@ fn every_bad_stack_fails_with_its_location_and_message() {
     assert!(files.len() >= 30, "only {} bad stacks", files.len());
     let mut failures = Vec::new();
     for file in &files {
-        let rel = format!("tests/data/stacks/bad/{}", file.file_name().unwrap().to_str().unwrap());
+        let rel = format!(
+            "tests/data/stacks/bad/{}",
+            file.file_name().unwrap().to_str().unwrap()
+        );
         let expect = expectations(&std::fs::read_to_string(file).unwrap());
-        assert!(expect.exit >= 0 && !expect.errors.is_empty(), "{rel}: header lacks `# exit:` or `# error:`");
+        assert!(
+            expect.exit >= 0 && !expect.errors.is_empty(),
+            "{rel}: header lacks `# exit:` or `# error:`"
+        );
         let mut args = vec!["validate", "--stack", rel.as_str()];
         args.extend(expect.args.iter().map(String::as_str));
         let out = provision(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         let mut problems = Vec::new();
         if out.status.code() != Some(expect.exit) {
-            problems.push(format!("exit {:?}, expected {}", out.status.code(), expect.exit));
+            problems.push(format!(
+                "exit {:?}, expected {}",
+                out.status.code(),
+                expect.exit
+            ));
         }
         if !out.stdout.is_empty() {
-            problems.push(format!("stdout not empty: {}", String::from_utf8_lossy(&out.stdout)));
+            problems.push(format!(
+                "stdout not empty: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ));
         }
-        let reported = stderr.lines().filter(|l| l.contains(": error: ") && !l.starts_with("error: ")).count();
+        let reported = stderr
+            .lines()
+            .filter(|l| l.contains(": error: ") && !l.starts_with("error: "))
+            .count();
         if let Some(count) = expect.count.filter(|c| *c != reported) {
             problems.push(format!("{reported} errors reported, expected {count}"));
         }
         for (loc, frag) in &expect.errors {
-            let prefix = if loc.starts_with("--") { format!("{loc}: error: ") } else { format!("{rel}:{loc}: error: ") };
-            if !stderr.lines().any(|l| l.starts_with(&prefix) && l.contains(frag.as_str())) {
+            let prefix = if loc.starts_with("--") {
+                format!("{loc}: error: ")
+            } else {
+                format!("{rel}:{loc}: error: ")
+            };
+            if !stderr
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(frag.as_str()))
+            {
                 problems.push(format!("no line `{prefix}...{frag}...`"));
             }
         }
         if !problems.is_empty() {
-            failures.push(format!("{rel} ({}):\n  {}\n  stderr:\n{stderr}", expect.args.join(" "), problems.join("\n  ")));
+            failures.push(format!(
+                "{rel} ({}):\n  {}\n  stderr:\n{stderr}",
+                expect.args.join(" "),
+                problems.join("\n  ")
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} bad stacks:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} bad stacks:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
 }
 
 /// `validate --json` of a good stack.
@@ -105,7 +146,11 @@ fn resolved(stack: &str, args: &[&str]) -> Value {
 }
 
 fn strs(v: &Value) -> Vec<&str> {
-    v.as_array().expect("array").iter().map(|s| s.as_str().expect("string")).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s.as_str().expect("string"))
+        .collect()
 }
 
 const ORDERFLOW: &str = "stacks/orderflow.toml";
@@ -122,7 +167,10 @@ fn orderflow_cpu_environments() {
         assert_eq!(spot["type"], "spot");
         assert_eq!(spot["max_vcpus"], 16);
         assert_eq!(spot["min_vcpus"], 0);
-        assert_eq!(strs(&spot["instance_types"]), ["c5.xlarge", "c5.2xlarge", "m5.xlarge", "m5.2xlarge"]);
+        assert_eq!(
+            strs(&spot["instance_types"]),
+            ["c5.xlarge", "c5.2xlarge", "m5.xlarge", "m5.2xlarge"]
+        );
         assert_eq!(spot["root_volume_gb"], 50);
         assert_eq!(spot["allocation_strategy"], "SPOT_PRICE_CAPACITY_OPTIMIZED");
         assert_eq!(spot["bid_percentage"], 100);
@@ -132,16 +180,25 @@ fn orderflow_cpu_environments() {
         assert_eq!(ondemand["allocation_strategy"], "BEST_FIT_PROGRESSIVE");
         assert_eq!(ondemand["bid_percentage"], Value::Null);
         assert_eq!(ondemand["root_volume_gb"], Value::Null);
-        assert_eq!(strs(&ondemand["instance_types"]), ["c5.xlarge", "m5.xlarge"]);
+        assert_eq!(
+            strs(&ondemand["instance_types"]),
+            ["c5.xlarge", "m5.xlarge"]
+        );
         assert_eq!(strs(&s["queues"]["main"]["compute"]), ["spot", "ondemand"]);
         let train = &s["jobs"]["train"];
-        assert_eq!(strs(&train["command"]), ["runtime", "train", "--device", "cpu"]);
+        assert_eq!(
+            strs(&train["command"]),
+            ["runtime", "train", "--device", "cpu"]
+        );
         assert_eq!(train["gpus"], 0);
         assert_eq!(train["image"], serde_json::json!({"repository": "runtime"}));
         assert_eq!(train["retry"]["attempts"], 1);
         let prepare = &s["jobs"]["prepare"];
         assert_eq!(prepare["retry"]["attempts"], 3);
-        assert_eq!(prepare["retry"]["rules"][0]["on_status_reason"], "Host EC2*");
+        assert_eq!(
+            prepare["retry"]["rules"][0]["on_status_reason"],
+            "Host EC2*"
+        );
         assert_eq!(prepare["retry"]["rules"][0]["action"], "retry");
         assert_eq!(prepare["retry"]["rules"][1]["on_exit_code"], "1");
         assert_eq!(prepare["retry"]["rules"][1]["action"], "exit");
@@ -152,9 +209,18 @@ fn orderflow_cpu_environments() {
         assert_eq!(s["network"]["s3_endpoint"], true);
         let d = &s["derived"];
         assert_eq!(d["image_type"], "ECS_AL2023");
-        assert_eq!(d["buckets"]["data"], format!("orderflow-{env}-data-{{account}}"));
-        assert_eq!(d["compute_environments"]["spot"], format!("orderflow-{env}-spot"));
-        assert_eq!(d["launch_templates"]["spot"], format!("orderflow-{env}-spot"));
+        assert_eq!(
+            d["buckets"]["data"],
+            format!("orderflow-{env}-data-{{account}}")
+        );
+        assert_eq!(
+            d["compute_environments"]["spot"],
+            format!("orderflow-{env}-spot")
+        );
+        assert_eq!(
+            d["launch_templates"]["spot"],
+            format!("orderflow-{env}-spot")
+        );
         assert_eq!(d["launch_templates"]["ondemand"], Value::Null);
         assert_eq!(d["log_group"], format!("/aws/batch/orderflow-{env}"));
         let train_env = &d["job_definitions"]["train"]["environment"];
@@ -162,7 +228,10 @@ fn orderflow_cpu_environments() {
         assert_eq!(train_env["STACK"], "orderflow");
         assert_eq!(train_env["STACK_ENV"], env);
         assert_eq!(train_env["AWS_REGION"], "us-east-1");
-        assert_eq!(train_env["BUCKET_DATA"], format!("orderflow-{env}-data-{{account}}"));
+        assert_eq!(
+            train_env["BUCKET_DATA"],
+            format!("orderflow-{env}-data-{{account}}")
+        );
     }
 }
 
@@ -174,17 +243,35 @@ fn orderflow_prod_is_gpu_and_protected() {
     assert_eq!(s["protect"], true);
     let spot = &s["compute"]["spot"];
     assert_eq!(spot["max_vcpus"], 64, "[env.prod] compute.spot.max_vcpus");
-    assert_eq!(strs(&spot["instance_types"]), ["g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge"]);
+    assert_eq!(
+        strs(&spot["instance_types"]),
+        ["g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge"]
+    );
     assert_eq!(spot["root_volume_gb"], 100);
-    assert_eq!(strs(&s["compute"]["ondemand"]["instance_types"]), ["g4dn.xlarge"]);
+    assert_eq!(
+        strs(&s["compute"]["ondemand"]["instance_types"]),
+        ["g4dn.xlarge"]
+    );
     assert_eq!(s["compute"]["ondemand"]["max_vcpus"], 8);
     let train = &s["jobs"]["train"];
-    assert_eq!(strs(&train["command"]), ["runtime", "train", "--device", "cuda"]);
+    assert_eq!(
+        strs(&train["command"]),
+        ["runtime", "train", "--device", "cuda"]
+    );
     assert_eq!(train["gpus"], 1);
-    assert_eq!(train["vcpus"], 4, "keys the gpu sub-table leaves alone stay");
+    assert_eq!(
+        train["vcpus"], 4,
+        "keys the gpu sub-table leaves alone stay"
+    );
     assert_eq!(s["derived"]["image_type"], "ECS_AL2023_NVIDIA");
-    assert_eq!(s["derived"]["job_definitions"]["train"]["environment"]["USE_GPU"], "true");
-    assert_eq!(s["derived"]["job_definitions"]["prepare"]["environment"]["USE_GPU"], "true");
+    assert_eq!(
+        s["derived"]["job_definitions"]["train"]["environment"]["USE_GPU"],
+        "true"
+    );
+    assert_eq!(
+        s["derived"]["job_definitions"]["prepare"]["environment"]["USE_GPU"],
+        "true"
+    );
     assert_eq!(s["derived"]["queues"]["main"], "orderflow-prod-main");
 }
 
@@ -194,10 +281,16 @@ fn set_gpu_switches_a_cpu_stack_like_an_env_does() {
     assert_eq!(s["gpu"], true);
     assert_eq!(s["protect"], false);
     assert_eq!(s["compute"]["spot"]["max_vcpus"], 16);
-    assert_eq!(strs(&s["compute"]["spot"]["instance_types"]), ["g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge"]);
+    assert_eq!(
+        strs(&s["compute"]["spot"]["instance_types"]),
+        ["g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge"]
+    );
     assert_eq!(s["compute"]["spot"]["root_volume_gb"], 100);
     assert_eq!(s["jobs"]["train"]["gpus"], 1);
-    assert_eq!(strs(&s["jobs"]["train"]["command"]), ["runtime", "train", "--device", "cuda"]);
+    assert_eq!(
+        strs(&s["jobs"]["train"]["command"]),
+        ["runtime", "train", "--device", "cuda"]
+    );
 
     let s = resolved(ORDERFLOW, &["--env", "prod", "--set", "gpu=false"]);
     assert_eq!(s["gpu"], false);
@@ -213,19 +306,33 @@ fn set_wins_over_both_overlays() {
     let s = resolved(
         ORDERFLOW,
         &[
-            "--env", "prod",
-            "--set", "compute.spot.max_vcpus=32",
-            "--set", "compute.spot.instance_types=g5.2xlarge,g5.4xlarge",
-            "--set", "jobs.train.command=[\"runtime\", \"train\", \"--epochs\", \"3\"]",
-            "--set", "protect=false",
-            "--set", "logs.retention_days=7",
-            "--set", "jobs.prepare.env.EXTRA=x",
-            "--set", "compute.ondemand.min_vcpus=2",
+            "--env",
+            "prod",
+            "--set",
+            "compute.spot.max_vcpus=32",
+            "--set",
+            "compute.spot.instance_types=g5.2xlarge,g5.4xlarge",
+            "--set",
+            "jobs.train.command=[\"runtime\", \"train\", \"--epochs\", \"3\"]",
+            "--set",
+            "protect=false",
+            "--set",
+            "logs.retention_days=7",
+            "--set",
+            "jobs.prepare.env.EXTRA=x",
+            "--set",
+            "compute.ondemand.min_vcpus=2",
         ],
     );
     assert_eq!(s["compute"]["spot"]["max_vcpus"], 32);
-    assert_eq!(strs(&s["compute"]["spot"]["instance_types"]), ["g5.2xlarge", "g5.4xlarge"]);
-    assert_eq!(strs(&s["jobs"]["train"]["command"]), ["runtime", "train", "--epochs", "3"]);
+    assert_eq!(
+        strs(&s["compute"]["spot"]["instance_types"]),
+        ["g5.2xlarge", "g5.4xlarge"]
+    );
+    assert_eq!(
+        strs(&s["jobs"]["train"]["command"]),
+        ["runtime", "train", "--epochs", "3"]
+    );
     assert_eq!(s["protect"], false);
     assert_eq!(s["logs"]["retention_days"], 7);
     assert_eq!(s["jobs"]["prepare"]["env"]["EXTRA"], "x");
@@ -236,7 +343,11 @@ fn set_wins_over_both_overlays() {
 #[test]
 fn human_summary_names_every_resource() {
     let out = provision(&["validate", "--stack", ORDERFLOW, "--env", "dev"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     for needle in [
         "stack orderflow (env dev, region us-east-1)",
@@ -279,9 +390,16 @@ fn every_good_stack_resolves_for_each_env_gpu_on_and_off() {
         let rel = format!("stacks/{}", path.file_name().unwrap().to_str().unwrap());
         let text = std::fs::read_to_string(&path).unwrap();
         let mut envs: Vec<Option<String>> = vec![None];
-        envs.extend(text.lines().filter_map(|l| {
-            l.trim().strip_prefix("[env.").and_then(|r| r.strip_suffix(']')).map(String::from)
-        }).map(Some));
+        envs.extend(
+            text.lines()
+                .filter_map(|l| {
+                    l.trim()
+                        .strip_prefix("[env.")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .map(String::from)
+                })
+                .map(Some),
+        );
         for env in &envs {
             for gpu in ["gpu=true", "gpu=false"] {
                 let mut args = vec![];
@@ -310,20 +428,45 @@ fn matrix_stack_expands_one_definition_per_value() {
         let data = &defs[&format!("data-{ds}")];
         assert_eq!(data["name"], format!("ldp-dev-data-{ds}"));
         assert_eq!(data["log_stream_prefix"], format!("data-{ds}"));
-        assert_eq!(strs(&data["command"]), ["ldp", "data", "process", "--force", ds]);
+        assert_eq!(
+            strs(&data["command"]),
+            ["ldp", "data", "process", "--force", ds]
+        );
         let train = &defs[&format!("experiment-{ds}")];
-        assert_eq!(strs(&train["command"]), ["ldp", "experiment", "run", "--only-dataset", ds]);
+        assert_eq!(
+            strs(&train["command"]),
+            ["ldp", "experiment", "run", "--only-dataset", ds]
+        );
         assert_eq!(train["environment"]["LDP_DATASET"], ds);
         assert_eq!(train["environment"]["LDP_N_JOBS"], "4");
     }
     assert_eq!(defs.len(), 6);
 
-    let s = resolved("stacks/loan-default.toml", &["--env", "dev", "--set", "gpu=true"]);
+    let s = resolved(
+        "stacks/loan-default.toml",
+        &["--env", "dev", "--set", "gpu=true"],
+    );
     let defs = &s["derived"]["job_definitions"];
-    assert_eq!(strs(&defs["data-lending-club"]["command"]), ["ldp", "data", "process", "--force", "--use-gpu", "lending-club"]);
-    assert_eq!(defs["experiment-lending-club"]["environment"]["LDP_N_JOBS"], "1");
+    assert_eq!(
+        strs(&defs["data-lending-club"]["command"]),
+        [
+            "ldp",
+            "data",
+            "process",
+            "--force",
+            "--use-gpu",
+            "lending-club"
+        ]
+    );
+    assert_eq!(
+        defs["experiment-lending-club"]["environment"]["LDP_N_JOBS"],
+        "1"
+    );
     assert_eq!(s["jobs"]["experiment"]["gpus"], 1);
-    assert_eq!(strs(&s["compute"]["spot"]["instance_types"]), ["g4dn.xlarge", "g4dn.2xlarge"]);
+    assert_eq!(
+        strs(&s["compute"]["spot"]["instance_types"]),
+        ["g4dn.xlarge", "g4dn.2xlarge"]
+    );
     assert_eq!(s["compute"]["spot"]["root_volume_gb"], 100);
 }
 
@@ -340,7 +483,10 @@ fn secrets_stack_keeps_names_and_arns_as_written() {
     assert_eq!(job["timeout_s"], 18000);
     assert_eq!(job["retry"]["attempts"], 3);
     assert_eq!(job["retry"]["rules"].as_array().unwrap().len(), 3);
-    assert_eq!(job["retry"]["rules"][2]["on_reason"], "CannotPullContainerError*");
+    assert_eq!(
+        job["retry"]["rules"][2]["on_reason"],
+        "CannotPullContainerError*"
+    );
     assert_eq!(s["buckets"]["results"]["kms_key"], "alias/ftm-data");
     assert_eq!(s["logs"]["retention_days"], 90);
     let dev = resolved("stacks/topics.toml", &["--env", "dev"]);

@@ -40,7 +40,8 @@ pub fn run(args: CollectArgs) -> Result<ExitCode> {
         .filter(|f| {
             let rel = f.relative_to(&root).unwrap_or_default();
             // Hidden and underscore files (markers, run records, staging) are not results.
-            !rel.split('/').any(|seg| seg.starts_with('_') || seg.starts_with('.'))
+            !rel.split('/')
+                .any(|seg| seg.starts_with('_') || seg.starts_with('.'))
         })
         .filter(|f| format_of(f).is_some())
         .collect();
@@ -53,7 +54,9 @@ pub fn run(args: CollectArgs) -> Result<ExitCode> {
     for file in &files {
         let local = io::fetch(file)?;
         let df = match format_of(file) {
-            Some(Format::Parquet) => ParquetReader::new(std::fs::File::open(local.path())?).finish(),
+            Some(Format::Parquet) => {
+                ParquetReader::new(std::fs::File::open(local.path())?).finish()
+            }
             _ => CsvReadOptions::default()
                 .with_has_header(true)
                 .try_into_reader_with_file_path(Some(local.path().to_path_buf()))?
@@ -64,7 +67,14 @@ pub fn run(args: CollectArgs) -> Result<ExitCode> {
         let rel = file.relative_to(&root).unwrap_or_default();
         let mut lf = df.lazy();
         let mut parts = Vec::new();
-        for seg in rel.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
+        for seg in rel
+            .split('/')
+            .collect::<Vec<_>>()
+            .iter()
+            .rev()
+            .skip(1)
+            .rev()
+        {
             if let Some((k, v)) = seg.split_once('=') {
                 parts.push(lit(v.to_string()).alias(k));
                 if !keys.iter().any(|x| x == k) {
@@ -77,7 +87,14 @@ pub fn run(args: CollectArgs) -> Result<ExitCode> {
         }
         frames.push(lf);
     }
-    let mut table = concat_lf_diagonal(frames, UnionArgs { to_supertypes: true, ..Default::default() })?.collect()?;
+    let mut table = concat_lf_diagonal(
+        frames,
+        UnionArgs {
+            to_supertypes: true,
+            ..Default::default()
+        },
+    )?
+    .collect()?;
     // Partition keys that are all integers (instrument=7) become integers.
     for key in &keys {
         if let Ok(ints) = table.column(key)?.strict_cast(&DataType::Int64) {
@@ -85,16 +102,28 @@ pub fn run(args: CollectArgs) -> Result<ExitCode> {
         }
     }
     let mut order: Vec<String> = keys.clone();
-    order.extend(table.get_column_names().iter().map(|s| s.to_string()).filter(|c| !keys.contains(c)));
+    order.extend(
+        table
+            .get_column_names()
+            .iter()
+            .map(|s| s.to_string())
+            .filter(|c| !keys.contains(c)),
+    );
     let mut table = table.select(order)?;
 
-    let temp = tempfile::Builder::new().prefix("runtime-collect-").tempfile()?;
+    let temp = tempfile::Builder::new()
+        .prefix("runtime-collect-")
+        .tempfile()?;
     match out_format {
         Format::Parquet => {
-            ParquetWriter::new(temp.reopen()?).with_compression(ParquetCompression::Zstd(None)).finish(&mut table)?;
+            ParquetWriter::new(temp.reopen()?)
+                .with_compression(ParquetCompression::Zstd(None))
+                .finish(&mut table)?;
         }
         Format::Csv => {
-            CsvWriter::new(temp.reopen()?).include_header(true).finish(&mut table)?;
+            CsvWriter::new(temp.reopen()?)
+                .include_header(true)
+                .finish(&mut table)?;
         }
     }
     io::upload(temp.path(), &output)?;

@@ -23,11 +23,18 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     }
     let step = parse_freq(&args.freq)?;
     if !(args.hours_per_day > 0.0 && args.hours_per_day <= 24.0) {
-        bail!("--hours-per-day must be in (0, 24], got {}", args.hours_per_day);
+        bail!(
+            "--hours-per-day must be in (0, 24], got {}",
+            args.hours_per_day
+        );
     }
     let events = (args.hours_per_day * 3600.0 * 1e6 / step.as_micros() as f64).floor() as usize;
     if events == 0 {
-        bail!("--freq {} leaves no event in {} hours", args.freq, args.hours_per_day);
+        bail!(
+            "--freq {} leaves no event in {} hours",
+            args.freq,
+            args.hours_per_day
+        );
     }
     let mut ids = args.instrument.clone();
     ids.dedup();
@@ -40,31 +47,46 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
             let mut df = sim.day(id, *day, events, step.as_micros() as i64)?;
             let path = out.path(&format!("date={day}/part-0.parquet"))?;
             let file = std::fs::File::create(&path)?;
-            ParquetWriter::new(file).with_compression(ParquetCompression::Zstd(None)).finish(&mut df)?;
+            ParquetWriter::new(file)
+                .with_compression(ParquetCompression::Zstd(None))
+                .finish(&mut df)?;
         }
         out.commit()?;
-        tracing::info!(instrument = id, days = days.len(), rows = days.len() * events, "generated");
+        tracing::info!(
+            instrument = id,
+            days = days.len(),
+            rows = days.len() * events,
+            "generated"
+        );
     }
-    println!("{}", serde_json::json!({
-        "output": root.to_string(),
-        "instruments": ids,
-        "days": days.len(),
-        "rows_per_day": events,
-        "rows": ids.len() * days.len() * events,
-    }));
+    println!(
+        "{}",
+        serde_json::json!({
+            "output": root.to_string(),
+            "instruments": ids,
+            "days": days.len(),
+            "rows_per_day": events,
+            "rows": ids.len() * days.len() * events,
+        })
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn parse_date(s: &str, flag: &str) -> Result<NaiveDate> {
-    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").with_context(|| format!("{flag} `{s}` is not a date (YYYY-MM-DD)"))
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .with_context(|| format!("{flag} `{s}` is not a date (YYYY-MM-DD)"))
 }
 
 /// `100ms`, `1s`, `250us`, `2m`.
 fn parse_freq(s: &str) -> Result<Duration> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse::<f64>().with_context(|| format!("--freq `{s}`: expected a number and a unit, e.g. 100ms"))?;
+    let n: f64 = num
+        .parse::<f64>()
+        .with_context(|| format!("--freq `{s}`: expected a number and a unit, e.g. 100ms"))?;
     let micros = match unit {
         "us" | "µs" => n,
         "ms" => n * 1e3,
@@ -96,7 +118,12 @@ impl Simulator {
     fn new(seed: u64, id: i64) -> Simulator {
         let rng = ChaCha8Rng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let price = 50.0 + (id.rem_euclid(100)) as f64;
-        Simulator { rng, pressure: 0.0, log_price: price.ln(), last_trade: price }
+        Simulator {
+            rng,
+            pressure: 0.0,
+            log_price: price.ln(),
+            last_trade: price,
+        }
     }
 
     fn normal(&mut self) -> f64 {
@@ -107,10 +134,23 @@ impl Simulator {
     }
 
     fn day(&mut self, id: i64, day: NaiveDate, events: usize, step_us: i64) -> Result<DataFrame> {
-        let t0 = day.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_micros();
+        let t0 = day
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_micros();
         let mut ts = Vec::with_capacity(events);
-        let (mut bid, mut ask, mut bsz, mut asz) = (Vec::with_capacity(events), Vec::with_capacity(events), Vec::with_capacity(events), Vec::with_capacity(events));
-        let (mut tp, mut tq, mut side) = (Vec::with_capacity(events), Vec::with_capacity(events), Vec::with_capacity(events));
+        let (mut bid, mut ask, mut bsz, mut asz) = (
+            Vec::with_capacity(events),
+            Vec::with_capacity(events),
+            Vec::with_capacity(events),
+            Vec::with_capacity(events),
+        );
+        let (mut tp, mut tq, mut side) = (
+            Vec::with_capacity(events),
+            Vec::with_capacity(events),
+            Vec::with_capacity(events),
+        );
         let innovation = (1.0 - PHI * PHI).sqrt();
         for i in 0..events {
             self.pressure = PHI * self.pressure + innovation * self.normal();
@@ -119,9 +159,16 @@ impl Simulator {
             let price = self.log_price.exp();
             let spread_ticks: i64 = if self.rng.random::<f64>() < 0.3 { 2 } else { 1 };
             let bid_ticks = (price / TICK - spread_ticks as f64 / 2.0).round() as i64;
-            let (b, a) = (bid_ticks as f64 / 100.0, (bid_ticks + spread_ticks) as f64 / 100.0);
-            let bs = (50.0 * (0.6 * z + 0.4 * self.normal()).exp()).round().max(1.0);
-            let az = (50.0 * (-0.6 * z + 0.4 * self.normal()).exp()).round().max(1.0);
+            let (b, a) = (
+                bid_ticks as f64 / 100.0,
+                (bid_ticks + spread_ticks) as f64 / 100.0,
+            );
+            let bs = (50.0 * (0.6 * z + 0.4 * self.normal()).exp())
+                .round()
+                .max(1.0);
+            let az = (50.0 * (-0.6 * z + 0.4 * self.normal()).exp())
+                .round()
+                .max(1.0);
             let (q, s) = if self.rng.random::<f64>() < 0.25 {
                 let buy = self.rng.random::<f64>() < 1.0 / (1.0 + (-1.5 * z).exp());
                 let q = (1.0 + 5.0 * (0.8 * self.normal()).exp()).round();

@@ -42,10 +42,24 @@ pub struct Options {
 }
 
 const CONFIG_KEYS: &[&str] = &[
-    "input", "output", "instrument", "start_date", "end_date", "lookback", "horizon", "threshold_bps",
-    "undersample", "seed", "column",
+    "input",
+    "output",
+    "instrument",
+    "start_date",
+    "end_date",
+    "lookback",
+    "horizon",
+    "threshold_bps",
+    "undersample",
+    "seed",
+    "column",
     // Flags of `train`, which reads the same file.
-    "datasets", "models", "epochs", "batch_size", "lr", "device",
+    "datasets",
+    "models",
+    "epochs",
+    "batch_size",
+    "lr",
+    "device",
 ];
 
 impl Options {
@@ -58,25 +72,69 @@ impl Options {
         if !unknown.is_empty() {
             tracing::warn!(keys = ?unknown, "{}: ignoring unknown keys", config.source());
         }
-        let input = args.input.or(config.string("input")?).context("no input: give --input (or INPUT, or `input` in --config)")?;
-        let output = args.output.or(config.string("output")?).context("no output: give --output (or OUTPUT, or `output` in --config)")?;
-        let instruments = if args.instrument.is_empty() { config.i64s("instrument")? } else { args.instrument };
-        ensure!(!instruments.is_empty(), "no instrument: give --instrument ID[,ID...]");
-        let start = args.start_date.or(config.string("start_date")?).context("no start date: give --start-date YYYY-MM-DD")?;
-        let end = args.end_date.or(config.string("end_date")?).context("no end date: give --end-date YYYY-MM-DD")?;
+        let input = args
+            .input
+            .or(config.string("input")?)
+            .context("no input: give --input (or INPUT, or `input` in --config)")?;
+        let output = args
+            .output
+            .or(config.string("output")?)
+            .context("no output: give --output (or OUTPUT, or `output` in --config)")?;
+        let instruments = if args.instrument.is_empty() {
+            config.i64s("instrument")?
+        } else {
+            args.instrument
+        };
+        ensure!(
+            !instruments.is_empty(),
+            "no instrument: give --instrument ID[,ID...]"
+        );
+        let start = args
+            .start_date
+            .or(config.string("start_date")?)
+            .context("no start date: give --start-date YYYY-MM-DD")?;
+        let end = args
+            .end_date
+            .or(config.string("end_date")?)
+            .context("no end date: give --end-date YYYY-MM-DD")?;
         let start = parse_date(&start, "--start-date")?;
         let end = parse_date(&end, "--end-date")?;
-        ensure!(start <= end, "--start-date {start} is after --end-date {end}");
-        let lookback = match args.lookback { Some(v) => v, None => config.usize("lookback")?.unwrap_or(128) };
+        ensure!(
+            start <= end,
+            "--start-date {start} is after --end-date {end}"
+        );
+        let lookback = match args.lookback {
+            Some(v) => v,
+            None => config.usize("lookback")?.unwrap_or(128),
+        };
         ensure!(lookback > 0, "--lookback must be at least 1 (got 0)");
-        let horizon = match args.horizon { Some(v) => v, None => config.usize("horizon")?.unwrap_or(10) };
+        let horizon = match args.horizon {
+            Some(v) => v,
+            None => config.usize("horizon")?.unwrap_or(10),
+        };
         ensure!(horizon > 0, "--horizon must be at least 1 (got 0)");
-        let threshold_bps = match args.threshold_bps { Some(v) => v, None => config.f64("threshold_bps")?.unwrap_or(1.0) };
-        ensure!(threshold_bps.is_finite() && threshold_bps >= 0.0, "--threshold-bps must be a non-negative number (got {threshold_bps})");
+        let threshold_bps = match args.threshold_bps {
+            Some(v) => v,
+            None => config.f64("threshold_bps")?.unwrap_or(1.0),
+        };
+        ensure!(
+            threshold_bps.is_finite() && threshold_bps >= 0.0,
+            "--threshold-bps must be a non-negative number (got {threshold_bps})"
+        );
         let undersample = args.undersample || config.bool("undersample")?.unwrap_or(false);
-        let seed = match args.seed { Some(v) => v, None => config.u64("seed")?.unwrap_or(42) };
-        let renames = if args.column.is_empty() { Renames::parse(&config.strings("column")?)? } else { Renames::parse(&args.column)? };
-        ensure!((0.0..=1.0).contains(&args.max_failure_rate), "--max-failure-rate must be between 0 and 1");
+        let seed = match args.seed {
+            Some(v) => v,
+            None => config.u64("seed")?.unwrap_or(42),
+        };
+        let renames = if args.column.is_empty() {
+            Renames::parse(&config.strings("column")?)?
+        } else {
+            Renames::parse(&args.column)?
+        };
+        ensure!(
+            (0.0..=1.0).contains(&args.max_failure_rate),
+            "--max-failure-rate must be between 0 and 1"
+        );
         let output = Location::parse(&output)?;
         Location::parse(&input).with_context(|| format!("--input `{input}`"))?;
         Ok(Options {
@@ -102,12 +160,21 @@ impl Options {
     }
 
     fn request(&self, instrument: i64) -> Request {
-        Request { input: self.input.clone(), instrument, start: self.start, end: self.end, renames: self.renames.clone() }
+        Request {
+            input: self.input.clone(),
+            instrument,
+            start: self.start,
+            end: self.end,
+            renames: self.renames.clone(),
+        }
     }
 
     /// `{output}/datasets/instrument={id}/start_date={d}/end_date={d}`
     pub fn dataset(&self, instrument: i64) -> Location {
-        self.output.join(&format!("datasets/instrument={instrument}/start_date={}/end_date={}", self.start, self.end))
+        self.output.join(&format!(
+            "datasets/instrument={instrument}/start_date={}/end_date={}",
+            self.start, self.end
+        ))
     }
 
     /// What a finished dataset must have been made with to be reused.
@@ -162,7 +229,11 @@ fn write_parquet(files: Vec<(LazyFrame, std::path::PathBuf)>) -> Result<()> {
         .into_iter()
         .map(|(frame, path)| {
             let target = SinkTarget::Path(PlRefPath::try_from_path(&path)?);
-            let sink = frame.sink(SinkDestination::File { target }, FileWriteFormat::Parquet(options.clone()), UnifiedSinkArgs::default())?;
+            let sink = frame.sink(
+                SinkDestination::File { target },
+                FileWriteFormat::Parquet(options.clone()),
+                UnifiedSinkArgs::default(),
+            )?;
             Ok(sink.logical_plan)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -202,7 +273,12 @@ fn check(opts: &Options, instrument: i64) -> Result<()> {
 
 fn check_rows(opts: &Options, instrument: i64, rows: usize) -> Result<()> {
     if rows == 0 {
-        bail!("no rows in range: instrument {instrument} has no ticks from {} to {} in {}", opts.start, opts.end, opts.input);
+        bail!(
+            "no rows in range: instrument {instrument} has no ticks from {} to {} in {}",
+            opts.start,
+            opts.end,
+            opts.input
+        );
     }
     // At least two labelled rows, so the train split is not empty.
     if rows < opts.horizon + 2 {
@@ -219,22 +295,49 @@ fn prepare_one(opts: &Options, instrument: i64) -> Result<()> {
     let req = opts.request(instrument);
     let plan = ticks::plan(&req)?;
     let ticks = ticks::load(&req, &plan)?;
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "loaded the ticks");
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "loaded the ticks"
+    );
     let rows_in_range = ticks.frame.height();
     check_rows(opts, instrument, rows_in_range)?;
-    let labelled = features::labelled(ticks.frame, LabelParams { horizon: opts.horizon, threshold_bps: opts.threshold_bps })?;
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "computed features and labels");
+    let labelled = features::labelled(
+        ticks.frame,
+        LabelParams {
+            horizon: opts.horizon,
+            threshold_bps: opts.threshold_bps,
+        },
+    )?;
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "computed features and labels"
+    );
     let n = labelled.height();
     let (scaler, splits) = features::split_and_scale(
         labelled,
-        SplitParams { lookback: opts.lookback, undersample: opts.undersample, seed: opts.seed },
+        SplitParams {
+            lookback: opts.lookback,
+            undersample: opts.undersample,
+            seed: opts.seed,
+        },
     )?;
 
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "split and scaled");
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "split and scaled"
+    );
     let out = OutputDir::new(opts.dataset(instrument))?;
-    let files = splits.iter().map(|split| Ok((split.frame.clone(), out.path(&format!("{}.parquet", split.name))?)));
+    let files = splits.iter().map(|split| {
+        Ok((
+            split.frame.clone(),
+            out.path(&format!("{}.parquet", split.name))?,
+        ))
+    });
     write_parquet(files.collect::<Result<_>>()?).context("writing the splits")?;
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "wrote the splits");
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "wrote the splits"
+    );
     let mut split_records = serde_json::Map::new();
     for split in &splits {
         let file = format!("{}.parquet", split.name);
@@ -275,7 +378,10 @@ fn prepare_one(opts: &Options, instrument: i64) -> Result<()> {
         "created_at": chrono::Utc::now().to_rfc3339(),
         "runtime_version": env!("CARGO_PKG_VERSION"),
     });
-    out.put("preparation_config.json", &serde_json::to_vec_pretty(&config)?)?;
+    out.put(
+        "preparation_config.json",
+        &serde_json::to_vec_pretty(&config)?,
+    )?;
     out.commit()?;
     tracing::info!(instrument, rows = n, seconds = started.elapsed().as_secs_f64(), dataset = %opts.dataset(instrument), "prepared");
     Ok(())

@@ -47,7 +47,11 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             .cloned()
             .collect();
         if !missing.is_empty() {
-            bail!("--instrument: no dataset for instrument(s) {} under {}/datasets", missing.join(", "), resolved.datasets);
+            bail!(
+                "--instrument: no dataset for instrument(s) {} under {}/datasets",
+                missing.join(", "),
+                resolved.datasets
+            );
         }
         all.retain(|d| resolved.instruments.contains(&d.instrument));
     }
@@ -56,7 +60,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         None => all.clone(),
     };
     if share.is_empty() {
-        eprintln!("nothing to do: this array child's share of {} dataset(s) is empty", all.len());
+        eprintln!(
+            "nothing to do: this array child's share of {} dataset(s) is empty",
+            all.len()
+        );
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -80,7 +87,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         let loaded = train::load(&root, ds)?;
         match train::train_dataset(&root, &out, ds, &loaded, opts, &stop)? {
             RunOutcome::Done => {
-                println!("{}", out.uri(&format!("{}/training_summary.json", ds.models_key())));
+                println!(
+                    "{}",
+                    out.uri(&format!("{}/training_summary.json", ds.models_key()))
+                );
             }
             RunOutcome::Interrupted => {
                 eprintln!("interrupted: checkpoint written; run the same command again to resume");
@@ -100,7 +110,15 @@ struct Resolved {
 }
 
 /// The keys `--config` may hold for `train` (others draw a warning).
-const CONFIG_KEYS: &[&str] = &["datasets", "output", "instrument", "models", "epochs", "batch_size", "lr"];
+const CONFIG_KEYS: &[&str] = &[
+    "datasets",
+    "output",
+    "instrument",
+    "models",
+    "epochs",
+    "batch_size",
+    "lr",
+];
 
 impl Resolved {
     fn from_args(args: TrainArgs) -> Result<Resolved> {
@@ -112,7 +130,12 @@ impl Resolved {
             .unknown_keys(CONFIG_KEYS)
             .into_iter()
             // seed 000's file also configures `prepare`
-            .filter(|k| !matches!(k.as_str(), "input" | "start_date" | "end_date" | "lookback" | "undersample"))
+            .filter(|k| {
+                !matches!(
+                    k.as_str(),
+                    "input" | "start_date" | "end_date" | "lookback" | "undersample"
+                )
+            })
             .collect();
         if !unknown.is_empty() {
             tracing::warn!(keys = ?unknown, "{}: ignoring unknown keys", config.source());
@@ -126,16 +149,28 @@ impl Resolved {
             .datasets
             .or(config.string("datasets")?)
             .or(config.string("output")?)
-            .context("no datasets: give --datasets ROOT (the --output root of `runtime prepare`)")?;
+            .context(
+                "no datasets: give --datasets ROOT (the --output root of `runtime prepare`)",
+            )?;
         let instruments: Vec<String> = if args.instrument.is_empty() {
-            config.i64s("instrument")?.iter().map(|i| i.to_string()).collect()
+            config
+                .i64s("instrument")?
+                .iter()
+                .map(|i| i.to_string())
+                .collect()
         } else {
             args.instrument.iter().map(|i| i.to_string()).collect()
         };
-        let model_names = if args.models.is_empty() { config.strings("models")? } else { args.models };
+        let model_names = if args.models.is_empty() {
+            config.strings("models")?
+        } else {
+            args.models
+        };
         let mut models = Vec::new();
         for name in model_names.iter().filter(|n| !n.trim().is_empty()) {
-            let kind: ModelKind = name.parse().map_err(|e: String| anyhow::anyhow!("--models: {e}"))?;
+            let kind: ModelKind = name
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--models: {e}"))?;
             if !models.contains(&kind) {
                 models.push(kind);
             }
@@ -143,29 +178,49 @@ impl Resolved {
         if models.is_empty() {
             models = ModelKind::ALL.to_vec();
         }
-        let epochs = match args.epochs { Some(v) => v, None => config.usize("epochs")?.unwrap_or(DEFAULT_EPOCHS) };
+        let epochs = match args.epochs {
+            Some(v) => v,
+            None => config.usize("epochs")?.unwrap_or(DEFAULT_EPOCHS),
+        };
         if epochs == 0 {
             bail!("--epochs must be at least 1");
         }
-        let batch_size =
-            match args.batch_size { Some(v) => v, None => config.usize("batch_size")?.unwrap_or(DEFAULT_BATCH_SIZE) };
+        let batch_size = match args.batch_size {
+            Some(v) => v,
+            None => config.usize("batch_size")?.unwrap_or(DEFAULT_BATCH_SIZE),
+        };
         if batch_size == 0 {
             bail!("--batch-size must be at least 1");
         }
-        let lr = match args.lr { Some(v) => v, None => config.f64("lr")?.unwrap_or(DEFAULT_LR) };
+        let lr = match args.lr {
+            Some(v) => v,
+            None => config.f64("lr")?.unwrap_or(DEFAULT_LR),
+        };
         if !(lr.is_finite() && lr > 0.0) {
             bail!("--lr must be a positive number, got {lr}");
         }
-        let device: DeviceKind = args.device.parse().map_err(|e: String| anyhow::anyhow!("--device: {e}"))?;
+        let device: DeviceKind = args
+            .device
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--device: {e}"))?;
         let array = fanout::array_position(&args.array)?;
-        let workers = std::thread::available_parallelism().map(|n| n.get().clamp(1, 4)).unwrap_or(2);
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get().clamp(1, 4))
+            .unwrap_or(2);
         Ok(Resolved {
             datasets,
             output,
             instruments,
             array,
-            opts: Options { models, epochs, batch_size, lr, seed: args.seed, device, workers },
+            opts: Options {
+                models,
+                epochs,
+                batch_size,
+                lr,
+                seed: args.seed,
+                device,
+                workers,
+            },
         })
     }
 }
-

@@ -9,7 +9,16 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 /// The model's inputs, in order.
-pub const FEATURES: [&str; 8] = ["ret_1", "spread", "obi", "ofi", "signed_volume", "ofi_sum", "tfi", "vol"];
+pub const FEATURES: [&str; 8] = [
+    "ret_1",
+    "spread",
+    "obi",
+    "ofi",
+    "signed_volume",
+    "ofi_sum",
+    "tfi",
+    "vol",
+];
 /// Rows of the rolling window (including the current row).
 pub const WINDOW: usize = 100;
 /// The columns of every split file, in order.
@@ -25,10 +34,15 @@ pub fn split_columns() -> Vec<&'static str> {
 pub fn set_utc(df: &mut DataFrame, name: &str) -> Result<()> {
     let column = df.column(name)?.as_materialized_series().clone();
     let micros = match column.dtype() {
-        DataType::Datetime(TimeUnit::Microseconds, _) | DataType::Int64 => column.to_physical_repr().into_owned(),
+        DataType::Datetime(TimeUnit::Microseconds, _) | DataType::Int64 => {
+            column.to_physical_repr().into_owned()
+        }
         other => bail!("column `{name}` has type {other}, expected microsecond timestamps"),
     };
-    let ts = micros.i64()?.clone().into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
+    let ts = micros
+        .i64()?
+        .clone()
+        .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
     df.with_column(ts.into_series().into_column())?;
     Ok(())
 }
@@ -63,15 +77,19 @@ fn flag(e: Expr) -> Expr {
 /// `trade_quantity` is 0. Expects rows in `ts` order.
 pub fn tick_rule_side() -> Expr {
     let prev_mid = ((col("bid_price") + col("ask_price")) / lit(2.0)).shift(lit(1));
-    when(col("trade_quantity").eq(lit(0.0)).or(prev_mid.clone().is_null()))
-        .then(lit(0i8))
-        .when(col("trade_price").gt(prev_mid.clone()))
-        .then(lit(1i8))
-        .when(col("trade_price").lt(prev_mid))
-        .then(lit(-1i8))
-        .otherwise(lit(0i8))
-        .cast(DataType::Int8)
-        .alias("side")
+    when(
+        col("trade_quantity")
+            .eq(lit(0.0))
+            .or(prev_mid.clone().is_null()),
+    )
+    .then(lit(0i8))
+    .when(col("trade_price").gt(prev_mid.clone()))
+    .then(lit(1i8))
+    .when(col("trade_price").lt(prev_mid))
+    .then(lit(-1i8))
+    .otherwise(lit(0i8))
+    .cast(DataType::Int8)
+    .alias("side")
 }
 
 /// Features and labels of one instrument's rows (standard column names, sorted by `ts`):
@@ -93,26 +111,41 @@ pub fn features_and_labels(ticks: DataFrame, params: LabelParams) -> LazyFrame {
         .lazy()
         .with_column(mid.alias("mid"))
         .with_columns([
-            (col("mid") / prev("mid")).log(e).fill_null(lit(0.0)).alias("ret_1"),
+            (col("mid") / prev("mid"))
+                .log(e)
+                .fill_null(lit(0.0))
+                .alias("ret_1"),
             ((col("ask_price") - col("bid_price")) / col("mid")).alias("spread"),
-            ((col("bid_size") - col("ask_size")) / (col("bid_size") + col("ask_size"))).alias("obi"),
+            ((col("bid_size") - col("ask_size")) / (col("bid_size") + col("ask_size")))
+                .alias("obi"),
             ofi.fill_null(lit(0.0)).alias("ofi"),
             (col("side").cast(DataType::Float64) * col("trade_quantity")).alias("signed_volume"),
             flag(col("trade_quantity").neq(lit(0.0))).alias("trade_events"),
-            col("mid").shift(lit(-(params.horizon as i64))).alias("future_mid"),
+            col("mid")
+                .shift(lit(-(params.horizon as i64)))
+                .alias("future_mid"),
         ])
         .with_columns([
-            col("ofi").rolling_sum(rolling(WINDOW, 1, None)).alias("ofi_sum"),
+            col("ofi")
+                .rolling_sum(rolling(WINDOW, 1, None))
+                .alias("ofi_sum"),
             // Counting trades (exact in floating point) instead of testing the rolling sum of
             // quantities for 0, which add-and-subtract updates leave a rounding error away from 0.
-            when(col("trade_events").rolling_sum(rolling(WINDOW, 1, None)).eq(lit(0.0)))
-                .then(lit(0.0))
-                .otherwise(
-                    col("signed_volume").rolling_sum(rolling(WINDOW, 1, None))
-                        / col("trade_quantity").rolling_sum(rolling(WINDOW, 1, None)),
-                )
-                .alias("tfi"),
-            col("ret_1").rolling_std(rolling(WINDOW, 2, Some(1))).fill_null(lit(0.0)).alias("vol"),
+            when(
+                col("trade_events")
+                    .rolling_sum(rolling(WINDOW, 1, None))
+                    .eq(lit(0.0)),
+            )
+            .then(lit(0.0))
+            .otherwise(
+                col("signed_volume").rolling_sum(rolling(WINDOW, 1, None))
+                    / col("trade_quantity").rolling_sum(rolling(WINDOW, 1, None)),
+            )
+            .alias("tfi"),
+            col("ret_1")
+                .rolling_std(rolling(WINDOW, 2, Some(1)))
+                .fill_null(lit(0.0))
+                .alias("vol"),
         ])
         // The last `horizon` rows have no future: dropping them by position first leaves the
         // filter (which also drops rows whose future mid is missing) no rows to copy out.
@@ -148,11 +181,18 @@ pub fn labelled(ticks: DataFrame, params: LabelParams) -> Result<DataFrame> {
     labelled_in_pieces(ticks, params, PIECE_ROWS)
 }
 
-fn labelled_in_pieces(ticks: DataFrame, params: LabelParams, piece_rows: usize) -> Result<DataFrame> {
+fn labelled_in_pieces(
+    ticks: DataFrame,
+    params: LabelParams,
+    piece_rows: usize,
+) -> Result<DataFrame> {
     use rayon::prelude::*;
     let rows = ticks.height().saturating_sub(params.horizon);
     // A null price drops rows inside a piece (no mid, no label), and pieces are cut by position.
-    let null_prices = ["bid_price", "ask_price"].iter().map(|c| ticks.column(c).map(|c| c.null_count())).sum::<PolarsResult<usize>>()?;
+    let null_prices = ["bid_price", "ask_price"]
+        .iter()
+        .map(|c| ticks.column(c).map(|c| c.null_count()))
+        .sum::<PolarsResult<usize>>()?;
     if rows <= piece_rows || null_prices > 0 {
         return Ok(features_and_labels(ticks, params).collect()?);
     }
@@ -186,7 +226,11 @@ pub struct SplitSizes {
 pub fn split_sizes(n: usize) -> SplitSizes {
     let train = 70 * n / 100;
     let validation = 15 * n / 100;
-    SplitSizes { train, validation, test: n - train - validation }
+    SplitSizes {
+        train,
+        validation,
+        test: n - train - validation,
+    }
 }
 
 /// Per-feature mean and population standard deviation (std 0 → 1) of the train rows.
@@ -205,19 +249,31 @@ impl Scaler {
             .iter()
             .flat_map(|f| {
                 let x = col(*f).cast(DataType::Float64);
-                [x.clone().mean().alias(format!("{f}_mean")), x.std(0).alias(format!("{f}_std"))]
+                [
+                    x.clone().mean().alias(format!("{f}_mean")),
+                    x.std(0).alias(format!("{f}_std")),
+                ]
             })
             .collect();
         let stats = train.clone().lazy().select(stats).collect()?;
-        let value = |name: String| -> Result<f64> { Ok(stats.column(&name)?.f64()?.get(0).unwrap_or(0.0)) };
+        let value =
+            |name: String| -> Result<f64> { Ok(stats.column(&name)?.f64()?.get(0).unwrap_or(0.0)) };
         let mut mean = Vec::new();
         let mut std = Vec::new();
         for f in FEATURES {
             let sd = value(format!("{f}_std"))?;
             mean.push(value(format!("{f}_mean"))?);
-            std.push(if sd == 0.0 || !sd.is_finite() { 1.0 } else { sd });
+            std.push(if sd == 0.0 || !sd.is_finite() {
+                1.0
+            } else {
+                sd
+            });
         }
-        Ok(Scaler { features: FEATURES.iter().map(|f| f.to_string()).collect(), mean, std })
+        Ok(Scaler {
+            features: FEATURES.iter().map(|f| f.to_string()).collect(),
+            mean,
+            std,
+        })
     }
 
     pub fn apply(&self, frame: LazyFrame) -> LazyFrame {
@@ -225,7 +281,11 @@ impl Scaler {
             .features
             .iter()
             .zip(self.mean.iter().zip(&self.std))
-            .map(|(f, (m, s))| ((col(f.as_str()) - lit(*m)) / lit(*s)).cast(DataType::Float32).alias(f.as_str()))
+            .map(|(f, (m, s))| {
+                ((col(f.as_str()) - lit(*m)) / lit(*s))
+                    .cast(DataType::Float32)
+                    .alias(f.as_str())
+            })
             .collect();
         frame.with_columns(exprs)
     }
@@ -245,7 +305,9 @@ pub fn undersample(labels: &[i64], sample: &mut [bool], seed: u64) {
             by_class.entry(label).or_default().push(i);
         }
     }
-    let Some(m) = by_class.values().map(Vec::len).min() else { return };
+    let Some(m) = by_class.values().map(Vec::len).min() else {
+        return;
+    };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     for rows in by_class.values_mut() {
         rows.shuffle(&mut rng);
@@ -266,7 +328,10 @@ pub fn class_counts<'a>(labels: impl IntoIterator<Item = &'a i64>) -> BTreeMap<S
         }
     }
     let classes = counts.iter().enumerate().map(|(l, n)| (l as i64, *n));
-    classes.chain(others).map(|(l, n)| (l.to_string(), n)).collect()
+    classes
+        .chain(others)
+        .map(|(l, n)| (l.to_string(), n))
+        .collect()
 }
 
 /// One finished split.
@@ -301,7 +366,11 @@ pub fn split_and_scale(labelled: DataFrame, params: SplitParams) -> Result<(Scal
     let scaler = Scaler::fit(&labelled.slice(0, sizes.train))?;
     let mut out = Vec::new();
     let mut offset = 0i64;
-    for (name, len) in [("train", sizes.train), ("validation", sizes.validation), ("test", sizes.test)] {
+    for (name, len) in [
+        ("train", sizes.train),
+        ("validation", sizes.validation),
+        ("test", sizes.test),
+    ] {
         let mut frame = labelled.slice(offset, len);
         offset += len as i64;
         let labels: Vec<i64> = frame.column("label")?.i64()?.into_no_null_iter().collect();
@@ -309,9 +378,16 @@ pub fn split_and_scale(labelled: DataFrame, params: SplitParams) -> Result<(Scal
         if name == "train" && params.undersample {
             undersample(&labels, &mut sample, params.seed);
         }
-        let sample_labels: Vec<i64> = labels.iter().zip(&sample).filter(|(_, s)| **s).map(|(l, _)| *l).collect();
+        let sample_labels: Vec<i64> = labels
+            .iter()
+            .zip(&sample)
+            .filter(|(_, s)| **s)
+            .map(|(l, _)| *l)
+            .collect();
         frame.with_column(Column::new("sample".into(), &sample))?;
-        let frame = scaler.apply(frame.lazy()).select(split_columns().into_iter().map(col).collect::<Vec<_>>());
+        let frame = scaler
+            .apply(frame.lazy())
+            .select(split_columns().into_iter().map(col).collect::<Vec<_>>());
         out.push(Split {
             name,
             rows: len,

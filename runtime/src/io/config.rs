@@ -49,7 +49,9 @@ impl Config {
                     .with_context(|| format!("{source}: neither valid JSON nor TOML"))?,
             }
         };
-        let Value::Object(top) = root else { bail!("{source}: the config must be an object of flag names") };
+        let Value::Object(top) = root else {
+            bail!("{source}: the config must be an object of flag names")
+        };
         let mut values = BTreeMap::new();
         for (key, value) in &top {
             if matches!(key.as_str(), "data" | "s3" | "training") && value.is_object() {
@@ -67,12 +69,25 @@ impl Config {
         }
         if let Some(s3) = top.get("s3").filter(|v| v.is_object()) {
             if let Some(bucket) = s3.get("bucket_name").and_then(Value::as_str) {
-                let prefix = s3.get("prefix").and_then(Value::as_str).unwrap_or("").trim_matches('/');
-                let root = if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") };
-                values.entry("output".to_string()).or_insert(Value::String(root));
+                let prefix = s3
+                    .get("prefix")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .trim_matches('/');
+                let root = if prefix.is_empty() {
+                    format!("s3://{bucket}")
+                } else {
+                    format!("s3://{bucket}/{prefix}")
+                };
+                values
+                    .entry("output".to_string())
+                    .or_insert(Value::String(root));
             }
         }
-        Ok(Config { source: source.to_string(), values })
+        Ok(Config {
+            source: source.to_string(),
+            values,
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -81,7 +96,11 @@ impl Config {
 
     /// Flat keys that are none of `known` (typos, or flags of another command).
     pub fn unknown_keys(&self, known: &[&str]) -> Vec<String> {
-        self.values.keys().filter(|k| !known.contains(&k.as_str())).cloned().collect()
+        self.values
+            .keys()
+            .filter(|k| !known.contains(&k.as_str()))
+            .cloned()
+            .collect()
     }
 
     fn get(&self, flag: &str) -> Option<&Value> {
@@ -89,7 +108,11 @@ impl Config {
     }
 
     fn bad(&self, flag: &str, want: &str) -> anyhow::Error {
-        anyhow::anyhow!("{}: `{flag}` must be {want}, found {}", self.source, self.values[flag])
+        anyhow::anyhow!(
+            "{}: `{flag}` must be {want}, found {}",
+            self.source,
+            self.values[flag]
+        )
     }
 
     pub fn string(&self, flag: &str) -> Result<Option<String>> {
@@ -104,8 +127,15 @@ impl Config {
     pub fn u64(&self, flag: &str) -> Result<Option<u64>> {
         match self.get(flag) {
             None => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| self.bad(flag, "a non-negative integer")),
-            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| self.bad(flag, "a non-negative integer")),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.bad(flag, "a non-negative integer")),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| self.bad(flag, "a non-negative integer")),
             Some(_) => Err(self.bad(flag, "a non-negative integer")),
         }
     }
@@ -117,8 +147,15 @@ impl Config {
     pub fn f64(&self, flag: &str) -> Result<Option<f64>> {
         match self.get(flag) {
             None => Ok(None),
-            Some(Value::Number(n)) => n.as_f64().map(Some).ok_or_else(|| self.bad(flag, "a number")),
-            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| self.bad(flag, "a number")),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.bad(flag, "a number")),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| self.bad(flag, "a number")),
             Some(_) => Err(self.bad(flag, "a number")),
         }
     }
@@ -146,9 +183,11 @@ impl Config {
         match self.get(flag) {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items.iter().map(scalar).collect(),
-            Some(Value::String(s)) => {
-                Ok(s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
-            }
+            Some(Value::String(s)) => Ok(s
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect()),
             Some(v) => Ok(vec![scalar(v)?]),
         }
     }
@@ -156,7 +195,10 @@ impl Config {
     pub fn i64s(&self, flag: &str) -> Result<Vec<i64>> {
         self.strings(flag)?
             .iter()
-            .map(|s| s.parse::<i64>().map_err(|_| self.bad(flag, "a list of integers")))
+            .map(|s| {
+                s.parse::<i64>()
+                    .map_err(|_| self.bad(flag, "a list of integers"))
+            })
             .collect()
     }
 }
@@ -181,20 +223,43 @@ mod tests {
           "training": {"batch_size": 32, "total_epochs": 10, "learning_rate": 0.001}
         }"#;
         let c = Config::parse(text, "batch_config.json").unwrap();
-        assert_eq!(c.string("input").unwrap().unwrap(), "s3://your-data-bucket/metadata/your-table.metadata.json");
+        assert_eq!(
+            c.string("input").unwrap().unwrap(),
+            "s3://your-data-bucket/metadata/your-table.metadata.json"
+        );
         assert_eq!(c.i64s("instrument").unwrap(), vec![72089]);
         assert_eq!(c.usize("lookback").unwrap(), Some(128));
         assert_eq!(c.bool("undersample").unwrap(), Some(true));
-        assert_eq!(c.string("output").unwrap().unwrap(), "s3://your-s3-bucket-name/ml-pipeline");
+        assert_eq!(
+            c.string("output").unwrap().unwrap(),
+            "s3://your-s3-bucket-name/ml-pipeline"
+        );
         assert_eq!(c.usize("batch_size").unwrap(), Some(32));
         assert_eq!(c.usize("epochs").unwrap(), Some(10));
         assert_eq!(c.f64("lr").unwrap(), Some(0.001));
-        assert!(c.unknown_keys(&["input", "output", "instrument", "start_date", "end_date", "lookback", "undersample", "batch_size", "epochs", "lr"]).is_empty());
+        assert!(c
+            .unknown_keys(&[
+                "input",
+                "output",
+                "instrument",
+                "start_date",
+                "end_date",
+                "lookback",
+                "undersample",
+                "batch_size",
+                "epochs",
+                "lr"
+            ])
+            .is_empty());
     }
 
     #[test]
     fn reads_flat_toml_with_dashes() {
-        let c = Config::parse("start-date = \"2024-01-02\"\ninstrument = [1, 2]\nthreshold_bps = 2\n", "c.toml").unwrap();
+        let c = Config::parse(
+            "start-date = \"2024-01-02\"\ninstrument = [1, 2]\nthreshold_bps = 2\n",
+            "c.toml",
+        )
+        .unwrap();
         assert_eq!(c.string("start_date").unwrap().unwrap(), "2024-01-02");
         assert_eq!(c.i64s("instrument").unwrap(), vec![1, 2]);
         assert_eq!(c.f64("threshold_bps").unwrap(), Some(2.0));

@@ -16,7 +16,8 @@ use super::Location;
 
 /// Whether `uri` names an Iceberg table's metadata file rather than a Parquet root.
 pub fn is_metadata_location(uri: &str) -> bool {
-    uri.trim_end_matches('/').ends_with(".metadata.json") || uri.trim_end_matches('/').ends_with("/metadata.json")
+    uri.trim_end_matches('/').ends_with(".metadata.json")
+        || uri.trim_end_matches('/').ends_with("/metadata.json")
 }
 
 /// What to read: the instrument and the time range `[start_us, end_us)` (UTC microseconds).
@@ -37,7 +38,13 @@ pub fn columns(metadata_uri: &str) -> Result<Vec<String>> {
         let metadata = TableMetadata::read_from(&file_io, metadata_uri)
             .await
             .with_context(|| format!("{metadata_uri} is not Iceberg table metadata"))?;
-        Ok(metadata.current_schema().as_struct().fields().iter().map(|f| f.name.clone()).collect())
+        Ok(metadata
+            .current_schema()
+            .as_struct()
+            .fields()
+            .iter()
+            .map(|f| f.name.clone())
+            .collect())
     })
 }
 
@@ -47,7 +54,9 @@ pub fn plan(metadata_uri: &str, filter: &Filter) -> Result<Vec<Location>> {
 }
 
 async fn stage(file_io: &FileIO, path: &str) -> Result<()> {
-    let bytes = super::read_async(&Location::parse(path)?).await.with_context(|| format!("reading {path}"))?;
+    let bytes = super::read_async(&Location::parse(path)?)
+        .await
+        .with_context(|| format!("reading {path}"))?;
     file_io.new_output(path)?.write(bytes.into()).await?;
     Ok(())
 }
@@ -70,7 +79,10 @@ async fn plan_async(metadata_uri: &str, filter: &Filter) -> Result<Vec<Location>
 
     let schema = metadata.current_schema().clone();
     let field_type = |name: &str| -> Result<PrimitiveType> {
-        match schema.field_by_name(name).map(|f| f.field_type.as_ref().clone()) {
+        match schema
+            .field_by_name(name)
+            .map(|f| f.field_type.as_ref().clone())
+        {
             Some(Type::Primitive(p)) => Ok(p),
             Some(other) => bail!("Iceberg column `{name}` has type {other}, expected a primitive"),
             None => bail!("the Iceberg table has no column `{name}`"),
@@ -79,7 +91,10 @@ async fn plan_async(metadata_uri: &str, filter: &Filter) -> Result<Vec<Location>
     let ts_type = field_type(&filter.ts_column)?;
     let id_type = field_type(&filter.instrument_column)?;
     if !matches!(id_type, PrimitiveType::Int | PrimitiveType::Long) {
-        bail!("Iceberg column `{}` has type {id_type}, expected int or long", filter.instrument_column);
+        bail!(
+            "Iceberg column `{}` has type {id_type}, expected int or long",
+            filter.instrument_column
+        );
     }
     let ts = Reference::new(&filter.ts_column);
     let range: Predicate = match ts_type {
@@ -88,12 +103,25 @@ async fn plan_async(metadata_uri: &str, filter: &Filter) -> Result<Vec<Location>
             .greater_than_or_equal_to(Datum::long(filter.start_us))
             .and(ts.less_than(Datum::long(filter.end_us))),
         PrimitiveType::TimestampNs | PrimitiveType::TimestamptzNs => {
-            let ns = |us: i64| if ts_type == PrimitiveType::TimestampNs { Datum::timestamp_nanos(us * 1000) } else { Datum::timestamptz_nanos(us * 1000) };
-            ts.clone().greater_than_or_equal_to(ns(filter.start_us)).and(ts.less_than(ns(filter.end_us)))
+            let ns = |us: i64| {
+                if ts_type == PrimitiveType::TimestampNs {
+                    Datum::timestamp_nanos(us * 1000)
+                } else {
+                    Datum::timestamptz_nanos(us * 1000)
+                }
+            };
+            ts.clone()
+                .greater_than_or_equal_to(ns(filter.start_us))
+                .and(ts.less_than(ns(filter.end_us)))
         }
-        other => bail!("Iceberg column `{}` has type {other}, expected a timestamp", filter.ts_column),
+        other => bail!(
+            "Iceberg column `{}` has type {other}, expected a timestamp",
+            filter.ts_column
+        ),
     };
-    let predicate = Reference::new(&filter.instrument_column).equal_to(Datum::long(filter.instrument)).and(range);
+    let predicate = Reference::new(&filter.instrument_column)
+        .equal_to(Datum::long(filter.instrument))
+        .and(range);
 
     let ident = TableIdent::from_strs(["runtime", "input"])?;
     let table = StaticTable::from_metadata_file(metadata_uri, ident, file_io).await?;

@@ -37,7 +37,9 @@ pub(super) fn list(root: &Path) -> Result<Vec<Location>> {
 pub(super) fn list_dirs(root: &Path) -> Result<Vec<String>> {
     let entries = match std::fs::read_dir(root) {
         Ok(e) => e,
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => return Ok(Vec::new()),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            return Ok(Vec::new())
+        }
         Err(e) => return Err(e.into()),
     };
     let mut out = Vec::new();
@@ -53,7 +55,10 @@ pub(super) fn list_dirs(root: &Path) -> Result<Vec<String>> {
 
 /// A hidden sibling of `path` for staging or backups: `.{name}.{tag}-{pid}-{n}`.
 fn sibling(path: &Path, tag: &str) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let n: u32 = rand::random();
     path.with_file_name(format!(".{name}.{tag}-{}-{n:08x}", std::process::id()))
 }
@@ -103,7 +108,10 @@ pub(super) fn publish_dir(staging: &Path, target: &Path) -> Result<()> {
 }
 
 fn publish(staging: &Path, target: &Path) -> Result<()> {
-    let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     // Two steps so that the directory renamed over the target is always on its filesystem.
     let next = sibling(target, "new");

@@ -10,9 +10,9 @@
 
 pub mod config;
 pub mod iceberg;
-pub mod ticks;
 mod local;
 mod s3;
+pub mod ticks;
 pub use s3::upload_in_parts;
 
 use std::fmt;
@@ -37,12 +37,18 @@ impl Location {
         if uri.is_empty() {
             bail!("empty location");
         }
-        if let Some(rest) = uri.strip_prefix("s3://").or_else(|| uri.strip_prefix("s3a://")) {
+        if let Some(rest) = uri
+            .strip_prefix("s3://")
+            .or_else(|| uri.strip_prefix("s3a://"))
+        {
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 bail!("`{uri}` has no bucket name");
             }
-            return Ok(Location::S3 { bucket: bucket.to_string(), key: key.trim_matches('/').to_string() });
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                key: key.trim_matches('/').to_string(),
+            });
         }
         if let Some(path) = uri.strip_prefix("file://") {
             return Ok(Location::Local(PathBuf::from(path)));
@@ -63,7 +69,11 @@ impl Location {
             Location::Local(p) => Location::Local(p.join(rel)),
             Location::S3 { bucket, key } => Location::S3 {
                 bucket: bucket.clone(),
-                key: if key.is_empty() { rel.to_string() } else { format!("{key}/{rel}") },
+                key: if key.is_empty() {
+                    rel.to_string()
+                } else {
+                    format!("{key}/{rel}")
+                },
             },
         }
     }
@@ -79,11 +89,19 @@ impl Location {
     /// The part of `self` below `base`, with `/` separators; `None` when not below it.
     pub fn relative_to(&self, base: &Location) -> Option<String> {
         match (self, base) {
-            (Location::Local(p), Location::Local(b)) => p
-                .strip_prefix(b)
-                .ok()
-                .map(|r| r.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")),
-            (Location::S3 { bucket, key }, Location::S3 { bucket: bb, key: bk }) if bucket == bb => {
+            (Location::Local(p), Location::Local(b)) => p.strip_prefix(b).ok().map(|r| {
+                r.components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            }),
+            (
+                Location::S3 { bucket, key },
+                Location::S3 {
+                    bucket: bb,
+                    key: bk,
+                },
+            ) if bucket == bb => {
                 if bk.is_empty() {
                     Some(key.clone())
                 } else if key == bk {
@@ -131,7 +149,9 @@ impl std::str::FromStr for Location {
 pub fn list(loc: &Location) -> Result<Vec<Location>> {
     match loc {
         Location::Local(p) => local::list(p).with_context(|| format!("listing {loc}")),
-        Location::S3 { bucket, key } => s3::list(bucket, key).with_context(|| format!("listing {loc}")),
+        Location::S3 { bucket, key } => {
+            s3::list(bucket, key).with_context(|| format!("listing {loc}"))
+        }
     }
 }
 
@@ -139,7 +159,9 @@ pub fn list(loc: &Location) -> Result<Vec<Location>> {
 pub fn list_dirs(loc: &Location) -> Result<Vec<String>> {
     match loc {
         Location::Local(p) => local::list_dirs(p).with_context(|| format!("listing {loc}")),
-        Location::S3 { bucket, key } => s3::list_dirs(bucket, key).with_context(|| format!("listing {loc}")),
+        Location::S3 { bucket, key } => {
+            s3::list_dirs(bucket, key).with_context(|| format!("listing {loc}"))
+        }
     }
 }
 
@@ -147,7 +169,9 @@ pub fn list_dirs(loc: &Location) -> Result<Vec<String>> {
 pub fn exists(loc: &Location) -> Result<bool> {
     match loc {
         Location::Local(p) => Ok(p.is_file()),
-        Location::S3 { bucket, key } => s3::exists(bucket, key).with_context(|| format!("checking {loc}")),
+        Location::S3 { bucket, key } => {
+            s3::exists(bucket, key).with_context(|| format!("checking {loc}"))
+        }
     }
 }
 
@@ -160,14 +184,20 @@ pub fn is_complete(dir: &Location) -> Result<bool> {
 pub fn read(loc: &Location) -> Result<Vec<u8>> {
     match loc {
         Location::Local(p) => std::fs::read(p).with_context(|| format!("reading {loc}")),
-        Location::S3 { bucket, key } => s3::read(bucket, key).with_context(|| format!("reading {loc}")),
+        Location::S3 { bucket, key } => {
+            s3::read(bucket, key).with_context(|| format!("reading {loc}"))
+        }
     }
 }
 
 pub(crate) async fn read_async(loc: &Location) -> Result<Vec<u8>> {
     match loc {
-        Location::Local(p) => tokio::fs::read(p).await.with_context(|| format!("reading {loc}")),
-        Location::S3 { bucket, key } => s3::read_async(bucket, key).await.with_context(|| format!("reading {loc}")),
+        Location::Local(p) => tokio::fs::read(p)
+            .await
+            .with_context(|| format!("reading {loc}")),
+        Location::S3 { bucket, key } => s3::read_async(bucket, key)
+            .await
+            .with_context(|| format!("reading {loc}")),
     }
 }
 
@@ -191,13 +221,27 @@ pub fn fetch(loc: &Location) -> Result<LocalFile> {
             if !p.is_file() {
                 bail!("{loc}: no such file");
             }
-            Ok(LocalFile { path: p.clone(), _temp: None })
+            Ok(LocalFile {
+                path: p.clone(),
+                _temp: None,
+            })
         }
         Location::S3 { bucket, key } => {
-            let suffix = loc.file_name().rsplit_once('.').map(|(_, e)| format!(".{e}")).unwrap_or_default();
-            let temp = tempfile::Builder::new().prefix("runtime-fetch-").suffix(&suffix).tempfile()?.into_temp_path();
+            let suffix = loc
+                .file_name()
+                .rsplit_once('.')
+                .map(|(_, e)| format!(".{e}"))
+                .unwrap_or_default();
+            let temp = tempfile::Builder::new()
+                .prefix("runtime-fetch-")
+                .suffix(&suffix)
+                .tempfile()?
+                .into_temp_path();
             s3::download(bucket, key, &temp).with_context(|| format!("downloading {loc}"))?;
-            Ok(LocalFile { path: temp.to_path_buf(), _temp: Some(temp) })
+            Ok(LocalFile {
+                path: temp.to_path_buf(),
+                _temp: Some(temp),
+            })
         }
     }
 }
@@ -206,8 +250,12 @@ pub fn fetch(loc: &Location) -> Result<LocalFile> {
 /// file and rename; S3: a single PUT or a completed multipart upload).
 pub fn write(loc: &Location, bytes: &[u8]) -> Result<()> {
     match loc {
-        Location::Local(p) => local::write_atomic(p, bytes).with_context(|| format!("writing {loc}")),
-        Location::S3 { bucket, key } => s3::put(bucket, key, bytes).with_context(|| format!("writing {loc}")),
+        Location::Local(p) => {
+            local::write_atomic(p, bytes).with_context(|| format!("writing {loc}"))
+        }
+        Location::S3 { bucket, key } => {
+            s3::put(bucket, key, bytes).with_context(|| format!("writing {loc}"))
+        }
     }
 }
 
@@ -215,7 +263,9 @@ pub fn write(loc: &Location, bytes: &[u8]) -> Result<()> {
 pub fn upload(src: &Path, loc: &Location) -> Result<()> {
     match loc {
         Location::Local(p) => local::copy_atomic(src, p).with_context(|| format!("writing {loc}")),
-        Location::S3 { bucket, key } => s3::upload_file(src, bucket, key).with_context(|| format!("uploading {loc}")),
+        Location::S3 { bucket, key } => {
+            s3::upload_file(src, bucket, key).with_context(|| format!("uploading {loc}"))
+        }
     }
 }
 
@@ -279,8 +329,12 @@ impl OutputDir {
         let mut manifest = serde_json::Map::new();
         let mut rels = Vec::new();
         for file in &files {
-            let Location::Local(p) = file else { unreachable!("staging is local") };
-            let rel = file.relative_to(&Location::Local(self.staging.path().to_path_buf())).unwrap_or_default();
+            let Location::Local(p) = file else {
+                unreachable!("staging is local")
+            };
+            let rel = file
+                .relative_to(&Location::Local(self.staging.path().to_path_buf()))
+                .unwrap_or_default();
             manifest.insert(rel.clone(), serde_json::json!(std::fs::metadata(p)?.len()));
             rels.push(rel);
         }
@@ -292,14 +346,19 @@ impl OutputDir {
             Location::Local(target) => {
                 std::fs::write(self.staging.path().join(MARKER), &marker)?;
                 let staging = self.staging.keep();
-                local::publish_dir(&staging, target).with_context(|| format!("committing {}", self.target))
+                local::publish_dir(&staging, target)
+                    .with_context(|| format!("committing {}", self.target))
             }
             Location::S3 { bucket, key } => {
                 // An old marker must not vouch for a half-replaced directory.
                 s3::delete_keys(bucket, &[format!("{key}/{MARKER}")])?;
                 for rel in &rels {
-                    s3::upload_file(&self.staging.path().join(rel), bucket, &format!("{key}/{rel}"))
-                        .with_context(|| format!("uploading {}", self.target.join(rel)))?;
+                    s3::upload_file(
+                        &self.staging.path().join(rel),
+                        bucket,
+                        &format!("{key}/{rel}"),
+                    )
+                    .with_context(|| format!("uploading {}", self.target.join(rel)))?;
                 }
                 let stale: Vec<String> = s3::list(bucket, key)?
                     .into_iter()
@@ -322,13 +381,25 @@ mod tests {
     #[test]
     fn parses_and_joins() {
         let s3 = Location::parse("s3://b/a/b/").unwrap();
-        assert_eq!(s3, Location::S3 { bucket: "b".into(), key: "a/b".into() });
+        assert_eq!(
+            s3,
+            Location::S3 {
+                bucket: "b".into(),
+                key: "a/b".into()
+            }
+        );
         assert_eq!(s3.join("c/d.parquet").to_string(), "s3://b/a/b/c/d.parquet");
         assert_eq!(s3.join("c/d").relative_to(&s3).unwrap(), "c/d");
         let root = Location::parse("s3://b").unwrap();
         assert_eq!(root.join("x").to_string(), "s3://b/x");
-        assert_eq!(Location::parse("file:///tmp/x").unwrap(), Location::Local("/tmp/x".into()));
-        assert_eq!(Location::parse("rel/dir").unwrap(), Location::Local("rel/dir".into()));
+        assert_eq!(
+            Location::parse("file:///tmp/x").unwrap(),
+            Location::Local("/tmp/x".into())
+        );
+        assert_eq!(
+            Location::parse("rel/dir").unwrap(),
+            Location::Local("rel/dir".into())
+        );
         assert!(Location::parse("gs://x/y").is_err());
         assert!(Location::parse("s3:///x").is_err());
     }
@@ -349,16 +420,28 @@ mod tests {
         assert!(!is_complete(&target).unwrap());
         out.commit().unwrap();
         assert!(is_complete(&target).unwrap());
-        let names: Vec<String> = list(&target).unwrap().iter().map(|l| l.relative_to(&target).unwrap()).collect();
+        let names: Vec<String> = list(&target)
+            .unwrap()
+            .iter()
+            .map(|l| l.relative_to(&target).unwrap())
+            .collect();
         assert_eq!(names, vec!["_SUCCESS", "sub/y.bin", "x.json"]);
 
         // A second commit replaces the directory as a whole.
         let out = OutputDir::new(target.clone()).unwrap();
         out.put("z", b"z").unwrap();
         out.commit().unwrap();
-        let names: Vec<String> = list(&target).unwrap().iter().map(|l| l.relative_to(&target).unwrap()).collect();
+        let names: Vec<String> = list(&target)
+            .unwrap()
+            .iter()
+            .map(|l| l.relative_to(&target).unwrap())
+            .collect();
         assert_eq!(names, vec!["_SUCCESS", "z"]);
         let leftovers: Vec<_> = std::fs::read_dir(root.path().join("a")).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no staging or backup directories left beside the target");
+        assert_eq!(
+            leftovers.len(),
+            1,
+            "no staging or backup directories left beside the target"
+        );
     }
 }

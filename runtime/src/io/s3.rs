@@ -38,7 +38,9 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// skips an empty one with a warning and then calls AWS itself, and fails on one without a
 /// scheme with an error that names neither: both are refused here, before any call.
 fn bad_endpoint_variable() -> Option<String> {
-    if std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+    if std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+        .is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+    {
         return None;
     }
     let mut vars: Vec<(String, String)> = std::env::vars().collect();
@@ -66,7 +68,8 @@ async fn client() -> Result<Client> {
                 .load()
                 .await;
             let mut builder = aws_sdk_s3::config::Builder::from(&config);
-            if config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
+            if config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+            {
                 builder = builder.force_path_style(true);
             }
             Ok(Client::from_conf(builder.build()))
@@ -76,7 +79,11 @@ async fn client() -> Result<Client> {
 }
 
 fn prefix_of(key: &str) -> String {
-    if key.is_empty() { String::new() } else { format!("{key}/") }
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}/")
+    }
 }
 
 async fn list_keys(bucket: &str, prefix: &str) -> Result<Vec<String>> {
@@ -107,7 +114,10 @@ pub(super) fn list(bucket: &str, key: &str) -> Result<Vec<Location>> {
         Ok(keys
             .into_iter()
             .filter(|k| !k.ends_with('/'))
-            .map(|k| Location::S3 { bucket: bucket.to_string(), key: k })
+            .map(|k| Location::S3 {
+                bucket: bucket.to_string(),
+                key: k,
+            })
             .collect())
     })
 }
@@ -130,7 +140,10 @@ pub(super) fn list_dirs(bucket: &str, key: &str) -> Result<Vec<String>> {
             .into_iter()
             .flat_map(|p| p.common_prefixes.unwrap_or_default())
             .filter_map(|p| p.prefix)
-            .filter_map(|p| p.strip_prefix(&prefix).map(|s| s.trim_end_matches('/').to_string()))
+            .filter_map(|p| {
+                p.strip_prefix(&prefix)
+                    .map(|s| s.trim_end_matches('/').to_string())
+            })
             .filter(|s| !s.is_empty())
             .collect();
         out.sort();
@@ -139,10 +152,19 @@ pub(super) fn list_dirs(bucket: &str, key: &str) -> Result<Vec<String>> {
 }
 
 async fn exists_async(bucket: &str, key: &str) -> Result<bool> {
-    match client().await?.head_object().bucket(bucket).key(key).send().await {
+    match client()
+        .await?
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+    {
         Ok(_) => Ok(true),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
-        Err(e) => Err(anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string())),
+        Err(e) => Err(anyhow!(
+            aws_sdk_s3::error::DisplayErrorContext(e).to_string()
+        )),
     }
 }
 
@@ -150,7 +172,10 @@ pub(super) fn exists(bucket: &str, key: &str) -> Result<bool> {
     block_on(exists_async(bucket, key))
 }
 
-async fn get_object(bucket: &str, key: &str) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+async fn get_object(
+    bucket: &str,
+    key: &str,
+) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
     client()
         .await?
         .get_object()
@@ -162,7 +187,13 @@ async fn get_object(bucket: &str, key: &str) -> Result<aws_sdk_s3::operation::ge
 }
 
 pub(crate) async fn read_async(bucket: &str, key: &str) -> Result<Vec<u8>> {
-    Ok(get_object(bucket, key).await?.body.collect().await?.into_bytes().to_vec())
+    Ok(get_object(bucket, key)
+        .await?
+        .body
+        .collect()
+        .await?
+        .into_bytes()
+        .to_vec())
 }
 
 pub(super) fn read(bucket: &str, key: &str) -> Result<Vec<u8>> {
@@ -197,7 +228,9 @@ async fn put_object(bucket: &str, key: &str, body: ByteStream) -> Result<()> {
 }
 
 pub(super) fn upload_file(src: &Path, bucket: &str, key: &str) -> Result<()> {
-    let size = std::fs::metadata(src).with_context(|| format!("reading {}", src.display()))?.len();
+    let size = std::fs::metadata(src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .len();
     block_on(async {
         if size <= MULTIPART_THRESHOLD {
             put_object(bucket, key, ByteStream::from_path(src).await?).await
@@ -208,7 +241,13 @@ pub(super) fn upload_file(src: &Path, bucket: &str, key: &str) -> Result<()> {
 }
 
 /// Uploads `src` in parts of `part_size`; an upload that fails is aborted so no parts linger.
-pub(crate) async fn multipart(src: &Path, size: u64, bucket: &str, key: &str, part_size: u64) -> Result<()> {
+pub(crate) async fn multipart(
+    src: &Path,
+    size: u64,
+    bucket: &str,
+    key: &str,
+    part_size: u64,
+) -> Result<()> {
     let client = client().await?;
     let created = client
         .create_multipart_upload()
@@ -217,7 +256,9 @@ pub(crate) async fn multipart(src: &Path, size: u64, bucket: &str, key: &str, pa
         .send()
         .await
         .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
-    let upload_id = created.upload_id.context("CreateMultipartUpload returned no upload id")?;
+    let upload_id = created
+        .upload_id
+        .context("CreateMultipartUpload returned no upload id")?;
     let parts = size.div_ceil(part_size);
     let result: Result<Vec<CompletedPart>> = futures::stream::iter(0..parts)
         .map(|i| {
@@ -241,7 +282,10 @@ pub(crate) async fn multipart(src: &Path, size: u64, bucket: &str, key: &str, pa
                     .send()
                     .await
                     .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
-                Ok(CompletedPart::builder().set_e_tag(part.e_tag).part_number(number).build())
+                Ok(CompletedPart::builder()
+                    .set_e_tag(part.e_tag)
+                    .part_number(number)
+                    .build())
             }
         })
         .buffered(PARALLEL_PARTS)
@@ -253,7 +297,11 @@ pub(crate) async fn multipart(src: &Path, size: u64, bucket: &str, key: &str, pa
             .bucket(bucket)
             .key(key)
             .upload_id(&upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map(|_| ())
@@ -261,7 +309,13 @@ pub(crate) async fn multipart(src: &Path, size: u64, bucket: &str, key: &str, pa
         Err(e) => Err(e),
     };
     if completed.is_err() {
-        let _ = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await;
+        let _ = client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .send()
+            .await;
     }
     completed
 }
@@ -280,7 +334,12 @@ pub(super) fn delete_keys(bucket: &str, keys: &[String]) -> Result<()> {
             let out = client
                 .delete_objects()
                 .bucket(bucket)
-                .delete(Delete::builder().set_objects(Some(objects)).quiet(true).build()?)
+                .delete(
+                    Delete::builder()
+                        .set_objects(Some(objects))
+                        .quiet(true)
+                        .build()?,
+                )
                 .send()
                 .await
                 .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
@@ -299,7 +358,9 @@ pub(super) fn delete_keys(bucket: &str, keys: &[String]) -> Result<()> {
 /// Test hook: a multipart upload with a small part size, so tests exercise it on small files.
 #[doc(hidden)]
 pub fn upload_in_parts(src: &Path, uri: &Location, part_size: u64) -> Result<()> {
-    let Location::S3 { bucket, key } = uri else { anyhow::bail!("{uri} is not an S3 location") };
+    let Location::S3 { bucket, key } = uri else {
+        anyhow::bail!("{uri} is not an S3 location")
+    };
     let size = std::fs::metadata(src)?.len();
     block_on(multipart(src, size, bucket, key, part_size))
 }

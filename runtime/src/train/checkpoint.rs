@@ -49,7 +49,9 @@ pub struct Checkpoint {
 impl Checkpoint {
     pub fn encode(&self) -> Vec<u8> {
         let state = serde_json::to_vec(&self.state).expect("a state always serialises");
-        let mut out = Vec::with_capacity(MAGIC.len() + 24 + state.len() + self.model.len() + self.optimizer.len());
+        let mut out = Vec::with_capacity(
+            MAGIC.len() + 24 + state.len() + self.model.len() + self.optimizer.len(),
+        );
         out.extend_from_slice(MAGIC);
         for block in [&state, &self.model, &self.optimizer] {
             out.extend_from_slice(&(block.len() as u64).to_le_bytes());
@@ -77,7 +79,11 @@ impl Checkpoint {
         let optimizer = blocks.pop().unwrap();
         let model = blocks.pop().unwrap();
         let state = serde_json::from_slice(&blocks.pop().unwrap()).context("checkpoint state")?;
-        Ok(Checkpoint { state, model, optimizer })
+        Ok(Checkpoint {
+            state,
+            model,
+            optimizer,
+        })
     }
 }
 
@@ -92,7 +98,13 @@ mod tests {
                 model: "gru".into(),
                 epochs_done: 2,
                 batch: 7,
-                partial: Partial { loss_sum: 1.5, correct: 3, seen: 9, train_seconds: 0.5, seconds: 0.6 },
+                partial: Partial {
+                    loss_sum: 1.5,
+                    correct: 3,
+                    seen: 9,
+                    train_seconds: 0.5,
+                    seconds: 0.6,
+                },
                 history: vec![],
                 best_epoch: Some(2),
                 best_val_loss: Some(0.9),

@@ -36,7 +36,11 @@ impl Split {
         let df = ParquetReader::new(Cursor::new(bytes))
             .finish()
             .with_context(|| format!("{what}: not a readable Parquet file"))?;
-        let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+        let names: Vec<String> = df
+            .get_column_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         let missing: Vec<&str> = FEATURES
             .iter()
             .copied()
@@ -44,7 +48,11 @@ impl Split {
             .filter(|c| !names.iter().any(|n| n == c))
             .collect();
         if !missing.is_empty() {
-            bail!("{what}: missing column(s) {} (has: {})", missing.join(", "), names.join(", "));
+            bail!(
+                "{what}: missing column(s) {} (has: {})",
+                missing.join(", "),
+                names.join(", ")
+            );
         }
         let rows = df.height();
         let mut x = vec![0f32; rows * N_FEATURES];
@@ -55,7 +63,10 @@ impl Split {
                 .with_context(|| format!("{what}: column {name} is not numeric"))?;
             let col = col.f32()?;
             if col.null_count() > 0 {
-                bail!("{what}: column {name} has {} null value(s)", col.null_count());
+                bail!(
+                    "{what}: column {name} has {} null value(s)",
+                    col.null_count()
+                );
             }
             for (i, v) in col.into_no_null_iter().enumerate() {
                 x[i * N_FEATURES + j] = v;
@@ -90,7 +101,12 @@ impl Split {
                 );
             }
         }
-        Ok(Split { rows, x, y, samples })
+        Ok(Split {
+            rows,
+            x,
+            y,
+            samples,
+        })
     }
 
     /// Copies the windows ending at `ends` into `[len, lookback, 8]` and their labels.
@@ -103,7 +119,12 @@ impl Split {
             x.extend_from_slice(&self.x[start * N_FEATURES..(end + 1) * N_FEATURES]);
             y.push(self.y[end] as i64);
         }
-        Batch { x, y, len: ends.len(), lookback }
+        Batch {
+            x,
+            y,
+            len: ends.len(),
+            lookback,
+        }
     }
 }
 
@@ -163,7 +184,13 @@ impl Loader {
             }));
             receivers.push(rx);
         }
-        Loader { receivers, handles, start, next: start, total }
+        Loader {
+            receivers,
+            handles,
+            start,
+            next: start,
+            total,
+        }
     }
 
     pub fn batches(&self) -> usize {
@@ -204,7 +231,12 @@ mod tests {
         let x = (0..rows * N_FEATURES).map(|v| v as f32).collect();
         let y = (0..rows).map(|i| (i % 3) as u8).collect();
         let samples = (lookback as u32 - 1..rows as u32).collect();
-        Split { rows, x, y, samples }
+        Split {
+            rows,
+            x,
+            y,
+            samples,
+        }
     }
 
     #[test]
@@ -226,11 +258,15 @@ mod tests {
         assert_ne!(*order, epoch_order(&s.samples, 5, 3));
         for workers in [1, 3] {
             let got: Vec<(usize, Vec<i64>)> =
-                Loader::new(s.clone(), order.clone(), 8, 4, 2, workers).map(|(k, b)| (k, b.y)).collect();
+                Loader::new(s.clone(), order.clone(), 8, 4, 2, workers)
+                    .map(|(k, b)| (k, b.y))
+                    .collect();
             assert_eq!(got.len(), 100usize.div_ceil(8) - 2);
             for (k, y) in got {
-                let want: Vec<i64> =
-                    order[k * 8..((k + 1) * 8).min(100)].iter().map(|&e| (e % 3) as i64).collect();
+                let want: Vec<i64> = order[k * 8..((k + 1) * 8).min(100)]
+                    .iter()
+                    .map(|&e| (e % 3) as i64)
+                    .collect();
                 assert_eq!(y, want);
             }
         }

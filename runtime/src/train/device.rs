@@ -66,8 +66,10 @@ fn check_cuda() -> Result<()> {
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         bail!("--device cuda: the NVIDIA driver is present but NVRTC (libnvrtc.so) is not; use an image with the CUDA runtime libraries");
     }
-    result::init().map_err(|e| anyhow!("--device cuda: the CUDA driver failed to initialise: {e:?}"))?;
-    let count = result::device::get_count().map_err(|e| anyhow!("--device cuda: counting GPUs failed: {e:?}"))?;
+    result::init()
+        .map_err(|e| anyhow!("--device cuda: the CUDA driver failed to initialise: {e:?}"))?;
+    let count = result::device::get_count()
+        .map_err(|e| anyhow!("--device cuda: counting GPUs failed: {e:?}"))?;
     if count < 1 {
         bail!("--device cuda: the NVIDIA driver sees no GPU");
     }
@@ -75,7 +77,11 @@ fn check_cuda() -> Result<()> {
 }
 
 /// Runs `fit` on the backend of `kind`.
-pub fn fit(kind: DeviceKind, job: &Job<'_>, publish: &mut dyn FnMut(&ModelSummary) -> Result<()>) -> Result<Outcome> {
+pub fn fit(
+    kind: DeviceKind,
+    job: &Job<'_>,
+    publish: &mut dyn FnMut(&ModelSummary) -> Result<()>,
+) -> Result<Outcome> {
     match kind {
         DeviceKind::Cpu => {
             type B = burn::backend::Autodiff<burn::backend::Flex>;
@@ -87,6 +93,8 @@ pub fn fit(kind: DeviceKind, job: &Job<'_>, publish: &mut dyn FnMut(&ModelSummar
             fit_on::<B>(job, &Default::default(), publish)
         }
         #[cfg(not(feature = "cuda"))]
-        DeviceKind::Cuda => check_cuda().map(|_| unreachable!("check_cuda fails without the feature")),
+        DeviceKind::Cuda => {
+            check_cuda().map(|_| unreachable!("check_cuda fails without the feature"))
+        }
     }
 }

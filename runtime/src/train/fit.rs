@@ -115,9 +115,11 @@ pub fn fit<B: AutodiffBackend>(
     };
     let ckpt_key = job.checkpoint_key();
     if let Some(bytes) = job.store.read(&ckpt_key)? {
-        let ckpt = Checkpoint::decode(&bytes).with_context(|| format!("reading {}", job.store.uri(&ckpt_key)))?;
+        let ckpt = Checkpoint::decode(&bytes)
+            .with_context(|| format!("reading {}", job.store.uri(&ckpt_key)))?;
         let s = &ckpt.state;
-        if (s.seed, s.batch_size, s.lookback, s.model.as_str()) != (job.seed, job.batch_size, job.lookback, name)
+        if (s.seed, s.batch_size, s.lookback, s.model.as_str())
+            != (job.seed, job.batch_size, job.lookback, name)
             || s.lr != job.lr
         {
             bail!(
@@ -130,9 +132,20 @@ pub fn fit<B: AutodiffBackend>(
                 s.lookback
             );
         }
-        model = model.load_record(rec.load(ckpt.model, device).context("checkpoint model record")?);
-        optim = optim.load_record(rec.load(ckpt.optimizer, device).context("checkpoint optimizer record")?);
-        tracing::info!(model = name, epoch = s.epochs_done + 1, batch = s.batch, "resuming from checkpoint");
+        model = model.load_record(
+            rec.load(ckpt.model, device)
+                .context("checkpoint model record")?,
+        );
+        optim = optim.load_record(
+            rec.load(ckpt.optimizer, device)
+                .context("checkpoint optimizer record")?,
+        );
+        tracing::info!(
+            model = name,
+            epoch = s.epochs_done + 1,
+            batch = s.batch,
+            "resuming from checkpoint"
+        );
         state = ckpt.state;
     }
     let parameters = model.num_params();
@@ -169,7 +182,14 @@ pub fn fit<B: AutodiffBackend>(
                 let (x, y) = tensors::<B>(batch, device);
                 let logits = model.forward(x);
                 let loss = ce.forward(logits.clone(), y.clone());
-                let correct: i64 = logits.argmax(1).reshape([len]).equal(y).int().sum().into_scalar().elem();
+                let correct: i64 = logits
+                    .argmax(1)
+                    .reshape([len])
+                    .equal(y)
+                    .int()
+                    .sum()
+                    .into_scalar()
+                    .elem();
                 let loss_value: f64 = loss.clone().into_scalar().elem();
                 if !loss_value.is_finite() {
                     bail!("{name}: the training loss became {loss_value} at epoch {epoch} batch {k} (try a lower --lr)");
@@ -185,17 +205,34 @@ pub fn fit<B: AutodiffBackend>(
                 if job.stop.load(Ordering::SeqCst) {
                     state.partial.seconds = base_seconds + started.elapsed().as_secs_f64();
                     save(&model, &optim, &state)?;
-                    tracing::warn!(model = name, epoch, batch = k + 1, "SIGTERM: checkpointed mid-epoch");
+                    tracing::warn!(
+                        model = name,
+                        epoch,
+                        batch = k + 1,
+                        "SIGTERM: checkpointed mid-epoch"
+                    );
                     return Ok(Outcome::Interrupted);
                 }
                 step_started = Instant::now();
             }
         }
         let valid = model.valid();
-        let Some(val) = evaluate(&valid, &job.data.validation, job.lookback, job.batch_size, job.workers, device, Some(job.stop)) else {
+        let Some(val) = evaluate(
+            &valid,
+            &job.data.validation,
+            job.lookback,
+            job.batch_size,
+            job.workers,
+            device,
+            Some(job.stop),
+        ) else {
             state.partial.seconds = base_seconds + started.elapsed().as_secs_f64();
             save(&model, &optim, &state)?;
-            tracing::warn!(model = name, epoch, "SIGTERM: checkpointed before validation");
+            tracing::warn!(
+                model = name,
+                epoch,
+                "SIGTERM: checkpointed before validation"
+            );
             return Ok(Outcome::Interrupted);
         };
         let p = std::mem::take(&mut state.partial);
@@ -205,7 +242,11 @@ pub fn fit<B: AutodiffBackend>(
             train_accuracy: p.correct as f64 / p.seen.max(1) as f64,
             val_loss: val.loss,
             val_accuracy: val.accuracy,
-            samples_per_s: if p.train_seconds > 0.0 { p.seen as f64 / p.train_seconds } else { 0.0 },
+            samples_per_s: if p.train_seconds > 0.0 {
+                p.seen as f64 / p.train_seconds
+            } else {
+                0.0
+            },
             seconds: base_seconds + started.elapsed().as_secs_f64(),
         };
         tracing::info!(
@@ -220,25 +261,46 @@ pub fn fit<B: AutodiffBackend>(
         if state.best_val_loss.is_none_or(|best| stats.val_loss < best) {
             state.best_val_loss = Some(stats.val_loss);
             state.best_epoch = Some(epoch);
-            job.store.write(&job.key(&job.best_file()), &rec.record(valid.into_record(), ())?)?;
+            job.store.write(
+                &job.key(&job.best_file()),
+                &rec.record(valid.into_record(), ())?,
+            )?;
         }
         state.history.push(stats);
         state.epochs_done = epoch;
         state.batch = 0;
         save(&model, &optim, &state)?;
-        job.store.write(&job.key(&job.plot_file()), curves_svg(name, &state.history)?.as_bytes())?;
+        job.store.write(
+            &job.key(&job.plot_file()),
+            curves_svg(name, &state.history)?.as_bytes(),
+        )?;
         publish(&job.summary(&state, parameters))?;
         if job.stop.load(Ordering::SeqCst) {
-            tracing::warn!(model = name, epoch, "SIGTERM: checkpointed at the end of the epoch");
+            tracing::warn!(
+                model = name,
+                epoch,
+                "SIGTERM: checkpointed at the end of the epoch"
+            );
             return Ok(Outcome::Interrupted);
         }
     }
 
     // Test on the best model, read back from the file users get, so the figure is reproducible.
     let best_key = job.key(&job.best_file());
-    let bytes = job.store.read(&best_key)?.with_context(|| format!("{} is missing", job.store.uri(&best_key)))?;
+    let bytes = job
+        .store
+        .read(&best_key)?
+        .with_context(|| format!("{} is missing", job.store.uri(&best_key)))?;
     let best = load_model::<B::InnerBackend>(job.kind, &bytes, device)?;
-    let Some(test) = evaluate(&best, &job.data.test, job.lookback, job.batch_size, job.workers, device, Some(job.stop)) else {
+    let Some(test) = evaluate(
+        &best,
+        &job.data.test,
+        job.lookback,
+        job.batch_size,
+        job.workers,
+        device,
+        Some(job.stop),
+    ) else {
         return Ok(Outcome::Interrupted);
     };
     let mut summary = job.summary(&state, parameters);
@@ -246,7 +308,11 @@ pub fn fit<B: AutodiffBackend>(
     summary.test_accuracy = Some(test.accuracy);
     summary.test_samples = Some(test.n);
     summary.confusion_matrix = Some(test.confusion.iter().map(|r| r.to_vec()).collect());
-    tracing::info!(model = name, test_accuracy = format!("{:.4}", test.accuracy), "test done");
+    tracing::info!(
+        model = name,
+        test_accuracy = format!("{:.4}", test.accuracy),
+        "test done"
+    );
     publish(&summary)?;
     Ok(Outcome::Done(summary))
 }
@@ -263,13 +329,22 @@ impl<B: AutodiffBackend, O: Optimizer<Model<B>, B>> OptimRecord<B> for O {
 }
 
 /// Loads a `{MODEL}_best.mpk` written by `fit`.
-pub fn load_model<B: Backend>(kind: ModelKind, bytes: &[u8], device: &B::Device) -> Result<Model<B>> {
-    let record = Rec::default().load(bytes.to_vec(), device).context("not a model record")?;
+pub fn load_model<B: Backend>(
+    kind: ModelKind,
+    bytes: &[u8],
+    device: &B::Device,
+) -> Result<Model<B>> {
+    let record = Rec::default()
+        .load(bytes.to_vec(), device)
+        .context("not a model record")?;
     Ok(kind.init::<B>(0, device).load_record(record))
 }
 
 fn tensors<B: Backend>(batch: Batch, device: &B::Device) -> (Tensor<B, 3>, Tensor<B, 1, Int>) {
-    let x = Tensor::from_data(TensorData::new(batch.x, [batch.len, batch.lookback, N_FEATURES]), device);
+    let x = Tensor::from_data(
+        TensorData::new(batch.x, [batch.len, batch.lookback, N_FEATURES]),
+        device,
+    );
     let y = Tensor::from_data(TensorData::new(batch.y, [batch.len]), device);
     (x, y)
 }
@@ -319,5 +394,10 @@ pub fn evaluate<B: Backend>(
         n += len as u64;
     }
     let correct: u64 = (0..N_CLASSES).map(|c| confusion[c][c]).sum();
-    Some(Eval { loss: loss_sum / n.max(1) as f64, accuracy: correct as f64 / n.max(1) as f64, n, confusion })
+    Some(Eval {
+        loss: loss_sum / n.max(1) as f64,
+        accuracy: correct as f64 / n.max(1) as f64,
+        n,
+        confusion,
+    })
 }

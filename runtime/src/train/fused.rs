@@ -61,8 +61,12 @@ pub fn lstm_last<B: Backend>(
         cast(lstm_autodiff(cast(x), cast(w_ih), cast(w_hh), cast(bias)))
     } else if TypeId::of::<B>() == TypeId::of::<Flex>() {
         let prim = |t: TensorPrimitive<Flex>| t.tensor();
-        let (x, w_ih, w_hh, bias): (Tensor<Flex, 3>, Tensor<Flex, 2>, Tensor<Flex, 2>, Tensor<Flex, 1>) =
-            (cast(x), cast(w_ih), cast(w_hh), cast(bias));
+        let (x, w_ih, w_hh, bias): (
+            Tensor<Flex, 3>,
+            Tensor<Flex, 2>,
+            Tensor<Flex, 2>,
+            Tensor<Flex, 1>,
+        ) = (cast(x), cast(w_ih), cast(w_hh), cast(bias));
         let (h, _) = lstm_forward(
             &prim(x.into_primitive()),
             &prim(w_ih.into_primitive()),
@@ -77,7 +81,9 @@ pub fn lstm_last<B: Backend>(
 }
 
 pub(super) fn cast<T: 'static, U: 'static>(value: T) -> U {
-    *(Box::new(value) as Box<dyn Any>).downcast::<U>().expect("backend type checked by the caller")
+    *(Box::new(value) as Box<dyn Any>)
+        .downcast::<U>()
+        .expect("backend type checked by the caller")
 }
 
 fn lstm_autodiff(
@@ -90,10 +96,25 @@ fn lstm_autodiff(
     let w_ih = w_ih.into_primitive().tensor();
     let w_hh = w_hh.into_primitive().tensor();
     let bias = bias.into_primitive().tensor();
-    let nodes = [x.node.clone(), w_ih.node.clone(), w_hh.node.clone(), bias.node.clone()];
-    let out = match LstmBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+    let nodes = [
+        x.node.clone(),
+        w_ih.node.clone(),
+        w_hh.node.clone(),
+        bias.node.clone(),
+    ];
+    let out = match LstmBackward
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
         OpsKind::Tracked(prep) => {
-            let (h, saved) = lstm_forward(&x.primitive, &w_ih.primitive, &w_hh.primitive, &bias.primitive, true);
+            let (h, saved) = lstm_forward(
+                &x.primitive,
+                &w_ih.primitive,
+                &w_hh.primitive,
+                &bias.primitive,
+                true,
+            );
             let state = LstmState {
                 x: x.primitive,
                 w_ih: w_ih.primitive,
@@ -103,7 +124,13 @@ fn lstm_autodiff(
             prep.finish(state, h)
         }
         OpsKind::UnTracked(prep) => {
-            let (h, _) = lstm_forward(&x.primitive, &w_ih.primitive, &w_hh.primitive, &bias.primitive, false);
+            let (h, _) = lstm_forward(
+                &x.primitive,
+                &w_ih.primitive,
+                &w_hh.primitive,
+                &bias.primitive,
+                false,
+            );
             prep.finish(h)
         }
     };
@@ -115,25 +142,52 @@ fn lstm_autodiff(
 /// `[out]` → `[steps, batch, out]`, the fused LSTM's input. One GEMM over the gathered taps of
 /// every step and row instead of burn's padding, narrowing and copying per tap, in both passes.
 /// Only for backends where [`supported`] holds.
-pub fn conv_relu_time_major<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 3>, bias: Tensor<B, 1>) -> Tensor<B, 3> {
+pub fn conv_relu_time_major<B: Backend>(
+    x: Tensor<B, 3>,
+    weight: Tensor<B, 3>,
+    bias: Tensor<B, 1>,
+) -> Tensor<B, 3> {
     if TypeId::of::<B>() == TypeId::of::<Ad>() {
-        let (x, weight, bias): (Tensor<Ad, 3>, Tensor<Ad, 3>, Tensor<Ad, 1>) = (cast(x), cast(weight), cast(bias));
-        let (x, weight, bias) = (x.into_primitive().tensor(), weight.into_primitive().tensor(), bias.into_primitive().tensor());
+        let (x, weight, bias): (Tensor<Ad, 3>, Tensor<Ad, 3>, Tensor<Ad, 1>) =
+            (cast(x), cast(weight), cast(bias));
+        let (x, weight, bias) = (
+            x.into_primitive().tensor(),
+            weight.into_primitive().tensor(),
+            bias.into_primitive().tensor(),
+        );
         let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
-        let out = match ConvBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+        let out = match ConvBackward
+            .prepare::<NoCheckpointing>(nodes)
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => {
                 let (out, taps) = conv_forward(&x.primitive, &weight.primitive, &bias.primitive);
-                let state = ConvState { x_shape: x.primitive.layout().shape().to_vec(), weight: weight.primitive, taps: Arc::new(taps), out: out.clone() };
+                let state = ConvState {
+                    x_shape: x.primitive.layout().shape().to_vec(),
+                    weight: weight.primitive,
+                    taps: Arc::new(taps),
+                    out: out.clone(),
+                };
                 prep.finish(state, out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(conv_forward(&x.primitive, &weight.primitive, &bias.primitive).0),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(conv_forward(&x.primitive, &weight.primitive, &bias.primitive).0)
+            }
         };
         cast(Tensor::<Ad, 3>::from_primitive(TensorPrimitive::Float(out)))
     } else if TypeId::of::<B>() == TypeId::of::<Flex>() {
         let prim = |t: TensorPrimitive<Flex>| t.tensor();
-        let (x, weight, bias): (Tensor<Flex, 3>, Tensor<Flex, 3>, Tensor<Flex, 1>) = (cast(x), cast(weight), cast(bias));
-        let (out, _) = conv_forward(&prim(x.into_primitive()), &prim(weight.into_primitive()), &prim(bias.into_primitive()));
-        cast(Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(out)))
+        let (x, weight, bias): (Tensor<Flex, 3>, Tensor<Flex, 3>, Tensor<Flex, 1>) =
+            (cast(x), cast(weight), cast(bias));
+        let (out, _) = conv_forward(
+            &prim(x.into_primitive()),
+            &prim(weight.into_primitive()),
+            &prim(bias.into_primitive()),
+        );
+        cast(Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(
+            out,
+        )))
     } else {
         panic!("fused convolution called on a backend it does not support; check `fused::supported` first")
     }
@@ -151,7 +205,9 @@ fn conv_forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> (Flex
     for (row, tap) in taps.chunks_exact_mut(width).enumerate() {
         let (t, b) = (row / batch, row % batch);
         for k in 0..kernel {
-            let Some(src) = (t + k).checked_sub(kernel / 2).filter(|&s| s < steps) else { continue };
+            let Some(src) = (t + k).checked_sub(kernel / 2).filter(|&s| s < steps) else {
+                continue;
+            };
             let from = &x[(b * steps + src) * input..][..input];
             for (i, v) in from.iter().enumerate() {
                 tap[i * kernel + k] = *v;
@@ -160,7 +216,14 @@ fn conv_forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> (Flex
     }
     let mut out = vec![0.0f32; steps * batch * out_ch];
     // weight [out, in*K] read as its transpose: element (r, c) at c * width + r.
-    unsafe { gemm_rows((steps * batch, out_ch, width), out.as_mut_ptr(), (taps.as_ptr(), width, 1), (weight.as_ptr(), 1, width)) };
+    unsafe {
+        gemm_rows(
+            (steps * batch, out_ch, width),
+            out.as_mut_ptr(),
+            (taps.as_ptr(), width, 1),
+            (weight.as_ptr(), 1, width),
+        )
+    };
     for row in out.chunks_exact_mut(out_ch) {
         for (v, b) in row.iter_mut().zip(bias.iter()) {
             *v = (*v + b).max(0.0);
@@ -183,10 +246,20 @@ struct ConvBackward;
 impl Backward<Flex, 3> for ConvBackward {
     type State = ConvState;
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
         let grad = grads.consume::<Flex>(&ops.node);
         let [p_x, p_weight, p_bias] = ops.parents;
-        let ConvState { x_shape, weight, taps, out } = ops.state;
+        let ConvState {
+            x_shape,
+            weight,
+            taps,
+            out,
+        } = ops.state;
         let (batch, steps, input) = (x_shape[0], x_shape[1], x_shape[2]);
         let ws = weight.layout().shape();
         let (out_ch, kernel) = (ws[0], ws[2]);
@@ -209,19 +282,34 @@ impl Backward<Flex, 3> for ConvBackward {
         }
         if let Some(node) = p_weight {
             // dᵀ · taps is [out, in*K]: burn's weight layout already.
-            let dw = unsafe { gemm_sum((out_ch, width, rows), (d.as_ptr(), 1, out_ch), (taps.as_ptr(), width, 1)) };
+            let dw = unsafe {
+                gemm_sum(
+                    (out_ch, width, rows),
+                    (d.as_ptr(), 1, out_ch),
+                    (taps.as_ptr(), width, 1),
+                )
+            };
             grads.register::<Flex>(node.id, tensor(dw, [out_ch, input, kernel]));
         }
         if let Some(node) = p_x {
             // Gradient of the taps (d · W), then each tap added back to the input it was read from.
             let weight = slice(&weight);
             let mut d_taps = vec![0.0f32; rows * width];
-            unsafe { gemm_rows((rows, width, out_ch), d_taps.as_mut_ptr(), (d.as_ptr(), out_ch, 1), (weight.as_ptr(), width, 1)) };
+            unsafe {
+                gemm_rows(
+                    (rows, width, out_ch),
+                    d_taps.as_mut_ptr(),
+                    (d.as_ptr(), out_ch, 1),
+                    (weight.as_ptr(), width, 1),
+                )
+            };
             let mut dx = vec![0.0f32; batch * steps * input];
             for (row, tap) in d_taps.chunks_exact(width).enumerate() {
                 let (t, b) = (row / batch, row % batch);
                 for k in 0..kernel {
-                    let Some(src) = (t + k).checked_sub(kernel / 2).filter(|&s| s < steps) else { continue };
+                    let Some(src) = (t + k).checked_sub(kernel / 2).filter(|&s| s < steps) else {
+                        continue;
+                    };
                     let to = &mut dx[(b * steps + src) * input..][..input];
                     for (i, v) in to.iter_mut().enumerate() {
                         *v += tap[i * kernel + k];
@@ -251,7 +339,12 @@ struct Saved {
 
 impl Drop for Saved {
     fn drop(&mut self) {
-        for buffer in [&mut self.gates, &mut self.cells, &mut self.cells_tanh, &mut self.hiddens] {
+        for buffer in [
+            &mut self.gates,
+            &mut self.cells,
+            &mut self.cells_tanh,
+            &mut self.hiddens,
+        ] {
             pool::give(std::mem::take(buffer));
         }
     }
@@ -259,7 +352,11 @@ impl Drop for Saved {
 
 impl fmt::Debug for Saved {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Saved {{ steps: {}, batch: {}, hidden: {} }}", self.steps, self.batch, self.hidden)
+        write!(
+            f,
+            "Saved {{ steps: {}, batch: {}, hidden: {} }}",
+            self.steps, self.batch, self.hidden
+        )
     }
 }
 
@@ -277,11 +374,26 @@ struct LstmBackward;
 impl Backward<Flex, 4> for LstmBackward {
     type State = LstmState;
 
-    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 4>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
         let grad_h = grads.consume::<Flex>(&ops.node);
         let [p_x, p_w_ih, p_w_hh, p_bias] = ops.parents;
-        let LstmState { x, w_ih, w_hh, saved } = ops.state;
-        let Saved { steps, batch, hidden, .. } = *saved;
+        let LstmState {
+            x,
+            w_ih,
+            w_hh,
+            saved,
+        } = ops.state;
+        let Saved {
+            steps,
+            batch,
+            hidden,
+            ..
+        } = *saved;
         let (input, gates) = (x.layout().shape()[2], 4 * hidden);
         let grad_h = slice(&grad_h);
         let w_hh_t = transposed(&slice(&w_hh), hidden, gates);
@@ -302,14 +414,33 @@ impl Backward<Flex, 4> for LstmBackward {
                 let c_prev = if t == 0 {
                     &zeros[..nb * hidden]
                 } else {
-                    &saved.cells[((t - 1) * batch + r0) * hidden..((t - 1) * batch + rows.end) * hidden]
+                    &saved.cells
+                        [((t - 1) * batch + r0) * hidden..((t - 1) * batch + rows.end) * hidden]
                 };
                 // SAFETY: chunks own disjoint rows of `d_gates`, which outlives the scope.
                 let d = unsafe { d_ptr.slice(at(gates)) };
-                cell_backward_rows(&saved.gates[at(gates)], d, &dh, &mut dc, &saved.cells_tanh[at(hidden)], c_prev, &mut db, hidden);
+                cell_backward_rows(
+                    &saved.gates[at(gates)],
+                    d,
+                    &dh,
+                    &mut dc,
+                    &saved.cells_tanh[at(hidden)],
+                    c_prev,
+                    &mut db,
+                    hidden,
+                );
                 if t > 0 {
                     // dh_{t-1} = d_t · W_hhᵀ
-                    unsafe { gemm_raw((nb, hidden, gates), dh.as_mut_ptr(), hidden, false, (d.as_ptr(), gates, 1), (w_hh_t.as_ptr(), hidden, 1)) };
+                    unsafe {
+                        gemm_raw(
+                            (nb, hidden, gates),
+                            dh.as_mut_ptr(),
+                            hidden,
+                            false,
+                            (d.as_ptr(), gates, 1),
+                            (w_hh_t.as_ptr(), hidden, 1),
+                        )
+                    };
                 }
             }
             db
@@ -325,8 +456,21 @@ impl Backward<Flex, 4> for LstmBackward {
             grads.register::<Flex>(node.id, tensor(db, [gates]));
         }
         let parents = [p_x, p_w_ih, p_w_hh].map(|p| p.map(|node| node.id));
-        let dims = Dims { steps, batch, input, hidden, gates };
-        register_projection_grads(grads, parents, (&x, &w_ih), &saved.hiddens, (&d_gates, &d_gates), dims);
+        let dims = Dims {
+            steps,
+            batch,
+            input,
+            hidden,
+            gates,
+        };
+        register_projection_grads(
+            grads,
+            parents,
+            (&x, &w_ih),
+            &saved.hiddens,
+            (&d_gates, &d_gates),
+            dims,
+        );
         pool::give(d_gates);
     }
 }
@@ -351,13 +495,25 @@ pub(super) fn register_projection_grads(
     (x, w_ih): (&FlexTensor, &FlexTensor),
     hiddens: &[f32],
     (d_input, d_recurrent): (&[f32], &[f32]),
-    Dims { steps, batch, input, hidden, gates }: Dims,
+    Dims {
+        steps,
+        batch,
+        input,
+        hidden,
+        gates,
+    }: Dims,
 ) {
     if let Some(id) = p_w_hh {
         // hiddens[0 .. T-1]ᵀ · d_recurrent[1 .. T]
         let dw = if steps > 1 {
             let lhs = (hiddens.as_ptr(), 1, hidden);
-            unsafe { gemm_sum((hidden, gates, (steps - 1) * batch), lhs, (d_recurrent[batch * gates..].as_ptr(), gates, 1)) }
+            unsafe {
+                gemm_sum(
+                    (hidden, gates, (steps - 1) * batch),
+                    lhs,
+                    (d_recurrent[batch * gates..].as_ptr(), gates, 1),
+                )
+            }
         } else {
             vec![0.0f32; hidden * gates]
         };
@@ -365,13 +521,26 @@ pub(super) fn register_projection_grads(
     }
     if let Some(id) = p_w_ih {
         let x = slice(x);
-        let dw = unsafe { gemm_sum((input, gates, steps * batch), (x.as_ptr(), 1, input), (d_input.as_ptr(), gates, 1)) };
+        let dw = unsafe {
+            gemm_sum(
+                (input, gates, steps * batch),
+                (x.as_ptr(), 1, input),
+                (d_input.as_ptr(), gates, 1),
+            )
+        };
         grads.register::<Flex>(id, tensor(dw, [input, gates]));
     }
     if let Some(id) = p_x {
         let w_ih_t = transposed(&slice(w_ih), input, gates);
         let mut dx = vec![0.0f32; steps * batch * input];
-        unsafe { gemm_rows((steps * batch, input, gates), dx.as_mut_ptr(), (d_input.as_ptr(), gates, 1), (w_ih_t.as_ptr(), input, 1)) };
+        unsafe {
+            gemm_rows(
+                (steps * batch, input, gates),
+                dx.as_mut_ptr(),
+                (d_input.as_ptr(), gates, 1),
+                (w_ih_t.as_ptr(), input, 1),
+            )
+        };
         grads.register::<Flex>(id, tensor(dx, [steps, batch, input]));
     }
 }
@@ -400,7 +569,10 @@ impl Rows {
 
 /// Runs `f` on contiguous row ranges of the batch, one per rayon thread (one range, inline, when
 /// there is a single thread), and returns the results in row order.
-pub(super) fn map_chunks<R: Send>(batch: usize, f: impl Fn(std::ops::Range<usize>) -> R + Sync + Send) -> Vec<R> {
+pub(super) fn map_chunks<R: Send>(
+    batch: usize,
+    f: impl Fn(std::ops::Range<usize>) -> R + Sync + Send,
+) -> Vec<R> {
     let n = rayon::current_num_threads().clamp(1, batch.max(1));
     let bounds: Vec<_> = (0..n).map(|i| i * batch / n..(i + 1) * batch / n).collect();
     if n == 1 {
@@ -428,10 +600,25 @@ pub(super) unsafe fn gemm_raw(
 ) {
     unsafe {
         gemm::gemm(
-            m, n, k, dst, 1, dst_rs as isize, accumulate,
-            lhs, lhs_cs as isize, lhs_rs as isize,
-            rhs, rhs_cs as isize, rhs_rs as isize,
-            1.0, 1.0, false, false, false, gemm::Parallelism::None,
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         )
     }
 }
@@ -454,7 +641,14 @@ pub(super) unsafe fn gemm_rows(
     let (dst, lhs, rhs_ptr) = (Rows(dst), Rows(lhs as *mut f32), Rows(rhs.0 as *mut f32));
     map_chunks(m, |rows| unsafe {
         let lhs = (lhs.at(rows.start * lhs_rs) as *const f32, lhs_rs, lhs_cs);
-        gemm_raw((rows.len(), n, k), dst.at(rows.start * n), n, false, lhs, (rhs_ptr.at(0) as *const f32, rhs.1, rhs.2));
+        gemm_raw(
+            (rows.len(), n, k),
+            dst.at(rows.start * n),
+            n,
+            false,
+            lhs,
+            (rhs_ptr.at(0) as *const f32, rhs.1, rhs.2),
+        );
     });
 }
 
@@ -476,7 +670,10 @@ pub(super) unsafe fn gemm_sum(
         if !ks.is_empty() {
             unsafe {
                 gemm_raw(
-                    (m, n, ks.len()), out.as_mut_ptr(), n, false,
+                    (m, n, ks.len()),
+                    out.as_mut_ptr(),
+                    n,
+                    false,
                     (lhs.at(ks.start * lhs_cs) as *const f32, lhs_rs, lhs_cs),
                     (rhs.at(ks.start * rhs_rs) as *const f32, rhs_rs, rhs_cs),
                 )
@@ -514,7 +711,10 @@ pub(super) fn slice(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(
-            t.to_contiguous().as_slice::<f32>().expect("the fused LSTM runs on f32 tensors").to_vec(),
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("the fused LSTM runs on f32 tensors")
+                .to_vec(),
         ),
     }
 }
@@ -531,7 +731,9 @@ pub(super) mod pool {
     /// every element before reading it.
     pub fn take(len: usize) -> Vec<f32> {
         let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
-        let best = (0..free.len()).filter(|&i| free[i].capacity() >= len).min_by_key(|&i| free[i].capacity());
+        let best = (0..free.len())
+            .filter(|&i| free[i].capacity() >= len)
+            .min_by_key(|&i| free[i].capacity());
         match best {
             Some(i) => {
                 let mut v = free.swap_remove(i);
@@ -569,19 +771,32 @@ fn lstm_forward(
     let (x, w_ih, w_hh, bias) = (slice(x), slice(w_ih), slice(w_hh), slice(bias));
     // The input projection of every step in one GEMM; each step's rows then become its gates.
     let mut all_gates = pool::take(steps * batch * gates);
-    unsafe { gemm_rows((steps * batch, gates, input), all_gates.as_mut_ptr(), (x.as_ptr(), input, 1), (w_ih.as_ptr(), gates, 1)) };
+    unsafe {
+        gemm_rows(
+            (steps * batch, gates, input),
+            all_gates.as_mut_ptr(),
+            (x.as_ptr(), input, 1),
+            (w_ih.as_ptr(), gates, 1),
+        )
+    };
     // Without a backward pass only the previous step's state is needed: two slots, alternating.
     let slots = if save { steps } else { 2 };
     let slot = |t: usize| if save { t } else { t % 2 };
     let mut cells = pool::take(slots * batch * hidden);
     let mut cells_tanh = pool::take(slots * batch * hidden);
     let mut hiddens = pool::take(slots * batch * hidden);
-    let (g_ptr, c_ptr, tc_ptr, h_ptr) =
-        (Rows(all_gates.as_mut_ptr()), Rows(cells.as_mut_ptr()), Rows(cells_tanh.as_mut_ptr()), Rows(hiddens.as_mut_ptr()));
+    let (g_ptr, c_ptr, tc_ptr, h_ptr) = (
+        Rows(all_gates.as_mut_ptr()),
+        Rows(cells.as_mut_ptr()),
+        Rows(cells_tanh.as_mut_ptr()),
+        Rows(hiddens.as_mut_ptr()),
+    );
     let zeros = vec![0.0f32; batch * hidden];
     map_chunks(batch, |rows| {
         let (r0, r1, nb) = (rows.start, rows.end, rows.len());
-        let state = |t: usize| slot(t) * batch * hidden + r0 * hidden..slot(t) * batch * hidden + r1 * hidden;
+        let state = |t: usize| {
+            slot(t) * batch * hidden + r0 * hidden..slot(t) * batch * hidden + r1 * hidden
+        };
         for t in 0..steps {
             // SAFETY (all slices below): chunks own disjoint rows; slots t and t-1 differ.
             let g = unsafe { g_ptr.slice((t * batch + r0) * gates..(t * batch + r1) * gates) };
@@ -590,17 +805,46 @@ fn lstm_forward(
             } else {
                 // h_{t-1} · W_hh added to the projected input, in place.
                 let h_prev = unsafe { h_ptr.slice(state(t - 1)) };
-                unsafe { gemm_raw((nb, gates, hidden), g.as_mut_ptr(), gates, true, (h_prev.as_ptr(), hidden, 1), (w_hh.as_ptr(), gates, 1)) };
+                unsafe {
+                    gemm_raw(
+                        (nb, gates, hidden),
+                        g.as_mut_ptr(),
+                        gates,
+                        true,
+                        (h_prev.as_ptr(), hidden, 1),
+                        (w_hh.as_ptr(), gates, 1),
+                    )
+                };
                 unsafe { c_ptr.slice(state(t - 1)) }
             };
-            let (c, tc, h) = unsafe { (c_ptr.slice(state(t)), tc_ptr.slice(state(t)), h_ptr.slice(state(t))) };
+            let (c, tc, h) = unsafe {
+                (
+                    c_ptr.slice(state(t)),
+                    tc_ptr.slice(state(t)),
+                    h_ptr.slice(state(t)),
+                )
+            };
             cell_forward_rows(g, &bias, c_prev, c, tc, h, hidden);
         }
     });
     let last = slot(steps - 1) * batch * hidden;
-    let out = tensor(hiddens[last..last + batch * hidden].to_vec(), [batch, hidden]);
+    let out = tensor(
+        hiddens[last..last + batch * hidden].to_vec(),
+        [batch, hidden],
+    );
     if save {
-        (out, Some(Saved { steps, batch, hidden, gates: all_gates, cells, cells_tanh, hiddens }))
+        (
+            out,
+            Some(Saved {
+                steps,
+                batch,
+                hidden,
+                gates: all_gates,
+                cells,
+                cells_tanh,
+                hiddens,
+            }),
+        )
     } else {
         for buffer in [all_gates, cells, cells_tanh, hiddens] {
             pool::give(buffer);
@@ -658,10 +902,21 @@ multiversion! {
 }
 
 #[inline(always)]
-fn cell_forward_rows_body(g: &mut [f32], bias: &[f32], c_prev: &[f32], c: &mut [f32], tc: &mut [f32], h: &mut [f32], hidden: usize) {
+fn cell_forward_rows_body(
+    g: &mut [f32],
+    bias: &[f32],
+    c_prev: &[f32],
+    c: &mut [f32],
+    tc: &mut [f32],
+    h: &mut [f32],
+    hidden: usize,
+) {
     let gates = 4 * hidden;
     let rows = g.chunks_exact_mut(gates).zip(c_prev.chunks_exact(hidden));
-    let state = c.chunks_exact_mut(hidden).zip(tc.chunks_exact_mut(hidden)).zip(h.chunks_exact_mut(hidden));
+    let state = c
+        .chunks_exact_mut(hidden)
+        .zip(tc.chunks_exact_mut(hidden))
+        .zip(h.chunks_exact_mut(hidden));
     for ((row, c_prev), ((c, tc), h)) in rows.zip(state) {
         let (ifg, o) = row.split_at_mut(3 * hidden);
         let (if_, g) = ifg.split_at_mut(2 * hidden);
@@ -701,7 +956,10 @@ fn cell_backward_rows_body(
 ) {
     let gates = 4 * hidden;
     let rows = a.chunks_exact(gates).zip(d.chunks_exact_mut(gates));
-    let state = dh.chunks_exact(hidden).zip(dc.chunks_exact_mut(hidden)).zip(tc.chunks_exact(hidden).zip(c_prev.chunks_exact(hidden)));
+    let state = dh
+        .chunks_exact(hidden)
+        .zip(dc.chunks_exact_mut(hidden))
+        .zip(tc.chunks_exact(hidden).zip(c_prev.chunks_exact(hidden)));
     for ((a, d), ((dh, dc), (tc, c_prev))) in rows.zip(state) {
         let (ai, rest) = a.split_at(hidden);
         let (af, rest) = rest.split_at(hidden);
@@ -769,10 +1027,19 @@ mod tests {
     fn fused_lstm_and_gru_match_the_tensor_api_cells() {
         assert!(supported::<Autodiff<Flex>>() && !supported::<Autodiff<NdArray>>());
         for kind in [ModelKind::CnnLstm, ModelKind::Lstm, ModelKind::Gru] {
-            let (fused_logits, fused_grads) = logits_and_grads::<Autodiff<Flex>>(kind, 7, 3, &Default::default());
-            let (ref_logits, ref_grads) = logits_and_grads::<Autodiff<NdArray>>(kind, 7, 3, &Default::default());
-            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 + 1e-4 * y.abs());
-            assert!(close(&fused_logits, &ref_logits), "{kind} logits {fused_logits:?} vs {ref_logits:?}");
+            let (fused_logits, fused_grads) =
+                logits_and_grads::<Autodiff<Flex>>(kind, 7, 3, &Default::default());
+            let (ref_logits, ref_grads) =
+                logits_and_grads::<Autodiff<NdArray>>(kind, 7, 3, &Default::default());
+            let close = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .all(|(x, y)| (x - y).abs() <= 1e-5 + 1e-4 * y.abs())
+            };
+            assert!(
+                close(&fused_logits, &ref_logits),
+                "{kind} logits {fused_logits:?} vs {ref_logits:?}"
+            );
             assert_eq!(fused_grads.len(), ref_grads.len());
             for (i, (a, b)) in fused_grads.iter().zip(&ref_grads).enumerate() {
                 assert_eq!(a.len(), b.len());
@@ -787,23 +1054,52 @@ mod tests {
     fn fused_lstm_does_not_depend_on_the_thread_count() {
         let device = Default::default();
         let mut rng = ChaCha8Rng::seed_from_u64(4);
-        let mut uniform = |n: usize, bound: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+        let mut uniform = |n: usize, bound: f32| -> Vec<f32> {
+            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+        };
         let (steps, batch, input, hidden) = (6, 7, 5, 4);
-        let (x, w_ih, w_hh, bias) =
-            (uniform(steps * batch * input, 1.0), uniform(input * 4 * hidden, 0.5), uniform(hidden * 4 * hidden, 0.5), uniform(4 * hidden, 0.5));
+        let (x, w_ih, w_hh, bias) = (
+            uniform(steps * batch * input, 1.0),
+            uniform(input * 4 * hidden, 0.5),
+            uniform(hidden * 4 * hidden, 0.5),
+            uniform(4 * hidden, 0.5),
+        );
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             pool.install(|| {
                 let param = |v: &Vec<f32>, shape: Vec<usize>| {
-                    Tensor::<Ad, 2>::from_data(TensorData::new(v.clone(), shape), &device).require_grad()
+                    Tensor::<Ad, 2>::from_data(TensorData::new(v.clone(), shape), &device)
+                        .require_grad()
                 };
-                let x = Tensor::<Ad, 3>::from_data(TensorData::new(x.clone(), [steps, batch, input]), &device).require_grad();
-                let (w_ih, w_hh) = (param(&w_ih, vec![input, 4 * hidden]), param(&w_hh, vec![hidden, 4 * hidden]));
-                let b = Tensor::<Ad, 1>::from_data(TensorData::new(bias.clone(), [4 * hidden]), &device).require_grad();
+                let x = Tensor::<Ad, 3>::from_data(
+                    TensorData::new(x.clone(), [steps, batch, input]),
+                    &device,
+                )
+                .require_grad();
+                let (w_ih, w_hh) = (
+                    param(&w_ih, vec![input, 4 * hidden]),
+                    param(&w_hh, vec![hidden, 4 * hidden]),
+                );
+                let b = Tensor::<Ad, 1>::from_data(
+                    TensorData::new(bias.clone(), [4 * hidden]),
+                    &device,
+                )
+                .require_grad();
                 let h = lstm_last(x.clone(), w_ih.clone(), w_hh.clone(), b.clone());
-                let weights = Tensor::<Ad, 2>::from_data(TensorData::new(uniform_like(batch * hidden), [batch, hidden]), &device);
+                let weights = Tensor::<Ad, 2>::from_data(
+                    TensorData::new(uniform_like(batch * hidden), [batch, hidden]),
+                    &device,
+                );
                 let grads = (h.clone() * weights).sum().backward();
-                let inference = lstm_last(x.clone().inner(), w_ih.clone().inner(), w_hh.clone().inner(), b.clone().inner());
+                let inference = lstm_last(
+                    x.clone().inner(),
+                    w_ih.clone().inner(),
+                    w_hh.clone().inner(),
+                    b.clone().inner(),
+                );
                 let v = |t: Tensor<Flex, 2>| t.into_data().to_vec::<f32>().unwrap();
                 vec![
                     v(h.inner()),
@@ -819,7 +1115,12 @@ mod tests {
         assert_eq!(one[0], one[1], "evaluation and training forward differ");
         for threads in [2, 3, 7] {
             for (i, (a, b)) in run(threads).iter().zip(&one).enumerate() {
-                assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-6 + 1e-5 * y.abs()), "{threads} threads, output {i}: {a:?} vs {b:?}");
+                assert!(
+                    a.iter()
+                        .zip(b)
+                        .all(|(x, y)| (x - y).abs() <= 1e-6 + 1e-5 * y.abs()),
+                    "{threads} threads, output {i}: {a:?} vs {b:?}"
+                );
             }
         }
     }
@@ -830,22 +1131,52 @@ mod tests {
         use burn::tensor::module::conv1d;
         use burn::tensor::ops::ConvOptions;
         let mut rng = ChaCha8Rng::seed_from_u64(6);
-        let mut uniform = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let mut uniform =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
         let (batch, steps, input, out_ch, kernel) = (3, 5, 4, 6, 3);
-        let (x, w, b, g) = (uniform(batch * steps * input), uniform(out_ch * input * kernel), uniform(out_ch), uniform(steps * batch * out_ch));
-        fn run<B: AutodiffBackend>(fused: bool, x: &[f32], w: &[f32], b: &[f32], g: &[f32], dims: [usize; 5]) -> Vec<Vec<f32>> {
+        let (x, w, b, g) = (
+            uniform(batch * steps * input),
+            uniform(out_ch * input * kernel),
+            uniform(out_ch),
+            uniform(steps * batch * out_ch),
+        );
+        fn run<B: AutodiffBackend>(
+            fused: bool,
+            x: &[f32],
+            w: &[f32],
+            b: &[f32],
+            g: &[f32],
+            dims: [usize; 5],
+        ) -> Vec<Vec<f32>> {
             let [batch, steps, input, out_ch, kernel] = dims;
             let device = Default::default();
-            let x = Tensor::<B, 3>::from_data(TensorData::new(x.to_vec(), [batch, steps, input]), &device).require_grad();
-            let w = Tensor::<B, 3>::from_data(TensorData::new(w.to_vec(), [out_ch, input, kernel]), &device).require_grad();
-            let b = Tensor::<B, 1>::from_data(TensorData::new(b.to_vec(), [out_ch]), &device).require_grad();
+            let x = Tensor::<B, 3>::from_data(
+                TensorData::new(x.to_vec(), [batch, steps, input]),
+                &device,
+            )
+            .require_grad();
+            let w = Tensor::<B, 3>::from_data(
+                TensorData::new(w.to_vec(), [out_ch, input, kernel]),
+                &device,
+            )
+            .require_grad();
+            let b = Tensor::<B, 1>::from_data(TensorData::new(b.to_vec(), [out_ch]), &device)
+                .require_grad();
             let y = if fused {
                 conv_relu_time_major(x.clone(), w.clone(), b.clone())
             } else {
-                let y = conv1d(x.clone().swap_dims(1, 2), w.clone(), Some(b.clone()), ConvOptions::new([1], [1], [1], 1));
+                let y = conv1d(
+                    x.clone().swap_dims(1, 2),
+                    w.clone(),
+                    Some(b.clone()),
+                    ConvOptions::new([1], [1], [1], 1),
+                );
                 burn::tensor::activation::relu(y).permute([2, 0, 1]) // [batch, out, steps] → [steps, batch, out]
             };
-            let weights = Tensor::<B, 3>::from_data(TensorData::new(g.to_vec(), [steps, batch, out_ch]), &device);
+            let weights = Tensor::<B, 3>::from_data(
+                TensorData::new(g.to_vec(), [steps, batch, out_ch]),
+                &device,
+            );
             let grads = (y.clone() * weights).sum().backward();
             let v = |t: Tensor<B::InnerBackend, 3>| t.into_data().to_vec::<f32>().unwrap();
             vec![
@@ -860,7 +1191,12 @@ mod tests {
         let reference = run::<Autodiff<NdArray>>(false, &x, &w, &b, &g, dims);
         for (i, (a, r)) in ours.iter().zip(&reference).enumerate() {
             assert_eq!(a.len(), r.len(), "output {i}");
-            assert!(a.iter().zip(r).all(|(x, y)| (x - y).abs() <= 1e-5 + 1e-4 * y.abs()), "output {i}: {a:?} vs {r:?}");
+            assert!(
+                a.iter()
+                    .zip(r)
+                    .all(|(x, y)| (x - y).abs() <= 1e-5 + 1e-4 * y.abs()),
+                "output {i}: {a:?} vs {r:?}"
+            );
         }
     }
 
@@ -883,8 +1219,15 @@ mod tests {
                 }
             }
         }
-        let close = |got: &[f32], want: &[f64]| got.iter().zip(want).all(|(g, w)| (*g as f64 - w).abs() < 1e-3);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let close = |got: &[f32], want: &[f64]| {
+            got.iter()
+                .zip(want)
+                .all(|(g, w)| (*g as f64 - w).abs() < 1e-3)
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
         pool.install(|| {
             assert!(m * n * k >= PARALLEL_WORK);
             let sum = unsafe { gemm_sum((m, n, k), (a.as_ptr(), k, 1), (b.as_ptr(), n, 1)) };
@@ -892,7 +1235,14 @@ mod tests {
             // The transposed problem splits rows: (bᵀ aᵀ) is n×m.
             let (at, bt) = (transposed(&a, m, k), transposed(&b, k, n));
             let mut rows = vec![0.0f32; n * m];
-            unsafe { gemm_rows((n, m, k), rows.as_mut_ptr(), (bt.as_ptr(), k, 1), (at.as_ptr(), m, 1)) };
+            unsafe {
+                gemm_rows(
+                    (n, m, k),
+                    rows.as_mut_ptr(),
+                    (bt.as_ptr(), k, 1),
+                    (at.as_ptr(), m, 1),
+                )
+            };
             let want_t: Vec<f64> = (0..n * m).map(|i| want[(i % m) * n + i / m]).collect();
             assert!(close(&rows, &want_t), "gemm_rows");
         });
@@ -903,7 +1253,10 @@ mod tests {
         let mut x = -30.0f32;
         while x < 30.0 {
             assert!((exp(x) - x.exp()).abs() <= 2e-7 * x.exp(), "exp({x})");
-            assert!((sigmoid(x) - 1.0 / (1.0 + (-x).exp())).abs() < 1e-6, "sigmoid({x})");
+            assert!(
+                (sigmoid(x) - 1.0 / (1.0 + (-x).exp())).abs() < 1e-6,
+                "sigmoid({x})"
+            );
             assert!((tanh(x) - x.tanh()).abs() < 1e-6, "tanh({x})");
             x += 0.0137;
         }

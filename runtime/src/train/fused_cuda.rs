@@ -17,13 +17,13 @@
 
 use std::any::TypeId;
 
+use super::fused::cast;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Cuda};
 use burn::tensor::{DType, Shape, Tensor, TensorMetadata, TensorPrimitive};
-use super::fused::cast;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
@@ -56,8 +56,12 @@ pub fn lstm_last<B: burn::tensor::backend::Backend>(
         cast(lstm_autodiff(cast(x), cast(w_ih), cast(w_hh), cast(bias)))
     } else if TypeId::of::<B>() == TypeId::of::<Inner>() {
         let prim = |t: TensorPrimitive<Inner>| t.tensor();
-        let (x, w_ih, w_hh, bias): (Tensor<Inner, 3>, Tensor<Inner, 2>, Tensor<Inner, 2>, Tensor<Inner, 1>) =
-            (cast(x), cast(w_ih), cast(w_hh), cast(bias));
+        let (x, w_ih, w_hh, bias): (
+            Tensor<Inner, 3>,
+            Tensor<Inner, 2>,
+            Tensor<Inner, 2>,
+            Tensor<Inner, 1>,
+        ) = (cast(x), cast(w_ih), cast(w_hh), cast(bias));
         let (h, _) = forward(
             prim(x.into_primitive()),
             prim(w_ih.into_primitive()),
@@ -78,18 +82,47 @@ fn prim<const D: usize>(t: Tensor<Inner, D>) -> Prim {
     t.into_primitive().tensor()
 }
 
-fn lstm_autodiff(x: Tensor<Ad, 3>, w_ih: Tensor<Ad, 2>, w_hh: Tensor<Ad, 2>, bias: Tensor<Ad, 1>) -> Tensor<Ad, 2> {
+fn lstm_autodiff(
+    x: Tensor<Ad, 3>,
+    w_ih: Tensor<Ad, 2>,
+    w_hh: Tensor<Ad, 2>,
+    bias: Tensor<Ad, 1>,
+) -> Tensor<Ad, 2> {
     let x = x.into_primitive().tensor();
     let w_ih = w_ih.into_primitive().tensor();
     let w_hh = w_hh.into_primitive().tensor();
     let bias = bias.into_primitive().tensor();
-    let nodes = [x.node.clone(), w_ih.node.clone(), w_hh.node.clone(), bias.node.clone()];
-    let out = match LstmBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+    let nodes = [
+        x.node.clone(),
+        w_ih.node.clone(),
+        w_hh.node.clone(),
+        bias.node.clone(),
+    ];
+    let out = match LstmBackward
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
         OpsKind::Tracked(prep) => {
-            let (h, saved) = forward(x.primitive.clone(), w_ih.primitive.clone(), w_hh.primitive.clone(), bias.primitive);
-            prep.finish(LstmState { x: x.primitive, w_ih: w_ih.primitive, w_hh: w_hh.primitive, saved }, h)
+            let (h, saved) = forward(
+                x.primitive.clone(),
+                w_ih.primitive.clone(),
+                w_hh.primitive.clone(),
+                bias.primitive,
+            );
+            prep.finish(
+                LstmState {
+                    x: x.primitive,
+                    w_ih: w_ih.primitive,
+                    w_hh: w_hh.primitive,
+                    saved,
+                },
+                h,
+            )
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive, w_ih.primitive, w_hh.primitive, bias.primitive).0),
+        OpsKind::UnTracked(prep) => {
+            prep.finish(forward(x.primitive, w_ih.primitive, w_hh.primitive, bias.primitive).0)
+        }
     };
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
@@ -120,7 +153,13 @@ struct LstmState {
 fn empty(like: &Prim, shape: [usize; 2]) -> Prim {
     let bytes = shape[0] * shape[1] * std::mem::size_of::<f32>();
     let handle = like.client.empty(bytes);
-    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::new(shape), handle, DType::F32)
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::new(shape),
+        handle,
+        DType::F32,
+    )
 }
 
 /// The last hidden state `[batch, H]` and the saved activations.
@@ -128,9 +167,15 @@ fn forward(x: Prim, w_ih: Prim, w_hh: Prim, bias: Prim) -> (Prim, Saved) {
     let [steps, batch, input] = x.shape().dims::<3>();
     let gates_width = w_ih.shape().dims::<2>()[1];
     let hidden = gates_width / 4;
-    assert!(gates_width <= MAX_CUBE_THREADS, "fused CUDA LSTM: 4 x hidden = {gates_width} exceeds a cube");
+    assert!(
+        gates_width <= MAX_CUBE_THREADS,
+        "fused CUDA LSTM: 4 x hidden = {gates_width} exceeds a cube"
+    );
     // All steps' input projections at once: [steps * batch, 4H].
-    let projected = float::<3>(x).reshape([steps * batch, input]).matmul(float::<2>(w_ih)) + float::<1>(bias).unsqueeze::<2>();
+    let projected = float::<3>(x)
+        .reshape([steps * batch, input])
+        .matmul(float::<2>(w_ih))
+        + float::<1>(bias).unsqueeze::<2>();
     let projected = into_contiguous(prim(projected));
     let w_hh = into_contiguous(w_hh);
     let gates = empty(&projected, [steps * batch, gates_width]);
@@ -149,7 +194,17 @@ fn forward(x: Prim, w_ih: Prim, w_hh: Prim, bias: Prim) -> (Prim, Saved) {
         hidden,
     );
     let last = prim(float::<2>(hiddens.clone()).narrow(0, (steps - 1) * batch, batch));
-    (last, Saved { steps, batch, hidden, gates, cells, hiddens })
+    (
+        last,
+        Saved {
+            steps,
+            batch,
+            hidden,
+            gates,
+            cells,
+            hiddens,
+        },
+    )
 }
 
 #[derive(Debug)]
@@ -158,11 +213,28 @@ struct LstmBackward;
 impl Backward<Inner, 4> for LstmBackward {
     type State = LstmState;
 
-    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 4>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
         let grad_h = into_contiguous(grads.consume::<Inner>(&ops.node));
         let [p_x, p_w_ih, p_w_hh, p_bias] = ops.parents;
-        let LstmState { x, w_ih, w_hh, saved } = ops.state;
-        let Saved { steps, batch, hidden, gates, cells, hiddens } = saved;
+        let LstmState {
+            x,
+            w_ih,
+            w_hh,
+            saved,
+        } = ops.state;
+        let Saved {
+            steps,
+            batch,
+            hidden,
+            gates,
+            cells,
+            hiddens,
+        } = saved;
         let gates_width = 4 * hidden;
         let input = x.shape().dims::<3>()[2];
 
@@ -195,8 +267,14 @@ impl Backward<Inner, 4> for LstmBackward {
         if let Some(node) = p_w_hh {
             // Σ_t h_{t-1}ᵀ d_t with h_{-1} = 0: hiddens[0 .. T-1]ᵀ · d_gates[1 .. T].
             let dw = if steps > 1 {
-                let previous = float::<2>(hiddens).reshape([steps, batch, hidden]).narrow(0, 0, steps - 1);
-                let per_step = previous.swap_dims(1, 2).matmul(d_gates.clone().narrow(0, 1, steps - 1));
+                let previous =
+                    float::<2>(hiddens)
+                        .reshape([steps, batch, hidden])
+                        .narrow(0, 0, steps - 1);
+                let per_step =
+                    previous
+                        .swap_dims(1, 2)
+                        .matmul(d_gates.clone().narrow(0, 1, steps - 1));
                 per_step.sum_dim(0).reshape([hidden, gates_width])
             } else {
                 Tensor::zeros([hidden, gates_width], &d_gates.device())
@@ -205,11 +283,16 @@ impl Backward<Inner, 4> for LstmBackward {
         }
         if let Some(node) = p_w_ih {
             let per_step = float::<3>(x).swap_dims(1, 2).matmul(d_gates.clone());
-            grads.register::<Inner>(node.id, prim(per_step.sum_dim(0).reshape([input, gates_width])));
+            grads.register::<Inner>(
+                node.id,
+                prim(per_step.sum_dim(0).reshape([input, gates_width])),
+            );
         }
         if let Some(node) = p_x {
             let rows = d_gates.reshape([steps * batch, gates_width]);
-            let dx = rows.matmul(float::<2>(w_ih).transpose()).reshape([steps, batch, input]);
+            let dx = rows
+                .matmul(float::<2>(w_ih).transpose())
+                .reshape([steps, batch, input]);
             grads.register::<Inner>(node.id, prim(dx));
         }
     }
@@ -255,7 +338,11 @@ mod kernels {
             for k in 0..hidden {
                 sum += h[k] * w_hh[k * width + j];
             }
-            let a = if j >= 2 * hidden && j < 3 * hidden { F::tanh(sum) } else { sigmoid::<F>(sum) };
+            let a = if j >= 2 * hidden && j < 3 * hidden {
+                F::tanh(sum)
+            } else {
+                sigmoid::<F>(sum)
+            };
             act[j] = a;
             gates[at + j] = a;
             sync_cube();

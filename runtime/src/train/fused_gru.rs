@@ -20,12 +20,12 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 use std::any::TypeId;
 
-use super::fused::{
-    cast, gemm_raw, gemm_rows, map_chunks, multiversion, pool, register_projection_grads, sigmoid, slice, tanh, tensor, transposed, Ad,
-    Dims, Rows,
-};
 #[cfg(target_arch = "x86_64")]
 use super::fused::wide_simd;
+use super::fused::{
+    cast, gemm_raw, gemm_rows, map_chunks, multiversion, pool, register_projection_grads, sigmoid,
+    slice, tanh, tensor, transposed, Ad, Dims, Rows,
+};
 
 /// The last hidden state of a GRU over `x`: `[steps, batch, in]` (time-major); `w_ih`:
 /// `[in, 3H]`, `w_hh`: `[H, 3H]`, `b_ih`, `b_hh`: `[3H]`. Only for backends where
@@ -38,10 +38,17 @@ pub fn gru_last<B: Backend>(
     b_hh: Tensor<B, 1>,
 ) -> Tensor<B, 2> {
     if TypeId::of::<B>() == TypeId::of::<Ad>() {
-        cast(gru_autodiff(cast(x), cast(w_ih), cast(w_hh), cast(b_ih), cast(b_hh)))
+        cast(gru_autodiff(
+            cast(x),
+            cast(w_ih),
+            cast(w_hh),
+            cast(b_ih),
+            cast(b_hh),
+        ))
     } else if TypeId::of::<B>() == TypeId::of::<Flex>() {
         let prim = |t: TensorPrimitive<Flex>| t.tensor();
-        let (x, w_ih, w_hh): (Tensor<Flex, 3>, Tensor<Flex, 2>, Tensor<Flex, 2>) = (cast(x), cast(w_ih), cast(w_hh));
+        let (x, w_ih, w_hh): (Tensor<Flex, 3>, Tensor<Flex, 2>, Tensor<Flex, 2>) =
+            (cast(x), cast(w_ih), cast(w_hh));
         let (b_ih, b_hh): (Tensor<Flex, 1>, Tensor<Flex, 1>) = (cast(b_ih), cast(b_hh));
         let weights = [w_ih, w_hh].map(|w| prim(w.into_primitive()));
         let biases = [b_ih, b_hh].map(|b| prim(b.into_primitive()));
@@ -52,20 +59,52 @@ pub fn gru_last<B: Backend>(
     }
 }
 
-fn gru_autodiff(x: Tensor<Ad, 3>, w_ih: Tensor<Ad, 2>, w_hh: Tensor<Ad, 2>, b_ih: Tensor<Ad, 1>, b_hh: Tensor<Ad, 1>) -> Tensor<Ad, 2> {
+fn gru_autodiff(
+    x: Tensor<Ad, 3>,
+    w_ih: Tensor<Ad, 2>,
+    w_hh: Tensor<Ad, 2>,
+    b_ih: Tensor<Ad, 1>,
+    b_hh: Tensor<Ad, 1>,
+) -> Tensor<Ad, 2> {
     let x = x.into_primitive().tensor();
-    let (w_ih, w_hh) = (w_ih.into_primitive().tensor(), w_hh.into_primitive().tensor());
-    let (b_ih, b_hh) = (b_ih.into_primitive().tensor(), b_hh.into_primitive().tensor());
-    let nodes = [x.node.clone(), w_ih.node.clone(), w_hh.node.clone(), b_ih.node.clone(), b_hh.node.clone()];
+    let (w_ih, w_hh) = (
+        w_ih.into_primitive().tensor(),
+        w_hh.into_primitive().tensor(),
+    );
+    let (b_ih, b_hh) = (
+        b_ih.into_primitive().tensor(),
+        b_hh.into_primitive().tensor(),
+    );
+    let nodes = [
+        x.node.clone(),
+        w_ih.node.clone(),
+        w_hh.node.clone(),
+        b_ih.node.clone(),
+        b_hh.node.clone(),
+    ];
     let weights = [w_ih.primitive, w_hh.primitive];
     let biases = [b_ih.primitive, b_hh.primitive];
-    let out = match GruBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+    let out = match GruBackward
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
         OpsKind::Tracked(prep) => {
             let (h, saved) = gru_forward(&x.primitive, &weights, &biases, true);
             let [w_ih, w_hh] = weights;
-            prep.finish(GruState { x: x.primitive, w_ih, w_hh, saved: Arc::new(saved.expect("saved when asked")) }, h)
+            prep.finish(
+                GruState {
+                    x: x.primitive,
+                    w_ih,
+                    w_hh,
+                    saved: Arc::new(saved.expect("saved when asked")),
+                },
+                h,
+            )
         }
-        OpsKind::UnTracked(prep) => prep.finish(gru_forward(&x.primitive, &weights, &biases, false).0),
+        OpsKind::UnTracked(prep) => {
+            prep.finish(gru_forward(&x.primitive, &weights, &biases, false).0)
+        }
     };
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
@@ -93,7 +132,11 @@ impl Drop for Saved {
 
 impl std::fmt::Debug for Saved {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Saved {{ steps: {}, batch: {}, hidden: {} }}", self.steps, self.batch, self.hidden)
+        write!(
+            f,
+            "Saved {{ steps: {}, batch: {}, hidden: {} }}",
+            self.steps, self.batch, self.hidden
+        )
     }
 }
 
@@ -106,25 +149,44 @@ struct GruState {
 }
 
 /// Runs the recurrence; returns `h_T` `[batch, H]`, and the activations when `save`.
-fn gru_forward(x: &FlexTensor, [w_ih, w_hh]: &[FlexTensor; 2], [b_ih, b_hh]: &[FlexTensor; 2], save: bool) -> (FlexTensor, Option<Saved>) {
+fn gru_forward(
+    x: &FlexTensor,
+    [w_ih, w_hh]: &[FlexTensor; 2],
+    [b_ih, b_hh]: &[FlexTensor; 2],
+    save: bool,
+) -> (FlexTensor, Option<Saved>) {
     let shape = x.layout().shape();
     let (steps, batch, input) = (shape[0], shape[1], shape[2]);
     let gates = w_hh.layout().shape()[1];
     let hidden = gates / 3;
-    let (x, w_ih, w_hh, b_ih, b_hh) = (slice(x), slice(w_ih), slice(w_hh), slice(b_ih), slice(b_hh));
+    let (x, w_ih, w_hh, b_ih, b_hh) =
+        (slice(x), slice(w_ih), slice(w_hh), slice(b_ih), slice(b_hh));
     // The input projection of every step in one GEMM; the gate loop then activates it in place.
     let mut all_gates = pool::take(steps * batch * gates);
-    unsafe { gemm_rows((steps * batch, gates, input), all_gates.as_mut_ptr(), (x.as_ptr(), input, 1), (w_ih.as_ptr(), gates, 1)) };
+    unsafe {
+        gemm_rows(
+            (steps * batch, gates, input),
+            all_gates.as_mut_ptr(),
+            (x.as_ptr(), input, 1),
+            (w_ih.as_ptr(), gates, 1),
+        )
+    };
     // Without a backward pass only the previous step's state is needed: two slots, alternating.
     let slots = if save { steps } else { 2 };
     let slot = |t: usize| if save { t } else { t % 2 };
     let mut recurrent_n = pool::take(slots * batch * hidden);
     let mut hiddens = pool::take(slots * batch * hidden);
-    let (g_ptr, rn_ptr, h_ptr) = (Rows(all_gates.as_mut_ptr()), Rows(recurrent_n.as_mut_ptr()), Rows(hiddens.as_mut_ptr()));
+    let (g_ptr, rn_ptr, h_ptr) = (
+        Rows(all_gates.as_mut_ptr()),
+        Rows(recurrent_n.as_mut_ptr()),
+        Rows(hiddens.as_mut_ptr()),
+    );
     let zeros = vec![0.0f32; batch * hidden];
     map_chunks(batch, |rows| {
         let (r0, r1, nb) = (rows.start, rows.end, rows.len());
-        let state = |t: usize| slot(t) * batch * hidden + r0 * hidden..slot(t) * batch * hidden + r1 * hidden;
+        let state = |t: usize| {
+            slot(t) * batch * hidden + r0 * hidden..slot(t) * batch * hidden + r1 * hidden
+        };
         // h_{t-1} · W_hh for this chunk's rows (zero at t = 0).
         let mut recurrent = vec![0.0f32; nb * gates];
         for t in 0..steps {
@@ -134,7 +196,16 @@ fn gru_forward(x: &FlexTensor, [w_ih, w_hh]: &[FlexTensor; 2], [b_ih, b_hh]: &[F
                 &zeros[..nb * hidden]
             } else {
                 let h_prev = unsafe { h_ptr.slice(state(t - 1)) };
-                unsafe { gemm_raw((nb, gates, hidden), recurrent.as_mut_ptr(), gates, false, (h_prev.as_ptr(), hidden, 1), (w_hh.as_ptr(), gates, 1)) };
+                unsafe {
+                    gemm_raw(
+                        (nb, gates, hidden),
+                        recurrent.as_mut_ptr(),
+                        gates,
+                        false,
+                        (h_prev.as_ptr(), hidden, 1),
+                        (w_hh.as_ptr(), gates, 1),
+                    )
+                };
                 h_prev
             };
             let (rn, h) = unsafe { (rn_ptr.slice(state(t)), h_ptr.slice(state(t))) };
@@ -142,9 +213,22 @@ fn gru_forward(x: &FlexTensor, [w_ih, w_hh]: &[FlexTensor; 2], [b_ih, b_hh]: &[F
         }
     });
     let last = slot(steps - 1) * batch * hidden;
-    let out = tensor(hiddens[last..last + batch * hidden].to_vec(), [batch, hidden]);
+    let out = tensor(
+        hiddens[last..last + batch * hidden].to_vec(),
+        [batch, hidden],
+    );
     if save {
-        (out, Some(Saved { steps, batch, hidden, gates: all_gates, recurrent_n, hiddens }))
+        (
+            out,
+            Some(Saved {
+                steps,
+                batch,
+                hidden,
+                gates: all_gates,
+                recurrent_n,
+                hiddens,
+            }),
+        )
     } else {
         for buffer in [all_gates, recurrent_n, hiddens] {
             pool::give(buffer);
@@ -159,11 +243,26 @@ struct GruBackward;
 impl Backward<Flex, 5> for GruBackward {
     type State = GruState;
 
-    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 5>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
         let grad_h = grads.consume::<Flex>(&ops.node);
         let [p_x, p_w_ih, p_w_hh, p_b_ih, p_b_hh] = ops.parents;
-        let GruState { x, w_ih, w_hh, saved } = ops.state;
-        let Saved { steps, batch, hidden, .. } = *saved;
+        let GruState {
+            x,
+            w_ih,
+            w_hh,
+            saved,
+        } = ops.state;
+        let Saved {
+            steps,
+            batch,
+            hidden,
+            ..
+        } = *saved;
         let (input, gates) = (x.layout().shape()[2], 3 * hidden);
         let grad_h = slice(&grad_h);
         let w_hh_t = transposed(&slice(&w_hh), hidden, gates);
@@ -184,7 +283,8 @@ impl Backward<Flex, 5> for GruBackward {
                 let h_prev = if t == 0 {
                     &zeros[..nb * hidden]
                 } else {
-                    &saved.hiddens[((t - 1) * batch + r0) * hidden..((t - 1) * batch + rows.end) * hidden]
+                    &saved.hiddens
+                        [((t - 1) * batch + r0) * hidden..((t - 1) * batch + rows.end) * hidden]
                 };
                 // SAFETY: chunks own disjoint rows of both buffers, which outlive the scope.
                 let (di, dr) = unsafe { (di_ptr.slice(at(gates)), dr_ptr.slice(at(gates))) };
@@ -192,7 +292,16 @@ impl Backward<Flex, 5> for GruBackward {
                 gru_backward_rows(a, rn, h_prev, &mut dh, di, dr, &mut db_i, &mut db_h, hidden);
                 if t > 0 {
                     // dh_{t-1} = dh ⊙ z (already in `dh`) + d_recurrent_t · W_hhᵀ
-                    unsafe { gemm_raw((nb, hidden, gates), dh.as_mut_ptr(), hidden, true, (dr.as_ptr(), gates, 1), (w_hh_t.as_ptr(), hidden, 1)) };
+                    unsafe {
+                        gemm_raw(
+                            (nb, hidden, gates),
+                            dh.as_mut_ptr(),
+                            hidden,
+                            true,
+                            (dr.as_ptr(), gates, 1),
+                            (w_hh_t.as_ptr(), hidden, 1),
+                        )
+                    };
                 }
             }
             (db_i, db_h)
@@ -215,8 +324,21 @@ impl Backward<Flex, 5> for GruBackward {
             grads.register::<Flex>(node.id, tensor(db_h, [gates]));
         }
         let parents = [p_x, p_w_ih, p_w_hh].map(|p| p.map(|node| node.id));
-        let dims = Dims { steps, batch, input, hidden, gates };
-        register_projection_grads(grads, parents, (&x, &w_ih), &saved.hiddens, (&d_input, &d_recurrent), dims);
+        let dims = Dims {
+            steps,
+            batch,
+            input,
+            hidden,
+            gates,
+        };
+        register_projection_grads(
+            grads,
+            parents,
+            (&x, &w_ih),
+            &saved.hiddens,
+            (&d_input, &d_recurrent),
+            dims,
+        );
         pool::give(d_input);
         pool::give(d_recurrent);
     }
@@ -242,13 +364,30 @@ multiversion! {
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn gru_forward_rows_body(g: &mut [f32], recurrent: &[f32], b_ih: &[f32], b_hh: &[f32], h_prev: &[f32], rn: &mut [f32], h: &mut [f32], hidden: usize) {
+fn gru_forward_rows_body(
+    g: &mut [f32],
+    recurrent: &[f32],
+    b_ih: &[f32],
+    b_hh: &[f32],
+    h_prev: &[f32],
+    rn: &mut [f32],
+    h: &mut [f32],
+    hidden: usize,
+) {
     let gates = 3 * hidden;
     let rows = g.chunks_exact_mut(gates).zip(recurrent.chunks_exact(gates));
-    let state = h_prev.chunks_exact(hidden).zip(rn.chunks_exact_mut(hidden)).zip(h.chunks_exact_mut(hidden));
+    let state = h_prev
+        .chunks_exact(hidden)
+        .zip(rn.chunks_exact_mut(hidden))
+        .zip(h.chunks_exact_mut(hidden));
     for ((g, rec), ((h_prev, rn), h)) in rows.zip(state) {
         let (rz, n) = g.split_at_mut(2 * hidden);
-        for (((v, r), bi), bh) in rz.iter_mut().zip(&rec[..2 * hidden]).zip(&b_ih[..2 * hidden]).zip(&b_hh[..2 * hidden]) {
+        for (((v, r), bi), bh) in rz
+            .iter_mut()
+            .zip(&rec[..2 * hidden])
+            .zip(&b_ih[..2 * hidden])
+            .zip(&b_hh[..2 * hidden])
+        {
             *v = sigmoid(*v + bi + r + bh);
         }
         let (r, z) = rz.split_at(hidden);
@@ -276,8 +415,14 @@ fn gru_backward_rows_body(
     hidden: usize,
 ) {
     let gates = 3 * hidden;
-    let rows = a.chunks_exact(gates).zip(di.chunks_exact_mut(gates)).zip(dr.chunks_exact_mut(gates));
-    let state = rn.chunks_exact(hidden).zip(h_prev.chunks_exact(hidden)).zip(dh.chunks_exact_mut(hidden));
+    let rows = a
+        .chunks_exact(gates)
+        .zip(di.chunks_exact_mut(gates))
+        .zip(dr.chunks_exact_mut(gates));
+    let state = rn
+        .chunks_exact(hidden)
+        .zip(h_prev.chunks_exact(hidden))
+        .zip(dh.chunks_exact_mut(hidden));
     for (((a, di), dr), ((rn, h_prev), dh)) in rows.zip(state) {
         let (ar, rest) = a.split_at(hidden);
         let (az, an) = rest.split_at(hidden);

@@ -8,9 +8,9 @@ pub mod data;
 pub mod device;
 pub mod fit;
 pub mod fused;
-pub mod fused_gru;
 #[cfg(feature = "cuda")]
 pub mod fused_cuda;
+pub mod fused_gru;
 pub mod model;
 pub mod plot;
 pub mod probe;
@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-pub use device::DeviceKind;
 use data::{Split, SPLITS};
+pub use device::DeviceKind;
 use fit::{Data, Job, Outcome};
 pub use model::ModelKind;
 use store::Store;
@@ -51,7 +51,10 @@ pub struct DatasetRef {
 
 impl DatasetRef {
     fn rel(&self) -> String {
-        format!("instrument={}/start_date={}/end_date={}", self.instrument, self.start_date, self.end_date)
+        format!(
+            "instrument={}/start_date={}/end_date={}",
+            self.instrument, self.start_date, self.end_date
+        )
     }
     pub fn data_key(&self) -> String {
         format!("datasets/{}", self.rel())
@@ -65,11 +68,17 @@ impl DatasetRef {
 pub fn discover(root: &Store) -> Result<Vec<DatasetRef>> {
     let mut found = Vec::new();
     for inst in root.list_dirs("datasets")? {
-        let Some(instrument) = inst.strip_prefix("instrument=") else { continue };
+        let Some(instrument) = inst.strip_prefix("instrument=") else {
+            continue;
+        };
         for start in root.list_dirs(&format!("datasets/{inst}"))? {
-            let Some(start_date) = start.strip_prefix("start_date=") else { continue };
+            let Some(start_date) = start.strip_prefix("start_date=") else {
+                continue;
+            };
             for end in root.list_dirs(&format!("datasets/{inst}/{start}"))? {
-                let Some(end_date) = end.strip_prefix("end_date=") else { continue };
+                let Some(end_date) = end.strip_prefix("end_date=") else {
+                    continue;
+                };
                 found.push(DatasetRef {
                     instrument: instrument.to_string(),
                     start_date: start_date.to_string(),
@@ -80,7 +89,12 @@ pub fn discover(root: &Store) -> Result<Vec<DatasetRef>> {
     }
     found.sort_by(|a, b| {
         let num = |d: &DatasetRef| d.instrument.parse::<i64>().ok();
-        (num(a), &a.instrument, &a.start_date, &a.end_date).cmp(&(num(b), &b.instrument, &b.start_date, &b.end_date))
+        (num(a), &a.instrument, &a.start_date, &a.end_date).cmp(&(
+            num(b),
+            &b.instrument,
+            &b.start_date,
+            &b.end_date,
+        ))
     });
     Ok(found)
 }
@@ -100,22 +114,33 @@ pub fn load(root: &Store, ds: &DatasetRef) -> Result<Loaded> {
         .filter(|f| !root.exists(&format!("{dir}/{f}")).unwrap_or(false))
         .collect();
     if !missing.is_empty() {
-        bail!("{}: missing {} (is this a root written by `runtime prepare`?)", root.uri(&dir), missing.join(", "));
+        bail!(
+            "{}: missing {} (is this a root written by `runtime prepare`?)",
+            root.uri(&dir),
+            missing.join(", ")
+        );
     }
     let config_key = format!("{dir}/preparation_config.json");
-    let config: serde_json::Value = serde_json::from_slice(&root.read(&config_key)?.unwrap_or_default())
-        .with_context(|| format!("{}: not JSON", root.uri(&config_key)))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&root.read(&config_key)?.unwrap_or_default())
+            .with_context(|| format!("{}: not JSON", root.uri(&config_key)))?;
     let lookback = config
         .get("lookback")
         .or_else(|| config.pointer("/parameters/lookback"))
         .and_then(|v| v.as_u64())
         .filter(|&l| l > 0)
-        .with_context(|| format!("{}: no positive integer \"lookback\"", root.uri(&config_key)))?
-        as usize;
+        .with_context(|| {
+            format!(
+                "{}: no positive integer \"lookback\"",
+                root.uri(&config_key)
+            )
+        })? as usize;
     let mut splits = Vec::with_capacity(3);
     for name in SPLITS {
         let key = format!("{dir}/{name}.parquet");
-        let bytes = root.read(&key)?.with_context(|| format!("{} vanished", root.uri(&key)))?;
+        let bytes = root
+            .read(&key)?
+            .with_context(|| format!("{} vanished", root.uri(&key)))?;
         let split = Split::from_parquet(bytes, &root.uri(&key), lookback)?;
         if split.samples.is_empty() {
             bail!(
@@ -129,13 +154,24 @@ pub fn load(root: &Store, ds: &DatasetRef) -> Result<Loaded> {
     let test = splits.pop().unwrap();
     let validation = splits.pop().unwrap();
     let train = splits.pop().unwrap();
-    Ok(Loaded { lookback, data: Data { train, validation, test } })
+    Ok(Loaded {
+        lookback,
+        data: Data {
+            train,
+            validation,
+            test,
+        },
+    })
 }
 
 pub fn read_summary(out: &Store, ds: &DatasetRef) -> Result<Option<Summary>> {
     let key = format!("{}/training_summary.json", ds.models_key());
     match out.read(&key)? {
-        Some(bytes) => Ok(Some(Summary::parse(&bytes).with_context(|| format!("{}: not a training summary", out.uri(&key)))?)),
+        Some(bytes) => {
+            Ok(Some(Summary::parse(&bytes).with_context(|| {
+                format!("{}: not a training summary", out.uri(&key))
+            })?))
+        }
         None => Ok(None),
     }
 }
@@ -143,7 +179,11 @@ pub fn read_summary(out: &Store, ds: &DatasetRef) -> Result<Option<Summary>> {
 /// True when the summary holds every requested epoch and the test result of every requested model.
 pub fn is_complete(summary: Option<&Summary>, opts: &Options) -> bool {
     summary.is_some_and(|s| {
-        opts.models.iter().all(|m| s.models.get(m.name()).is_some_and(|ms| ms.is_complete(opts.epochs)))
+        opts.models.iter().all(|m| {
+            s.models
+                .get(m.name())
+                .is_some_and(|ms| ms.is_complete(opts.epochs))
+        })
     })
 }
 
@@ -175,7 +215,11 @@ pub fn train_dataset(
         test_samples: loaded.data.test.samples.len(),
     });
     for &kind in &opts.models {
-        if summary.models.get(kind.name()).is_some_and(|m| m.is_complete(opts.epochs)) {
+        if summary
+            .models
+            .get(kind.name())
+            .is_some_and(|m| m.is_complete(opts.epochs))
+        {
             tracing::info!(dataset = dir, model = kind.name(), "already complete");
             continue;
         }
@@ -197,7 +241,12 @@ pub fn train_dataset(
             summary.models.insert(kind.name().to_string(), m.clone());
             out.write(&summary_key, &summary.to_json())
         };
-        tracing::info!(dataset = dir, model = kind.name(), device = opts.device.name(), "training");
+        tracing::info!(
+            dataset = dir,
+            model = kind.name(),
+            device = opts.device.name(),
+            "training"
+        );
         match device::fit(opts.device, &job, &mut publish)? {
             Outcome::Done(_) => {}
             Outcome::Interrupted => return Ok(RunOutcome::Interrupted),

@@ -24,8 +24,16 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// The model inputs, in this order (DESIGN.md §6).
-pub const FEATURES: [&str; 8] =
-    ["ret_1", "spread", "obi", "ofi", "signed_volume", "ofi_sum", "tfi", "vol"];
+pub const FEATURES: [&str; 8] = [
+    "ret_1",
+    "spread",
+    "obi",
+    "ofi",
+    "signed_volume",
+    "ofi_sum",
+    "tfi",
+    "vol",
+];
 pub const N_FEATURES: usize = FEATURES.len();
 pub const N_CLASSES: usize = 3;
 pub const HIDDEN: usize = 64;
@@ -62,8 +70,12 @@ impl ModelKind {
 
     pub fn init<B: Backend>(self, seed: u64, device: &B::Device) -> Model<B> {
         // One stream per model kind, so `--models lstm` gets the same lstm as `--models cnn_lstm,lstm`.
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (self as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut init = Init { rng: &mut rng, device };
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(seed ^ (self as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut init = Init {
+            rng: &mut rng,
+            device,
+        };
         match self {
             ModelKind::CnnLstm => Model {
                 conv: Some(ConvTaps::new(&mut init, N_FEATURES, CONV_CHANNELS)),
@@ -101,7 +113,9 @@ impl FromStr for ModelKind {
             "cnn_lstm" => Ok(ModelKind::CnnLstm),
             "lstm" => Ok(ModelKind::Lstm),
             "gru" => Ok(ModelKind::Gru),
-            _ => Err(format!("unknown model {s:?}: expected cnn_lstm, lstm or gru")),
+            _ => Err(format!(
+                "unknown model {s:?}: expected cnn_lstm, lstm or gru"
+            )),
         }
     }
 }
@@ -114,8 +128,13 @@ struct Init<'a, B: Backend> {
 impl<B: Backend> Init<'_, B> {
     fn uniform<const D: usize>(&mut self, shape: [usize; D], bound: f32) -> Param<Tensor<B, D>> {
         let n = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|_| self.rng.random_range(-bound..bound)).collect();
-        Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), self.device))
+        let values: Vec<f32> = (0..n)
+            .map(|_| self.rng.random_range(-bound..bound))
+            .collect();
+        Param::from_tensor(Tensor::from_data(
+            TensorData::new(values, shape),
+            self.device,
+        ))
     }
 }
 
@@ -130,7 +149,10 @@ pub struct ConvTaps<B: Backend> {
 impl<B: Backend> ConvTaps<B> {
     fn new(init: &mut Init<'_, B>, d_in: usize, d_out: usize) -> Self {
         let bound = 1.0 / ((d_in * CONV_KERNEL) as f32).sqrt();
-        Self { weight: init.uniform([d_out, d_in, CONV_KERNEL], bound), bias: init.uniform([d_out], bound) }
+        Self {
+            weight: init.uniform([d_out, d_in, CONV_KERNEL], bound),
+            bias: init.uniform([d_out], bound),
+        }
     }
 
     /// `[in * kernel, out]`, rows in the order `i * kernel + k`, to multiply the stacked taps.
@@ -148,8 +170,17 @@ impl<B: Backend> ConvTaps<B> {
         let [d_out, _, k] = self.weight.dims();
         let pad = Tensor::<B, 3>::zeros([k / 2, batch, d_in], &x.device());
         let padded = Tensor::cat(vec![pad.clone(), x.swap_dims(0, 1), pad], 0);
-        let taps = Tensor::cat((0..k).map(|tap| padded.clone().narrow(0, tap, steps)).collect(), 2);
-        let w = self.weight.val().permute([2, 1, 0]).reshape([1, k * d_in, d_out]);
+        let taps = Tensor::cat(
+            (0..k)
+                .map(|tap| padded.clone().narrow(0, tap, steps))
+                .collect(),
+            2,
+        );
+        let w = self
+            .weight
+            .val()
+            .permute([2, 1, 0])
+            .reshape([1, k * d_in, d_out]);
         // A product per step, batched (the weight broadcast over the steps), not one over all
         // `steps * batch` rows: the weight gradient is then summed per step, which burn's CUDA
         // matmul spreads over the GPU, instead of one reduction 32k rows long.
@@ -208,7 +239,10 @@ pub struct Dense<B: Backend> {
 impl<B: Backend> Dense<B> {
     fn new(init: &mut Init<'_, B>, d_in: usize, d_out: usize) -> Self {
         let bound = 1.0 / (d_in as f32).sqrt();
-        Self { weight: init.uniform([d_in, d_out], bound), bias: init.uniform([d_out], bound) }
+        Self {
+            weight: init.uniform([d_in, d_out], bound),
+            bias: init.uniform([d_out], bound),
+        }
     }
 
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -231,7 +265,9 @@ impl<B: Backend> Model<B> {
         if let (Some(cell), true) = (&self.lstm, super::fused::supported::<B>()) {
             let bias = cell.b_ih.val() + cell.b_hh.val();
             let input = match &self.conv {
-                Some(conv) => super::fused::conv_relu_time_major(x, conv.weight.val(), conv.bias.val()),
+                Some(conv) => {
+                    super::fused::conv_relu_time_major(x, conv.weight.val(), conv.bias.val())
+                }
                 None => x.swap_dims(0, 1),
             };
             let last = super::fused::lstm_last(input, cell.w_ih.val(), cell.w_hh.val(), bias);
@@ -239,7 +275,13 @@ impl<B: Backend> Model<B> {
         }
         if let (Some(cell), true) = (&self.gru, super::fused::supported::<B>()) {
             let x = x.swap_dims(0, 1);
-            let last = super::fused_gru::gru_last(x, cell.w_ih.val(), cell.w_hh.val(), cell.b_ih.val(), cell.b_hh.val());
+            let last = super::fused_gru::gru_last(
+                x,
+                cell.w_ih.val(),
+                cell.w_hh.val(),
+                cell.b_ih.val(),
+                cell.b_hh.val(),
+            );
             return self.head.forward(last);
         }
         #[cfg(feature = "cuda")]
@@ -354,9 +396,18 @@ mod tests {
     fn parameter_counts_match_pytorch() {
         let device = Default::default();
         // torch: Conv1d(8,32,3) 800 + LSTM(32,64) 25088 + Linear(64,3) 195
-        assert_eq!(ModelKind::CnnLstm.init::<Flex>(1, &device).num_params(), 800 + 25_088 + 195);
-        assert_eq!(ModelKind::Lstm.init::<Flex>(1, &device).num_params(), 18_944 + 195);
-        assert_eq!(ModelKind::Gru.init::<Flex>(1, &device).num_params(), 14_208 + 195);
+        assert_eq!(
+            ModelKind::CnnLstm.init::<Flex>(1, &device).num_params(),
+            800 + 25_088 + 195
+        );
+        assert_eq!(
+            ModelKind::Lstm.init::<Flex>(1, &device).num_params(),
+            18_944 + 195
+        );
+        assert_eq!(
+            ModelKind::Gru.init::<Flex>(1, &device).num_params(),
+            14_208 + 195
+        );
     }
 
     #[test]
@@ -368,8 +419,13 @@ mod tests {
         let conv = model.conv.as_ref().unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let (batch, steps) = (2, 5);
-        let values: Vec<f32> = (0..batch * steps * N_FEATURES).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let x = Tensor::<Flex, 3>::from_data(TensorData::new(values, [batch, steps, N_FEATURES]), &device);
+        let values: Vec<f32> = (0..batch * steps * N_FEATURES)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let x = Tensor::<Flex, 3>::from_data(
+            TensorData::new(values, [batch, steps, N_FEATURES]),
+            &device,
+        );
         // reference: burn's conv1d on [batch, channels, length]
         let reference = conv1d(
             x.clone().swap_dims(1, 2),
@@ -382,9 +438,16 @@ mod tests {
         let zeros = Tensor::<Flex, 3>::zeros([1, batch, N_FEATURES], &device);
         let padded = Tensor::cat(vec![zeros.clone(), x.swap_dims(0, 1), zeros], 0);
         for t in 0..steps {
-            let taps = padded.clone().narrow(0, t, 3).permute([1, 2, 0]).reshape([batch, N_FEATURES * 3]);
+            let taps = padded
+                .clone()
+                .narrow(0, t, 3)
+                .permute([1, 2, 0])
+                .reshape([batch, N_FEATURES * 3]);
             let ours = taps.matmul(w.clone()) + conv.bias.val().unsqueeze::<2>();
-            let theirs = reference.clone().narrow(1, t, 1).reshape([batch, CONV_CHANNELS]);
+            let theirs = reference
+                .clone()
+                .narrow(1, t, 1)
+                .reshape([batch, CONV_CHANNELS]);
             let diff: f32 = (ours - theirs).abs().max().into_scalar();
             assert!(diff < 1e-5, "step {t}: {diff}");
         }

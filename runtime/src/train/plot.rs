@@ -17,12 +17,22 @@ pub fn curves_svg(model: &str, epochs: &[EpochStats]) -> Result<String> {
             epochs.iter().map(|e| (e.epoch as f64, f(e))).collect()
         };
         let panels: [(&DrawingArea<_, _>, &str, [Vec<(f64, f64)>; 2]); 2] = [
-            (&left, "loss", [series(|e| e.train_loss), series(|e| e.val_loss)]),
-            (&right, "accuracy", [series(|e| e.train_accuracy), series(|e| e.val_accuracy)]),
+            (
+                &left,
+                "loss",
+                [series(|e| e.train_loss), series(|e| e.val_loss)],
+            ),
+            (
+                &right,
+                "accuracy",
+                [series(|e| e.train_accuracy), series(|e| e.val_accuracy)],
+            ),
         ];
         for (area, what, [train, val]) in panels {
             let values = train.iter().chain(&val).map(|p| p.1);
-            let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
             let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
             let pad = ((hi - lo) * 0.1).max(1e-3);
             let mut chart = ChartBuilder::on(area)
@@ -32,7 +42,12 @@ pub fn curves_svg(model: &str, epochs: &[EpochStats]) -> Result<String> {
                 .y_label_area_size(56)
                 .build_cartesian_2d(1.0..last, (lo - pad)..(hi + pad))
                 .map_err(err)?;
-            chart.configure_mesh().x_desc("epoch").y_desc(what).draw().map_err(err)?;
+            chart
+                .configure_mesh()
+                .x_desc("epoch")
+                .y_desc(what)
+                .draw()
+                .map_err(err)?;
             for (points, label, color) in [(train, "train", BLUE), (val, "validation", RED)] {
                 chart
                     .draw_series(LineSeries::new(points, color.stroke_width(2)))

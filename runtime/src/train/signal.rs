@@ -22,7 +22,10 @@ pub fn stop_flag() -> Result<Arc<AtomicBool>> {
         use tokio::signal::unix::{signal, SignalKind};
         // Registered here, before returning, so no SIGTERM can fall between start and listen.
         let (mut term, mut int) = rt.block_on(async {
-            Ok::<_, std::io::Error>((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
         })?;
         let f = flag.clone();
         std::thread::Builder::new().name("sigterm".into()).spawn(move || {

@@ -14,7 +14,9 @@ pub struct Store {
 
 impl Store {
     pub fn open(uri: &str) -> Result<Store> {
-        Ok(Store { root: Location::parse(uri)? })
+        Ok(Store {
+            root: Location::parse(uri)?,
+        })
     }
 
     fn loc(&self, key: &str) -> Location {

@@ -28,16 +28,25 @@ struct Spec {
 
 impl Spec {
     fn new(instrument: i64, rows: [usize; 3]) -> Spec {
-        Spec { instrument, rows, drop_column: None, skip_split: None }
+        Spec {
+            instrument,
+            rows,
+            drop_column: None,
+            skip_split: None,
+        }
     }
 }
 
 fn dataset_dir(root: &Path, instrument: i64) -> PathBuf {
-    root.join(format!("datasets/instrument={instrument}/start_date=2024-01-01/end_date=2024-01-02"))
+    root.join(format!(
+        "datasets/instrument={instrument}/start_date=2024-01-01/end_date=2024-01-02"
+    ))
 }
 
 fn models_dir(out: &Path, instrument: i64) -> PathBuf {
-    out.join(format!("models/instrument={instrument}/start_date=2024-01-01/end_date=2024-01-02"))
+    out.join(format!(
+        "models/instrument={instrument}/start_date=2024-01-01/end_date=2024-01-02"
+    ))
 }
 
 /// Writes one prepared dataset: features ~ N(0,1)-ish, label = class of `obi_t + ofi_{t-1}`.
@@ -73,7 +82,10 @@ fn write_dataset(root: &Path, spec: &Spec) {
         let times: Vec<i64> = (0..rows as i64).map(|i| ts + i * 100_000).collect();
         ts += rows as i64 * 100_000;
         let mut columns = vec![Column::new("ts".into(), times)
-            .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))
+            .cast(&DataType::Datetime(
+                TimeUnit::Microseconds,
+                Some(TimeZone::UTC),
+            ))
             .unwrap()];
         for (name, values) in FEATURES.iter().zip(cols) {
             if spec.drop_column != Some(*name) {
@@ -81,16 +93,22 @@ fn write_dataset(root: &Path, spec: &Spec) {
             }
         }
         columns.push(Column::new("label".into(), label));
-        columns.push(Column::new("sample".into(), (0..rows).map(|i| i + 1 >= LOOKBACK).collect::<Vec<bool>>()));
+        columns.push(Column::new(
+            "sample".into(),
+            (0..rows).map(|i| i + 1 >= LOOKBACK).collect::<Vec<bool>>(),
+        ));
         if spec.skip_split == Some(*split) {
             continue;
         }
         let mut df = DataFrame::new_infer_height(columns).unwrap();
-        ParquetWriter::new(fs::File::create(dir.join(format!("{split}.parquet"))).unwrap()).finish(&mut df).unwrap();
+        ParquetWriter::new(fs::File::create(dir.join(format!("{split}.parquet"))).unwrap())
+            .finish(&mut df)
+            .unwrap();
     }
     fs::write(
         dir.join("scaler.json"),
-        serde_json::json!({"features": FEATURES, "mean": vec![0.0; 8], "std": vec![1.0; 8]}).to_string(),
+        serde_json::json!({"features": FEATURES, "mean": vec![0.0; 8], "std": vec![1.0; 8]})
+            .to_string(),
     )
     .unwrap();
     fs::write(
@@ -102,9 +120,15 @@ fn write_dataset(root: &Path, spec: &Spec) {
 
 fn train(root: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runtime"));
-    cmd.arg("train").arg("--datasets").arg(root).arg("--output").arg(out).args(extra);
+    cmd.arg("train")
+        .arg("--datasets")
+        .arg(root)
+        .arg("--output")
+        .arg(out)
+        .args(extra);
     // One compute thread each: the tests run side by side.
-    cmd.env("RAYON_NUM_THREADS", "1").env_remove("AWS_BATCH_JOB_ARRAY_INDEX");
+    cmd.env("RAYON_NUM_THREADS", "1")
+        .env_remove("AWS_BATCH_JOB_ARRAY_INDEX");
     cmd
 }
 
@@ -116,7 +140,10 @@ fn run(cmd: &mut Command) -> Output {
 
 fn summary(out: &Path, instrument: i64) -> (Value, Summary) {
     let bytes = fs::read(models_dir(out, instrument).join("training_summary.json")).unwrap();
-    (serde_json::from_slice(&bytes).unwrap(), Summary::parse(&bytes).unwrap())
+    (
+        serde_json::from_slice(&bytes).unwrap(),
+        Summary::parse(&bytes).unwrap(),
+    )
 }
 
 /// Every file under `dir` with its bytes and modification time.
@@ -129,7 +156,11 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime)> {
             if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
             } else {
-                files.push((e.path(), fs::read(e.path()).unwrap(), e.metadata().unwrap().modified().unwrap()));
+                files.push((
+                    e.path(),
+                    fs::read(e.path()).unwrap(),
+                    e.metadata().unwrap().modified().unwrap(),
+                ));
             }
         }
     }
@@ -142,10 +173,26 @@ fn every_model_learns_and_writes_summary_plots_and_best_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
     let (root, out) = (tmp.path().join("prep"), tmp.path().join("out"));
     write_dataset(&root, &Spec::new(7, [900, 300, 300]));
-    let o = run(&mut train(&root, &out, &["--models", "cnn_lstm,lstm,gru", "--epochs", "4", "--batch-size", "16", "--lr", "0.01"]));
+    let o = run(&mut train(
+        &root,
+        &out,
+        &[
+            "--models",
+            "cnn_lstm,lstm,gru",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "16",
+            "--lr",
+            "0.01",
+        ],
+    ));
     assert!(o.status.success(), "{o:?}");
     let dir = models_dir(&out, 7);
-    assert_eq!(String::from_utf8(o.stdout).unwrap().trim(), dir.join("training_summary.json").display().to_string());
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap().trim(),
+        dir.join("training_summary.json").display().to_string()
+    );
 
     let (json, summary) = summary(&out, 7);
     for name in ["cnn_lstm", "lstm", "gru"] {
@@ -154,17 +201,36 @@ fn every_model_learns_and_writes_summary_plots_and_best_checkpoints() {
         assert_eq!(epochs.len(), 4, "{name}");
         for (i, e) in epochs.iter().enumerate() {
             assert_eq!(e["epoch"], i + 1);
-            for k in ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "samples_per_s", "seconds"] {
-                assert!(e[k].as_f64().unwrap().is_finite() && e[k].as_f64().unwrap() >= 0.0, "{name} {k}");
+            for k in [
+                "train_loss",
+                "train_accuracy",
+                "val_loss",
+                "val_accuracy",
+                "samples_per_s",
+                "seconds",
+            ] {
+                assert!(
+                    e[k].as_f64().unwrap().is_finite() && e[k].as_f64().unwrap() >= 0.0,
+                    "{name} {k}"
+                );
             }
         }
-        let val: Vec<f64> = epochs.iter().map(|e| e["val_loss"].as_f64().unwrap()).collect();
+        let val: Vec<f64> = epochs
+            .iter()
+            .map(|e| e["val_loss"].as_f64().unwrap())
+            .collect();
         let later_best = val[1..].iter().cloned().fold(f64::INFINITY, f64::min);
-        assert!(later_best < val[0], "{name}: validation loss did not fall: {val:?}");
+        assert!(
+            later_best < val[0],
+            "{name}: validation loss did not fall: {val:?}"
+        );
         assert_eq!(m["device"], "cpu");
         assert!(m["parameters"].as_u64().unwrap() > 10_000);
         let best_epoch = m["best_epoch"].as_u64().unwrap() as usize;
-        assert_eq!(val[best_epoch - 1], val.iter().cloned().fold(f64::INFINITY, f64::min));
+        assert_eq!(
+            val[best_epoch - 1],
+            val.iter().cloned().fold(f64::INFINITY, f64::min)
+        );
         let cm: Vec<Vec<u64>> = serde_json::from_value(m["confusion_matrix"].clone()).unwrap();
         assert_eq!(cm.len(), 3);
         assert_eq!(cm.iter().flatten().sum::<u64>(), 300 - LOOKBACK as u64 + 1);
@@ -173,9 +239,17 @@ fn every_model_learns_and_writes_summary_plots_and_best_checkpoints() {
         assert!(m["test_loss"].as_f64().unwrap().is_finite());
 
         let svg = fs::read_to_string(dir.join(format!("{name}_curves.svg"))).unwrap();
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{name} plot");
-        assert!(svg.matches("<polyline").count() >= 4, "{name} plot has no curves");
-        assert!(dir.join(format!("{}_best.mpk", name.to_uppercase())).is_file());
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{name} plot"
+        );
+        assert!(
+            svg.matches("<polyline").count() >= 4,
+            "{name} plot has no curves"
+        );
+        assert!(dir
+            .join(format!("{}_best.mpk", name.to_uppercase()))
+            .is_file());
     }
     // Chance is about 1/3 with these thresholds.
     let acc = summary.models["cnn_lstm"].test_accuracy.unwrap();
@@ -183,7 +257,11 @@ fn every_model_learns_and_writes_summary_plots_and_best_checkpoints() {
 
     // The best checkpoint alone reproduces the recorded test accuracy.
     let store = Store::open(root.to_str().unwrap()).unwrap();
-    let ds = DatasetRef { instrument: "7".into(), start_date: "2024-01-01".into(), end_date: "2024-01-02".into() };
+    let ds = DatasetRef {
+        instrument: "7".into(),
+        start_date: "2024-01-01".into(),
+        end_date: "2024-01-02".into(),
+    };
     let test: std::sync::Arc<Split> = runtime::train::load(&store, &ds).unwrap().data.test;
     type B = burn::backend::Flex;
     for kind in ModelKind::ALL {
@@ -194,13 +272,29 @@ fn every_model_learns_and_writes_summary_plots_and_best_checkpoints() {
         // Exact counts; the accuracy only up to JSON's float round trip.
         let cm: Vec<Vec<u64>> = eval.confusion.iter().map(|r| r.to_vec()).collect();
         assert_eq!(Some(cm), recorded.confusion_matrix, "{kind}");
-        assert!((eval.accuracy - recorded.test_accuracy.unwrap()).abs() < 1e-12, "{kind}");
+        assert!(
+            (eval.accuracy - recorded.test_accuracy.unwrap()).abs() < 1e-12,
+            "{kind}"
+        );
     }
 
     // Complete: a second run exits 0 at once and touches nothing.
     let before = snapshot(&out);
     let started = Instant::now();
-    let o = run(&mut train(&root, &out, &["--models", "cnn_lstm,lstm,gru", "--epochs", "4", "--batch-size", "16", "--lr", "0.01"]));
+    let o = run(&mut train(
+        &root,
+        &out,
+        &[
+            "--models",
+            "cnn_lstm,lstm,gru",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "16",
+            "--lr",
+            "0.01",
+        ],
+    ));
     assert!(o.status.success(), "{o:?}");
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(snapshot(&out), before);
@@ -209,21 +303,39 @@ fn every_model_learns_and_writes_summary_plots_and_best_checkpoints() {
 #[test]
 fn sigterm_checkpoints_exits_143_and_the_rerun_resumes_to_the_same_epochs() {
     let tmp = tempfile::tempdir().unwrap();
-    let (root, out, reference) = (tmp.path().join("prep"), tmp.path().join("out"), tmp.path().join("ref"));
+    let (root, out, reference) = (
+        tmp.path().join("prep"),
+        tmp.path().join("out"),
+        tmp.path().join("ref"),
+    );
     write_dataset(&root, &Spec::new(3, [2400, 120, 120]));
     let args = ["--models", "gru", "--epochs", "3", "--batch-size", "8"];
 
-    let mut child = train(&root, &out, &args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = train(&root, &out, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let ckpt = models_dir(&out, 3).join("checkpoints/gru.ckpt");
     let deadline = Instant::now() + Duration::from_secs(300);
     while !ckpt.exists() {
-        assert!(Instant::now() < deadline, "no checkpoint after the first epoch");
-        assert!(child.try_wait().unwrap().is_none(), "finished before it could be interrupted");
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint after the first epoch"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be interrupted"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Into the second epoch, so the interruption lands mid-epoch.
     std::thread::sleep(Duration::from_millis(300));
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
     let o = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -246,7 +358,11 @@ fn sigterm_checkpoints_exits_143_and_the_rerun_resumes_to_the_same_epochs() {
     let (r, u) = (&resumed.models["gru"], &uninterrupted.models["gru"]);
     assert_eq!(r.epochs.len(), 3);
     assert_eq!(r.epochs.len(), u.epochs.len());
-    assert_eq!(r.epochs[..done.len()], done[..], "epochs finished before the signal are kept as they were");
+    assert_eq!(
+        r.epochs[..done.len()],
+        done[..],
+        "epochs finished before the signal are kept as they were"
+    );
     assert!(r.test_accuracy.is_some());
     // Same order, same state: the resumed run's losses follow the uninterrupted run's.
     for (a, b) in r.epochs.iter().zip(&u.epochs) {
@@ -270,11 +386,19 @@ fn instance_metadata(notice: std::sync::Arc<std::sync::atomic::AtomicBool>) -> S
                 header.clear();
             }
             let (status, extra, body) = if request.starts_with("PUT /latest/api/token ") {
-                ("200 OK", "x-aws-ec2-metadata-token-ttl-seconds: 21600\r\n", "a-token")
+                (
+                    "200 OK",
+                    "x-aws-ec2-metadata-token-ttl-seconds: 21600\r\n",
+                    "a-token",
+                )
             } else if request.starts_with("GET /latest/meta-data/spot/instance-action ")
                 && notice.load(std::sync::atomic::Ordering::SeqCst)
             {
-                ("200 OK", "", r#"{"action": "terminate", "time": "2026-11-26T01:02:00Z"}"#)
+                (
+                    "200 OK",
+                    "",
+                    r#"{"action": "terminate", "time": "2026-11-26T01:02:00Z"}"#,
+                )
             } else {
                 ("404 Not Found", "", "")
             };
@@ -307,8 +431,14 @@ fn spot_interruption_notice_checkpoints_and_exits_143_before_the_sigterm() {
     let ckpt = models_dir(&out, 4).join("checkpoints/gru.ckpt");
     let deadline = Instant::now() + Duration::from_secs(300);
     while !ckpt.exists() {
-        assert!(Instant::now() < deadline, "no checkpoint after the first epoch");
-        assert!(child.try_wait().unwrap().is_none(), "finished before the notice");
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint after the first epoch"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the notice"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Polled while no notice is posted, the job trains on; then EC2 posts one.
@@ -316,7 +446,10 @@ fn spot_interruption_notice_checkpoints_and_exits_143_before_the_sigterm() {
     let o = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(143), "{stderr}");
-    assert!(stderr.contains("Spot interruption notice") && stderr.contains("terminate"), "{stderr}");
+    assert!(
+        stderr.contains("Spot interruption notice") && stderr.contains("terminate"),
+        "{stderr}"
+    );
     let (_, interrupted) = summary(&out, 4);
     let done = interrupted.models["gru"].epochs.len();
     assert!((1..6).contains(&done), "{done} epochs");
@@ -342,27 +475,67 @@ fn bad_input_exits_1_and_writes_nothing() {
     write_dataset(&good, &Spec::new(1, [60, 30, 30]));
     let out = tmp.path().join("out");
 
-    assert_bad(&mut train(&good, &out, &["--models", "cnn_lstm,rnn"]), &out, "unknown model \"rnn\"");
-    assert_bad(&mut train(&good, &out, &["--batch-size", "0"]), &out, "--batch-size");
-    assert_bad(&mut train(&good, &out, &["--instrument", "99"]), &out, "instrument(s) 99");
+    assert_bad(
+        &mut train(&good, &out, &["--models", "cnn_lstm,rnn"]),
+        &out,
+        "unknown model \"rnn\"",
+    );
+    assert_bad(
+        &mut train(&good, &out, &["--batch-size", "0"]),
+        &out,
+        "--batch-size",
+    );
+    assert_bad(
+        &mut train(&good, &out, &["--instrument", "99"]),
+        &out,
+        "instrument(s) 99",
+    );
 
     let empty = tmp.path().join("empty");
     fs::create_dir_all(&empty).unwrap();
     assert_bad(&mut train(&empty, &out, &[]), &out, "no dataset");
-    assert_bad(&mut train(&tmp.path().join("absent"), &out, &[]), &out, "no such directory");
+    assert_bad(
+        &mut train(&tmp.path().join("absent"), &out, &[]),
+        &out,
+        "no such directory",
+    );
 
     // A second, broken dataset stops the run before the good one writes anything.
     let missing_split = tmp.path().join("missing-split");
     write_dataset(&missing_split, &Spec::new(1, [60, 30, 30]));
-    write_dataset(&missing_split, &Spec { skip_split: Some("validation"), ..Spec::new(2, [60, 30, 30]) });
-    assert_bad(&mut train(&missing_split, &out, &["--epochs", "1"]), &out, "missing validation.parquet");
+    write_dataset(
+        &missing_split,
+        &Spec {
+            skip_split: Some("validation"),
+            ..Spec::new(2, [60, 30, 30])
+        },
+    );
+    assert_bad(
+        &mut train(&missing_split, &out, &["--epochs", "1"]),
+        &out,
+        "missing validation.parquet",
+    );
 
     let missing_column = tmp.path().join("missing-column");
-    write_dataset(&missing_column, &Spec { drop_column: Some("vol"), ..Spec::new(4, [60, 30, 30]) });
-    assert_bad(&mut train(&missing_column, &out, &["--epochs", "1"]), &out, "missing column(s) vol");
+    write_dataset(
+        &missing_column,
+        &Spec {
+            drop_column: Some("vol"),
+            ..Spec::new(4, [60, 30, 30])
+        },
+    );
+    assert_bad(
+        &mut train(&missing_column, &out, &["--epochs", "1"]),
+        &out,
+        "missing column(s) vol",
+    );
 
     #[cfg(not(feature = "cuda"))]
-    assert_bad(&mut train(&good, &out, &["--device", "cuda"]), &out, "built without CUDA");
+    assert_bad(
+        &mut train(&good, &out, &["--device", "cuda"]),
+        &out,
+        "built without CUDA",
+    );
 }
 
 // ---- end to end on S3 (moto): generate → prepare → train as a two-child array ----
@@ -372,8 +545,14 @@ fn s3_bucket() -> String {
     emu.set_process_env();
     let name = testkit::unique_name("train");
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
-        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build());
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&conf)
+                .force_path_style(true)
+                .build(),
+        );
         s3.create_bucket().bucket(&name).send().await.unwrap();
     });
     name
@@ -381,7 +560,9 @@ fn s3_bucket() -> String {
 
 fn runtime_on_emulator(args: &[&str]) -> Output {
     let mut cmd = testkit::emulator().command(env!("CARGO_BIN_EXE_runtime"));
-    cmd.args(args).env("RAYON_NUM_THREADS", "1").env_remove("AWS_BATCH_JOB_ARRAY_INDEX");
+    cmd.args(args)
+        .env("RAYON_NUM_THREADS", "1")
+        .env_remove("AWS_BATCH_JOB_ARRAY_INDEX");
     run(&mut cmd)
 }
 
@@ -389,45 +570,113 @@ fn runtime_on_emulator(args: &[&str]) -> Output {
 fn s3_generate_prepare_train_array_children_and_skip_when_complete() {
     use runtime::io::{self, Location};
     let bucket = s3_bucket();
-    let (raw, root) = (format!("s3://{bucket}/raw"), format!("s3://{bucket}/ml-pipeline"));
+    let (raw, root) = (
+        format!("s3://{bucket}/raw"),
+        format!("s3://{bucket}/ml-pipeline"),
+    );
     let day = ["--start-date", "2024-01-01", "--end-date", "2024-01-01"];
-    let o = runtime_on_emulator(&[&["generate", "--output", &raw, "--instrument", "21,22", "--hours-per-day", "0.2"][..], &day].concat());
+    let o = runtime_on_emulator(
+        &[
+            &[
+                "generate",
+                "--output",
+                &raw,
+                "--instrument",
+                "21,22",
+                "--hours-per-day",
+                "0.2",
+            ][..],
+            &day,
+        ]
+        .concat(),
+    );
     assert!(o.status.success(), "{o:?}");
     let o = runtime_on_emulator(
-        &[&["prepare", "--input", &raw, "--output", &root, "--instrument", "21,22", "--lookback", "16"][..], &day].concat(),
+        &[
+            &[
+                "prepare",
+                "--input",
+                &raw,
+                "--output",
+                &root,
+                "--instrument",
+                "21,22",
+                "--lookback",
+                "16",
+            ][..],
+            &day,
+        ]
+        .concat(),
     );
     assert!(o.status.success(), "{o:?}");
 
-    let train_args = ["train", "--datasets", &root, "--output", &root, "--models", "cnn_lstm", "--epochs", "2", "--batch-size", "64", "--array-size", "2"];
+    let train_args = [
+        "train",
+        "--datasets",
+        &root,
+        "--output",
+        &root,
+        "--models",
+        "cnn_lstm",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--array-size",
+        "2",
+    ];
     for (index, instrument) in [("0", 21), ("1", 22)] {
         let mut cmd = testkit::emulator().command(env!("CARGO_BIN_EXE_runtime"));
-        cmd.args(train_args).env("RAYON_NUM_THREADS", "1").env("AWS_BATCH_JOB_ARRAY_INDEX", index);
+        cmd.args(train_args)
+            .env("RAYON_NUM_THREADS", "1")
+            .env("AWS_BATCH_JOB_ARRAY_INDEX", index);
         let o = run(&mut cmd);
         assert!(o.status.success(), "{o:?}");
-        let models = format!("{root}/models/instrument={instrument}/start_date=2024-01-01/end_date=2024-01-01");
+        let models = format!(
+            "{root}/models/instrument={instrument}/start_date=2024-01-01/end_date=2024-01-01"
+        );
         // Each child trained exactly its own share.
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("{models}/training_summary.json"));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            format!("{models}/training_summary.json")
+        );
         let loc = Location::parse(&models).unwrap();
-        let summary = Summary::parse(&io::read(&loc.join("training_summary.json")).unwrap()).unwrap();
+        let summary =
+            Summary::parse(&io::read(&loc.join("training_summary.json")).unwrap()).unwrap();
         let m = &summary.models["cnn_lstm"];
         assert_eq!(m.epochs.len(), 2);
         // Beats always answering the test split's most frequent class.
         let cm = m.confusion_matrix.as_ref().unwrap();
         let total: u64 = cm.iter().flatten().sum();
-        let majority = cm.iter().map(|r| r.iter().sum::<u64>()).max().unwrap() as f64 / total as f64;
-        assert!(m.test_accuracy.unwrap() > majority + 0.03, "{} vs majority {majority}", m.test_accuracy.unwrap());
-        for file in ["CNN_LSTM_best.mpk", "cnn_lstm_curves.svg", "checkpoints/cnn_lstm.ckpt"] {
+        let majority =
+            cm.iter().map(|r| r.iter().sum::<u64>()).max().unwrap() as f64 / total as f64;
+        assert!(
+            m.test_accuracy.unwrap() > majority + 0.03,
+            "{} vs majority {majority}",
+            m.test_accuracy.unwrap()
+        );
+        for file in [
+            "CNN_LSTM_best.mpk",
+            "cnn_lstm_curves.svg",
+            "checkpoints/cnn_lstm.ckpt",
+        ] {
             assert!(io::exists(&loc.join(file)).unwrap(), "{file}");
         }
     }
     // Both complete: the whole array again is a no-op.
     let all = Location::parse(&format!("{root}/models")).unwrap();
-    let before: Vec<(String, Vec<u8>)> =
-        io::list(&all).unwrap().iter().map(|l| (l.to_string(), io::read(l).unwrap())).collect();
+    let before: Vec<(String, Vec<u8>)> = io::list(&all)
+        .unwrap()
+        .iter()
+        .map(|l| (l.to_string(), io::read(l).unwrap()))
+        .collect();
     let o = runtime_on_emulator(&train_args[..train_args.len() - 2]);
     assert!(o.status.success(), "{o:?}");
     assert!(o.stdout.is_empty());
-    let after: Vec<(String, Vec<u8>)> =
-        io::list(&all).unwrap().iter().map(|l| (l.to_string(), io::read(l).unwrap())).collect();
+    let after: Vec<(String, Vec<u8>)> = io::list(&all)
+        .unwrap()
+        .iter()
+        .map(|l| (l.to_string(), io::read(l).unwrap()))
+        .collect();
     assert_eq!(before, after);
 }
