@@ -9,13 +9,15 @@ PROVISION = target/debug/provision
 RUNTIME = target/debug/runtime
 
 .PHONY: test demo build venv emulator emulator-stop plan deploy destroy bench bench-train
+.PHONY: registry release image push upload-data submit-data-jobs submit-jobs submit-job bench-image
 
-## make test: every test of the workspace, against a moto server the tests start themselves.
-test: venv
+## make test: every test of the workspace, against a moto server and a container registry on
+## loopback that the tests start themselves.
+test: venv registry
 	$(CARGO) test --workspace
 
 ## make demo: start the emulator, apply the reference stack, run the pipeline, destroy.
-demo: venv build
+demo: venv registry build
 	scripts/demo.sh
 
 build:
@@ -23,6 +25,10 @@ build:
 
 venv:
 	scripts/venv.sh
+
+## make registry: install the loopback container registry the tests push to (docker-registry).
+registry:
+	scripts/setup-registry.sh
 
 ## make emulator: a moto server in the background; prints the exports to use it.
 emulator:
@@ -34,14 +40,61 @@ emulator-stop:
 plan: build
 	$(PROVISION) plan $(STACK_FLAGS)
 
-deploy: build
+## make deploy [ENV=dev] [GPU=true]: image -> apply -> push -> apply. The first apply creates
+## the repository (and whatever else the stack changed); the second pins the pushed digest in
+## the job definitions, a new revision of each.
+deploy: image
+	$(PROVISION) apply $(STACK_FLAGS)
+	$(PROVISION) image push $(STACK_FLAGS)
 	$(PROVISION) apply $(STACK_FLAGS)
 
 destroy: build
 	$(PROVISION) destroy $(STACK_FLAGS)
 
+## make release [GPU=true]: the release binaries (the gpu flavour's runtime with CUDA).
+release:
+	$(CARGO) build --workspace --release $(if $(filter true,$(GPU)),--features runtime/cuda)
+
+## make image [ENV=...] [GPU=true]: the jobs' image from the release runtime, without Docker
+## -> target/image/{cpu,gpu} (an OCI image layout). RUNTIME_BIN=path uses another binary.
+RUNTIME_BIN ?= target/release/runtime
+image: build $(if $(filter target/release/runtime,$(RUNTIME_BIN)),release)
+	$(PROVISION) image build $(STACK_FLAGS) --binary $(RUNTIME_BIN)
+
+## make push: the built image to the stack's ECR repository, tagged {git sha} and cpu/gpu.
+## REGISTRY=host[:port] pushes through a mirror or a local registry instead.
+push: build
+	$(PROVISION) image push $(STACK_FLAGS) $(if $(REGISTRY),--registry $(REGISTRY))
+
+## make upload-data DATA=dir [DEST=data/raw]: sync a local directory to the stack's bucket
+## (only new or changed files).
+upload-data: build
+	@test -n "$(DATA)" || { echo "usage: make upload-data DATA=dir [DEST=bucket-key/prefix]" >&2; exit 1; }
+	$(PROVISION) upload $(STACK_FLAGS) $(DATA) $(or $(DEST),data/raw)
+
+## make submit-data-jobs / submit-jobs: every matrix value of the data (DATA_JOB) or training
+## (TRAIN_JOB) job at once; make submit-job DATASET=x: one training job. The defaults are the
+## loan-default stack's job names: make submit-jobs STACK=stacks/loan-default.toml ENV=dev
+DATA_JOB ?= data
+TRAIN_JOB ?= experiment
+submit-data-jobs: build
+	$(PROVISION) submit $(STACK_FLAGS) $(DATA_JOB) --all
+
+submit-jobs: build
+	$(PROVISION) submit $(STACK_FLAGS) $(TRAIN_JOB) --all
+
+submit-job: build
+	@test -n "$(DATASET)" || { echo "usage: make submit-job DATASET=name" >&2; exit 1; }
+	$(PROVISION) submit $(STACK_FLAGS) $(TRAIN_JOB)-$(DATASET)
+
+## make bench-image: CPU image build from the release runtime, `provision image build` vs
+## tar + gzip + sha256sum of the same files -> bench/image.md (needs the release build that
+## bench-prepare makes).
+bench-image: release
+	bench/image.sh
+
 ## make bench: every benchmark, each side by side with the tool a user would otherwise pick.
-bench: bench-plan bench-prepare bench-train
+bench: bench-plan bench-prepare bench-train bench-image
 
 ## make bench-plan: no-op plan of the reference stack against moto vs `cdk synth` -> bench/
 .PHONY: bench-plan bench-prepare bench-train bench-train-gpu

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the order-flow pipeline end to end on the embedded emulator (moto):
-# validate and apply the reference stack, generate ticks into its bucket, submit the jobs,
+# validate and apply the reference stack, build the jobs' image and push it (to a registry on
+# loopback) so the job definitions pin its digest, generate ticks into its bucket, submit the jobs,
 # run prepare and train locally with the environment their job definitions give them, show
 # the results, destroy the stack. Nothing here talks to real AWS.
 set -euo pipefail
@@ -11,16 +12,36 @@ export PATH="$target/debug:$PATH"
 stack=(--stack stacks/orderflow.toml --env dev)
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-# A private emulator for this demo; it exits when this script does (its stdin closes).
-coproc EMU { exec .venv/bin/python scripts/emulator.py --watch-stdin; }
+work=$(mktemp -d -t provision-demo.XXXXXX)
+# A container registry on loopback stands in for the repository's ECR registry endpoint.
+registry_port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$work/registry"
+cat > "$work/registry.yml" <<YML
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$registry_port
+YML
+docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
+registry_pid=$!
+export PROVISION_REGISTRY=127.0.0.1:$registry_port
+
+# A private emulator for this demo; it exits when this script does (its stdin closes). Its ECR
+# reads what the loopback registry holds, as AWS's ECR API reads its registry.
+coproc EMU { MOTO_ECR_REGISTRY=http://$PROVISION_REGISTRY exec .venv/bin/python scripts/emulator.py --watch-stdin; }
 read -r line <&"${EMU[0]}"
 export AWS_ENDPOINT_URL=${line#MOTO_ENDPOINT=}
 export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 export AWS_EC2_METADATA_DISABLED=true
 unset AWS_PROFILE
-work=$(mktemp -d -t provision-demo.XXXXXX)
-trap 'kill $EMU_PID 2>/dev/null || true; rm -rf "$work"' EXIT
-step "emulator at $AWS_ENDPOINT_URL"
+trap 'kill $EMU_PID $registry_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+step "emulator at $AWS_ENDPOINT_URL, registry at $PROVISION_REGISTRY"
 
 step "provision validate ${stack[*]}"
 provision validate "${stack[@]}"
@@ -30,6 +51,28 @@ provision plan "${stack[@]}"
 
 step "provision apply ${stack[*]} --auto-approve"
 provision apply "${stack[@]}" --auto-approve
+
+# The release runtime when there is one; else the debug build `make demo` made.
+runtime_bin=$target/release/runtime
+[ -x "$runtime_bin" ] || runtime_bin=$target/debug/runtime
+step "provision image build ${stack[*]} --binary $runtime_bin   (no Docker: OCI layers, reproducible)"
+provision image build "${stack[@]}" --binary "$runtime_bin" --tag demo --out "$work/image"
+
+step "provision image push ${stack[*]}   (to the loopback registry: PROVISION_REGISTRY=$PROVISION_REGISTRY)"
+provision image push "${stack[@]}" --image "$work/image"
+
+step "provision plan ${stack[*]}   (each job definition moves from the tag to the pushed digest)"
+provision plan "${stack[@]}"
+provision apply "${stack[@]}" --auto-approve >/dev/null
+
+step "the job definitions' images"
+.venv/bin/python - <<'PY'
+import os
+import boto3
+batch = boto3.client("batch", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+for d in batch.describe_job_definitions(status="ACTIVE")["jobDefinitions"]:
+    print("  %-28s %s" % ("%s:%d" % (d["jobDefinitionName"], d["revision"]), d["containerProperties"]["image"]))
+PY
 
 step "provision plan ${stack[*]} --detailed-exitcode   (a second plan has nothing to do)"
 provision plan "${stack[@]}" --detailed-exitcode

@@ -246,3 +246,71 @@ def dispatch_without_rescanning():
     listed = tuple(backends.list_of_moto_modules())
     backends.list_of_moto_modules = lambda: listed
     responses.method_names_from_class = functools.cache(responses.method_names_from_class)
+
+
+@patch
+def ecr_sees_the_registry():
+    """AWS: an image pushed to an ECR repository's registry endpoint (the Docker registry
+    protocol) is the same image that ECR's API lists: BatchGetImage and DescribeImages answer
+    its tags and digest. moto's ECR has no registry endpoint. When MOTO_ECR_REGISTRY names a
+    registry (`http://127.0.0.1:PORT`, the tests' loopback `docker-registry`), these calls first
+    read the asked tags from it, so what `provision image push` pushed there is what ECR
+    answers, digest included."""
+    import json
+    import os
+    import urllib.error
+    import urllib.request
+
+    from moto.ecr.exceptions import ImageAlreadyExistsException
+    from moto.ecr.models import ECRBackend
+
+    accept = ", ".join([
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ])
+
+    def registry_tags(registry, repository_name, image_ids):
+        """The tags asked for, or every tag the registry holds when none is named."""
+        if image_ids:
+            return [i["imageTag"] for i in image_ids if i.get("imageTag")]
+        try:
+            with urllib.request.urlopen(f"{registry}/v2/{repository_name}/tags/list", timeout=10) as answer:
+                return json.loads(answer.read()).get("tags") or []
+        except (urllib.error.URLError, OSError, ValueError):
+            return []
+
+    def sync(self, repository_name, image_ids):
+        registry = os.environ.get("MOTO_ECR_REGISTRY")
+        if not registry or repository_name not in self.repositories:
+            return
+        for tag in registry_tags(registry, repository_name, image_ids):
+            url = f"{registry}/v2/{repository_name}/manifests/{tag}"
+            request = urllib.request.Request(url, headers={"Accept": accept})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    body = answer.read().decode()
+                    digest = answer.headers.get("Docker-Content-Digest")
+                    media_type = answer.headers.get("Content-Type")
+            except (urllib.error.URLError, OSError):
+                continue
+            try:
+                self.put_image(repository_name, body, tag, media_type, digest)
+            except ImageAlreadyExistsException:
+                pass
+
+    for name in ("batch_get_image", "describe_images"):
+        original = getattr(ECRBackend, name)
+
+        def wrapped(self, repository_name, registry_id=None, image_ids=None, _original=original):
+            sync(self, repository_name, image_ids)
+            return _original(self, repository_name, registry_id, image_ids)
+
+        setattr(ECRBackend, name, wrapped)
+
+    original_list = ECRBackend.list_images
+
+    def list_images(self, repository_name, registry_id=None, *args, **kwargs):
+        sync(self, repository_name, None)
+        return original_list(self, repository_name, registry_id, *args, **kwargs)
+
+    ECRBackend.list_images = list_images

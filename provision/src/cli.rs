@@ -40,6 +40,10 @@ pub enum Command {
     RunLocal(RunLocalArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+    /// Build the jobs' container image, or push it to the stack's repository; no Docker needed.
+    Image(ImageArgs),
+    /// Sync a local directory to one of the stack's buckets: only new and changed files go up.
+    Upload(UploadArgs),
 }
 
 impl Command {
@@ -152,7 +156,7 @@ pub enum StateCommand {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SubmitArgs {
     #[command(flatten)]
     pub stack: StackArgs,
@@ -188,6 +192,10 @@ pub struct SubmitArgs {
     /// Replace the job definition's command.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+    /// A matrix job: submit one job per matrix value, all at once; prints one id (or JSON
+    /// object) per line.
+    #[arg(long, conflicts_with_all = ["vars", "watch"])]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -234,4 +242,82 @@ pub struct RunLocalArgs {
 pub struct CompletionsArgs {
     /// bash, zsh, fish, elvish or powershell.
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the image of the stack's flavour (cpu; gpu when the stack's gpu is true) as an OCI
+    /// image layout: reproducible, the same inputs give the same digest.
+    Build(ImageBuildArgs),
+    /// Push a built image to the stack's ECR repository, tagged with its git revision and its
+    /// flavour (`cpu`/`gpu`); prints `URI@DIGEST`.
+    Push(ImagePushArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// The runtime binary to put in the image (for the gpu flavour, one built with
+    /// `--features cuda`).
+    #[arg(
+        long,
+        env = "PROVISION_RUNTIME_BINARY",
+        default_value = "target/release/runtime"
+    )]
+    pub binary: PathBuf,
+    /// Where to write the image (an OCI image layout). Default: target/image/FLAVOUR.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The gpu flavour's base image, a CUDA runtime, pulled from its registry.
+    #[arg(long, env = "PROVISION_GPU_BASE", value_name = "IMAGE", default_value = crate::commands::image::DEFAULT_GPU_BASE)]
+    pub base: String,
+    /// The revision tag `push` adds. Default: the git commit (with `-dirty` when the work tree
+    /// has changes).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagePushArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// The built image to push. Default: target/image/FLAVOUR, the stack's flavour.
+    #[arg(long, value_name = "DIR")]
+    pub image: Option<PathBuf>,
+    /// The repository's key in `[repositories]`. Default: the stack's only repository.
+    #[arg(long, value_name = "KEY")]
+    pub repository: Option<String>,
+    /// Push through this registry instead of the repository's own (a mirror, a local
+    /// registry): host[:port], or a URL with http:// or https://.
+    #[arg(long, env = "PROVISION_REGISTRY", value_name = "HOST")]
+    pub registry: Option<String>,
+    /// Print {"repository", "digest", "tags", "registry"} as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// The local directory to upload.
+    #[arg(value_name = "SRC")]
+    pub source: PathBuf,
+    /// `BUCKET_KEY` or `BUCKET_KEY/PREFIX`: where in the stack's buckets. Default: the only
+    /// bucket, at its root.
+    #[arg(value_name = "BUCKET_KEY/PREFIX")]
+    pub destination: Option<String>,
+    /// Uploads at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+    /// List what would go up; upload nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }

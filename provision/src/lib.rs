@@ -4,6 +4,7 @@ pub mod aws;
 pub mod cli;
 pub mod commands;
 pub mod engine;
+pub mod image;
 pub mod jobs;
 pub mod resources;
 pub mod stack;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 pub mod faults;
+pub mod registry;
 
 /// A running moto server shared by every test of one test binary.
 pub struct Emulator {
@@ -89,7 +90,7 @@ pub fn start_with_env(env: &[(&str, &str)]) -> Emulator {
 /// kernel for SIGTERM when its parent dies (PR_SET_PDEATHSIG), and the kernel means the parent
 /// *thread*: spawned from a test's thread, the shared server died when that test ended, under
 /// every test still running.
-fn spawn_from_lasting_thread(mut cmd: Command) -> Child {
+pub(crate) fn spawn_from_lasting_thread(mut cmd: Command) -> Child {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(cmd.spawn());

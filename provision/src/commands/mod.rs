@@ -7,6 +7,7 @@ use crate::cli::Command;
 mod apply;
 mod completions;
 mod destroy;
+pub mod image;
 mod logs;
 mod output;
 mod plan;
@@ -14,6 +15,7 @@ mod run_local;
 mod state;
 mod status;
 mod submit;
+mod upload;
 mod validate;
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -29,6 +31,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => logs::run(args).await,
         Command::RunLocal(args) => run_local::run(args).await,
         Command::Completions(args) => completions::run(args),
+        Command::Image(args) => image::run(args).await,
+        Command::Upload(args) => upload::run(args).await,
     }
 }
 

@@ -34,6 +34,9 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         Ok(stack) => stack,
         Err(code) => return Ok(code),
     };
+    if args.all {
+        return submit_all(args, &stack).await;
+    }
     check_overrides(&args)?;
     let vars = select::parse_vars(&args.vars)?;
     let selected = select::select(&stack, &args.job, vars)?;
@@ -127,6 +130,38 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--all`: one job per value of the job's matrix, each submitted as `JOB-VALUE` would be,
+/// each id printed as it is known. Every value is checked before the first submit.
+async fn submit_all(args: SubmitArgs, stack: &crate::stack::Stack) -> anyhow::Result<ExitCode> {
+    let job = stack.jobs.get(&args.job).with_context(|| {
+        let keys: Vec<&str> = stack.jobs.keys().map(String::as_str).collect();
+        format!(
+            "no job `{}` in [jobs] (defined: {})",
+            args.job,
+            keys.join(", ")
+        )
+    })?;
+    let matrix = job.matrix.as_ref().with_context(|| {
+        format!(
+            "--all submits one job per matrix value, and job `{}` has no matrix: submit it without --all",
+            args.job
+        )
+    })?;
+    check_overrides(&args)?;
+    for value in &matrix.values {
+        let one = SubmitArgs {
+            job: format!("{}-{value}", args.job),
+            all: false,
+            ..args.clone()
+        };
+        let code = Box::pin(run(one)).await?;
+        if code != ExitCode::SUCCESS {
+            return Ok(code);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Range checks on the overrides, before any AWS call.

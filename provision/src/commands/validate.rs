@@ -208,7 +208,11 @@ pub fn render(stack: &Stack) -> String {
         let job = d.job;
         let image = match &job.image {
             Image::Repository(k) => {
-                format!("{} (repository {k})", stack.image_uri(&job.image, ACCOUNT))
+                format!(
+                    "{} (repository {})",
+                    stack.image_uri(&job.image, ACCOUNT),
+                    k.key
+                )
             }
             Image::Uri(u) => u.clone(),
         };

@@ -37,6 +37,9 @@ pub struct Facts {
     /// The VPC's S3 endpoints, with their tags (listed only with `network.s3_endpoint`): the
     /// plan finds the stack's own among them without asking again.
     pub s3_endpoints: Vec<aws_sdk_ec2::types::VpcEndpoint>,
+    /// `repository key:tag` → the digest the tag points at now (absent: nothing pushed yet),
+    /// so job definitions pin an image, not a tag.
+    pub image_digests: BTreeMap<String, String>,
 }
 
 /// Values one resource takes from others: ids/ARNs by address (absent: known after apply)
@@ -147,7 +150,7 @@ pub fn graph(stack: &Stack) -> Vec<Node> {
             LOG_GROUP.to_string(),
         ];
         if let Image::Repository(repo) = &def.job.image {
-            deps.push(address(Kind::Repository, repo));
+            deps.push(address(Kind::Repository, &repo.key));
         }
         push(Kind::JobDefinition, &def.key, deps);
     }
@@ -360,7 +363,7 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
             }
             Spec::JobDefinition(job_definition::Spec {
                 name: def.name.clone(),
-                image: stack.image_uri(&def.job.image, &facts.account),
+                image: stack.pinned_image_uri(&def.job.image, &facts.account, &facts.image_digests),
                 command: def.command.clone(),
                 vcpus: def.job.vcpus,
                 memory_mib: def.job.memory_mib,
@@ -380,7 +383,7 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
     })
 }
 
-/// Reads the facts a plan needs: VPC, subnets, route tables, secret ARNs. `account` answers
+/// Reads the facts a plan needs: VPC, subnets, route tables, secret ARNs, image digests. `account` answers
 /// the account id (`aws::check_access`, or what it already answered), awaited beside the
 /// VPC reads.
 pub async fn facts(
@@ -389,14 +392,18 @@ pub async fn facts(
     account: impl std::future::Future<Output = Result<String>>,
 ) -> Result<Facts> {
     let (
-        account,
+        (account, image_digests),
         Network {
             vpc_id,
             subnets,
             route_tables,
             s3_endpoints,
         },
-    ) = join_first_error_wins(account, network(c, stack)).await?;
+    ) = join_first_error_wins(
+        join_first_error_wins(account, crate::image::resolve::digests(c, stack)),
+        network(c, stack),
+    )
+    .await?;
     let partition = partition(&stack.region).to_string();
     let mut secrets = BTreeMap::new();
     for job in stack.jobs.values() {
@@ -423,6 +430,7 @@ pub async fn facts(
                 route_tables: vec![],
                 secrets: BTreeMap::new(),
                 s3_endpoints: vec![],
+                image_digests: BTreeMap::new(),
             };
             let kms = out
                 .kms_key_id()
@@ -438,6 +446,7 @@ pub async fn facts(
         route_tables,
         secrets,
         s3_endpoints,
+        image_digests,
     })
 }
 

@@ -187,7 +187,10 @@ mod tests {
     fn job(command: &[&str], matrix: Option<(&str, &[&str])>) -> Job {
         Job {
             queue: "main".into(),
-            image: Image::Repository("runtime".into()),
+            image: Image::Repository(RepositoryImage {
+                key: "runtime".into(),
+                pin: Pin::Flavour,
+            }),
             command: command.iter().map(|s| s.to_string()).collect(),
             vcpus: 1,
             memory_mib: 512,

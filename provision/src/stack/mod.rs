@@ -12,6 +12,7 @@ mod validate;
 pub use diag::{Diagnostic, Diagnostics, Location};
 pub use model::*;
 pub use validate::RETENTION_DAYS;
+pub use validate::TAG as IMAGE_TAG;
 
 /// Reads, resolves and validates a stack file (DESIGN.md §2.1): the `[env.NAME]` overlay when
 /// `env` is given, then `--set gpu`/`--set protect`, the GPU overlays, every other `--set`.

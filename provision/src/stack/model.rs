@@ -169,10 +169,49 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Image {
-    /// A key of `[repositories]`: `{account}.dkr.ecr.{region}.amazonaws.com/{P}-{key}:latest`.
-    Repository(String),
+    /// A key of `[repositories]`, with a tag or digest: `{account}.dkr.ecr.{region}.amazonaws.com/{P}-{key}`.
+    Repository(RepositoryImage),
     /// A literal image URI.
     Uri(String),
+}
+
+/// `runtime`, `runtime:v2` or `runtime@sha256:...`: an image of one of the stack's repositories.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepositoryImage {
+    /// A key of `[repositories]`.
+    pub key: String,
+    pub pin: Pin,
+}
+
+/// Which image of a repository a job runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pin {
+    /// No tag written: the flavour the stack's GPU switch selects, tag `cpu` or `gpu`.
+    Flavour,
+    Tag(String),
+    /// `sha256:...`: used as written, never resolved.
+    Digest(String),
+}
+
+impl RepositoryImage {
+    /// The tag to resolve to a digest at plan; `None` for a digest.
+    pub fn tag(&self, gpu: bool) -> Option<&str> {
+        match &self.pin {
+            Pin::Flavour => Some(flavour(gpu)),
+            Pin::Tag(tag) => Some(tag),
+            Pin::Digest(_) => None,
+        }
+    }
+}
+
+/// The tag of the image flavour a stack runs: `gpu` when its GPU switch is on, else `cpu`.
+pub fn flavour(gpu: bool) -> &'static str {
+    if gpu {
+        "gpu"
+    } else {
+        "cpu"
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

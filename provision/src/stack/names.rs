@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{Image, Job, Stack};
+use super::model::{flavour, Image, Job, Pin, Stack};
 
 /// Tag keys every taggable resource carries.
 pub const TAG_STACK: &str = "provision:stack";
@@ -93,12 +93,46 @@ impl Stack {
         format!("{}-{key}", self.prefix())
     }
 
-    /// The image a job runs: its repository's `:latest` or the literal URI.
+    /// The image a job runs, as written: its repository's tag (the flavour's `cpu` or `gpu`
+    /// when none is written) or digest, or the literal URI.
     pub fn image_uri(&self, image: &Image, account_id: &str) -> String {
-        match image {
-            Image::Repository(key) => format!("{}:latest", self.repository_uri(key, account_id)),
-            Image::Uri(uri) => uri.clone(),
+        self.pinned_image_uri(image, account_id, &BTreeMap::new())
+    }
+
+    /// The image a job definition names: as [`Stack::image_uri`], with a tag replaced by the
+    /// digest it pointed at when the plan read it (`digests`: `key:tag` → `sha256:...`), so a
+    /// new push is a new job definition revision and a running job never changes image.
+    pub fn pinned_image_uri(
+        &self,
+        image: &Image,
+        account_id: &str,
+        digests: &BTreeMap<String, String>,
+    ) -> String {
+        let r = match image {
+            Image::Repository(r) => r,
+            Image::Uri(uri) => return uri.clone(),
+        };
+        let repository = self.repository_uri(&r.key, account_id);
+        let tag = match &r.pin {
+            Pin::Digest(digest) => return format!("{repository}@{digest}"),
+            Pin::Tag(tag) => tag.as_str(),
+            Pin::Flavour => flavour(self.gpu),
+        };
+        match digests.get(&format!("{}:{tag}", r.key)) {
+            Some(digest) => format!("{repository}@{digest}"),
+            None => format!("{repository}:{tag}"),
         }
+    }
+
+    /// Every `(repository key, tag)` the stack's jobs name, for the plan to resolve.
+    pub fn image_tags(&self) -> std::collections::BTreeSet<(String, String)> {
+        self.jobs
+            .values()
+            .filter_map(|job| match &job.image {
+                Image::Repository(r) => r.tag(self.gpu).map(|t| (r.key.clone(), t.to_string())),
+                Image::Uri(_) => None,
+            })
+            .collect()
     }
 
     /// Every job definition the stack declares: one per job, or one per matrix value.

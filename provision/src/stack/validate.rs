@@ -38,6 +38,9 @@ static SG_ID: LazyLock<Regex> = LazyLock::new(|| re(r"^sg-([0-9a-f]{8}|[0-9a-f]{
 static INSTANCE_TYPE: LazyLock<Regex> = LazyLock::new(|| {
     re(r"^([a-z][a-z0-9-]*(\.[a-z0-9-]+)?|optimal|default_x86_64|default_arm64)$")
 });
+/// An OCI tag, as the distribution spec allows.
+pub static TAG: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"));
+static DIGEST: LazyLock<Regex> = LazyLock::new(|| re(r"^sha256:[0-9a-f]{64}$"));
 static ENV_VAR: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z_][A-Za-z0-9_]*$"));
 static MATRIX_KEY: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z_][a-z0-9_]*$"));
 static MATRIX_VALUE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9][a-z0-9-]*$"));
@@ -689,6 +692,41 @@ impl Builder<'_> {
         })
     }
 
+    /// A job's `image`: a repository key, with an optional `:tag` or `@sha256:digest`, or a
+    /// literal image URI (anything with a `/`, or a `name:tag` whose name is no repository).
+    fn image(&mut self, i: &str, at: &Origin, key: &str, refs: &Refs<'_>) -> Option<Image> {
+        let (name, pin) = i.split_at(i.find([':', '@']).unwrap_or(i.len()));
+        let declared = refs.declared("repositories", name);
+        if i.contains('/') || !(declared || pin.is_empty()) {
+            return self
+                .check(IMAGE_URI.is_match(i), at, key, || {
+                    format!("`{i}` is not an image URI (up to 255 of A-Z a-z 0-9 . _ - : / # @)")
+                })
+                .then(|| Image::Uri(i.to_string()));
+        }
+        if !refs.repositories.contains_key(name) {
+            if !declared {
+                let known: Vec<&str> = refs.repositories.keys().map(String::as_str).collect();
+                let msg = format!(
+                    "no repository `{name}` (defined: {}); a literal image needs a `/` or `:`",
+                    list_or_none(&known)
+                );
+                self.err(at, key, msg);
+            }
+            return None;
+        }
+        match parse_pin(pin) {
+            Ok(pin) => Some(Image::Repository(RepositoryImage {
+                key: name.to_string(),
+                pin,
+            })),
+            Err(msg) => {
+                self.err(at, key, msg);
+                None
+            }
+        }
+    }
+
     fn job(&mut self, _key: &str, t: &Node, path: &str, refs: &Refs<'_>) -> Option<Job> {
         let queue = self.req_str(t, path, "queue").filter(|(q, at)| {
             let known: Vec<&str> = refs.queues.keys().map(String::as_str).collect();
@@ -697,31 +735,9 @@ impl Builder<'_> {
                 format!("no queue `{q}` (defined: {})", list_or_none(&known))
             })
         });
-        let image = self.req_str(t, path, "image").and_then(|(i, at)| {
-            let key = join(path, "image");
-            if !i.contains('/') && !i.contains(':') {
-                if refs.repositories.contains_key(&i) {
-                    return Some(Image::Repository(i));
-                }
-                if refs.declared("repositories", &i) {
-                    return None;
-                }
-                let known: Vec<&str> = refs.repositories.keys().map(String::as_str).collect();
-                self.err(
-                    &at,
-                    &key,
-                    format!(
-                        "no repository `{i}` (defined: {}); a literal image needs a `/` or `:`",
-                        list_or_none(&known)
-                    ),
-                );
-                return None;
-            }
-            self.check(IMAGE_URI.is_match(&i), &at, &key, || {
-                format!("`{i}` is not an image URI (up to 255 of A-Z a-z 0-9 . _ - : / # @)")
-            })
-            .then_some(Image::Uri(i))
-        });
+        let image = self
+            .req_str(t, path, "image")
+            .and_then(|(i, at)| self.image(&i, &at, &join(path, "image"), refs));
         let command = self
             .req(t, path, "command")
             .and_then(|n| self.strings_allow_repeats(n, &join(path, "command")));
@@ -783,6 +799,12 @@ impl Builder<'_> {
                     let at = &t.get("vcpus").expect("present").at;
                     self.err(at, &join(path, "vcpus"), format!("asks for {v} vCPUs but every compute environment of queue `{q}` has max_vcpus below that ({}): the job would wait in RUNNABLE forever", maxes.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")));
                 }
+            }
+        }
+        if let (Some(image), Some(command)) = (&image, &command) {
+            if runs_cuda(command) && !image_has_cuda(image, refs.gpu) {
+                let at = &t.get("command").expect("present").at;
+                self.err(at, &join(path, "command"), "runs CUDA (`--device cuda`) on the cpu image: set gpu = true (a repository image then follows it to `:gpu`) or name `:gpu`");
             }
         }
         Some(Job {
@@ -1143,4 +1165,44 @@ fn bucket_dns_problem(name: &str) -> Option<&'static str> {
         return Some("ends with a suffix S3 reserves");
     }
     None
+}
+
+/// `""`, `:tag` or `@sha256:hex` after a repository key.
+fn parse_pin(pin: &str) -> Result<Pin, String> {
+    if pin.is_empty() {
+        return Ok(Pin::Flavour);
+    }
+    if let Some(digest) = pin.strip_prefix('@') {
+        return if DIGEST.is_match(digest) {
+            Ok(Pin::Digest(digest.to_string()))
+        } else {
+            Err(format!(
+                "`{digest}` is not an image digest (sha256: and 64 lowercase hex digits)"
+            ))
+        };
+    }
+    let tag = &pin[1..];
+    if TAG.is_match(tag) {
+        Ok(Pin::Tag(tag.to_string()))
+    } else {
+        Err(format!(
+            "`{tag}` is not an image tag (1 to 128 of A-Z a-z 0-9 _ . -, not starting with . or -)"
+        ))
+    }
+}
+
+/// Whether a command asks burn for CUDA.
+fn runs_cuda(command: &[String]) -> bool {
+    command
+        .windows(2)
+        .any(|w| w[0] == "--device" && w[1] == "cuda")
+        || command.iter().any(|a| a == "--device=cuda")
+}
+
+/// Whether a job's image may hold CUDA: only the tool's cpu flavour is known not to.
+fn image_has_cuda(image: &Image, gpu: bool) -> bool {
+    match image {
+        Image::Repository(r) => r.tag(gpu) != Some("cpu"),
+        Image::Uri(_) => true,
+    }
 }

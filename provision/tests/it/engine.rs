@@ -497,7 +497,7 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
     let cp = def.container_properties().unwrap();
     assert_eq!(
         cp.image(),
-        Some(format!("{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{p}-runtime:latest").as_str())
+        Some(format!("{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{p}-runtime:cpu").as_str())
     );
     assert_eq!(cp.command(), ["runtime", "prepare"]);
     let req: Vec<(String, String)> = cp
