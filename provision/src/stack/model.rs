@@ -176,7 +176,9 @@ pub enum Image {
 }
 
 /// `runtime`, `runtime:v2` or `runtime@sha256:...`: an image of one of the stack's repositories.
+/// Serialized as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
 pub struct RepositoryImage {
     /// A key of `[repositories]`.
     pub key: String,
@@ -184,14 +186,23 @@ pub struct RepositoryImage {
 }
 
 /// Which image of a repository a job runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pin {
     /// No tag written: the flavour the stack's GPU switch selects, tag `cpu` or `gpu`.
     Flavour,
     Tag(String),
     /// `sha256:...`: used as written, never resolved.
     Digest(String),
+}
+
+impl From<RepositoryImage> for String {
+    fn from(image: RepositoryImage) -> String {
+        match image.pin {
+            Pin::Flavour => image.key,
+            Pin::Tag(tag) => format!("{}:{tag}", image.key),
+            Pin::Digest(digest) => format!("{}@{digest}", image.key),
+        }
+    }
 }
 
 impl RepositoryImage {

@@ -150,6 +150,7 @@ fn http_get(host: &str, path: &str) -> String {
 /// is reproducible: entries sorted, every mtime 0.
 fn unpack(dir: &Path, root: &Path) -> layout::Image {
     let image = layout::read(dir).unwrap();
+    std::fs::create_dir_all(root).unwrap();
     for layer in &image.manifest.layers {
         let bytes = std::fs::read(image.blob_path(&layer.digest)).unwrap();
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
@@ -353,7 +354,11 @@ async fn push_pins_the_digest_in_job_definitions_and_submit_all_runs_every_value
 
     // A GPU command on the cpu image is refused before anything runs.
     std::fs::write(&stack.path, stack_toml(&stack.name, "runtime:cpu")).unwrap();
-    one_line_error(stack.command(&["validate", "--set", "gpu=true"]), "CUDA");
+    let (_, stderr) = expect(stack.command(&["validate", "--set", "gpu=true"]), 1);
+    assert!(
+        stderr.contains("stack.toml:") && stderr.contains("runs CUDA"),
+        "{stderr}"
+    );
     std::fs::write(&stack.path, stack_toml(&stack.name, "runtime")).unwrap();
 
     // One job per matrix value, ids on stdout; JSON, one object per line.
