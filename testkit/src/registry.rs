@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ pub struct Registry {
     /// Where it keeps its blobs (removed when the test binary exits).
     pub storage: PathBuf,
     _stdin: Mutex<ChildStdin>,
+    _child: Mutex<Child>,
 }
 
 /// The shared registry, started on first use.
@@ -79,6 +80,7 @@ kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir""#;
         host,
         storage: dir.join("data"),
         _stdin: Mutex::new(stdin),
+        _child: Mutex::new(child),
     }
 }
 
