@@ -133,7 +133,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `--all`: one job per value of the job's matrix, each submitted as `JOB-VALUE` would be,
-/// each id printed as it is known. Every value is checked before the first submit.
+/// each id printed as it is known; the overrides are checked once, before the first submit.
 async fn submit_all(args: SubmitArgs, stack: &crate::stack::Stack) -> anyhow::Result<ExitCode> {
     let job = stack.jobs.get(&args.job).with_context(|| {
         let keys: Vec<&str> = stack.jobs.keys().map(String::as_str).collect();
