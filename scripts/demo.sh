@@ -69,7 +69,7 @@ step "the job definitions' images"
 .venv/bin/python - <<'PY'
 import os
 import boto3
-batch = boto3.client("batch", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+batch = boto3.client("batch", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
 for d in batch.describe_job_definitions(status="ACTIVE")["jobDefinitions"]:
     print("  %-28s %s" % ("%s:%d" % (d["jobDefinitionName"], d["revision"]), d["containerProperties"]["image"]))
 PY
