@@ -68,4 +68,7 @@ of each tar and gzip). Median of $repeats runs on $(nproc) CPUs, $(date -u +%Y-%
 provision is **$(printf '%.1f' "$ratio")x** the shell pipeline's speed
 ($(echo "$binary_mb / $ours_s" | bc -l | xargs printf '%.0f') MB of binary per second).
 MD
+if [ "$(basename "$(dirname "$provision")")" = debug ]; then
+  printf '\nprovision was a debug build here (its gzip and sha256 at opt-level 0): not the figure\nto quote; `make bench-image` builds and measures the release binaries.\n' >> bench/image.md
+fi
 cat bench/image.md
