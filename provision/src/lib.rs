@@ -3,6 +3,7 @@
 pub mod aws;
 pub mod cli;
 pub mod commands;
+pub mod cost;
 pub mod engine;
 pub mod jobs;
 pub mod resources;

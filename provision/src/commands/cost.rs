@@ -1,0 +1,41 @@
+//! `provision cost`: what the stack costs per hour at full scale and idle, from the price table
+//! shipped with the tool (no AWS call).
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::CostArgs;
+use crate::cost::{self, PriceTable, StorageUse};
+use crate::engine;
+
+pub fn run(args: CostArgs) -> Result<ExitCode> {
+    let stack = engine::load_stack(&args.stack)?;
+    for (flag, gb) in [("--s3-gb", args.s3_gb), ("--ecr-gb", args.ecr_gb)] {
+        anyhow::ensure!(
+            gb.is_finite() && gb >= 0.0,
+            "{flag} {gb}: give the gigabytes stored, 0 or more"
+        );
+    }
+    let table = PriceTable::builtin()?;
+    let estimate = cost::stack_cost(
+        &stack,
+        &table,
+        StorageUse {
+            s3_gb: args.s3_gb,
+            ecr_gb: args.ecr_gb,
+        },
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&estimate)?);
+    } else {
+        print!("{}", estimate.text());
+        if estimate.region != estimate.prices_region {
+            eprintln!(
+                "note: prices are {}'s (the only table shipped); {} differs by some percent",
+                estimate.prices_region, estimate.region
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
