@@ -269,7 +269,7 @@ impl StackCost {
         );
         let _ = writeln!(
             out,
-            "  {:<22} {:<10} {:>10} {:<14} {:>12} {:>10} {:>12} {:>12}",
+            "  {:<22} {:<10} {:>7} {:<14} {:>9} {:>9} {:>9} {:>13}",
             "compute",
             "pricing",
             "vcpus",
@@ -282,7 +282,7 @@ impl StackCost {
         for c in &self.compute {
             let _ = writeln!(
                 out,
-                "  {:<22} {:<10} {:>10} {:<14} {:>12.3} {:>10.3} {:>12.3} {:>12.3}",
+                "  {:<22} {:<10} {:>7} {:<14} {:>9.3} {:>9.3} {:>9.3} {:>13.3}",
                 c.address,
                 pricing_name(c.pricing),
                 format!("{}-{}", c.min_vcpus, c.max_vcpus),
@@ -419,7 +419,7 @@ pub fn job_cost(
     queue_key: &str,
     needs: JobNeeds,
     table: &PriceTable,
-) -> std::result::Result<Option<JobCost>, NoFit> {
+) -> std::result::Result<Option<JobCost>, Box<NoFit>> {
     let compute_keys = stack
         .queues
         .get(queue_key)
@@ -456,14 +456,14 @@ pub fn job_cost(
     if best.is_some() || any_unpriced {
         return Ok(best);
     }
-    Err(no_fit(
+    Err(Box::new(no_fit(
         job,
         queue_key,
         &compute_keys,
         needs,
         &all_known,
         table,
-    ))
+    )))
 }
 
 fn no_fit(

@@ -1,6 +1,7 @@
 //! `provision cost`: what the stack costs per hour at full scale and idle, from the price table
 //! shipped with the tool (no AWS call).
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -26,10 +27,11 @@ pub fn run(args: CostArgs) -> Result<ExitCode> {
             ecr_gb: args.ecr_gb,
         },
     );
+    let mut stdout = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&estimate)?);
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&estimate)?)?;
     } else {
-        print!("{}", estimate.text());
+        write!(stdout, "{}", estimate.text())?;
         if estimate.region != estimate.prices_region {
             eprintln!(
                 "note: prices are {}'s (the only table shipped); {} differs by some percent",
