@@ -9,20 +9,36 @@ use serde::Serialize;
 use crate::cli::ArrayArgs;
 use crate::io::{self, Location};
 
-/// This job's place in an array: `(index, size)`, or `None` outside an array job.
+/// A number from the environment, `None` when unset or empty.
+fn env_number(name: &str) -> Result<Option<u32>> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => {
+            Ok(Some(v.trim().parse().with_context(|| {
+                format!("{name}={v:?} is not a number")
+            })?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// This job's place in an array: `(index, size)`, or `None` outside an array job. Besides the
+/// flags, `provision submit`'s fan-out variables count: `SHARD_COUNT` is the size, and
+/// `SHARD_INDEX` the index of a job submitted on its own (an array child has
+/// `AWS_BATCH_JOB_ARRAY_INDEX`); the share they give is the same contiguous split `provision`
+/// makes of an ids list.
 pub fn array_position(array: &ArrayArgs) -> Result<Option<(u32, u32)>> {
     let size = match array.array_size {
         Some(n) => Some(n),
-        None => match std::env::var("AWS_BATCH_JOB_ARRAY_SIZE") {
-            Ok(v) if !v.trim().is_empty() => Some(
-                v.trim()
-                    .parse()
-                    .with_context(|| format!("AWS_BATCH_JOB_ARRAY_SIZE={v:?} is not a number"))?,
-            ),
-            _ => None,
+        None => match env_number("AWS_BATCH_JOB_ARRAY_SIZE")? {
+            Some(n) => Some(n),
+            None => env_number("SHARD_COUNT")?,
         },
     };
-    match (array.array_index, size) {
+    let index = match array.array_index {
+        Some(i) => Some(i),
+        None => env_number("SHARD_INDEX")?,
+    };
+    match (index, size) {
         (None, _) => Ok(None),
         (Some(i), None) => {
             bail!("array index {i} (AWS_BATCH_JOB_ARRAY_INDEX) given without --array-size: cannot tell this job's share")

@@ -5,6 +5,7 @@
 pub mod describe;
 pub mod live;
 pub mod select;
+pub mod shard;
 pub mod watch;
 
 use std::process::ExitCode;
