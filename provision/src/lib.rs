@@ -1,5 +1,6 @@
 //! The `provision` library: everything the binary does, so integration tests can reach it.
 
+pub mod adopt;
 pub mod aws;
 pub mod cli;
 pub mod commands;

@@ -6,7 +6,9 @@ use crate::cli::Command;
 
 mod apply;
 mod completions;
+mod cost;
 mod destroy;
+mod import;
 mod logs;
 mod output;
 mod plan;
@@ -29,6 +31,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => logs::run(args).await,
         Command::RunLocal(args) => run_local::run(args).await,
         Command::Completions(args) => completions::run(args),
+        Command::Cost(args) => cost::run(args),
+        Command::Import(args) => import::run(args).await,
     }
 }
 
