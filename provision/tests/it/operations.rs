@@ -521,3 +521,176 @@ async fn state_rm_forgets_without_deleting() {
     w.apply();
     assert!(w.state_addresses().contains(&"queue.main".to_string()));
 }
+
+/// Takes `address` out of the state and strips the stack's tags from it, as if it had been
+/// made by hand: what `import` is for.
+async fn orphan(w: &World, c: &Clients, address: &str, name: &str, arn: &str) {
+    w.expect(&["state", "rm", address], 0);
+    let keys = ["provision:stack", "provision:env"];
+    match address.split('.').next().unwrap() {
+        "bucket" => {
+            c.s3()
+                .delete_bucket_tagging()
+                .bucket(name)
+                .send()
+                .await
+                .unwrap();
+        }
+        "repository" => {
+            c.ecr()
+                .untag_resource()
+                .resource_arn(arn)
+                .set_tag_keys(Some(keys.map(String::from).to_vec()))
+                .send()
+                .await
+                .unwrap();
+        }
+        "role" => {
+            c.iam()
+                .untag_role()
+                .role_name(name)
+                .set_tag_keys(Some(keys.map(String::from).to_vec()))
+                .send()
+                .await
+                .unwrap();
+        }
+        _ => {
+            c.batch()
+                .untag_resource()
+                .resource_arn(arn)
+                .set_tag_keys(Some(keys.map(String::from).to_vec()))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn import_adopts_every_kind_by_name_or_arn() {
+    let w = World::new("impk");
+    w.apply();
+    let c = w.clients().await;
+    let p = w.p();
+    let account = w.proxy.account.clone();
+    let batch_arn =
+        |kind: &str, name: &str| format!("arn:aws:batch:us-east-1:{account}:{kind}/{name}");
+    let bucket = format!("{p}-data-{account}");
+    let definition = c
+        .batch()
+        .describe_job_definitions()
+        .job_definition_name(format!("{p}-prepare"))
+        .status("ACTIVE")
+        .send()
+        .await
+        .unwrap()
+        .job_definitions()[0]
+        .job_definition_arn()
+        .unwrap()
+        .to_string();
+    // (address, name, ARN to untag, what to give import)
+    let cases = [
+        (
+            "bucket.data",
+            bucket.clone(),
+            String::new(),
+            format!("arn:aws:s3:::{bucket}"),
+        ),
+        (
+            "repository.runtime",
+            format!("{p}-runtime"),
+            format!("arn:aws:ecr:us-east-1:{account}:repository/{p}-runtime"),
+            format!("{p}-runtime"),
+        ),
+        (
+            "role.job",
+            format!("{p}-job"),
+            String::new(),
+            format!("arn:aws:iam::{account}:role/{p}-job"),
+        ),
+        (
+            "compute.spot",
+            format!("{p}-spot"),
+            batch_arn("compute-environment", &format!("{p}-spot")),
+            batch_arn("compute-environment", &format!("{p}-spot")),
+        ),
+        (
+            "queue.main",
+            format!("{p}-main"),
+            batch_arn("job-queue", &format!("{p}-main")),
+            format!("{p}-main"),
+        ),
+        (
+            "job_definition.prepare",
+            format!("{p}-prepare"),
+            definition.clone(),
+            definition.clone(),
+        ),
+    ];
+    for (address, name, arn, _) in &cases {
+        orphan(&w, &c, address, name, arn).await;
+    }
+    let (_, err) = w.expect(&["plan"], 1);
+    assert!(err.contains("provision import --stack"), "{err}");
+    for (address, _, _, given) in &cases {
+        let (out, _) = w.expect(&["import", "--auto-approve", address, given], 0);
+        assert!(
+            out.contains("the next apply changes nothing"),
+            "{address}: {out}"
+        );
+    }
+    // Everything is the stack's again, tagged, and the plan has nothing to do.
+    let (out, _) = w.expect(&["plan"], 0);
+    assert!(out.contains("No changes."), "{out}");
+    let tags = c
+        .s3()
+        .get_bucket_tagging()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(tags
+        .tag_set()
+        .iter()
+        .any(|t| t.key() == "provision:stack" && t.value() == w.name));
+    let queue = c
+        .batch()
+        .describe_job_queues()
+        .job_queues(format!("{p}-main"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.job_queues()[0]
+            .tags()
+            .unwrap()
+            .get("provision:env")
+            .map(String::as_str),
+        Some("dev")
+    );
+    // Another stack's resource is refused.
+    w.expect(&["state", "rm", "queue.main"], 0);
+    c.batch()
+        .tag_resource()
+        .resource_arn(batch_arn("job-queue", &format!("{p}-main")))
+        .tags("provision:stack", "someone-else")
+        .send()
+        .await
+        .unwrap();
+    let (_, err) = w.expect(
+        &[
+            "import",
+            "--auto-approve",
+            "queue.main",
+            &format!("{p}-main"),
+        ],
+        1,
+    );
+    assert!(err.contains("someone-else"), "{err}");
+    // A name the stack does not derive for the address is refused.
+    let (_, err) = w.expect(
+        &["import", "--auto-approve", "queue.main", "other-queue"],
+        1,
+    );
+    assert!(err.contains("is named"), "{err}");
+}
