@@ -286,6 +286,10 @@ pub struct CostArgs {
     /// Print the estimate as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Read current Spot prices of the stack's instance types from EC2 (On-Demand prices stay
+    /// the shipped table's).
+    #[arg(long)]
+    pub refresh_prices: bool,
 }
 
 #[derive(Debug, Args)]

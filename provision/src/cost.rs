@@ -37,6 +37,13 @@ pub struct PriceTable {
     pub storage: StoragePrices,
     /// Instance type → its size and hourly prices.
     pub instances: BTreeMap<String, InstancePrice>,
+    /// Where the Spot prices come from: the table, or a live read (`--refresh-prices`).
+    #[serde(default = "table_source")]
+    pub spot_source: String,
+}
+
+fn table_source() -> String {
+    "table".to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -111,6 +118,67 @@ impl PriceTable {
     }
 }
 
+/// Replaces the table's Spot prices of `types` (families expanded) with the current ones from
+/// EC2's Spot price history (Linux, the median over the region's zones). On-Demand prices stay
+/// the table's: they change rarely, and the Pricing API that serves them is another SDK crate
+/// and a price-list parser for a figure that has held for years.
+pub async fn refresh_spot_prices(
+    table: &mut PriceTable,
+    ec2: &aws_sdk_ec2::Client,
+    region: &str,
+    types: &[String],
+) -> Result<usize> {
+    let (known, _) = table.expand(types);
+    let names: Vec<String> = known.iter().map(|(n, _)| n.to_string()).collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let mut by_type: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut pages = ec2
+        .describe_spot_price_history()
+        .set_instance_types(Some(names.iter().map(|n| n.as_str().into()).collect()))
+        .product_descriptions("Linux/UNIX")
+        // A start time of now: the current price of each type in each zone.
+        .start_time(aws_smithy_types::DateTime::from(
+            std::time::SystemTime::now(),
+        ))
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| {
+            anyhow::anyhow!(
+                "DescribeSpotPriceHistory: {}",
+                crate::resources::describe_error(&e)
+            )
+        })?;
+        for entry in page.spot_price_history() {
+            let (Some(kind), Some(price)) = (entry.instance_type(), entry.spot_price()) else {
+                continue;
+            };
+            if let Ok(price) = price.parse::<f64>() {
+                by_type
+                    .entry(kind.as_str().to_string())
+                    .or_default()
+                    .push(price);
+            }
+        }
+    }
+    let mut updated = 0;
+    for (kind, mut prices) in by_type {
+        let Some(entry) = table.instances.get_mut(&kind) else {
+            continue;
+        };
+        prices.sort_by(f64::total_cmp);
+        entry.spot = prices[prices.len() / 2];
+        updated += 1;
+    }
+    table.spot_source = format!(
+        "DescribeSpotPriceHistory in {region} at {} for {updated} types (median over zones)",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    Ok(updated)
+}
+
 /// One compute environment at full scale and idle.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ComputeCost {
@@ -156,6 +224,8 @@ pub struct StackCost {
     pub prices_region: String,
     pub prices_as_of: String,
     pub currency: String,
+    /// `table`, or the live read that replaced the table's Spot prices.
+    pub spot_prices: String,
     pub compute: Vec<ComputeCost>,
     /// Sum over the environments, each by its own pricing.
     pub full_scale_per_hour: f64,
@@ -233,6 +303,7 @@ pub fn stack_cost(stack: &Stack, table: &PriceTable, storage: StorageUse) -> Sta
         prices_region: table.region.clone(),
         prices_as_of: table.as_of.clone(),
         currency: table.currency.clone(),
+        spot_prices: table.spot_source.clone(),
         full_scale_per_hour: compute.iter().map(|c| c.full_scale_per_hour).sum(),
         idle_per_hour: compute.iter().map(|c| c.idle_per_hour).sum(),
         compute,
@@ -306,6 +377,9 @@ impl StackCost {
             dollars_per_hour(self.full_scale_per_hour),
             dollars_per_hour(self.idle_per_hour)
         );
+        if self.spot_prices != "table" {
+            let _ = writeln!(out, "Spot prices: {}.", self.spot_prices);
+        }
         let s = &self.storage;
         let _ = writeln!(
             out,

@@ -1,5 +1,5 @@
 //! `provision cost`: what the stack costs per hour at full scale and idle, from the price table
-//! shipped with the tool (no AWS call).
+//! shipped with the tool (no AWS call), or with current Spot prices (`--refresh-prices`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -10,7 +10,7 @@ use crate::cli::CostArgs;
 use crate::cost::{self, PriceTable, StorageUse};
 use crate::engine;
 
-pub fn run(args: CostArgs) -> Result<ExitCode> {
+pub async fn run(args: CostArgs) -> Result<ExitCode> {
     let stack = engine::load_stack(&args.stack)?;
     for (flag, gb) in [("--s3-gb", args.s3_gb), ("--ecr-gb", args.ecr_gb)] {
         anyhow::ensure!(
@@ -18,7 +18,16 @@ pub fn run(args: CostArgs) -> Result<ExitCode> {
             "{flag} {gb}: give the gigabytes stored, 0 or more"
         );
     }
-    let table = PriceTable::builtin()?;
+    let mut table = PriceTable::builtin()?;
+    if args.refresh_prices {
+        let clients = crate::aws::Clients::new(&stack.region).await?;
+        let types: Vec<String> = stack
+            .compute
+            .values()
+            .flat_map(|ce| ce.instance_types.iter().cloned())
+            .collect();
+        cost::refresh_spot_prices(&mut table, clients.ec2(), &stack.region, &types).await?;
+    }
     let estimate = cost::stack_cost(
         &stack,
         &table,

@@ -31,7 +31,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => logs::run(args).await,
         Command::RunLocal(args) => run_local::run(args).await,
         Command::Completions(args) => completions::run(args),
-        Command::Cost(args) => cost::run(args),
+        Command::Cost(args) => cost::run(args).await,
         Command::Import(args) => import::run(args).await,
     }
 }

@@ -380,6 +380,31 @@ fn cost_estimates_full_scale_idle_and_storage_offline() {
     assert_eq!(cost["idle_per_hour"], 0.0);
     assert!((cost["storage"]["per_month"].as_f64().unwrap() - 2.3).abs() < 1e-9);
 
+    assert_eq!(cost["spot_prices"], "table");
+
+    // --refresh-prices reads the current Spot prices (moto quotes $0.00001/h everywhere);
+    // On-Demand prices stay the table's.
+    let (out, _) = w.expect(&["cost", "--json", "--refresh-prices"], 0);
+    let live: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        live["spot_prices"]
+            .as_str()
+            .unwrap()
+            .starts_with("DescribeSpotPriceHistory in us-east-1"),
+        "{live}"
+    );
+    let live_spot = live["compute"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "compute.spot")
+        .unwrap();
+    assert!(live_spot["full_scale_spot_per_hour"].as_f64().unwrap() < 0.01);
+    assert_eq!(
+        live_spot["full_scale_on_demand_per_hour"],
+        spot["full_scale_on_demand_per_hour"]
+    );
+
     // --set min_vcpus: an idle cost appears; the text says it.
     let (text, _) = w.expect(&["cost", "--set", "compute.ondemand.min_vcpus=4"], 0);
     assert!(text.contains("compute.ondemand"), "{text}");
