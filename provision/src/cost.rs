@@ -766,6 +766,36 @@ mod tests {
     }
 
     #[test]
+    fn every_job_of_the_shipped_stacks_fits_its_queue() {
+        let table = PriceTable::builtin().unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            for env in [None, Some("dev"), Some("prod")] {
+                let Ok(stack) = crate::stack::load(&path, env, &[]) else {
+                    continue;
+                };
+                for def in stack.job_definitions() {
+                    let job = def.job;
+                    let needs = JobNeeds {
+                        vcpus: job.vcpus,
+                        memory_mib: job.memory_mib,
+                        gpus: job.gpus,
+                        timeout_s: job.timeout_s,
+                    };
+                    let fit = job_cost(&stack, &def.key, &job.queue, needs, &table);
+                    assert!(
+                        matches!(fit, Ok(Some(_))),
+                        "{} {env:?} {}: {fit:?}",
+                        path.display(),
+                        def.key
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn unpriced_types_make_no_refusal() {
         let table = PriceTable::builtin().unwrap();
         let s = stack(vec![(
