@@ -240,6 +240,9 @@ struct ShardSubmitted {
     /// Children of an array job (each reads shard AWS_BATCH_JOB_ARRAY_INDEX).
     array_size: Option<usize>,
     manifest: Option<String>,
+    /// The date batch of a `--split-dates` job (inclusive).
+    start_date: Option<String>,
+    end_date: Option<String>,
 }
 
 /// Fan-out checks that need the stack, before any AWS call.
@@ -390,6 +393,8 @@ async fn report_fanout(
                 shard_count: fanout.count(),
                 array_size: matches!(fanout, Fanout::Array(_)).then_some(fanout.count()),
                 manifest: manifest.clone(),
+                start_date: batch_of(fanout, i).map(|b| b.start.to_string()),
+                end_date: batch_of(fanout, i).map(|b| b.end.to_string()),
             }),
             Err(e) => errors.push(e),
         }
@@ -420,6 +425,14 @@ async fn report_fanout(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Date batch `i` of a `--split-dates` fan-out.
+fn batch_of(fanout: &Fanout, i: usize) -> Option<shard::DateBatch> {
+    match fanout {
+        Fanout::Dates(batches) => batches.get(i).copied(),
+        _ => None,
+    }
 }
 
 async fn submit_shard(

@@ -277,6 +277,26 @@ async fn date_ranges_split_into_one_job_per_batch() {
     );
     let ids: Vec<&str> = out.lines().collect();
     assert_eq!(ids.len(), 3, "{out}");
+    // --json names each job's batch.
+    let (json, _) = w.expect(
+        &[
+            "submit",
+            "prepare",
+            "--split-dates",
+            "7d",
+            "--start-date",
+            "2024-01-01",
+            "--end-date",
+            "2024-01-10",
+            "--json",
+        ],
+        0,
+    );
+    let batches: Vec<Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(batches.len(), 2);
+    assert_eq!(batches[1]["start_date"], "2024-01-08");
+    assert_eq!(batches[1]["end_date"], "2024-01-10");
+    assert!(batches[1]["job_name"].as_str().unwrap().ends_with("-001"));
     let mut ranges = Vec::new();
     for id in ids {
         let env = job_env(&describe(&c, id).await);
