@@ -57,6 +57,11 @@ bench-train:
 bench-train-gpu:
 	bench/train_gpu.sh
 
+## make bench-fanout: submit of 5,000 ids, provision vs seed 004's boto3 loop, against moto -> bench/fanout.md
+.PHONY: bench-fanout
+bench-fanout: venv
+	bench/fanout.sh
+
 ## make bench-prepare: `runtime prepare` vs Python polars on 1e6 and 1e7 rows -> bench/prepare.md
 bench-prepare:
 	$(CARGO) build --workspace --release
