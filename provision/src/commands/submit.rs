@@ -221,7 +221,8 @@ struct Target {
     definition: aws_sdk_batch::types::JobDefinition,
 }
 
-/// How many SubmitJob calls run at once: Batch's SubmitJob rate allows about 50 a second.
+/// How many SubmitJob calls run at once: enough to hide round trips, few enough to stay under
+/// Batch's SubmitJob throttle (the SDK retries what it throttles).
 const SUBMIT_CONCURRENCY: usize = 8;
 
 /// One job of a fan-out: its name, array size and shard environment.
@@ -329,38 +330,25 @@ async fn submit_fanout(
                 manifest =
                     Some(upload_manifest(clients, stack, args, &target, &base, shards).await?);
             }
-            shards
-                .iter()
-                .enumerate()
-                .map(|(i, ids)| {
-                    let ids_var = match &manifest {
+            (0..count)
+                .map(|i| {
+                    let ids = match &manifest {
                         Some(uri) => (shard::SHARD_MANIFEST, uri.clone()),
-                        None => (shard::SHARD_IDS, ids.join(",")),
+                        None => (shard::SHARD_IDS, shards[i].join(",")),
                     };
-                    ShardJob {
-                        name: name(i),
-                        array_size: None,
-                        env: vec![
-                            (shard::SHARD_INDEX, i.to_string()),
-                            (shard::SHARD_COUNT, count.to_string()),
-                            ids_var,
-                        ],
-                    }
+                    one_of(name(i), i, count, [ids])
                 })
                 .collect()
         }
         Fanout::Dates(batches) => batches
             .iter()
             .enumerate()
-            .map(|(i, b)| ShardJob {
-                name: name(i),
-                array_size: None,
-                env: vec![
-                    (shard::SHARD_INDEX, i.to_string()),
-                    (shard::SHARD_COUNT, count.to_string()),
+            .map(|(i, b)| {
+                let dates = [
                     ("START_DATE", b.start.to_string()),
                     ("END_DATE", b.end.to_string()),
-                ],
+                ];
+                one_of(name(i), i, count, dates)
             })
             .collect(),
     };
@@ -372,6 +360,25 @@ async fn submit_fanout(
     .collect()
     .await;
     report_fanout(args, &fanout, manifest, results, clients.batch()).await
+}
+
+/// Job `index` of `count` submitted on its own, with its shard variables and `extra`.
+fn one_of<const N: usize>(
+    name: String,
+    index: usize,
+    count: usize,
+    extra: [(&'static str, String); N],
+) -> ShardJob {
+    let mut env = vec![
+        (shard::SHARD_INDEX, index.to_string()),
+        (shard::SHARD_COUNT, count.to_string()),
+    ];
+    env.extend(extra);
+    ShardJob {
+        name,
+        array_size: None,
+        env,
+    }
 }
 
 /// Prints what was submitted (ids on stdout, in shard order), then watches when asked.
@@ -565,5 +572,14 @@ mod tests {
         assert_eq!(long.len(), MAX_JOB_NAME);
         let re = regex::Regex::new("^[A-Za-z0-9][A-Za-z0-9_-]*$").unwrap();
         assert!(re.is_match(&short) && re.is_match(&long));
+    }
+
+    #[test]
+    fn shard_job_names_end_in_their_index_within_batch_limits() {
+        assert_eq!(shard_job_name("p-dev-job-t", 7, 3), "p-dev-job-t-007");
+        assert_eq!(shard_job_name("p-dev-job-t", 1234, 4), "p-dev-job-t-1234");
+        let long = shard_job_name(&"x".repeat(MAX_JOB_NAME), 42, 3);
+        assert_eq!(long.len(), MAX_JOB_NAME);
+        assert!(long.ends_with("-042"));
     }
 }
