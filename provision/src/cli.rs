@@ -290,6 +290,10 @@ pub struct CostArgs {
     /// the shipped table's).
     #[arg(long)]
     pub refresh_prices: bool,
+    /// Measure what the stack's buckets (every version) and repositories hold now, instead of
+    /// --s3-gb and --ecr-gb.
+    #[arg(long, conflicts_with_all = ["s3_gb", "ecr_gb"])]
+    pub measure_storage: bool,
 }
 
 #[derive(Debug, Args)]

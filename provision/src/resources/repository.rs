@@ -264,3 +264,27 @@ pub async fn tag(c: &Clients, name: &str, tags: &BTreeMap<String, String>) -> Re
         .ctx(format!("tagging repository {name}"))?;
     Ok(())
 }
+
+/// Bytes of every image in repository `name` (what ECR bills); 0 when it does not exist.
+pub async fn image_bytes(c: &Clients, name: &str) -> Result<u64> {
+    let mut pages = c
+        .ecr()
+        .describe_images()
+        .repository_name(name)
+        .into_paginator()
+        .send();
+    let mut total = 0u64;
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(page) => page,
+            Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => return Ok(0),
+            Err(e) => return Err(e).ctx(format!("listing images of repository {name}")),
+        };
+        total += page
+            .image_details()
+            .iter()
+            .map(|d| d.image_size_in_bytes().unwrap_or(0).max(0) as u64)
+            .sum::<u64>();
+    }
+    Ok(total)
+}

@@ -739,3 +739,31 @@ async fn import_adopts_every_kind_by_name_or_arn() {
     );
     assert!(err.contains("is named"), "{err}");
 }
+
+#[tokio::test]
+async fn cost_measures_the_storage_the_stack_holds() {
+    let w = World::new("costm");
+    w.apply();
+    let c = w.clients().await;
+    let bucket = format!("{}-data-{}", w.p(), w.proxy.account);
+    // Two versions of one object: S3 bills both.
+    for _ in 0..2 {
+        c.s3()
+            .put_object()
+            .bucket(&bucket)
+            .key("ticks.parquet")
+            .body(vec![7u8; 1_500_000].into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let (out, _) = w.expect(&["cost", "--json", "--measure-storage"], 0);
+    let cost: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        (cost["storage"]["s3_gb"].as_f64().unwrap() - 0.003).abs() < 1e-9,
+        "{cost}"
+    );
+    assert_eq!(cost["storage"]["ecr_gb"], 0.0);
+    let (_, err) = w.expect(&["cost", "--measure-storage", "--s3-gb", "5"], 1);
+    assert!(err.contains("--s3-gb"), "{err}");
+}
