@@ -43,6 +43,7 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
         print!("{}", render::text(&plan));
         println!("{}", estimate.summary_line());
     }
+    warn_unplaceable_jobs(&stack)?;
     if let Some(path) = &args.out {
         let saved = json!({
             "format_version": 1,
@@ -69,4 +70,23 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Warns (stderr) about jobs that no instance type of their queue can hold: `submit` refuses
+/// them, and better to learn it before the apply than at the first submit.
+fn warn_unplaceable_jobs(stack: &crate::stack::Stack) -> Result<()> {
+    let table = cost::PriceTable::builtin()?;
+    for def in stack.job_definitions() {
+        let job = def.job;
+        let needs = cost::JobNeeds {
+            vcpus: job.vcpus,
+            memory_mib: job.memory_mib,
+            gpus: job.gpus,
+            timeout_s: job.timeout_s,
+        };
+        if let Err(no_fit) = cost::job_cost(stack, &def.key, &job.queue, needs, &table) {
+            eprintln!("Warning: {no_fit}");
+        }
+    }
+    Ok(())
 }

@@ -448,6 +448,9 @@ fn plan_prints_the_estimate_and_keeps_its_json() {
             .unwrap()
             > 0.0
     );
+    // A job no instance type can hold is named before the apply.
+    let (_, err) = w.expect(&["plan", "--set", "jobs.prepare.memory_mib=131072"], 0);
+    assert!(err.contains("Warning: job `prepare` needs"), "{err}");
 }
 
 #[tokio::test]
