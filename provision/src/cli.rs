@@ -203,17 +203,6 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-impl LogsArgs {
-    /// The stack selection of `--job`, when `--stack` is given.
-    pub fn stack_args(&self) -> Option<StackArgs> {
-        Some(StackArgs {
-            stack: self.stack.clone()?,
-            env: self.env.clone(),
-            set: self.set.clone(),
-        })
-    }
-}
-
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("which_job").required(true).args(["job_id", "job"])))]
 pub struct LogsArgs {
@@ -256,6 +245,17 @@ pub struct LogsArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub poll_interval: u64,
+}
+
+impl LogsArgs {
+    /// The stack selection of `--job`, when `--stack` is given.
+    pub fn stack_args(&self) -> Option<StackArgs> {
+        Some(StackArgs {
+            stack: self.stack.clone()?,
+            env: self.env.clone(),
+            set: self.set.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 //! Batch reports, the group its job definition logs to); every child's stream for an array job;
 //! with `--job NAME` the latest job of a stack job.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -239,6 +239,9 @@ impl Reader<'_> {
         let mut streams: BTreeMap<u32, Stream> = BTreeMap::new();
         let mut tail = Tail::new(self.logs, &self.group, self.filter.clone(), self.since_ms);
         let mut first = true;
+        // Children that ended without a stream, or whose stream AWS does not have.
+        let mut silent: BTreeSet<u32> = BTreeSet::new();
+        let mut absent: BTreeSet<u32> = BTreeSet::new();
         while !live.is_empty() {
             let mut calls = 0u64;
             let mut ended = Vec::new();
@@ -258,8 +261,11 @@ impl Reader<'_> {
                     }
                 }
             }
+            // A stream AWS said does not exist is tried again only once its child has ended:
+            // each refusal costs a lookup per stream of the call.
             let reading: Vec<Stream> = live
                 .iter()
+                .filter(|i| !absent.contains(i) || ended.contains(i))
                 .filter_map(|i| streams.get(i).cloned())
                 .collect();
             if first && reading.is_empty() && !self.follow {
@@ -270,11 +276,27 @@ impl Reader<'_> {
             }
             first = false;
             if !reading.is_empty() {
+                let before = tail.calls();
                 let missing = tail.poll(&reading, &mut std::io::stdout().lock()).await?;
-                calls += reading.len().div_ceil(100) as u64 + missing.len() as u64;
+                calls += tail.calls() - before;
+                let missing: Vec<u32> = missing
+                    .iter()
+                    .filter_map(|s| s.label.as_deref()?.parse().ok())
+                    .collect();
+                silent.extend(ended.iter().filter(|i| missing.contains(i)));
+                absent.extend(missing);
             }
+            silent.extend(ended.iter().filter(|i| !streams.contains_key(i)));
             live.retain(|i| !ended.contains(i));
             if live.is_empty() {
+                if !silent.is_empty() {
+                    let list: Vec<String> = silent.iter().map(u32::to_string).collect();
+                    eprintln!(
+                        "note: no log from children {} of {id} (ended before their container \
+                         started, or wrote nothing)",
+                        list.join(", ")
+                    );
+                }
                 return Ok(());
             }
             // The poll interval, stretched so a large array stays under CALLS_PER_SECOND.

@@ -33,6 +33,8 @@ pub struct Tail<'a> {
     printed: HashMap<String, i64>,
     /// Streams read at least once.
     known: HashSet<String>,
+    /// Requests sent so far.
+    calls: u64,
 }
 
 /// Why a read failed.
@@ -57,7 +59,13 @@ impl<'a> Tail<'a> {
             newest_ms: None,
             printed: HashMap::new(),
             known: HashSet::new(),
+            calls: 0,
         }
+    }
+
+    /// Requests sent so far (pages and lookups included), for a caller that paces itself.
+    pub fn calls(&self) -> u64 {
+        self.calls
     }
 
     /// Prints every event of `streams` not printed yet, in time order within each hundred
@@ -133,6 +141,7 @@ impl<'a> Tail<'a> {
             .collect();
         let mut token: Option<String> = None;
         loop {
+            self.calls += 1;
             let result = self
                 .logs
                 .filter_log_events()
@@ -199,12 +208,13 @@ impl<'a> Tail<'a> {
     /// Which of `streams` exist, by one DescribeLogStreams each: only after a read was refused,
     /// which happens when a job ended before its container could start.
     async fn split_existing(
-        &self,
+        &mut self,
         streams: &[Stream],
     ) -> anyhow::Result<(Vec<Stream>, Vec<Stream>)> {
         let mut present = Vec::new();
         let mut absent = Vec::new();
         for stream in streams {
+            self.calls += 1;
             let out = self
                 .logs
                 .describe_log_streams()

@@ -366,7 +366,9 @@ async fn submit_a_plain_job_with_overrides_and_read_its_status() {
             "array",
             "started",
             "stopped",
-            "log_stream"
+            "log_stream",
+            "console_url",
+            "log_url"
         ]
     );
     assert_eq!(r["job_id"], id.as_str());

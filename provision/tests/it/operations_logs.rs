@@ -96,6 +96,11 @@ async fn logs_of_an_array_follow_every_child_with_its_index() {
         let out = logs(&moto, &args);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert_eq!(lines(&out), expected, "in time order across the children");
+        assert!(
+            stderr(&out).contains(&format!("no log from children 1 of {parent}")),
+            "{}",
+            stderr(&out)
+        );
     }
 
     let out = logs(&moto, &[&parent, "--filter-pattern", "ERROR"]);
