@@ -34,7 +34,8 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Show the status of jobs (and of array children).
     Status(StatusArgs),
-    /// Print a job's CloudWatch log stream.
+    /// Print a job's CloudWatch logs (an array job: every child's), or the latest job's of a
+    /// stack job.
     Logs(LogsArgs),
     /// Run a job's command on this machine with the environment its job definition gives it.
     RunLocal(RunLocalArgs),
@@ -218,7 +219,8 @@ pub struct LogsArgs {
         conflicts_with = "job_id"
     )]
     pub job: Option<String>,
-    /// With --job: the latest job in this status (`failed`: the last failure).
+    /// With --job: the latest job in this status, any case: SUBMITTED, PENDING, RUNNABLE,
+    /// STARTING, RUNNING, SUCCEEDED or FAILED (`failed`: the last failure).
     #[arg(long, value_name = "STATUS", requires = "job", value_parser = crate::jobs::status::parse)]
     pub status: Option<aws_sdk_batch::types::JobStatus>,
     /// With --job: the stack file (TOML).

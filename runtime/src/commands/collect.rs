@@ -366,7 +366,8 @@ fn text_table(table: &DataFrame) -> Result<String> {
     Ok(out)
 }
 
-/// One cell as text: floats with four decimals (no decimals from 1000 on: a rate, not a ratio).
+/// One cell as text: floats with four decimals, none from 100 on (a rate such as samples/s,
+/// where decimals are noise).
 fn cell(value: &AnyValue) -> String {
     match value {
         AnyValue::Null => "-".to_string(),
@@ -379,7 +380,7 @@ fn cell(value: &AnyValue) -> String {
 }
 
 fn float(f: f64) -> String {
-    if f.abs() >= 1000.0 {
+    if f.abs() >= 100.0 {
         format!("{f:.0}")
     } else {
         format!("{f:.4}")
