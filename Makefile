@@ -57,6 +57,12 @@ bench-train:
 bench-train-gpu:
 	bench/train_gpu.sh
 
+## make bench-logs: requests to read an array job of 100 children, `provision logs` vs a per-job
+## script, against moto -> bench/logs.md
+.PHONY: bench-logs
+bench-logs: venv
+	bench/logs.sh
+
 ## make bench-prepare: `runtime prepare` vs Python polars on 1e6 and 1e7 rows -> bench/prepare.md
 bench-prepare:
 	$(CARGO) build --workspace --release

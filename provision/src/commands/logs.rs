@@ -17,8 +17,8 @@ use crate::jobs::{self, describe, latest, log_group, select, status};
 
 /// DescribeJobs takes at most 100 ids per call.
 const DESCRIBE_CHUNK: usize = 100;
-/// Calls per second a follow keeps under on average, all services together: far below
-/// Batch's and CloudWatch Logs' request rates, so several followers can run at once.
+/// Calls per second a follow keeps under on average, all services together, so that several
+/// followers fit in an account's request rates.
 const CALLS_PER_SECOND: u64 = 5;
 
 pub async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {

@@ -347,7 +347,36 @@ async fn following_a_hundred_children_takes_a_handful_of_calls() {
     // DescribeJobs of the parent, its job definition (for the log group), the 100 children in
     // one call, and one FilterLogEvents over the 100 streams.
     assert!(calls <= 5, "{calls} calls to follow 100 children");
-    eprintln!("following 100 children: {calls} calls");
+
+    // What a per-job script does (the seeds' boto3 loops, `aws logs get-log-events` per job):
+    // each child described, then its stream read, through the same counting proxy.
+    let logs_client = aws_sdk_cloudwatchlogs::Client::new(&moto.config().await);
+    let before = proxy.counts().requests;
+    let mut read = 0;
+    for i in 0..100 {
+        let child = batch
+            .describe_jobs()
+            .jobs(format!("{parent}:{i}"))
+            .send()
+            .await
+            .unwrap();
+        let stream = provision::jobs::describe::log_stream(&child.jobs()[0])
+            .unwrap()
+            .to_string();
+        let events = logs_client
+            .get_log_events()
+            .log_group_name(&group)
+            .log_stream_name(stream)
+            .start_from_head(true)
+            .send()
+            .await
+            .unwrap();
+        read += events.events().len();
+    }
+    let per_job = proxy.counts().requests - before;
+    assert_eq!(read, 100);
+    // `make bench-logs` reads this line into bench/logs.md.
+    eprintln!("bench-logs: following 100 children: {calls} calls; per-job script: {per_job} calls");
 }
 
 #[test]
