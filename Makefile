@@ -61,6 +61,11 @@ bench-train-gpu:
 .PHONY: bench-fanout
 bench-fanout: venv
 	bench/fanout.sh
+## make bench-logs: requests to read an array job of 100 children, `provision logs` vs a per-job
+## script, against moto -> bench/logs.md
+.PHONY: bench-logs
+bench-logs: venv
+	bench/logs.sh
 
 ## make bench-prepare: `runtime prepare` vs Python polars on 1e6 and 1e7 rows -> bench/prepare.md
 bench-prepare:

@@ -59,24 +59,7 @@ provision run-local "${stack[@]}" train -- runtime train \
   --datasets "$root_uri" --output "$root_uri" --epochs 3 --batch-size 128 --device cpu
 
 step "results under $root_uri/models"
-.venv/bin/python - "$bucket" <<'PY'
-import json, os, sys
-import boto3
-s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-bucket = sys.argv[1]
-keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="ml-pipeline/models/")
-        for o in page.get("Contents", [])]
-for key in sorted(keys):
-    print("  s3://%s/%s" % (bucket, key))
-for key in sorted(k for k in keys if k.endswith("training_summary.json")):
-    summary = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    print("\n%s" % key.rsplit("/", 1)[0].replace("ml-pipeline/models/", ""))
-    print("  %-9s %-10s %-9s %-9s %s" % ("model", "best_epoch", "val_loss", "test_acc", "samples/s"))
-    for name, m in summary["models"].items():
-        best = m["epochs"][m["best_epoch"] - 1]
-        print("  %-9s %-10d %-9.4f %-9.3f %.0f" % (name, m["best_epoch"], best["val_loss"],
-              m["test_accuracy"], best["samples_per_s"]))
-PY
+runtime collect --summaries --input "$root_uri/models" --output -
 
 step "provision destroy ${stack[*]} --auto-approve"
 provision destroy "${stack[@]}" --auto-approve

@@ -246,3 +246,26 @@ def dispatch_without_rescanning():
     listed = tuple(backends.list_of_moto_modules())
     backends.list_of_moto_modules = lambda: listed
     responses.method_names_from_class = functools.cache(responses.method_names_from_class)
+
+
+@patch
+def logs_filter_log_events_as_aws():
+    """AWS: FilterLogEvents interleaves the events of all the streams it searches in time order
+    (its `interleaved` flag is ignored and deprecated since 2019), and refuses a
+    `logStreamNames` list that names a stream that does not exist (ResourceNotFoundException).
+    moto orders by time only when asked, and skips missing streams, so `provision logs` could
+    neither rely on the order nor be held to the refusal."""
+    from moto.logs.exceptions import ResourceNotFoundException
+    from moto.logs.models import LogsBackend
+
+    original = LogsBackend.filter_log_events
+
+    def filter_log_events(self, log_group_name, log_stream_names, start_time, end_time, limit,
+                          next_token, filter_pattern, interleaved):
+        group = self.groups.get(log_group_name)
+        if group is not None and any(name not in group.streams for name in log_stream_names or []):
+            raise ResourceNotFoundException("The specified log stream does not exist.")
+        return original(self, log_group_name, log_stream_names, start_time, end_time, limit,
+                        next_token, filter_pattern, True)
+
+    LogsBackend.filter_log_events = filter_log_events

@@ -34,7 +34,8 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Show the status of jobs (and of array children).
     Status(StatusArgs),
-    /// Print a job's CloudWatch log stream.
+    /// Print a job's CloudWatch logs (an array job: every child's), or the latest job's of a
+    /// stack job.
     Logs(LogsArgs),
     /// Run a job's command on this machine with the environment its job definition gives it.
     RunLocal(RunLocalArgs),
@@ -241,12 +242,59 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which_job").required(true).args(["job_id", "job"])))]
 pub struct LogsArgs {
-    /// The job id, as `submit` prints it (an array job's child: `ID:INDEX`).
-    pub job_id: String,
-    /// Keep printing new lines until the job ends.
+    /// The job id, as `submit` prints it (an array job: every child, each line prefixed with
+    /// `[INDEX]`; one child: `ID:INDEX`).
+    pub job_id: Option<String>,
+    /// The latest job of this stack job instead of an id: its key in `[jobs]` (a matrix job:
+    /// `KEY-VALUE`). Needs --stack.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "stack",
+        conflicts_with = "job_id"
+    )]
+    pub job: Option<String>,
+    /// With --job: the latest job in this status, any case: SUBMITTED, PENDING, RUNNABLE,
+    /// STARTING, RUNNING, SUCCEEDED or FAILED (`failed`: the last failure).
+    #[arg(long, value_name = "STATUS", requires = "job", value_parser = crate::jobs::status::parse)]
+    pub status: Option<aws_sdk_batch::types::JobStatus>,
+    /// With --job: the stack file (TOML).
+    #[arg(long, env = "PROVISION_STACK", value_name = "FILE")]
+    pub stack: Option<PathBuf>,
+    /// With --job: the environment, as for the stack commands.
+    #[arg(long, env = "PROVISION_ENV", value_name = "NAME")]
+    pub env: Option<String>,
+    /// With --job: override one stack value, as for the stack commands. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Keep printing new lines until the job (every child of an array) ends.
     #[arg(long)]
     pub follow: bool,
+    /// Only the events that match this CloudWatch Logs filter pattern (`ERROR`, `"exact
+    /// phrase"`, `{ $.level = "error" }`).
+    #[arg(long, value_name = "PATTERN")]
+    pub filter_pattern: Option<String>,
+    /// Only the events of the last DURATION (`30s`, `10m`, `1h`, `1d`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// With --follow: seconds between reads (longer when a large array needs more calls, so
+    /// that the reads stay within the services' request rates).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub poll_interval: u64,
+}
+
+impl LogsArgs {
+    /// The stack selection of `--job`, when `--stack` is given.
+    pub fn stack_args(&self) -> Option<StackArgs> {
+        Some(StackArgs {
+            stack: self.stack.clone()?,
+            env: self.env.clone(),
+            set: self.set.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]

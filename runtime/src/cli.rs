@@ -6,8 +6,9 @@ use clap::{Args, Parser, Subcommand};
 /// The AWS Batch job entrypoint: synthetic ticks, order-flow features, model training.
 ///
 /// URIs are local paths or `s3://bucket/prefix`; S3 endpoint, region and credentials come from
-/// the SDK's standard chain. Exit codes: 0 success, 1 bad input (a retry cannot fix it),
-/// 143 interrupted by SIGTERM after a checkpoint (retry to resume).
+/// the SDK's standard chain. Exit codes: 0 success, 1 bad input or configuration (a retry
+/// cannot fix it), 75 a transient error (S3 or the network still failing after the SDK's own
+/// retries: retry later), 143 interrupted by SIGTERM after a checkpoint (retry to resume).
 #[derive(Debug, Parser)]
 #[command(name = "runtime", version, propagate_version = true)]
 pub struct Cli {
@@ -168,7 +169,12 @@ pub struct CollectArgs {
     /// A prefix holding result files (Parquet or CSV) in hive-style directories.
     #[arg(long, env = "INPUT", value_name = "URI")]
     pub input: String,
-    /// The combined table (.parquet or .csv).
+    /// The combined table (.parquet or .csv), or `-` for an aligned text table on stdout.
     #[arg(long, env = "OUTPUT", value_name = "FILE")]
     pub output: String,
+    /// Tabulate every training_summary.json under the input instead (the output root of
+    /// `train`): one row per dataset and model with its best epoch, losses, test accuracy,
+    /// mean samples/s and device.
+    #[arg(long, env = "SUMMARIES")]
+    pub summaries: bool,
 }

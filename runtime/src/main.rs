@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use runtime::{cli, commands};
+use runtime::{cli, commands, exit};
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::from(1)
+            exit::code(&err)
         }
     }
 }

@@ -2,10 +2,15 @@
 //! definition from a `JOB` argument, reading jobs back from Batch, and finding what `apply`
 //! registered.
 
+pub mod console;
 pub mod describe;
+pub mod latest;
 pub mod live;
+pub mod log_group;
 pub mod select;
 pub mod shard;
+pub mod status;
+pub mod tail;
 pub mod watch;
 
 use std::process::ExitCode;

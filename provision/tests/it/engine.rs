@@ -530,7 +530,8 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
     );
     assert_eq!(log.options().unwrap()["awslogs-stream-prefix"], "prepare");
     assert_eq!(def.retry_strategy().unwrap().attempts(), Some(3));
-    assert_eq!(def.retry_strategy().unwrap().evaluate_on_exit().len(), 2);
+    // The default rules: Host EC2* retries, exit code 1 exits, exit code 75 retries.
+    assert_eq!(def.retry_strategy().unwrap().evaluate_on_exit().len(), 3);
     assert_eq!(
         def.timeout().unwrap().attempt_duration_seconds(),
         Some(18000)

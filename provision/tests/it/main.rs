@@ -5,4 +5,5 @@ mod hardening;
 mod harness;
 mod jobs;
 mod operations;
+mod operations_logs;
 mod stack;
