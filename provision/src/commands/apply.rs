@@ -76,10 +76,9 @@ async fn locked(
     saved: Option<Saved>,
     approved: bool,
 ) -> Result<ExitCode> {
-    let (facts, snapshot) =
-        plan::prepare(clients, stack, std::future::ready(Ok(account.to_string()))).await?;
     // apply always reads AWS: it must not act on a stale picture.
-    let plan = plan::plan(clients, stack, facts, snapshot, plan::Refresh::Live).await?;
+    let account = std::future::ready(Ok(account.to_string()));
+    let plan = plan::plan(clients, stack, account, plan::Refresh::Live).await?;
     if let Some(saved) = &saved {
         if saved.serial != plan.snapshot.serial {
             bail!(

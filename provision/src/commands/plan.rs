@@ -17,15 +17,19 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
         anyhow::bail!("--out needs a plan made from live state: drop --refresh=false to save a plan for `apply`");
     }
     let clients = Clients::new(&stack.region).await?;
-    // No lock to take first: the access check, the facts and the state are read at once.
-    let (facts, snapshot) =
-        plan::prepare(&clients, &stack, crate::aws::check_access(&clients)).await?;
     let refresh = if args.refresh {
         plan::Refresh::Live
     } else {
         plan::Refresh::StateOnly
     };
-    let plan = plan::plan(&clients, &stack, facts, snapshot, refresh).await?;
+    // No lock to take first: the access check, the facts and the state are read at once.
+    let plan = plan::plan(
+        &clients,
+        &stack,
+        crate::aws::check_access(&clients),
+        refresh,
+    )
+    .await?;
     let rendered = render::json(&plan);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rendered)?);

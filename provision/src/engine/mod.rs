@@ -388,113 +388,139 @@ pub async fn facts(
     stack: &Stack,
     account: impl std::future::Future<Output = Result<String>>,
 ) -> Result<Facts> {
-    let (
+    let first = first_facts(c, stack, account).await?;
+    let network = network(c, stack, &first.vpc_id).await?;
+    Ok(first.with_network(network))
+}
+
+/// The facts no other answer is needed for, read at once (one round trip): the account, the
+/// VPC id and the secrets. The VPC's subnets, route tables and endpoints come from [`network`].
+pub async fn first_facts(
+    c: &Clients,
+    stack: &Stack,
+    account: impl std::future::Future<Output = Result<String>>,
+) -> Result<Facts> {
+    let (account, (vpc_id, secrets)) = join_first_error_wins(account, async {
+        tokio::try_join!(vpc_id(c, stack), describe_secrets(c, stack))
+    })
+    .await?;
+    let mut facts = Facts {
         account,
-        Network {
-            vpc_id,
-            subnets,
-            route_tables,
-            s3_endpoints,
-        },
-    ) = join_first_error_wins(account, network(c, stack)).await?;
-    let partition = partition(&stack.region).to_string();
-    let mut secrets = BTreeMap::new();
-    for job in stack.jobs.values() {
-        for secret in job.secrets.values() {
-            if secrets.contains_key(secret) {
-                continue;
-            }
-            let out = c
-                .secrets()
-                .describe_secret()
-                .secret_id(secret)
-                .send()
-                .await
-                .ctx(format!("resolving secret {secret}"))?;
-            let arn = out
-                .arn()
-                .with_context(|| format!("secret {secret} has no ARN"))?
-                .to_string();
-            let facts_so_far = Facts {
-                account: account.clone(),
-                partition: partition.clone(),
-                vpc_id: String::new(),
-                subnets: vec![],
-                route_tables: vec![],
-                secrets: BTreeMap::new(),
-                s3_endpoints: vec![],
-            };
-            let kms = out
-                .kms_key_id()
-                .map(|k| kms_arn(k, &facts_so_far, &stack.region));
-            secrets.insert(secret.clone(), (arn, kms));
+        partition: partition(&stack.region).to_string(),
+        vpc_id,
+        subnets: vec![],
+        route_tables: vec![],
+        secrets: BTreeMap::new(),
+        s3_endpoints: vec![],
+    };
+    facts.secrets = secrets
+        .into_iter()
+        .map(|(secret, (arn, kms))| {
+            let kms = kms.map(|k| kms_arn(&k, &facts, &stack.region));
+            (secret, (arn, kms))
+        })
+        .collect();
+    Ok(facts)
+}
+
+impl Facts {
+    /// These facts completed by the VPC's part.
+    pub fn with_network(self, network: Network) -> Facts {
+        Facts {
+            subnets: network.subnets,
+            route_tables: network.route_tables,
+            s3_endpoints: network.s3_endpoints,
+            ..self
         }
     }
-    Ok(Facts {
-        account,
-        partition,
-        vpc_id,
-        subnets,
-        route_tables,
-        secrets,
-        s3_endpoints,
-    })
+}
+
+/// Every secret the jobs name → its ARN and its own KMS key (as the secret names it), all
+/// described at once.
+async fn describe_secrets(
+    c: &Clients,
+    stack: &Stack,
+) -> Result<BTreeMap<String, (String, Option<String>)>> {
+    let mut names: Vec<&String> = stack
+        .jobs
+        .values()
+        .flat_map(|job| job.secrets.values())
+        .collect();
+    // First mention first: of several missing secrets, the error names the first, as before.
+    let mut seen = std::collections::BTreeSet::new();
+    names.retain(|n| seen.insert(*n));
+    let described = futures::future::join_all(names.iter().map(|secret| async move {
+        let out = c
+            .secrets()
+            .describe_secret()
+            .secret_id(*secret)
+            .send()
+            .await
+            .ctx(format!("resolving secret {secret}"))?;
+        let arn = out
+            .arn()
+            .with_context(|| format!("secret {secret} has no ARN"))?
+            .to_string();
+        anyhow::Ok(((*secret).clone(), (arn, out.kms_key_id().map(String::from))))
+    }))
+    .await;
+    described.into_iter().collect()
 }
 
 /// The VPC's part of the facts.
-struct Network {
-    vpc_id: String,
+pub struct Network {
     subnets: Vec<String>,
     route_tables: Vec<String>,
     s3_endpoints: Vec<aws_sdk_ec2::types::VpcEndpoint>,
 }
 
-/// Reads the VPC, its subnets, the route tables an S3 endpoint may serve and its S3 endpoints.
-async fn network(c: &Clients, stack: &Stack) -> Result<Network> {
+/// The stack's VPC: the region's default one, or the one the stack names (checked to exist).
+async fn vpc_id(c: &Clients, stack: &Stack) -> Result<String> {
+    Ok(match &stack.network.vpc {
+        Vpc::Default => {
+            let out = c
+                .ec2()
+                .describe_vpcs()
+                .filters(filter("is-default", "true"))
+                .send()
+                .await
+                .ctx("finding the default VPC")?;
+            out.vpcs()
+                .first()
+                .and_then(|v| v.vpc_id())
+                .map(String::from)
+                .with_context(|| {
+                    format!(
+                        "region {} has no default VPC; set network.vpc to a VPC id",
+                        stack.region
+                    )
+                })?
+        }
+        Vpc::Id(id) => {
+            let out = c
+                .ec2()
+                .describe_vpcs()
+                .filters(filter("vpc-id", id))
+                .send()
+                .await
+                .ctx(format!("reading VPC {id}"))?;
+            if out.vpcs().is_empty() {
+                bail!("network.vpc: VPC {id} does not exist in {}", stack.region);
+            }
+            id.clone()
+        }
+    })
+}
+
+/// Reads the VPC's subnets, the route tables an S3 endpoint may serve and its S3 endpoints.
+pub async fn network(c: &Clients, stack: &Stack, vpc_id: &str) -> Result<Network> {
     // Independent reads run together: a no-op plan is bound by round trips.
-    let vpc_id = async {
-        anyhow::Ok(match &stack.network.vpc {
-            Vpc::Default => {
-                let out = c
-                    .ec2()
-                    .describe_vpcs()
-                    .filters(filter("is-default", "true"))
-                    .send()
-                    .await
-                    .ctx("finding the default VPC")?;
-                out.vpcs()
-                    .first()
-                    .and_then(|v| v.vpc_id())
-                    .map(String::from)
-                    .with_context(|| {
-                        format!(
-                            "region {} has no default VPC; set network.vpc to a VPC id",
-                            stack.region
-                        )
-                    })?
-            }
-            Vpc::Id(id) => {
-                let out = c
-                    .ec2()
-                    .describe_vpcs()
-                    .filters(filter("vpc-id", id))
-                    .send()
-                    .await
-                    .ctx(format!("reading VPC {id}"))?;
-                if out.vpcs().is_empty() {
-                    bail!("network.vpc: VPC {id} does not exist in {}", stack.region);
-                }
-                id.clone()
-            }
-        })
-    };
-    let vpc_id = vpc_id.await?;
     let subnets = async {
         anyhow::Ok(if stack.network.subnets.is_empty() {
             let out = c
                 .ec2()
                 .describe_subnets()
-                .filters(filter("vpc-id", &vpc_id))
+                .filters(filter("vpc-id", vpc_id))
                 .send()
                 .await
                 .ctx("listing subnets")?;
@@ -519,7 +545,7 @@ async fn network(c: &Clients, stack: &Stack) -> Result<Network> {
                 async {
                     c.ec2()
                         .describe_route_tables()
-                        .filters(filter("vpc-id", &vpc_id))
+                        .filters(filter("vpc-id", vpc_id))
                         .send()
                         .await
                         .ctx("listing route tables")
@@ -527,7 +553,7 @@ async fn network(c: &Clients, stack: &Stack) -> Result<Network> {
                 // AWS allows one S3 gateway endpoint per route table: tables another endpoint
                 // already serves (the account's own, another stack's) reach S3 through it and are
                 // left alone.
-                s3_endpoints(c, stack, &vpc_id),
+                s3_endpoints(c, stack, vpc_id),
             )?;
             let taken = foreign_s3_route_tables(stack, &endpoints);
             let mut ids: Vec<String> = out
@@ -545,7 +571,6 @@ async fn network(c: &Clients, stack: &Stack) -> Result<Network> {
     };
     let (subnets, (route_tables, s3_endpoints)) = tokio::try_join!(subnets, route_tables)?;
     Ok(Network {
-        vpc_id,
         subnets,
         route_tables,
         s3_endpoints,

@@ -9,7 +9,10 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{facts, graph, graph_for, join_first_error_wins, spec, store, Facts, Node, Refs};
+use super::{
+    facts, first_facts, graph, graph_for, join_first_error_wins, network, spec, store, Facts, Node,
+    Refs,
+};
 use crate::aws::Clients;
 use crate::resources::{self, is_unknown, owned_by, Handle, Kind, Live, ReadAhead, Spec, TagRead};
 use crate::stack::Stack;
@@ -208,18 +211,62 @@ async fn recorded_or(
     }
 }
 
-/// Builds the plan that makes the account match `stack`.
+/// Builds the plan that makes the account match `stack`, reading in the fewest round trips
+/// the answers allow (a plan's wait is its round trips one after another, 20-150 ms each
+/// against AWS):
+/// 1. the account (`account`, see [`facts`]), the VPC id, the secrets and the state, at once;
+/// 2. the VPC's subnets, route tables and S3 endpoints, and beside them every live read: a
+///    read needs only names, and names need only the account and the state;
+/// 3. the second half of the reads that need one (a role's inline policies, a compute
+///    environment's launch template).
 pub async fn plan(
     c: &Clients,
     stack: &Stack,
-    facts: Facts,
-    snapshot: Snapshot,
+    account: impl std::future::Future<Output = Result<String>>,
     refresh: Refresh,
 ) -> Result<Plan> {
-    let tags = stack.tags();
+    let store = store(c, stack);
+    // The facts lead: they carry the credentials check (see `join_first_error_wins`).
+    let (first, snapshot) =
+        join_first_error_wins(first_facts(c, stack, account), store.load()).await?;
+    let declared = graph(stack);
+    let ((network, mut lives), mut removals) = tokio::try_join!(
+        async {
+            tokio::try_join!(
+                network(c, stack, &first.vpc_id),
+                read_desired(c, stack, &first, &snapshot, &declared, refresh),
+            )
+        },
+        read_removals(c, &snapshot, &declared, refresh),
+    )?;
+    let facts = first.with_network(network);
     let nodes = graph_for(stack, &facts);
+    // The S3 endpoint is found in the listing the facts hold: no call of its own.
+    if let Some(node) = nodes.iter().find(|n| n.kind == Kind::VpcEndpoint) {
+        let live = read_desired(
+            c,
+            stack,
+            &facts,
+            &snapshot,
+            std::slice::from_ref(node),
+            refresh,
+        )
+        .await?;
+        lives.extend(live);
+    }
+    // Every route table has an S3 endpoint already: a recorded one of ours is removed.
+    if let Some(record) = snapshot.records.get(super::ENDPOINT) {
+        if !nodes.iter().any(|n| n.address == record.address) {
+            removals.extend(read_removal_of(c, record, refresh).await?);
+        }
+    }
+    compare(stack, facts, snapshot, &nodes, lives, removals)
+}
+
+/// The initial references: every compute environment's current suffix, from the state.
+fn recorded_suffixes(nodes: &[Node], snapshot: &Snapshot) -> Refs {
     let mut refs = Refs::default();
-    for node in &nodes {
+    for node in nodes {
         if node.kind == Kind::ComputeEnvironment {
             refs.suffixes.insert(
                 node.address.clone(),
@@ -227,13 +274,36 @@ pub async fn plan(
             );
         }
     }
-    // Read everything live at once: names do not depend on ids.
-    let initial: Vec<Spec> = nodes
+    refs
+}
+
+/// Live state by address, for desired resources (absent: does not exist).
+type Lives = BTreeMap<String, Option<Live>>;
+
+/// Reads every desired resource at once (names do not depend on ids), but the S3 endpoint,
+/// which needs the VPC's endpoint listing (see [`plan`]) unless `facts` hold it.
+async fn read_desired(
+    c: &Clients,
+    stack: &Stack,
+    facts: &Facts,
+    snapshot: &Snapshot,
+    nodes: &[Node],
+    refresh: Refresh,
+) -> Result<Lives> {
+    let tags = stack.tags();
+    let refs = recorded_suffixes(nodes, snapshot);
+    // Route tables for an endpoint are known once the VPC's endpoints were listed.
+    let listed = !facts.route_tables.is_empty();
+    let nodes: Vec<&Node> = nodes
         .iter()
-        .map(|n| spec(stack, &facts, &refs, n))
+        .filter(|n| n.kind != Kind::VpcEndpoint || listed)
+        .collect();
+    let specs: Vec<Spec> = nodes
+        .iter()
+        .map(|n| spec(stack, facts, &refs, n))
         .collect::<Result<_>>()?;
-    let ahead = read_ahead(&initial, &facts);
-    let lives: Vec<Option<Live>> = stream::iter(nodes.iter().zip(&initial).map(|(node, s)| {
+    let ahead = read_ahead(&specs, facts);
+    let lives: Vec<Option<Live>> = stream::iter(nodes.iter().zip(&specs).map(|(node, s)| {
         let record = snapshot.records.get(&node.address);
         let recorded = record
             .filter(|_| refresh == Refresh::StateOnly)
@@ -253,9 +323,87 @@ pub async fn plan(
     .await
     .into_iter()
     .collect::<Result<_>>()?;
+    Ok(nodes.iter().map(|n| n.address.clone()).zip(lives).collect())
+}
 
+/// A recorded resource to delete: one the stack no longer declares, or a deposed one.
+struct Removal {
+    record: Record,
+    /// The deposed handle (absent: the record's own resource).
+    deposed: Option<Handle>,
+    live: Option<Live>,
+}
+
+/// Reads every recorded resource that `declared` lacks, and every deposed one, at once.
+async fn read_removals(
+    c: &Clients,
+    snapshot: &Snapshot,
+    declared: &[Node],
+    refresh: Refresh,
+) -> Result<Vec<Removal>> {
+    let declared: BTreeSet<&str> = declared.iter().map(|n| n.address.as_str()).collect();
+    let mut removals: Vec<(Record, Option<Handle>)> = Vec::new();
+    for record in snapshot.records.values() {
+        if !declared.contains(record.address.as_str()) {
+            removals.push((record.clone(), None));
+        }
+        for deposed in &record.deposed {
+            removals.push((record.clone(), Some(deposed.clone())));
+        }
+    }
+    let reads = stream::iter(removals.iter().map(|(record, deposed)| {
+        let handle = deposed.clone().unwrap_or_else(|| record.handle.clone());
+        let recorded = if refresh == Refresh::StateOnly && deposed.is_none() {
+            recorded_live(record)
+        } else {
+            None
+        };
+        async move { recorded_or(recorded, resources::read_handle(c, &handle)).await }
+    }))
+    .buffered(READ_CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
+    removals
+        .into_iter()
+        .zip(reads)
+        .map(|((record, deposed), live)| {
+            Ok(Removal {
+                record,
+                deposed,
+                live: live?,
+            })
+        })
+        .collect()
+}
+
+/// The removal of one recorded resource itself (not its deposed ones).
+async fn read_removal_of(c: &Clients, record: &Record, refresh: Refresh) -> Result<Vec<Removal>> {
+    let recorded = (refresh == Refresh::StateOnly)
+        .then(|| recorded_live(record))
+        .flatten();
+    let live = recorded_or(recorded, resources::read_handle(c, &record.handle)).await?;
+    Ok(vec![Removal {
+        record: record.clone(),
+        deposed: None,
+        live,
+    }])
+}
+
+/// Compares desired, recorded and live: one item per desired resource, in dependency order,
+/// then one per removal.
+fn compare(
+    stack: &Stack,
+    facts: Facts,
+    snapshot: Snapshot,
+    nodes: &[Node],
+    mut lives: Lives,
+    removals: Vec<Removal>,
+) -> Result<Plan> {
+    let tags = stack.tags();
+    let mut refs = recorded_suffixes(nodes, &snapshot);
     let mut items = Vec::new();
-    for (node, live) in nodes.iter().zip(lives) {
+    for node in nodes {
+        let live = lives.remove(&node.address).flatten();
         let record = snapshot.records.get(&node.address).cloned();
         let mut desired = spec(stack, &facts, &refs, node)?;
         let mut item = Item {
@@ -337,31 +485,12 @@ pub async fn plan(
         items.push(item);
     }
 
-    // Recorded resources the stack no longer declares, and deposed ones.
-    let declared: BTreeSet<&str> = nodes.iter().map(|n| n.address.as_str()).collect();
-    let mut removals: Vec<(Record, Option<Handle>)> = Vec::new();
-    for record in snapshot.records.values() {
-        if !declared.contains(record.address.as_str()) {
-            removals.push((record.clone(), None));
-        }
-        for deposed in &record.deposed {
-            removals.push((record.clone(), Some(deposed.clone())));
-        }
-    }
-    let reads = stream::iter(removals.iter().map(|(record, deposed)| {
-        let handle = deposed.clone().unwrap_or_else(|| record.handle.clone());
-        let recorded = if refresh == Refresh::StateOnly && deposed.is_none() {
-            recorded_live(record)
-        } else {
-            None
-        };
-        async move { recorded_or(recorded, resources::read_handle(c, &handle)).await }
-    }))
-    .buffered(READ_CONCURRENCY)
-    .collect::<Vec<_>>()
-    .await;
-    for ((record, deposed), live) in removals.into_iter().zip(reads) {
-        let live = live?;
+    for Removal {
+        record,
+        deposed,
+        live,
+    } in removals
+    {
         let handle = deposed.clone().unwrap_or_else(|| record.handle.clone());
         let before = live
             .as_ref()
@@ -391,9 +520,9 @@ pub async fn plan(
             name: handle.name.clone(),
             new_name: None,
             live,
-            record: Some(record.clone()),
-            handle: Some(handle),
             suffix: record.suffix,
+            record: Some(record),
+            handle: Some(handle),
             deposed: deposed.is_some(),
         });
     }
