@@ -57,9 +57,12 @@ pub async fn run(args: ApplyArgs) -> Result<ExitCode> {
     engine::require_confirmation_possible(approved, "apply")?;
 
     let clients = Clients::new(&stack.region).await?;
-    let account = crate::aws::check_access(&clients).await?;
     let store = engine::store(&clients, &stack);
-    store.ensure_table().await?;
+    // The table's status is read beside the credentials check, whose error wins.
+    let (account, table) =
+        engine::join_first_error_wins(crate::aws::check_access(&clients), store.table_status())
+            .await?;
+    store.ensure_table(table).await?;
     let lock = Lock::acquire(&store, "apply").await?;
     let result = locked(&clients, &stack, &account, &store, saved, approved).await;
     let released = lock.release().await;

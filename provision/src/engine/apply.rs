@@ -231,7 +231,11 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
         .iter()
         .filter(|i| matches!(i.action, Action::Create | Action::Update | Action::Replace))
         .collect();
-    let waits: Vec<Vec<usize>> = forward
+    // Task i acts on forward[i]; task n + i records its result. A dependent waits for the
+    // action only: it needs the id, which is known before the state has it (a crash in
+    // between leaves a tagged resource, which the next plan adopts).
+    let n = forward.len();
+    let mut waits: Vec<Vec<usize>> = forward
         .iter()
         .map(|item| {
             item.deps
@@ -240,15 +244,27 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
                 .collect()
         })
         .collect();
+    waits.extend((0..n).map(|i| vec![i]));
     if !forward.is_empty() {
         report.state_changed = true;
     }
+    let results: Mutex<Vec<Option<Record>>> = Mutex::new(vec![None; n]);
     let errors = run_dag(&waits, |i| {
-        let item = forward[i];
         let refs = &refs;
         let records = &records;
+        let results = &results;
         let tags = &tags;
+        let forward = &forward;
         async move {
+            if i >= n {
+                let rec = results.lock().unwrap()[i - n]
+                    .take()
+                    .context("a result recorded twice")?;
+                store.put(&rec).await?;
+                records.lock().unwrap().insert(rec.address.clone(), rec);
+                return Ok(());
+            }
+            let item = forward[i];
             let node = item
                 .node
                 .as_ref()
@@ -311,8 +327,7 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
                         .context("a replace without the old handle")?,
                 );
             }
-            store.put(&rec).await?;
-            records.lock().unwrap().insert(item.address.clone(), rec);
+            results.lock().unwrap()[i] = Some(rec);
             Ok(())
         }
     })
@@ -366,8 +381,11 @@ async fn delete_phase<'a>(
         return vec![];
     }
     report.state_changed = true;
-    // X waits for every other deletion that depends on X.
-    let waits: Vec<Vec<usize>> = dels
+    // Task i deletes dels[i], task n + i forgets it in the state. X's deletion waits for the
+    // deletion of every other that depends on X, not for its state entry (a crash in between
+    // leaves an entry for something gone, which the next plan drops).
+    let n = dels.len();
+    let mut waits: Vec<Vec<usize>> = dels
         .iter()
         .enumerate()
         .map(|(i, x)| {
@@ -378,11 +396,19 @@ async fn delete_phase<'a>(
                 .collect()
         })
         .collect();
+    waits.extend((0..n).map(|i| vec![i]));
     let done: Mutex<Vec<usize>> = Mutex::new(Vec::new());
     let errors = run_dag(&waits, |i| {
-        let d = &dels[i];
+        let d = &dels[i % n];
         let done = &done;
         async move {
+            if i >= n {
+                if !d.deposed {
+                    store.remove(&d.address).await?;
+                }
+                done.lock().unwrap().push(i - n);
+                return Ok(());
+            }
             let label = if d.deposed {
                 format!("{} ({})", d.address, d.handle.name)
             } else {
@@ -400,10 +426,6 @@ async fn delete_phase<'a>(
                     return Err(e.context(format!("{label} (destroying)")));
                 }
             }
-            if !d.deposed {
-                store.remove(&d.address).await?;
-            }
-            done.lock().unwrap().push(i);
             Ok(())
         }
     })
@@ -431,26 +453,22 @@ pub async fn destroy(
     store: &Store,
     reporter: &Reporter,
 ) -> Result<Report> {
-    let dels: Vec<Deletion> = plan
-        .items
-        .iter()
-        .filter(|i| i.action == Action::Delete)
-        .map(|i| Deletion {
-            address: i.address.clone(),
-            handle: i.handle.clone().expect("a delete has a handle"),
-            deps: i.deps.clone(),
-            deposed: i.deposed,
-        })
-        .collect();
+    let dels = deletions(plan);
     let protected: Vec<&Handle> = dels.iter().map(|d| &d.handle).collect();
     check_protected(c, plan.stack.protect, &protected).await?;
     let mut report = Report::default();
     delete_phase(c, &dels, store, reporter, &mut report).await;
-    if report.errors.is_empty() {
-        for address in plan.snapshot.records.keys() {
-            store.remove(address).await?;
-            report.state_changed = true;
-        }
+    if report.errors.is_empty() && !plan.snapshot.records.is_empty() {
+        // Every entry at once: they are independent.
+        let removed = futures::future::join_all(
+            plan.snapshot
+                .records
+                .keys()
+                .map(|address| store.remove(address)),
+        )
+        .await;
+        removed.into_iter().collect::<Result<Vec<()>>>()?;
+        report.state_changed = true;
     }
     Ok(report)
 }

@@ -380,21 +380,9 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
     })
 }
 
-/// Reads the facts a plan needs: VPC, subnets, route tables, secret ARNs. `account` answers
-/// the account id (`aws::check_access`, or what it already answered), awaited beside the
-/// VPC reads.
-pub async fn facts(
-    c: &Clients,
-    stack: &Stack,
-    account: impl std::future::Future<Output = Result<String>>,
-) -> Result<Facts> {
-    let first = first_facts(c, stack, account).await?;
-    let network = network(c, stack, &first.vpc_id).await?;
-    Ok(first.with_network(network))
-}
-
 /// The facts no other answer is needed for, read at once (one round trip): the account, the
-/// VPC id and the secrets. The VPC's subnets, route tables and endpoints come from [`network`].
+/// VPC id and the secrets. `account` answers the account id (`aws::check_access`, or what it
+/// already answered), awaited beside the reads: its error wins (see [`join_first_error_wins`]). The VPC's subnets, route tables and endpoints come from [`network`].
 pub async fn first_facts(
     c: &Clients,
     stack: &Stack,

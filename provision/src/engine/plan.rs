@@ -10,8 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    facts, first_facts, graph, graph_for, join_first_error_wins, network, spec, store, Facts, Node,
-    Refs,
+    first_facts, graph, graph_for, join_first_error_wins, network, spec, store, Facts, Node, Refs,
 };
 use crate::aws::Clients;
 use crate::resources::{self, is_unknown, owned_by, Handle, Kind, Live, ReadAhead, Spec, TagRead};
@@ -150,17 +149,6 @@ pub(crate) fn handle_of(spec: &Spec, live: &Live) -> Handle {
     }
 }
 
-/// Loads state and facts together; `account` answers the account id (see [`facts`]).
-pub async fn prepare(
-    c: &Clients,
-    stack: &Stack,
-    account: impl std::future::Future<Output = Result<String>>,
-) -> Result<(Facts, Snapshot)> {
-    let store = store(c, stack);
-    // The facts lead: they carry the credentials check (see `join_first_error_wins`).
-    join_first_error_wins(facts(c, stack, account), store.load()).await
-}
-
 /// What one call answers for many resources: every compute environment at once, and the S3
 /// endpoints the facts already listed.
 fn read_ahead(specs: &[Spec], facts: &Facts) -> ReadAhead {
@@ -214,7 +202,7 @@ async fn recorded_or(
 /// Builds the plan that makes the account match `stack`, reading in the fewest round trips
 /// the answers allow (a plan's wait is its round trips one after another, 20-150 ms each
 /// against AWS):
-/// 1. the account (`account`, see [`facts`]), the VPC id, the secrets and the state, at once;
+/// 1. the account (`account`, see [`first_facts`]), the VPC id, the secrets and the state, at once;
 /// 2. the VPC's subnets, route tables and S3 endpoints, and beside them every live read: a
 ///    read needs only names, and names need only the account and the state;
 /// 3. the second half of the reads that need one (a role's inline policies, a compute
@@ -326,15 +314,81 @@ async fn read_desired(
     Ok(nodes.iter().map(|n| n.address.clone()).zip(lives).collect())
 }
 
-/// A recorded resource to delete: one the stack no longer declares, or a deposed one.
+/// A resource to delete: one the state records and the stack no longer declares, a deposed
+/// one, or (for `destroy`) one the stack declares that only its tags tell is ours.
 struct Removal {
-    record: Record,
-    /// The deposed handle (absent: the record's own resource).
-    deposed: Option<Handle>,
+    address: String,
+    handle: Handle,
+    deps: Vec<String>,
+    record: Option<Record>,
+    /// The old half of a replacement (its address keeps a record).
+    deposed: bool,
     live: Option<Live>,
 }
 
-/// Reads every recorded resource that `declared` lacks, and every deposed one, at once.
+impl Removal {
+    /// The record's own resource, or its deposed `handle`.
+    fn of(record: &Record, deposed: Option<&Handle>) -> Removal {
+        Removal {
+            address: record.address.clone(),
+            handle: deposed.unwrap_or(&record.handle).clone(),
+            deps: record.deps.clone(),
+            record: Some(record.clone()),
+            deposed: deposed.is_some(),
+            live: None,
+        }
+    }
+
+    /// Reads what this removal would delete (the state's attributes where they stand in).
+    async fn read(mut self, c: &Clients, refresh: Refresh) -> Result<Removal> {
+        let recorded = match &self.record {
+            Some(record) if refresh == Refresh::StateOnly && !self.deposed => recorded_live(record),
+            _ => None,
+        };
+        self.live = recorded_or(recorded, resources::read_handle(c, &self.handle)).await?;
+        Ok(self)
+    }
+
+    /// The plan's item: a delete, or nothing but the state entry when it is gone already.
+    fn item(self) -> Item {
+        let before = match (&self.live, &self.record) {
+            (Some(live), _) => live.attrs.clone(),
+            (None, Some(record)) => record.attributes.clone(),
+            (None, None) => Default::default(),
+        };
+        Item {
+            address: self.address,
+            kind: self.handle.kind,
+            action: if self.live.is_some() {
+                Action::Delete
+            } else {
+                Action::NoOp
+            },
+            drift: false,
+            diffs: before
+                .into_iter()
+                .map(|(name, before)| AttrDiff {
+                    name,
+                    before,
+                    after: Value::Null,
+                    forces_replacement: false,
+                })
+                .collect(),
+            deps: self.deps,
+            node: None,
+            name: self.handle.name.clone(),
+            new_name: None,
+            live: self.live,
+            suffix: self.record.as_ref().and_then(|r| r.suffix),
+            record: self.record,
+            handle: Some(self.handle),
+            deposed: self.deposed,
+        }
+    }
+}
+
+/// Reads every recorded resource whose address `declared` lacks, and every deposed one, at
+/// once.
 async fn read_removals(
     c: &Clients,
     snapshot: &Snapshot,
@@ -342,51 +396,26 @@ async fn read_removals(
     refresh: Refresh,
 ) -> Result<Vec<Removal>> {
     let declared: BTreeSet<&str> = declared.iter().map(|n| n.address.as_str()).collect();
-    let mut removals: Vec<(Record, Option<Handle>)> = Vec::new();
+    let mut removals = Vec::new();
     for record in snapshot.records.values() {
         if !declared.contains(record.address.as_str()) {
-            removals.push((record.clone(), None));
+            removals.push(Removal::of(record, None));
         }
         for deposed in &record.deposed {
-            removals.push((record.clone(), Some(deposed.clone())));
+            removals.push(Removal::of(record, Some(deposed)));
         }
     }
-    let reads = stream::iter(removals.iter().map(|(record, deposed)| {
-        let handle = deposed.clone().unwrap_or_else(|| record.handle.clone());
-        let recorded = if refresh == Refresh::StateOnly && deposed.is_none() {
-            recorded_live(record)
-        } else {
-            None
-        };
-        async move { recorded_or(recorded, resources::read_handle(c, &handle)).await }
-    }))
-    .buffered(READ_CONCURRENCY)
-    .collect::<Vec<_>>()
-    .await;
-    removals
+    stream::iter(removals.into_iter().map(|r| r.read(c, refresh)))
+        .buffered(READ_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
         .into_iter()
-        .zip(reads)
-        .map(|((record, deposed), live)| {
-            Ok(Removal {
-                record,
-                deposed,
-                live: live?,
-            })
-        })
         .collect()
 }
 
 /// The removal of one recorded resource itself (not its deposed ones).
 async fn read_removal_of(c: &Clients, record: &Record, refresh: Refresh) -> Result<Vec<Removal>> {
-    let recorded = (refresh == Refresh::StateOnly)
-        .then(|| recorded_live(record))
-        .flatten();
-    let live = recorded_or(recorded, resources::read_handle(c, &record.handle)).await?;
-    Ok(vec![Removal {
-        record: record.clone(),
-        deposed: None,
-        live,
-    }])
+    Ok(vec![Removal::of(record, None).read(c, refresh).await?])
 }
 
 /// Compares desired, recorded and live: one item per desired resource, in dependency order,
@@ -485,47 +514,7 @@ fn compare(
         items.push(item);
     }
 
-    for Removal {
-        record,
-        deposed,
-        live,
-    } in removals
-    {
-        let handle = deposed.clone().unwrap_or_else(|| record.handle.clone());
-        let before = live
-            .as_ref()
-            .map(|l| l.attrs.clone())
-            .unwrap_or_else(|| record.attributes.clone());
-        items.push(Item {
-            address: record.address.clone(),
-            kind: handle.kind,
-            // Gone already: only the state entry is left to remove.
-            action: if live.is_some() {
-                Action::Delete
-            } else {
-                Action::NoOp
-            },
-            drift: false,
-            diffs: before
-                .into_iter()
-                .map(|(name, before)| AttrDiff {
-                    name,
-                    before,
-                    after: Value::Null,
-                    forces_replacement: false,
-                })
-                .collect(),
-            deps: record.deps.clone(),
-            node: None,
-            name: handle.name.clone(),
-            new_name: None,
-            live,
-            suffix: record.suffix,
-            record: Some(record),
-            handle: Some(handle),
-            deposed: deposed.is_some(),
-        });
-    }
+    items.extend(removals.into_iter().map(Removal::item));
     Ok(Plan {
         stack: stack.clone(),
         facts,
@@ -536,52 +525,54 @@ fn compare(
 }
 
 /// The plan of `destroy`: every recorded resource, and every live resource the stack file
-/// names that the state lacks (created by an apply that crashed before recording it).
+/// names that the state lacks (created by an apply that crashed before recording it). Read in
+/// the round trips of [`plan`]: the facts and the state, then every resource at once.
 pub async fn destroy_plan(
     c: &Clients,
     stack: &Stack,
-    facts: Facts,
-    snapshot: Snapshot,
+    account: impl std::future::Future<Output = Result<String>>,
 ) -> Result<Plan> {
+    let store = store(c, stack);
+    let (first, snapshot) =
+        join_first_error_wins(first_facts(c, stack, account), store.load()).await?;
+    let ((network, found), recorded) = tokio::try_join!(
+        async {
+            tokio::try_join!(
+                network(c, stack, &first.vpc_id),
+                find_unrecorded(c, stack, &first, &snapshot),
+            )
+        },
+        read_removals(c, &snapshot, &[], Refresh::Live),
+    )?;
+    let items = recorded
+        .into_iter()
+        .chain(found)
+        .map(Removal::item)
+        .collect();
+    Ok(Plan {
+        stack: stack.clone(),
+        facts: first.with_network(network),
+        snapshot,
+        items,
+        refs: Refs::default(),
+    })
+}
+
+/// The resources the stack declares, the state lacks, and AWS holds with the stack's tags.
+async fn find_unrecorded(
+    c: &Clients,
+    stack: &Stack,
+    facts: &Facts,
+    snapshot: &Snapshot,
+) -> Result<Vec<Removal>> {
     let tags = stack.tags();
     let nodes = graph(stack);
-    let mut refs = Refs::default();
-    for node in &nodes {
-        if node.kind == Kind::ComputeEnvironment {
-            refs.suffixes.insert(
-                node.address.clone(),
-                snapshot.records.get(&node.address).and_then(|r| r.suffix),
-            );
-        }
-    }
-    let specs: Vec<Spec> = nodes
+    let refs = recorded_suffixes(&nodes, snapshot);
+    let unrecorded: Vec<(&Node, Spec)> = nodes
         .iter()
-        .map(|n| spec(stack, &facts, &refs, n))
+        .filter(|n| !snapshot.records.contains_key(&n.address))
+        .map(|n| Ok((n, spec(stack, facts, &refs, n)?)))
         .collect::<Result<_>>()?;
-    let mut targets: Vec<(String, Handle, Vec<String>, Option<Record>, bool)> = Vec::new();
-    for record in snapshot.records.values() {
-        targets.push((
-            record.address.clone(),
-            record.handle.clone(),
-            record.deps.clone(),
-            Some(record.clone()),
-            false,
-        ));
-        for deposed in &record.deposed {
-            targets.push((
-                record.address.clone(),
-                deposed.clone(),
-                record.deps.clone(),
-                Some(record.clone()),
-                true,
-            ));
-        }
-    }
-    let unrecorded: Vec<(&Node, &Spec)> = nodes
-        .iter()
-        .zip(&specs)
-        .filter(|(n, _)| !snapshot.records.contains_key(&n.address))
-        .collect();
     let ahead = ReadAhead::default();
     let found = stream::iter(
         unrecorded
@@ -591,72 +582,21 @@ pub async fn destroy_plan(
     .buffered(READ_CONCURRENCY)
     .collect::<Vec<_>>()
     .await;
+    let mut removals = Vec::new();
     for ((node, spec), live) in unrecorded.into_iter().zip(found) {
-        if let Some(live) = live? {
-            // Only what carries the stack's tags is ours to delete.
-            if owned_by(&live.tags, &tags) && live.tags.is_some() {
-                targets.push((
-                    node.address.clone(),
-                    handle_of(spec, &live),
-                    node.deps.clone(),
-                    None,
-                    false,
-                ));
-            }
+        // Only what carries the stack's tags is ours to delete.
+        if let Some(live) = live?.filter(|l| l.tags.is_some() && owned_by(&l.tags, &tags)) {
+            removals.push(Removal {
+                address: node.address.clone(),
+                handle: handle_of(&spec, &live),
+                deps: node.deps.clone(),
+                record: None,
+                deposed: false,
+                live: Some(live),
+            });
         }
     }
-    let lives = stream::iter(
-        targets
-            .iter()
-            .map(|(_, h, ..)| resources::read_handle(c, h)),
-    )
-    .buffered(READ_CONCURRENCY)
-    .collect::<Vec<_>>()
-    .await;
-    let mut items = Vec::new();
-    for ((address, handle, deps, record, deposed), live) in targets.into_iter().zip(lives) {
-        let live = live?;
-        let before = live
-            .as_ref()
-            .map(|l| l.attrs.clone())
-            .or_else(|| record.as_ref().map(|r| r.attributes.clone()));
-        items.push(Item {
-            kind: handle.kind,
-            action: if live.is_some() {
-                Action::Delete
-            } else {
-                Action::NoOp
-            },
-            drift: false,
-            diffs: before
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(name, before)| AttrDiff {
-                    name,
-                    before,
-                    after: Value::Null,
-                    forces_replacement: false,
-                })
-                .collect(),
-            deps,
-            node: None,
-            name: handle.name.clone(),
-            new_name: None,
-            live,
-            suffix: record.as_ref().and_then(|r| r.suffix),
-            record,
-            handle: Some(handle),
-            deposed,
-            address,
-        });
-    }
-    Ok(Plan {
-        stack: stack.clone(),
-        facts,
-        snapshot,
-        items,
-        refs,
-    })
+    Ok(removals)
 }
 
 #[cfg(test)]

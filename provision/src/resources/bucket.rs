@@ -169,11 +169,17 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
         .send()
         .await
         .ctx(format!("tagging bucket {}", spec.name))?;
-    put_public_access_block(c, spec).await?;
-    put_encryption(c, spec).await?;
-    if spec.versioning {
-        put_versioning(c, spec).await?;
-    }
+    // Independent settings at once; the expiry of non-current versions after versioning.
+    tokio::try_join!(
+        put_public_access_block(c, spec),
+        put_encryption(c, spec),
+        async {
+            if spec.versioning {
+                put_versioning(c, spec).await?;
+            }
+            Ok(())
+        },
+    )?;
     put_lifecycle(c, spec).await?;
     Ok(handle(spec))
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use aws_sdk_iam::types::Tag;
+use futures::future::try_join_all;
 use serde_json::{json, Value};
 
 use super::{error_code, Attrs, Handle, Kind, Live, SdkContext};
@@ -202,54 +203,66 @@ pub async fn create_role(
     update_role(c, spec, &empty).await
 }
 
-/// Converges trust, managed attachments and inline policies to the spec.
+/// Converges trust, managed attachments and inline policies to the spec. The calls are
+/// independent of each other and run at once (one round trip, not one per policy).
 pub async fn update_role(c: &Clients, spec: &RoleSpec, live: &Live) -> Result<Handle> {
     let name = &spec.name;
-    if let Some(trust) = live.attrs.get("assume_role_policy") {
-        if trust != &spec.trust {
-            c.iam()
+    let trust = async {
+        match live.attrs.get("assume_role_policy") {
+            Some(trust) if trust != &spec.trust => c
+                .iam()
                 .update_assume_role_policy()
                 .role_name(name)
                 .policy_document(spec.trust.to_string())
                 .send()
                 .await
-                .ctx(format!("updating the trust policy of role {name}"))?;
+                .map(|_| ())
+                .ctx(format!("updating the trust policy of role {name}")),
+            _ => Ok(()),
         }
-    }
+    };
     let live_managed: Vec<String> = live
         .attrs
         .get("managed_policies")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
-    for arn in &spec.managed {
-        if !live_managed.contains(arn) {
+    let attach = spec
+        .managed
+        .iter()
+        .filter(|arn| !live_managed.contains(arn))
+        .map(|arn| async move {
             c.iam()
                 .attach_role_policy()
                 .role_name(name)
                 .policy_arn(arn)
                 .send()
                 .await
-                .ctx(format!("attaching {arn} to role {name}"))?;
-        }
-    }
-    for arn in &live_managed {
-        if !spec.managed.contains(arn) {
+                .map(|_| ())
+                .ctx(format!("attaching {arn} to role {name}"))
+        });
+    let detach = live_managed
+        .iter()
+        .filter(|arn| !spec.managed.contains(arn))
+        .map(|arn| async move {
             c.iam()
                 .detach_role_policy()
                 .role_name(name)
                 .policy_arn(arn)
                 .send()
                 .await
-                .ctx(format!("detaching {arn} from role {name}"))?;
-        }
-    }
+                .map(|_| ())
+                .ctx(format!("detaching {arn} from role {name}"))
+        });
     let live_inline: BTreeMap<String, Value> = live
         .attrs
         .get("inline_policies")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
-    for (policy, doc) in &spec.inline {
-        if live_inline.get(policy) != Some(doc) {
+    let put = spec
+        .inline
+        .iter()
+        .filter(|(policy, doc)| live_inline.get(*policy) != Some(*doc))
+        .map(|(policy, doc)| async move {
             c.iam()
                 .put_role_policy()
                 .role_name(name)
@@ -257,20 +270,29 @@ pub async fn update_role(c: &Clients, spec: &RoleSpec, live: &Live) -> Result<Ha
                 .policy_document(doc.to_string())
                 .send()
                 .await
-                .ctx(format!("writing policy {policy} of role {name}"))?;
-        }
-    }
-    for policy in live_inline.keys() {
-        if !spec.inline.contains_key(policy) {
+                .map(|_| ())
+                .ctx(format!("writing policy {policy} of role {name}"))
+        });
+    let delete = live_inline
+        .keys()
+        .filter(|policy| !spec.inline.contains_key(*policy))
+        .map(|policy| async move {
             c.iam()
                 .delete_role_policy()
                 .role_name(name)
                 .policy_name(policy)
                 .send()
                 .await
-                .ctx(format!("deleting policy {policy} of role {name}"))?;
-        }
-    }
+                .map(|_| ())
+                .ctx(format!("deleting policy {policy} of role {name}"))
+        });
+    tokio::try_join!(
+        trust,
+        try_join_all(attach),
+        try_join_all(detach),
+        try_join_all(put),
+        try_join_all(delete),
+    )?;
     Ok(Handle {
         kind: Kind::Role,
         name: name.clone(),
@@ -279,34 +301,67 @@ pub async fn update_role(c: &Clients, spec: &RoleSpec, live: &Live) -> Result<Ha
     })
 }
 
-/// Detaches and deletes every policy, leaves every instance profile, then deletes the role.
+/// Detaches and deletes every policy, leaves every instance profile, then deletes the role:
+/// three round trips (what is attached, the removals at once, the delete); policy documents
+/// are never read.
 pub async fn delete_role(c: &Clients, name: &str) -> Result<()> {
-    let Some(live) = read_role(c, name).await? else {
-        return Ok(());
-    };
-    let empty = RoleSpec {
-        name: name.to_string(),
-        trust: live.attrs["assume_role_policy"].clone(),
-        managed: vec![],
-        inline: BTreeMap::new(),
-    };
-    update_role(c, &empty, &live).await?;
-    let profiles = c
-        .iam()
-        .list_instance_profiles_for_role()
-        .role_name(name)
-        .send()
-        .await
-        .ctx(format!("listing instance profiles of role {name}"))?;
-    for profile in profiles.instance_profiles() {
+    let (attached, inline, profiles) = tokio::join!(
+        c.iam().list_attached_role_policies().role_name(name).send(),
+        c.iam().list_role_policies().role_name(name).send(),
         c.iam()
-            .remove_role_from_instance_profile()
-            .instance_profile_name(profile.instance_profile_name())
+            .list_instance_profiles_for_role()
             .role_name(name)
+            .send(),
+    );
+    let attached = match attached {
+        Ok(out) => out,
+        Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(()),
+        Err(e) => return Err(e).ctx(format!("listing policies of role {name}")),
+    };
+    let inline = inline.ctx(format!("listing inline policies of role {name}"))?;
+    let profiles = profiles.ctx(format!("listing instance profiles of role {name}"))?;
+    let detach = attached
+        .attached_policies()
+        .iter()
+        .filter_map(|p| p.policy_arn())
+        .map(|arn| async move {
+            c.iam()
+                .detach_role_policy()
+                .role_name(name)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map(|_| ())
+                .ctx(format!("detaching {arn} from role {name}"))
+        });
+    let delete = inline.policy_names().iter().map(|policy| async move {
+        c.iam()
+            .delete_role_policy()
+            .role_name(name)
+            .policy_name(policy)
             .send()
             .await
-            .ctx(format!("removing role {name} from instance profile"))?;
-    }
+            .map(|_| ())
+            .ctx(format!("deleting policy {policy} of role {name}"))
+    });
+    let leave = profiles
+        .instance_profiles()
+        .iter()
+        .map(|profile| async move {
+            c.iam()
+                .remove_role_from_instance_profile()
+                .instance_profile_name(profile.instance_profile_name())
+                .role_name(name)
+                .send()
+                .await
+                .map(|_| ())
+                .ctx(format!("removing role {name} from instance profile"))
+        });
+    tokio::try_join!(
+        try_join_all(detach),
+        try_join_all(delete),
+        try_join_all(leave)
+    )?;
     match c.iam().delete_role().role_name(name).send().await {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(()),
