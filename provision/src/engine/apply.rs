@@ -19,7 +19,7 @@ use super::plan::{Action, Item, Plan};
 use super::progress::Reporter;
 use super::spec;
 use crate::aws::Clients;
-use crate::resources::{self, bucket, is_unknown, repository, Attrs, Handle, Kind, Spec};
+use crate::resources::{self, bucket, is_unknown, repository, Attrs, Extra, Handle, Kind, Spec};
 use crate::state::{record, Record, Store};
 
 /// What an apply or destroy did.
@@ -131,7 +131,7 @@ fn intent(item: &Item, desired: &Spec) -> Option<Record> {
         kind: desired.kind(),
         name: desired.name().to_string(),
         id: String::new(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     };
     match item.action {
         Action::Create if item.record.is_none() && desired.kind() == Kind::Bucket => Some(record(

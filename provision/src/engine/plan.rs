@@ -13,7 +13,9 @@ use super::{
     first_facts, graph, graph_for, join_first_error_wins, network, spec, store, Facts, Node, Refs,
 };
 use crate::aws::Clients;
-use crate::resources::{self, is_unknown, owned_by, Handle, Kind, Live, ReadAhead, Spec, TagRead};
+use crate::resources::{
+    self, is_unknown, owned_by, Extra, Handle, Kind, Live, ReadAhead, Spec, TagRead,
+};
 use crate::stack::Stack;
 use crate::state::{Record, Snapshot};
 
@@ -129,18 +131,20 @@ pub fn diff(kind: Kind, desired: &resources::Attrs, live: &resources::Attrs) -> 
 
 /// A handle for a live resource found by its desired spec (adopted or to be deleted).
 pub(crate) fn handle_of(spec: &Spec, live: &Live) -> Handle {
-    let mut extra = BTreeMap::new();
-    match spec {
-        Spec::ComputeEnvironment(_) => {
-            if let Some(Value::String(lt)) = live.attrs.get("launch_template") {
-                extra.insert("launch_template".to_string(), lt.clone());
-            }
-        }
-        Spec::VpcEndpoint(s) => {
-            extra.insert("vpc_id".to_string(), s.vpc_id.clone());
-        }
-        _ => {}
-    }
+    let extra = match spec {
+        Spec::ComputeEnvironment(_) => Extra {
+            launch_template: match live.attrs.get("launch_template") {
+                Some(Value::String(lt)) => Some(lt.clone()),
+                _ => None,
+            },
+            ..Extra::default()
+        },
+        Spec::VpcEndpoint(s) => Extra {
+            vpc_id: Some(s.vpc_id.clone()),
+            ..Extra::default()
+        },
+        _ => Extra::default(),
+    };
     Handle {
         kind: spec.kind(),
         name: spec.name().to_string(),

@@ -14,7 +14,7 @@ use aws_sdk_s3::types::{
 };
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext, TagRead};
+use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
 
 /// The id of the one lifecycle rule the tool owns.
@@ -189,7 +189,7 @@ fn handle(spec: &Spec) -> Handle {
         kind: Kind::Bucket,
         name: spec.name.clone(),
         id: spec.name.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     }
 }
 

@@ -14,7 +14,7 @@ use aws_sdk_batch::types::{
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::{json, Value};
 
-use super::{launch_template, wait_for, Attrs, Handle, Kind, Live, Progress, SdkContext};
+use super::{launch_template, wait_for, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
 use crate::aws::Clients;
 use crate::stack::{AllocationStrategy, ComputeType, State};
 
@@ -224,15 +224,14 @@ pub async fn read_detail(
 }
 
 fn handle(spec: &Spec, arn: String) -> Handle {
-    let mut extra = BTreeMap::new();
-    if let Some((lt, _)) = &spec.launch_template {
-        extra.insert("launch_template".to_string(), lt.clone());
-    }
     Handle {
         kind: Kind::ComputeEnvironment,
         name: spec.name.clone(),
         id: arn,
-        extra,
+        extra: Extra {
+            launch_template: spec.launch_template.as_ref().map(|(lt, _)| lt.clone()),
+            ..Extra::default()
+        },
     }
 }
 
@@ -408,7 +407,7 @@ pub async fn delete(c: &Clients, handle: &Handle, progress: Progress<'_>) -> Res
         )
         .await?;
     }
-    if let Some(lt) = handle.extra.get("launch_template") {
+    if let Some(lt) = &handle.extra.launch_template {
         launch_template::delete(c, lt).await?;
     }
     Ok(())

@@ -8,7 +8,7 @@ use aws_sdk_iam::types::Tag;
 use futures::future::try_join_all;
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext};
+use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext};
 use crate::aws::Clients;
 
 /// The policy templates, compiled in so the binary needs no files beside it.
@@ -297,7 +297,7 @@ pub async fn update_role(c: &Clients, spec: &RoleSpec, live: &Live) -> Result<Ha
         kind: Kind::Role,
         name: name.clone(),
         id: live.id.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 
@@ -471,7 +471,7 @@ pub async fn update_profile(c: &Clients, spec: &ProfileSpec, live: &Live) -> Res
         kind: Kind::InstanceProfile,
         name: spec.name.clone(),
         id: live.id.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 

@@ -11,7 +11,7 @@ use aws_sdk_batch::types::{
 };
 use serde_json::{json, Value};
 
-use super::{Attrs, Handle, Kind, Live, SdkContext};
+use super::{Attrs, Extra, Handle, Kind, Live, SdkContext};
 use crate::aws::Clients;
 use crate::stack::RetryRule;
 
@@ -325,7 +325,7 @@ pub async fn register(
         kind: Kind::JobDefinition,
         name: spec.name.clone(),
         id: arn,
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 

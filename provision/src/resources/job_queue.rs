@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use aws_sdk_batch::types::{CeStatus, ComputeEnvironmentOrder, JobQueueDetail, JqState, JqStatus};
 use serde_json::json;
 
-use super::{wait_for, Attrs, Handle, Kind, Live, Progress, SdkContext};
+use super::{wait_for, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
 use crate::aws::Clients;
 use crate::stack::State;
 
@@ -166,7 +166,7 @@ pub async fn create(
         kind: Kind::JobQueue,
         name: spec.name.clone(),
         id: out.job_queue_arn().unwrap_or_default().to_string(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 
@@ -193,7 +193,7 @@ pub async fn update(
         kind: Kind::JobQueue,
         name: spec.name.clone(),
         id: live.id.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 

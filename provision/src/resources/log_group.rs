@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::Result;
 use serde_json::json;
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext, TagRead};
+use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +105,7 @@ pub async fn update(c: &Clients, spec: &Spec) -> Result<Handle> {
         kind: Kind::LogGroup,
         name: spec.name.clone(),
         id: spec.name.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 

@@ -7,7 +7,7 @@ use anyhow::Result;
 use aws_sdk_ecr::types::{ImageScanningConfiguration, Tag};
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext, TagRead};
+use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,7 +138,7 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
         kind: Kind::Repository,
         name: spec.name.clone(),
         id: uri,
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 
@@ -166,7 +166,7 @@ pub async fn update(c: &Clients, spec: &Spec, live: &Live, changed: &[String]) -
         kind: Kind::Repository,
         name: spec.name.clone(),
         id: live.id.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 

@@ -9,7 +9,7 @@ use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, SecurityGroup};
 use serde_json::json;
 
 use super::vpc_endpoint::{filter, tag_spec};
-use super::{error_code, wait_for, Attrs, Handle, Kind, Live, Progress, SdkContext};
+use super::{error_code, wait_for, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
 use crate::aws::Clients;
 
 pub const REPLACE_ON: &[&str] = &["vpc_id"];
@@ -149,7 +149,7 @@ fn handle(spec: &Spec, id: String) -> Handle {
         kind: Kind::SecurityGroup,
         name: spec.name.clone(),
         id,
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     }
 }
 

@@ -9,7 +9,7 @@ use aws_sdk_ec2::types::{
 };
 use serde_json::json;
 
-use super::{Attrs, Handle, Kind, Live, SdkContext};
+use super::{Attrs, Extra, Handle, Kind, Live, SdkContext};
 use crate::aws::Clients;
 
 pub const REPLACE_ON: &[&str] = &["vpc_id", "service_name"];
@@ -175,7 +175,10 @@ fn handle(spec: &Spec, id: String) -> Handle {
         kind: Kind::VpcEndpoint,
         name: spec.service_name.clone(),
         id,
-        extra: BTreeMap::from([("vpc_id".to_string(), spec.vpc_id.clone())]),
+        extra: Extra {
+            vpc_id: Some(spec.vpc_id.clone()),
+            ..Extra::default()
+        },
     }
 }
 
