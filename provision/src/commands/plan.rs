@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use serde_json::json;
+use anyhow::Result;
 
 use crate::aws::Clients;
 use crate::cli::PlanArgs;
+use crate::engine::saved::SavedPlan;
 use crate::engine::{self, plan, render};
 
 pub async fn run(args: PlanArgs) -> Result<ExitCode> {
@@ -30,27 +30,13 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
         refresh,
     )
     .await?;
-    let rendered = render::json(&plan);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rendered)?);
+        println!("{}", serde_json::to_string_pretty(&render::json(&plan))?);
     } else {
         print!("{}", render::text(&plan));
     }
     if let Some(path) = &args.out {
-        let saved = json!({
-            "format_version": 1,
-            "saved_plan": true,
-            "stack": stack.name,
-            "env": stack.env,
-            "gpu": stack.gpu,
-            "serial": plan.snapshot.serial,
-            "plan": rendered,
-        });
-        // Written whole or not at all: a half-written plan must never be applied.
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&saved)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        SavedPlan::new(&plan).write(path)?;
         eprintln!(
             "Saved the plan to {}; apply it with `provision apply {}`.",
             path.display(),

@@ -23,6 +23,7 @@ pub mod apply;
 pub mod plan;
 pub mod progress;
 pub mod render;
+pub mod saved;
 
 /// Facts read from AWS before planning: who and where.
 #[derive(Debug, Clone, PartialEq)]
