@@ -49,7 +49,8 @@ pub struct Refs {
 }
 
 impl Refs {
-    fn id(&self, address: &str) -> String {
+    /// The id of the resource at `address`, or [`UNKNOWN`] until it exists.
+    pub fn id(&self, address: &str) -> String {
         self.ids
             .get(address)
             .cloned()
@@ -167,7 +168,7 @@ pub fn partition(region: &str) -> &'static str {
 }
 
 /// A KMS key as IAM wants it in `Resource`: an ARN.
-fn kms_arn(key: &str, facts: &Facts, region: &str) -> String {
+pub fn kms_arn(key: &str, facts: &Facts, region: &str) -> String {
     if key.starts_with("arn:") {
         key.to_string()
     } else if let Some(alias) = key.strip_prefix("alias/") {
@@ -193,190 +194,24 @@ pub fn compute_name(stack: &Stack, refs: &Refs, key: &str) -> String {
     stack.compute_environment_name(key, suffix)
 }
 
-/// The desired spec of one node, references resolved through `refs`.
+/// The desired spec of one node, references resolved through `refs`. Each kind's module
+/// builds its own from the stack.
 pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Spec> {
-    let p = &facts.partition;
     let key = node.key.as_str();
     Ok(match node.kind {
-        Kind::VpcEndpoint => Spec::VpcEndpoint(vpc_endpoint::Spec {
-            vpc_id: facts.vpc_id.clone(),
-            service_name: format!("com.amazonaws.{}.s3", stack.region),
-            route_table_ids: facts.route_tables.clone(),
-        }),
-        Kind::SecurityGroup => Spec::SecurityGroup(security_group::Spec {
-            name: stack.security_group_name(),
-            vpc_id: facts.vpc_id.clone(),
-        }),
-        Kind::Bucket => {
-            let b = &stack.buckets[key];
-            Spec::Bucket(bucket::Spec {
-                name: stack.bucket_name(key, &facts.account),
-                region: stack.region.clone(),
-                versioning: b.versioning,
-                expire_noncurrent_days: b.expire_noncurrent_days,
-                kms_key: b.kms_key.clone(),
-            })
-        }
-        Kind::Repository => {
-            let r = &stack.repositories[key];
-            Spec::Repository(repository::Spec {
-                name: stack.repository_name(key),
-                keep_images: r.keep_images,
-                scan_on_push: r.scan_on_push,
-            })
-        }
-        Kind::LogGroup => Spec::LogGroup(log_group::Spec {
-            name: stack.log_group_name(),
-            retention_days: stack.logs.retention_days,
-        }),
-        Kind::Role => {
-            let managed = |name: &str| format!("arn:{p}:iam::aws:policy/service-role/{name}");
-            let (service, managed, inline) = match key {
-                "instance" => (
-                    "ec2.amazonaws.com",
-                    vec![managed("AmazonEC2ContainerServiceforEC2Role")],
-                    BTreeMap::new(),
-                ),
-                "batch-service" => (
-                    "batch.amazonaws.com",
-                    vec![managed("AWSBatchServiceRole")],
-                    BTreeMap::new(),
-                ),
-                "execution" => {
-                    let mut inline = BTreeMap::new();
-                    let mut arns: Vec<String> =
-                        facts.secrets.values().map(|(arn, _)| arn.clone()).collect();
-                    arns.sort();
-                    arns.dedup();
-                    if !arns.is_empty() {
-                        let mut keys: Vec<String> = facts
-                            .secrets
-                            .values()
-                            .filter_map(|(_, k)| k.clone())
-                            .collect();
-                        keys.sort();
-                        keys.dedup();
-                        inline.insert(
-                            "job-secrets".to_string(),
-                            iam::execution_secrets_policy(&arns, &keys)?,
-                        );
-                    }
-                    (
-                        "ecs-tasks.amazonaws.com",
-                        vec![managed("AmazonECSTaskExecutionRolePolicy")],
-                        inline,
-                    )
-                }
-                "job" => {
-                    let mut inline = BTreeMap::new();
-                    let buckets: Vec<String> = stack
-                        .buckets
-                        .keys()
-                        .map(|k| stack.bucket_name(k, &facts.account))
-                        .collect();
-                    if !buckets.is_empty() {
-                        let mut keys: Vec<String> = stack
-                            .buckets
-                            .values()
-                            .filter_map(|b| b.kms_key.as_deref())
-                            .map(|k| kms_arn(k, facts, &stack.region))
-                            .collect();
-                        keys.sort();
-                        keys.dedup();
-                        inline.insert(
-                            "stack-buckets".to_string(),
-                            iam::job_s3_policy(p, &buckets, &keys)?,
-                        );
-                    }
-                    ("ecs-tasks.amazonaws.com", vec![], inline)
-                }
-                other => bail!("unknown role {other}"),
-            };
-            Spec::Role(iam::RoleSpec {
-                name: stack.role_name(key),
-                trust: iam::trust_policy(service)?,
-                managed,
-                inline,
-            })
-        }
-        Kind::InstanceProfile => Spec::InstanceProfile(iam::ProfileSpec {
-            name: stack.instance_profile_name(),
-            role: stack.role_name("instance"),
-        }),
+        Kind::VpcEndpoint => Spec::VpcEndpoint(vpc_endpoint::Spec::desired(stack, facts)),
+        Kind::SecurityGroup => Spec::SecurityGroup(security_group::Spec::desired(stack, facts)),
+        Kind::Bucket => Spec::Bucket(bucket::Spec::desired(stack, facts, key)),
+        Kind::Repository => Spec::Repository(repository::Spec::desired(stack, key)),
+        Kind::LogGroup => Spec::LogGroup(log_group::Spec::desired(stack)),
+        Kind::Role => Spec::Role(iam::RoleSpec::desired(stack, facts, key)?),
+        Kind::InstanceProfile => Spec::InstanceProfile(iam::ProfileSpec::desired(stack)),
         Kind::ComputeEnvironment => {
-            let ce = &stack.compute[key];
-            let suffix = refs.suffixes.get(&node.address).copied().flatten();
-            let security_groups = if stack.network.security_groups.is_empty() {
-                vec![refs.id(SECURITY_GROUP)]
-            } else {
-                stack.network.security_groups.clone()
-            };
-            Spec::ComputeEnvironment(compute_environment::Spec {
-                name: stack.compute_environment_name(key, suffix),
-                kind: ce.kind,
-                min_vcpus: ce.min_vcpus,
-                max_vcpus: ce.max_vcpus,
-                instance_types: ce.instance_types.clone(),
-                allocation_strategy: ce.allocation_strategy,
-                bid_percentage: ce.bid_percentage,
-                subnets: facts.subnets.clone(),
-                security_groups,
-                instance_role: refs.id(INSTANCE_PROFILE),
-                service_role: refs.id("role.batch-service"),
-                image_type: crate::stack::ComputeEnvironment::image_type(stack.gpu).to_string(),
-                launch_template: ce
-                    .root_volume_gb
-                    .map(|gb| (stack.launch_template_name(key, suffix), gb)),
-                state: ce.state,
-            })
+            Spec::ComputeEnvironment(compute_environment::Spec::desired(stack, facts, refs, key))
         }
-        Kind::JobQueue => {
-            let q = &stack.queues[key];
-            Spec::JobQueue(job_queue::Spec {
-                name: stack.queue_name(key),
-                priority: q.priority,
-                state: q.state,
-                compute: q
-                    .compute
-                    .iter()
-                    .map(|c| refs.id(&address(Kind::ComputeEnvironment, c)))
-                    .collect(),
-            })
-        }
+        Kind::JobQueue => Spec::JobQueue(job_queue::Spec::desired(stack, refs, key)),
         Kind::JobDefinition => {
-            let defs = stack.job_definitions();
-            let def = defs
-                .iter()
-                .find(|d| d.key == key)
-                .context("job definition vanished from the stack")?;
-            let mut environment = def.env.clone();
-            environment.extend(stack.injected_env(&facts.account));
-            let mut secrets = BTreeMap::new();
-            for (var, secret) in &def.job.secrets {
-                let (arn, _) = facts
-                    .secrets
-                    .get(secret)
-                    .with_context(|| format!("secret {secret} was not resolved"))?;
-                secrets.insert(var.clone(), arn.clone());
-            }
-            Spec::JobDefinition(job_definition::Spec {
-                name: def.name.clone(),
-                image: stack.image_uri(&def.job.image, &facts.account),
-                command: def.command.clone(),
-                vcpus: def.job.vcpus,
-                memory_mib: def.job.memory_mib,
-                gpus: def.job.gpus,
-                timeout_s: def.job.timeout_s,
-                attempts: def.job.retry.attempts,
-                rules: def.job.retry.rules.clone(),
-                environment,
-                secrets,
-                log_group: stack.log_group_name(),
-                region: stack.region.clone(),
-                stream_prefix: def.key.clone(),
-                job_role: refs.id("role.job"),
-                execution_role: refs.id("role.execution"),
-            })
+            Spec::JobDefinition(job_definition::Spec::desired(stack, facts, refs, key)?)
         }
     })
 }

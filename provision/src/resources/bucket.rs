@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 
 use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
+use crate::engine::Facts;
+use crate::stack::Stack;
 
 /// The id of the one lifecycle rule the tool owns.
 const EXPIRY_RULE: &str = "provision-noncurrent-expiry";
@@ -30,6 +32,18 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The stack's bucket `key`, named with the account.
+    pub fn desired(stack: &Stack, facts: &Facts, key: &str) -> Spec {
+        let b = &stack.buckets[key];
+        Spec {
+            name: stack.bucket_name(key, &facts.account),
+            region: stack.region.clone(),
+            versioning: b.versioning,
+            expire_noncurrent_days: b.expire_noncurrent_days,
+            kms_key: b.kms_key.clone(),
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("versioning".into(), json!(self.versioning)),

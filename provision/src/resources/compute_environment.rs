@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 
 use super::{launch_template, wait_for, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
 use crate::aws::Clients;
+use crate::engine::{Facts, Refs, INSTANCE_PROFILE, SECURITY_GROUP};
+use crate::stack::Stack;
 use crate::stack::{AllocationStrategy, ComputeType, State};
 
 pub const REPLACE_ON: &[&str] = &[
@@ -65,6 +67,37 @@ fn cr_type(kind: ComputeType) -> &'static str {
 }
 
 impl Spec {
+    /// The stack's compute environment `key`, under its current name (`refs` hold the
+    /// replacement suffix and the ids of the profile, the service role and the security group).
+    pub fn desired(stack: &Stack, facts: &Facts, refs: &Refs, key: &str) -> Spec {
+        let ce = &stack.compute[key];
+        let address = format!("{}.{key}", Kind::ComputeEnvironment.as_str());
+        let suffix = refs.suffixes.get(&address).copied().flatten();
+        let security_groups = if stack.network.security_groups.is_empty() {
+            vec![refs.id(SECURITY_GROUP)]
+        } else {
+            stack.network.security_groups.clone()
+        };
+        Spec {
+            name: stack.compute_environment_name(key, suffix),
+            kind: ce.kind,
+            min_vcpus: ce.min_vcpus,
+            max_vcpus: ce.max_vcpus,
+            instance_types: ce.instance_types.clone(),
+            allocation_strategy: ce.allocation_strategy,
+            bid_percentage: ce.bid_percentage,
+            subnets: facts.subnets.clone(),
+            security_groups,
+            instance_role: refs.id(INSTANCE_PROFILE),
+            service_role: refs.id("role.batch-service"),
+            image_type: crate::stack::ComputeEnvironment::image_type(stack.gpu).to_string(),
+            launch_template: ce
+                .root_volume_gb
+                .map(|gb| (stack.launch_template_name(key, suffix), gb)),
+            state: ce.state,
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("type".into(), json!(cr_type(self.kind))),

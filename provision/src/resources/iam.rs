@@ -3,13 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use aws_sdk_iam::types::Tag;
 use futures::future::try_join_all;
 use serde_json::{json, Value};
 
 use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext};
 use crate::aws::Clients;
+use crate::engine::{kms_arn, Facts};
+use crate::stack::Stack;
 
 /// The policy templates, compiled in so the binary needs no files beside it.
 const TRUST_TEMPLATE: &str = include_str!("../../../policies/trust.json");
@@ -71,6 +73,53 @@ pub fn execution_secrets_policy(secret_arns: &[String], kms_keys: &[String]) -> 
     )
 }
 
+/// The execution role's inline policy: the secrets jobs declare, and their own KMS keys.
+fn execution_inline(facts: &Facts) -> Result<BTreeMap<String, Value>> {
+    let mut inline = BTreeMap::new();
+    let mut arns: Vec<String> = facts.secrets.values().map(|(arn, _)| arn.clone()).collect();
+    arns.sort();
+    arns.dedup();
+    if !arns.is_empty() {
+        let mut keys: Vec<String> = facts
+            .secrets
+            .values()
+            .filter_map(|(_, k)| k.clone())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        inline.insert(
+            "job-secrets".to_string(),
+            execution_secrets_policy(&arns, &keys)?,
+        );
+    }
+    Ok(inline)
+}
+
+/// The job role's inline policy: the stack's buckets and their KMS keys.
+fn job_inline(stack: &Stack, facts: &Facts) -> Result<BTreeMap<String, Value>> {
+    let mut inline = BTreeMap::new();
+    let buckets: Vec<String> = stack
+        .buckets
+        .keys()
+        .map(|k| stack.bucket_name(k, &facts.account))
+        .collect();
+    if !buckets.is_empty() {
+        let mut keys: Vec<String> = stack
+            .buckets
+            .values()
+            .filter_map(|b| b.kms_key.as_deref())
+            .map(|k| kms_arn(k, facts, &stack.region))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        inline.insert(
+            "stack-buckets".to_string(),
+            job_s3_policy(&facts.partition, &buckets, &keys)?,
+        );
+    }
+    Ok(inline)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoleSpec {
     pub name: String,
@@ -82,6 +131,38 @@ pub struct RoleSpec {
 }
 
 impl RoleSpec {
+    /// The stack's role `key`: its one trusted service, its AWS managed policies, and the
+    /// inline policies scoped to exactly the stack's buckets, secrets and keys.
+    pub fn desired(stack: &Stack, facts: &Facts, key: &str) -> Result<RoleSpec> {
+        let p = &facts.partition;
+        let managed = |name: &str| format!("arn:{p}:iam::aws:policy/service-role/{name}");
+        let (service, managed, inline) = match key {
+            "instance" => (
+                "ec2.amazonaws.com",
+                vec![managed("AmazonEC2ContainerServiceforEC2Role")],
+                BTreeMap::new(),
+            ),
+            "batch-service" => (
+                "batch.amazonaws.com",
+                vec![managed("AWSBatchServiceRole")],
+                BTreeMap::new(),
+            ),
+            "execution" => (
+                "ecs-tasks.amazonaws.com",
+                vec![managed("AmazonECSTaskExecutionRolePolicy")],
+                execution_inline(facts)?,
+            ),
+            "job" => ("ecs-tasks.amazonaws.com", vec![], job_inline(stack, facts)?),
+            other => bail!("unknown role {other}"),
+        };
+        Ok(RoleSpec {
+            name: stack.role_name(key),
+            trust: trust_policy(service)?,
+            managed,
+            inline,
+        })
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("assume_role_policy".into(), self.trust.clone()),
@@ -376,6 +457,13 @@ pub struct ProfileSpec {
 }
 
 impl ProfileSpec {
+    pub fn desired(stack: &Stack) -> ProfileSpec {
+        ProfileSpec {
+            name: stack.instance_profile_name(),
+            role: stack.role_name("instance"),
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([("roles".into(), json!([self.role]))])
     }

@@ -9,6 +9,8 @@ use serde_json::json;
 
 use super::{wait_for, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
 use crate::aws::Clients;
+use crate::engine::Refs;
+use crate::stack::Stack;
 use crate::stack::State;
 
 const WAIT: Duration = Duration::from_secs(600);
@@ -23,6 +25,21 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The stack's queue `key`, on its compute environments in order (ids from `refs`).
+    pub fn desired(stack: &Stack, refs: &Refs, key: &str) -> Spec {
+        let q = &stack.queues[key];
+        Spec {
+            name: stack.queue_name(key),
+            priority: q.priority,
+            state: q.state,
+            compute: q
+                .compute
+                .iter()
+                .map(|c| refs.id(&format!("{}.{c}", Kind::ComputeEnvironment.as_str())))
+                .collect(),
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("priority".into(), json!(self.priority)),

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
+use crate::stack::Stack;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -15,6 +16,13 @@ pub struct Spec {
 }
 
 impl Spec {
+    pub fn desired(stack: &Stack) -> Spec {
+        Spec {
+            name: stack.log_group_name(),
+            retention_days: stack.logs.retention_days,
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([("retention_days".into(), json!(self.retention_days))])
     }

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
+use crate::stack::Stack;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -18,6 +19,15 @@ pub struct Spec {
 }
 
 impl Spec {
+    pub fn desired(stack: &Stack, key: &str) -> Spec {
+        let r = &stack.repositories[key];
+        Spec {
+            name: stack.repository_name(key),
+            keep_images: r.keep_images,
+            scan_on_push: r.scan_on_push,
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("scan_on_push".into(), json!(self.scan_on_push)),

@@ -11,6 +11,8 @@ use serde_json::json;
 
 use super::{Attrs, Extra, Handle, Kind, Live, SdkContext};
 use crate::aws::Clients;
+use crate::engine::Facts;
+use crate::stack::Stack;
 
 pub const REPLACE_ON: &[&str] = &["vpc_id", "service_name"];
 
@@ -23,6 +25,15 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The stack's endpoint: S3 of its region, on the route tables no other endpoint serves.
+    pub fn desired(stack: &Stack, facts: &Facts) -> Spec {
+        Spec {
+            vpc_id: facts.vpc_id.clone(),
+            service_name: format!("com.amazonaws.{}.s3", stack.region),
+            route_table_ids: facts.route_tables.clone(),
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("vpc_id".into(), json!(self.vpc_id)),
