@@ -11,6 +11,7 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
 use crate::aws::Clients;
+use crate::resources::iam::Role;
 use crate::resources::vpc_endpoint::filter;
 use crate::resources::{
     bucket, compute_environment, iam, job_definition, job_queue, log_group, repository,
@@ -72,8 +73,6 @@ pub const ENDPOINT: &str = "vpc_endpoint.s3";
 pub const SECURITY_GROUP: &str = "security_group.batch";
 pub const LOG_GROUP: &str = "log_group.jobs";
 pub const INSTANCE_PROFILE: &str = "instance_profile.instance";
-/// Role keys, as in `role.{key}` and `{P}-{key}`.
-pub const ROLES: [&str; 4] = ["instance", "batch-service", "execution", "job"];
 
 fn address(kind: Kind, key: &str) -> String {
     format!("{}.{key}", kind.as_str())
@@ -104,8 +103,8 @@ pub fn graph(stack: &Stack) -> Vec<Node> {
         push(Kind::Repository, key, vec![]);
     }
     push(Kind::LogGroup, "jobs", vec![]);
-    for role in ROLES {
-        let deps = if role == "job" {
+    for role in Role::ALL {
+        let deps = if role == Role::Job {
             stack
                 .buckets
                 .keys()
@@ -114,18 +113,15 @@ pub fn graph(stack: &Stack) -> Vec<Node> {
         } else {
             vec![]
         };
-        push(Kind::Role, role, deps);
+        push(Kind::Role, role.key(), deps);
     }
     push(
         Kind::InstanceProfile,
         "instance",
-        vec!["role.instance".into()],
+        vec![Role::Instance.address()],
     );
     for key in stack.compute.keys() {
-        let mut deps = vec![
-            INSTANCE_PROFILE.to_string(),
-            "role.batch-service".to_string(),
-        ];
+        let mut deps = vec![INSTANCE_PROFILE.to_string(), Role::BatchService.address()];
         if own_sg {
             deps.push(SECURITY_GROUP.into());
         }
@@ -144,8 +140,8 @@ pub fn graph(stack: &Stack) -> Vec<Node> {
     }
     for def in stack.job_definitions() {
         let mut deps = vec![
-            "role.job".to_string(),
-            "role.execution".to_string(),
+            Role::Job.address(),
+            Role::Execution.address(),
             LOG_GROUP.to_string(),
         ];
         if let Image::Repository(repo) = &def.job.image {
@@ -204,7 +200,10 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
         Kind::Bucket => Spec::Bucket(bucket::Spec::desired(stack, facts, key)),
         Kind::Repository => Spec::Repository(repository::Spec::desired(stack, key)),
         Kind::LogGroup => Spec::LogGroup(log_group::Spec::desired(stack)),
-        Kind::Role => Spec::Role(iam::RoleSpec::desired(stack, facts, key)?),
+        Kind::Role => {
+            let role = Role::from_key(key).with_context(|| format!("unknown role {key}"))?;
+            Spec::Role(iam::RoleSpec::desired(stack, facts, role)?)
+        }
         Kind::InstanceProfile => Spec::InstanceProfile(iam::ProfileSpec::desired(stack)),
         Kind::ComputeEnvironment => {
             Spec::ComputeEnvironment(compute_environment::Spec::desired(stack, facts, refs, key))

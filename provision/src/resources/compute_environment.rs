@@ -14,6 +14,7 @@ use aws_sdk_batch::types::{
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::{json, Value};
 
+use super::iam::Role;
 use super::{launch_template, wait_for, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
 use crate::aws::Clients;
 use crate::engine::{Facts, Refs, INSTANCE_PROFILE, SECURITY_GROUP};
@@ -89,7 +90,7 @@ impl Spec {
             subnets: facts.subnets.clone(),
             security_groups,
             instance_role: refs.id(INSTANCE_PROFILE),
-            service_role: refs.id("role.batch-service"),
+            service_role: refs.id(&Role::BatchService.address()),
             image_type: crate::stack::ComputeEnvironment::image_type(stack.gpu).to_string(),
             launch_template: ce
                 .root_volume_gb

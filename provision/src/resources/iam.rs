@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use aws_sdk_iam::types::Tag;
 use futures::future::try_join_all;
 use serde_json::{json, Value};
@@ -73,6 +73,47 @@ pub fn execution_secrets_policy(secret_arns: &[String], kms_keys: &[String]) -> 
     )
 }
 
+/// The stack's four roles: `role.{key}` in the plan, `{P}-{key}` in IAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Assumed by the Batch instances (through the instance profile).
+    Instance,
+    /// Assumed by Batch to manage the compute environments.
+    BatchService,
+    /// Assumed by ECS to start a job's container (image pull, logs, secrets).
+    Execution,
+    /// Assumed by the job's code: the stack's buckets.
+    Job,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [
+        Role::Instance,
+        Role::BatchService,
+        Role::Execution,
+        Role::Job,
+    ];
+
+    /// The key, as in `role.{key}` and `{P}-{key}`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::Instance => "instance",
+            Role::BatchService => "batch-service",
+            Role::Execution => "execution",
+            Role::Job => "job",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.key() == key)
+    }
+
+    /// The plan's address of the role.
+    pub fn address(self) -> String {
+        format!("{}.{}", Kind::Role.as_str(), self.key())
+    }
+}
+
 /// The execution role's inline policy: the secrets jobs declare, and their own KMS keys.
 fn execution_inline(facts: &Facts) -> Result<BTreeMap<String, Value>> {
     let mut inline = BTreeMap::new();
@@ -131,32 +172,31 @@ pub struct RoleSpec {
 }
 
 impl RoleSpec {
-    /// The stack's role `key`: its one trusted service, its AWS managed policies, and the
+    /// The stack's `role`: its one trusted service, its AWS managed policies, and the
     /// inline policies scoped to exactly the stack's buckets, secrets and keys.
-    pub fn desired(stack: &Stack, facts: &Facts, key: &str) -> Result<RoleSpec> {
+    pub fn desired(stack: &Stack, facts: &Facts, role: Role) -> Result<RoleSpec> {
         let p = &facts.partition;
         let managed = |name: &str| format!("arn:{p}:iam::aws:policy/service-role/{name}");
-        let (service, managed, inline) = match key {
-            "instance" => (
+        let (service, managed, inline) = match role {
+            Role::Instance => (
                 "ec2.amazonaws.com",
                 vec![managed("AmazonEC2ContainerServiceforEC2Role")],
                 BTreeMap::new(),
             ),
-            "batch-service" => (
+            Role::BatchService => (
                 "batch.amazonaws.com",
                 vec![managed("AWSBatchServiceRole")],
                 BTreeMap::new(),
             ),
-            "execution" => (
+            Role::Execution => (
                 "ecs-tasks.amazonaws.com",
                 vec![managed("AmazonECSTaskExecutionRolePolicy")],
                 execution_inline(facts)?,
             ),
-            "job" => ("ecs-tasks.amazonaws.com", vec![], job_inline(stack, facts)?),
-            other => bail!("unknown role {other}"),
+            Role::Job => ("ecs-tasks.amazonaws.com", vec![], job_inline(stack, facts)?),
         };
         Ok(RoleSpec {
-            name: stack.role_name(key),
+            name: stack.role_name(role.key()),
             trust: trust_policy(service)?,
             managed,
             inline,
@@ -460,7 +500,7 @@ impl ProfileSpec {
     pub fn desired(stack: &Stack) -> ProfileSpec {
         ProfileSpec {
             name: stack.instance_profile_name(),
-            role: stack.role_name("instance"),
+            role: stack.role_name(Role::Instance.key()),
         }
     }
 

@@ -11,6 +11,7 @@ use aws_sdk_batch::types::{
 };
 use serde_json::{json, Value};
 
+use super::iam::Role;
 use super::{Attrs, Extra, Handle, Kind, Live, SdkContext};
 use crate::aws::Clients;
 use crate::engine::{Facts, Refs};
@@ -88,8 +89,8 @@ impl Spec {
             log_group: stack.log_group_name(),
             region: stack.region.clone(),
             stream_prefix: def.key.clone(),
-            job_role: refs.id("role.job"),
-            execution_role: refs.id("role.execution"),
+            job_role: refs.id(&Role::Job.address()),
+            execution_role: refs.id(&Role::Execution.address()),
         })
     }
 
