@@ -422,6 +422,99 @@ async fn read_removal_of(c: &Clients, record: &Record, refresh: Refresh) -> Resu
     Ok(vec![Removal::of(record, None).read(c, refresh).await?])
 }
 
+/// One desired resource's item: create (absent), nothing (equal), replace (an attribute AWS
+/// cannot change in place) or update; `refs` learn its id where it keeps one, and a
+/// replaced compute environment's next suffix.
+fn desired_item(
+    stack: &Stack,
+    facts: &Facts,
+    refs: &mut Refs,
+    node: &Node,
+    live: Option<Live>,
+    record: Option<Record>,
+) -> Result<Item> {
+    let tags = stack.tags();
+    let mut desired = spec(stack, facts, refs, node)?;
+    let mut item = Item {
+        address: node.address.clone(),
+        kind: node.kind,
+        action: Action::NoOp,
+        drift: false,
+        diffs: vec![],
+        deps: node.deps.clone(),
+        node: Some(node.clone()),
+        name: desired.name().to_string(),
+        new_name: None,
+        live: live.clone(),
+        record: record.clone(),
+        handle: None,
+        suffix: refs.suffixes.get(&node.address).copied().flatten(),
+        deposed: false,
+    };
+    match &live {
+        None => {
+            item.action = Action::Create;
+            // Applied before (a record with attributes, not a mere intent) and gone now:
+            // deleted outside the tool.
+            item.drift = record.as_ref().is_some_and(|r| !r.attributes.is_empty());
+            item.diffs = diff(node.kind, &desired.attributes(), &Default::default())
+                .into_iter()
+                .map(|d| AttrDiff {
+                    before: Value::Null,
+                    ..d
+                })
+                .collect();
+        }
+        Some(live) => {
+            if record.is_none() && !owned_by(&live.tags, &tags) {
+                bail!(
+                    "{} {} already exists and is not tagged {}={}, {}={}: it belongs to someone else; \
+                     rename the stack or remove that resource",
+                    node.address,
+                    desired.name(),
+                    crate::stack::names::TAG_STACK,
+                    stack.name,
+                    crate::stack::names::TAG_ENV,
+                    stack.env
+                );
+            }
+            let diffs = diff(node.kind, &desired.attributes(), &live.attrs);
+            if let Some(rec) = &record {
+                item.drift = !diffs.is_empty()
+                    && rec
+                        .attributes
+                        .iter()
+                        .any(|(k, v)| !is_unknown(v) && live.attrs.get(k).is_some_and(|l| l != v));
+            }
+            if diffs.is_empty() {
+                refs.ids.insert(node.address.clone(), live.id.clone());
+            } else if diffs.iter().any(|d| d.forces_replacement) {
+                item.action = Action::Replace;
+                item.handle = Some(match &record {
+                    Some(r) if r.handle.name == desired.name() => r.handle.clone(),
+                    _ => handle_of(&desired, live),
+                });
+                if node.kind == Kind::ComputeEnvironment {
+                    let next = Some(item.suffix.unwrap_or(0) + 1);
+                    refs.suffixes.insert(node.address.clone(), next);
+                    item.suffix = next;
+                    desired = spec(stack, facts, refs, node)?;
+                    item.new_name = Some(desired.name().to_string());
+                }
+                item.diffs = diff(node.kind, &desired.attributes(), &live.attrs);
+            } else {
+                item.action = Action::Update;
+                item.diffs = diffs;
+                // A new job definition revision gets a new ARN; everything else keeps its id.
+                if node.kind != Kind::JobDefinition {
+                    refs.ids.insert(node.address.clone(), live.id.clone());
+                }
+            }
+        }
+    }
+    Ok(item)
+}
+
 /// Compares desired, recorded and live: one item per desired resource, in dependency order,
 /// then one per removal.
 fn compare(
@@ -432,90 +525,12 @@ fn compare(
     mut lives: Lives,
     removals: Vec<Removal>,
 ) -> Result<Plan> {
-    let tags = stack.tags();
     let mut refs = recorded_suffixes(nodes, &snapshot);
     let mut items = Vec::new();
     for node in nodes {
         let live = lives.remove(&node.address).flatten();
         let record = snapshot.records.get(&node.address).cloned();
-        let mut desired = spec(stack, &facts, &refs, node)?;
-        let mut item = Item {
-            address: node.address.clone(),
-            kind: node.kind,
-            action: Action::NoOp,
-            drift: false,
-            diffs: vec![],
-            deps: node.deps.clone(),
-            node: Some(node.clone()),
-            name: desired.name().to_string(),
-            new_name: None,
-            live: live.clone(),
-            record: record.clone(),
-            handle: None,
-            suffix: refs.suffixes.get(&node.address).copied().flatten(),
-            deposed: false,
-        };
-        match &live {
-            None => {
-                item.action = Action::Create;
-                // Applied before (a record with attributes, not a mere intent) and gone now:
-                // deleted outside the tool.
-                item.drift = record.as_ref().is_some_and(|r| !r.attributes.is_empty());
-                item.diffs = diff(node.kind, &desired.attributes(), &Default::default())
-                    .into_iter()
-                    .map(|d| AttrDiff {
-                        before: Value::Null,
-                        ..d
-                    })
-                    .collect();
-            }
-            Some(live) => {
-                if record.is_none() && !owned_by(&live.tags, &tags) {
-                    bail!(
-                        "{} {} already exists and is not tagged {}={}, {}={}: it belongs to someone else; \
-                         rename the stack or remove that resource",
-                        node.address,
-                        desired.name(),
-                        crate::stack::names::TAG_STACK,
-                        stack.name,
-                        crate::stack::names::TAG_ENV,
-                        stack.env
-                    );
-                }
-                let diffs = diff(node.kind, &desired.attributes(), &live.attrs);
-                if let Some(rec) = &record {
-                    item.drift = !diffs.is_empty()
-                        && rec.attributes.iter().any(|(k, v)| {
-                            !is_unknown(v) && live.attrs.get(k).is_some_and(|l| l != v)
-                        });
-                }
-                if diffs.is_empty() {
-                    refs.ids.insert(node.address.clone(), live.id.clone());
-                } else if diffs.iter().any(|d| d.forces_replacement) {
-                    item.action = Action::Replace;
-                    item.handle = Some(match &record {
-                        Some(r) if r.handle.name == desired.name() => r.handle.clone(),
-                        _ => handle_of(&desired, live),
-                    });
-                    if node.kind == Kind::ComputeEnvironment {
-                        let next = Some(item.suffix.unwrap_or(0) + 1);
-                        refs.suffixes.insert(node.address.clone(), next);
-                        item.suffix = next;
-                        desired = spec(stack, &facts, &refs, node)?;
-                        item.new_name = Some(desired.name().to_string());
-                    }
-                    item.diffs = diff(node.kind, &desired.attributes(), &live.attrs);
-                } else {
-                    item.action = Action::Update;
-                    item.diffs = diffs;
-                    // A new job definition revision gets a new ARN; everything else keeps its id.
-                    if node.kind != Kind::JobDefinition {
-                        refs.ids.insert(node.address.clone(), live.id.clone());
-                    }
-                }
-            }
-        }
-        items.push(item);
+        items.push(desired_item(stack, &facts, &mut refs, node, live, record)?);
     }
 
     items.extend(removals.into_iter().map(Removal::item));
