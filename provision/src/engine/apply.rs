@@ -519,13 +519,19 @@ pub async fn destroy(
     let protected: Vec<&Handle> = dels.iter().map(|d| &d.handle).collect();
     check_protected(c, plan.stack.protect, &protected).await?;
     let mut report = Report::default();
-    delete_phase(c, &dels, store, reporter, &mut report).await;
+    let deleted = delete_phase(c, &dels, store, reporter, &mut report).await;
     if report.errors.is_empty() && !plan.snapshot.records.is_empty() {
-        // Every entry at once: they are independent.
+        // The entries the delete phase did not forget (resources gone already), all at once.
+        let forgotten: Vec<&str> = deleted
+            .iter()
+            .filter(|d| !d.deposed)
+            .map(|d| d.address.as_str())
+            .collect();
         let removed = futures::future::join_all(
             plan.snapshot
                 .records
                 .keys()
+                .filter(|address| !forgotten.contains(&address.as_str()))
                 .map(|address| store.remove(address)),
         )
         .await;
