@@ -63,18 +63,27 @@ impl Bench {
         }
     }
 
-    fn row(&self, run: &Run, note: &str) -> String {
+    /// A table row; `base` is the same command's wall time without latency (process start,
+    /// the tool's CPU and moto's own time, which wall / D includes).
+    fn row(&self, run: &Run, base: Duration, serial: bool, note: &str) -> String {
         let ms = run.wall.as_secs_f64() * 1000.0;
         let d = self.delay.as_secs_f64() * 1000.0;
+        // Serialised, requests queue at the proxy: chains and concurrency are its own doing.
+        let (trips, in_flight) = if serial {
+            ("-".to_string(), "1".to_string())
+        } else {
+            (
+                run.trips.critical_path.to_string(),
+                run.trips.max_in_flight.to_string(),
+            )
+        };
         format!(
-            "| {} | {:.0} | {} | {} | {:.1} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {} | {trips} | {:.1} | {in_flight} | {note} |",
             run.what,
             ms,
+            base.as_secs_f64() * 1000.0,
             run.trips.requests,
-            run.trips.critical_path,
             ms / d,
-            run.trips.max_in_flight,
-            note
         )
     }
 }
@@ -171,13 +180,16 @@ fn main() {
         report,
         "\nThe reference stack (`stacks/orderflow.toml`, env dev: {} resources, dependency depth {lower}) \
          against moto, every request held D ms by the test proxy, each on its own thread. \
-         `round trips` is the critical path counted by the proxy (the longest chain of requests each sent \
-         after the previous one was answered); `wall / D` is the same measured by the clock, the tool's \
-         own time and moto's included.",
+         `round trips (counted)` is the critical path the proxy counts (the longest chain of requests each \
+         sent after the previous one was answered); `wall / D` counts by the clock, and so includes process start, the \
+         tool's CPU (a debug build on a shared machine) and moto's own time, which the same command takes at \
+         D = 0 (its column). The serial bound answers one request at a time: each of its requests is a round trip.",
         nodes.len()
     );
     let mut details = String::new();
-    for ms in [50u64, 100] {
+    // Without latency first: the base each row's clock count subtracts.
+    let mut base: Vec<Duration> = Vec::new();
+    for ms in [0u64, 50, 100] {
         let delay = Duration::from_millis(ms);
         let proxy = FaultProxy::start(&testkit::emulator().endpoint, &testkit::unique_account());
         let name = testkit::unique_name("lat");
@@ -203,12 +215,17 @@ fn main() {
         bench.proxy.set_serial(false);
         let destroy = bench.run("`destroy`", &["destroy", "--auto-approve"]);
 
+        let runs = [&plan, &state_only, &apply, &noop_apply, &destroy, &serial];
+        if ms == 0 {
+            base = runs.iter().map(|r| r.wall).collect();
+            continue;
+        }
         let _ = writeln!(report, "\n## D = {ms} ms\n");
         let _ = writeln!(
             report,
-            "| command | wall ms | requests | round trips | wall / D | most in flight | bound |"
+            "| command | wall ms | wall ms at D = 0 | requests | round trips (counted) | wall / D | most in flight | bound |"
         );
-        let _ = writeln!(report, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(report, "|---|---|---|---|---|---|---|---|");
         let lower_note = format!("lower bound: depth {lower} ({} ms)", lower as u64 * ms);
         let lines = [
             (&plan, "target: 3".to_string()),
@@ -236,8 +253,9 @@ fn main() {
                 ),
             ),
         ];
-        for (run, note) in lines {
-            let _ = writeln!(report, "{}", bench.row(run, &note));
+        for (i, (run, note)) in lines.into_iter().enumerate() {
+            let base = base[i];
+            let _ = writeln!(report, "{}", bench.row(run, base, i == 5, &note));
         }
         if ms == 100 {
             for run in [&plan, &state_only, &apply, &noop_apply, &destroy] {
