@@ -794,3 +794,44 @@ fn forward(shared: &Shared, req: &Request) -> std::io::Result<Answer> {
     };
     Ok((status, reason, headers, body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(call: &str, t0: Instant, from: u64, to: u64) -> Span {
+        Span {
+            call: call.to_string(),
+            arrived: t0 + Duration::from_millis(from),
+            answered: t0 + Duration::from_millis(to),
+        }
+    }
+
+    #[test]
+    fn the_critical_path_is_the_longest_chain_of_answered_then_sent() {
+        let t0 = Instant::now();
+        // a and b together; c after a's answer; d after c's; e overlaps c (sent before any
+        // answer of the second round trip).
+        let spans = [
+            span("a", t0, 0, 100),
+            span("b", t0, 1, 120),
+            span("c", t0, 101, 200),
+            span("e", t0, 110, 210),
+            span("d", t0, 205, 300),
+        ];
+        let trips = round_trips(&spans);
+        assert_eq!(trips.requests, 5);
+        assert_eq!(trips.critical_path, 3);
+        assert_eq!(trips.path, ["a", "c", "d"]);
+        assert_eq!(trips.waves, [vec!["a", "b"], vec!["c", "e"], vec!["d"]]);
+        // a, b and c are in flight together at 101..120 ms.
+        assert_eq!(trips.max_in_flight, 3);
+    }
+
+    #[test]
+    fn no_requests_no_round_trips() {
+        let trips = round_trips(&[]);
+        assert_eq!((trips.requests, trips.critical_path), (0, 0));
+        assert!(trips.path.is_empty() && trips.waves.is_empty());
+    }
+}
