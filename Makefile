@@ -41,7 +41,7 @@ destroy: build
 	$(PROVISION) destroy $(STACK_FLAGS)
 
 ## make bench: every benchmark, each side by side with the tool a user would otherwise pick.
-bench: bench-plan bench-prepare bench-train
+bench: bench-plan bench-prepare bench-train bench-latency
 
 ## make bench-plan: no-op plan of the reference stack against moto vs `cdk synth` -> bench/
 .PHONY: bench-plan bench-prepare bench-train bench-train-gpu
@@ -71,3 +71,11 @@ bench-logs: venv
 bench-prepare:
 	$(CARGO) build --workspace --release
 	bench/prepare.sh
+
+## make bench-latency: plan, apply and destroy of the reference stack with every request held 50
+## and 100 ms, as AWS's latency holds it: round trips one after another -> bench/latency.md
+.PHONY: bench-latency
+bench-latency: venv
+	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --example bench_latency
+	target/debug/examples/bench_latency $(PROVISION)

@@ -14,8 +14,10 @@ use aws_sdk_s3::types::{
 };
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext, TagRead};
+use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
+use crate::engine::Facts;
+use crate::stack::Stack;
 
 /// The id of the one lifecycle rule the tool owns.
 const EXPIRY_RULE: &str = "provision-noncurrent-expiry";
@@ -30,6 +32,18 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The stack's bucket `key`, named with the account.
+    pub fn desired(stack: &Stack, facts: &Facts, key: &str) -> Spec {
+        let b = &stack.buckets[key];
+        Spec {
+            name: stack.bucket_name(key, &facts.account),
+            region: stack.region.clone(),
+            versioning: b.versioning,
+            expire_noncurrent_days: b.expire_noncurrent_days,
+            kms_key: b.kms_key.clone(),
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("versioning".into(), json!(self.versioning)),
@@ -169,11 +183,17 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
         .send()
         .await
         .ctx(format!("tagging bucket {}", spec.name))?;
-    put_public_access_block(c, spec).await?;
-    put_encryption(c, spec).await?;
-    if spec.versioning {
-        put_versioning(c, spec).await?;
-    }
+    // Independent settings at once; the expiry of non-current versions after versioning.
+    tokio::try_join!(
+        put_public_access_block(c, spec),
+        put_encryption(c, spec),
+        async {
+            if spec.versioning {
+                put_versioning(c, spec).await?;
+            }
+            Ok(())
+        },
+    )?;
     put_lifecycle(c, spec).await?;
     Ok(handle(spec))
 }
@@ -183,7 +203,7 @@ fn handle(spec: &Spec) -> Handle {
         kind: Kind::Bucket,
         name: spec.name.clone(),
         id: spec.name.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     }
 }
 

@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::Result;
 use serde_json::json;
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext, TagRead};
+use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
+use crate::stack::Stack;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -15,6 +16,13 @@ pub struct Spec {
 }
 
 impl Spec {
+    pub fn desired(stack: &Stack) -> Spec {
+        Spec {
+            name: stack.log_group_name(),
+            retention_days: stack.logs.retention_days,
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([("retention_days".into(), json!(self.retention_days))])
     }
@@ -105,7 +113,7 @@ pub async fn update(c: &Clients, spec: &Spec) -> Result<Handle> {
         kind: Kind::LogGroup,
         name: spec.name.clone(),
         id: spec.name.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 

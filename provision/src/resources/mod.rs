@@ -155,8 +155,26 @@ pub struct Handle {
     pub name: String,
     pub id: String,
     /// Kind-specific extras (the launch template of a compute environment, a VPC id).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub extra: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Extra::is_empty")]
+    pub extra: Extra,
+}
+
+/// What a handle carries beyond name and id, for the kinds that need it (the state keeps it
+/// as the object `extra`, each field only when set).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extra {
+    /// A compute environment's launch template: deleted after the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_template: Option<String>,
+    /// An S3 endpoint's VPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+}
+
+impl Extra {
+    pub fn is_empty(&self) -> bool {
+        self == &Extra::default()
+    }
 }
 
 /// Reports progress of long waits (a compute environment turning VALID).

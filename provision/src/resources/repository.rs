@@ -7,8 +7,9 @@ use anyhow::Result;
 use aws_sdk_ecr::types::{ImageScanningConfiguration, Tag};
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext, TagRead};
+use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
+use crate::stack::Stack;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -18,6 +19,15 @@ pub struct Spec {
 }
 
 impl Spec {
+    pub fn desired(stack: &Stack, key: &str) -> Spec {
+        let r = &stack.repositories[key];
+        Spec {
+            name: stack.repository_name(key),
+            keep_images: r.keep_images,
+            scan_on_push: r.scan_on_push,
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("scan_on_push".into(), json!(self.scan_on_push)),
@@ -138,7 +148,7 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
         kind: Kind::Repository,
         name: spec.name.clone(),
         id: uri,
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 
@@ -166,7 +176,7 @@ pub async fn update(c: &Clients, spec: &Spec, live: &Live, changed: &[String]) -
         kind: Kind::Repository,
         name: spec.name.clone(),
         id: live.id.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 

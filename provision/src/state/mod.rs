@@ -93,6 +93,11 @@ impl Store {
     }
 
     pub async fn table_exists(&self) -> Result<bool> {
+        Ok(self.table_status().await?.is_some())
+    }
+
+    /// The table's status (absent: there is no table).
+    pub async fn table_status(&self) -> Result<Option<TableStatus>> {
         match self
             .client
             .describe_table()
@@ -100,16 +105,26 @@ impl Store {
             .send()
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(false),
+            Ok(out) => Ok(Some(
+                out.table()
+                    .and_then(|t| t.table_status())
+                    .cloned()
+                    .unwrap_or(TableStatus::Creating),
+            )),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(None),
             Err(e) => Err(e).ctx(format!("reading state table {}", self.table)),
         }
     }
 
-    /// Creates the table when missing (first apply), and waits until it is ACTIVE. Two
-    /// first applies at once both get here: the loser of the create waits like the winner.
-    pub async fn ensure_table(&self) -> Result<()> {
-        if !self.table_exists().await? {
+    /// Creates the table when missing (first apply), and waits until it is ACTIVE; `status` is
+    /// what [`Store::table_status`] answered (read beside the credentials check: an existing
+    /// table costs no further call). Two first applies at once both get here: the loser of the
+    /// create waits like the winner.
+    pub async fn ensure_table(&self, status: Option<TableStatus>) -> Result<()> {
+        if status == Some(TableStatus::Active) {
+            return Ok(());
+        }
+        if status.is_none() {
             let created = self
                 .client
                 .create_table()

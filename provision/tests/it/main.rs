@@ -4,6 +4,7 @@ mod engine;
 mod hardening;
 mod harness;
 mod jobs;
+mod latency;
 mod operations;
 mod operations_logs;
 mod stack;
