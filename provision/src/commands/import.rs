@@ -22,9 +22,11 @@ pub async fn run(args: ImportArgs) -> Result<ExitCode> {
     engine::require_confirmation_possible(args.auto_approve, "import")?;
 
     let clients = Clients::new(&stack.region).await?;
-    let account = crate::aws::check_access(&clients).await?;
     let store = engine::store(&clients, &stack);
-    store.ensure_table().await?;
+    let (account, table) =
+        engine::join_first_error_wins(crate::aws::check_access(&clients), store.table_status())
+            .await?;
+    store.ensure_table(table).await?;
     let lock = Lock::acquire(&store, "import").await?;
     let result = locked(
         &clients,
@@ -82,8 +84,15 @@ async fn locked(
     name: &str,
     approved: bool,
 ) -> Result<ExitCode> {
-    let (facts, snapshot) =
-        plan::prepare(c, stack, std::future::ready(Ok(account.to_string()))).await?;
+    let (facts, snapshot) = tokio::try_join!(
+        async {
+            let first =
+                engine::first_facts(c, stack, std::future::ready(Ok(account.to_string()))).await?;
+            let network = engine::network(c, stack, &first.vpc_id).await?;
+            anyhow::Ok(first.with_network(network))
+        },
+        store.load(),
+    )?;
     if let Some(record) = snapshot.records.get(&node.address) {
         bail!(
             "{} is already in the state as {} ({}); `provision state rm {}` forgets it first",
