@@ -8,8 +8,9 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
-/// Attempts per call, first try included. With throttles and 500s on a 100-call apply the
-/// SDK's default of 3 is not enough (DESIGN.md §5); standard mode backs off exponentially.
+/// Attempts per call, first try included. With throttles and 500s on a 100-call apply the SDK's
+/// default of 3 is not enough (docs/design.md, "The test emulator"); standard mode backs off
+/// exponentially.
 const MAX_ATTEMPTS: u32 = 10;
 
 /// Starts loading the system's trusted root certificates on a thread of their own while the

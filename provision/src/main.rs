@@ -10,7 +10,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            // Help and version are not errors; every bad flag is exit 1 (DESIGN.md §3).
+            // Help and version are not errors; every bad flag is exit 1 (docs/design.md, "Exit
+            // codes").
             return if err.use_stderr() {
                 ExitCode::from(1)
             } else {

@@ -1,5 +1,5 @@
-//! The command line (DESIGN.md §3). Every flag also reads an environment variable, so a job
-//! definition can configure a run with its environment alone.
+//! The command line (docs/design.md, "Command line"). Every flag also reads an environment
+//! variable, so a job definition can configure a run with its environment alone.
 
 use clap::{Args, Parser, Subcommand};
 
@@ -17,7 +17,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Write seeded synthetic ticks (DESIGN.md §6 raw schema, hive layout).
+    /// Write seeded synthetic ticks (the raw tick schema, hive layout).
     Generate(GenerateArgs),
     /// Compute features, labels and splits for each instrument and date range.
     Prepare(PrepareArgs),
@@ -106,8 +106,8 @@ pub struct PrepareArgs {
     /// Rename input columns: `ts=my_time,bid_size=bq`.
     #[arg(long, env = "COLUMN", value_delimiter = ',', value_name = "STD=THEIRS")]
     pub column: Vec<String>,
-    /// Read flags from a JSON or TOML file, local or s3:// (also seed 000's batch_config.json);
-    /// flags given on the command line or in the environment win.
+    /// Read flags from a JSON or TOML file, local or s3:// (also the order-flow pipeline's
+    /// batch_config.json); flags given on the command line or in the environment win.
     #[arg(long, env = "CONFIG", value_name = "URI")]
     pub config: Option<String>,
     #[command(flatten)]
@@ -155,8 +155,8 @@ pub struct TrainArgs {
     /// Seed of the weight initialisation and of the epoch shuffles.
     #[arg(long, env = "SEED", default_value_t = 42)]
     pub seed: u64,
-    /// Read flags from a JSON or TOML file, local or s3:// (also seed 000's batch_config.json:
-    /// its s3.bucket_name + s3.prefix is both roots); command-line flags win.
+    /// Read flags from a JSON or TOML file, local or s3:// (also the order-flow pipeline's
+    /// batch_config.json: its s3.bucket_name + s3.prefix is both roots); command-line flags win.
     #[arg(long, env = "CONFIG", value_name = "URI")]
     pub config: Option<String>,
     #[command(flatten)]

@@ -1,7 +1,8 @@
-//! Fan-out over independent units (instruments), seed 004's pattern: an array child takes a
-//! contiguous share of the list, skips units whose outputs are complete (so a retry after a Spot
-//! reclaim redoes only missing work), records progress every `CHECKPOINT_INTERVAL` units and,
-//! with `--allow-failures`, keeps going past failing units until a circuit breaker trips.
+//! Fan-out over independent units (instruments, or the thousands of firms of a topic-modeling
+//! run): an array child takes a contiguous share of the list, skips units whose outputs are
+//! complete (so a retry after a Spot reclaim redoes only missing work), records progress every
+//! `CHECKPOINT_INTERVAL` units and, with `--allow-failures`, keeps going past failing units until
+//! a circuit breaker trips.
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;

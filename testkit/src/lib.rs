@@ -1,8 +1,8 @@
 //! Test support for the workspace's integration tests.
 //!
-//! [`emulator()`] starts one moto server per test binary (DESIGN.md §5) through
-//! `scripts/emulator.py`, creating the venv first when it is missing. The server watches its
-//! stdin: the pipe this process holds closes when the test binary exits for any reason
+//! [`emulator()`] starts one moto server per test binary (docs/design.md, "The test emulator")
+//! through `scripts/emulator.py`, creating the venv first when it is missing. The server watches
+//! its stdin: the pipe this process holds closes when the test binary exits for any reason
 //! (success, panic, Ctrl-C), and the server exits with it, so no test leaves a moto behind.
 
 use std::io::{BufRead, BufReader};

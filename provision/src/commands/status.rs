@@ -1,4 +1,5 @@
-//! `provision status`: where jobs stand, as a table or as JSON (DESIGN.md §2.4).
+//! `provision status`: where jobs stand, as a table or as JSON (docs/design.md, "submit and
+//! status").
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! The shape of a stack file (DESIGN.md §2, §2.3): which keys exist where and what type each
+//! The shape of a stack file (docs/design.md, "Schema"): which keys exist where and what type each
 //! holds. The shape check runs on the file as written, before any overlay, so a typo in an
 //! `[env.NAME]` that is not chosen or in a `gpu` sub-table that is dropped is still caught.
 

@@ -1,6 +1,6 @@
-//! `--set key.path=value` (DESIGN.md §2.1): one value replaced after the overlays, like
-//! `terraform -var`. The path must name a key the schema knows in a table the stack has; the
-//! value is typed by that key.
+//! `--set key.path=value` (docs/design.md, "Resolution order"): one value replaced after the
+//! overlays, like `terraform -var`. The path must name a key the schema knows in a table the stack
+//! has; the value is typed by that key.
 
 use std::sync::Arc;
 
@@ -19,7 +19,8 @@ impl SetArg {
         self.path.join(".")
     }
 
-    /// `gpu` and `protect` apply before the GPU overlays (DESIGN.md §2.1 step 3).
+    /// `gpu` and `protect` apply before the GPU overlays (docs/design.md, "Resolution order", step
+    /// 3).
     pub fn is_switch(&self) -> bool {
         self.path.len() == 1 && (self.path[0] == "gpu" || self.path[0] == "protect")
     }

@@ -1,5 +1,6 @@
-//! The resolved tree → the typed [`Stack`], checking every range, name and reference that AWS
-//! would refuse (DESIGN.md §2.2, §2.3). Every problem is collected; none stops the others.
+//! The resolved tree → the typed [`Stack`], checking every range, name and reference that AWS would
+//! refuse (docs/design.md, "Names" and "Schema"). Every problem is collected; none stops the
+//! others.
 
 use std::collections::BTreeMap;
 use std::path::Path;

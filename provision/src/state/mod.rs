@@ -1,6 +1,6 @@
-//! State in DynamoDB (DESIGN.md §4): one item per resource, a `meta` item with the serial, and a
-//! `lock` item taken with a conditional write. Partition `{stack}/{env}`, so one table serves
-//! every stack and environment.
+//! State in DynamoDB (docs/design.md, "State"): one item per resource, a `meta` item with the
+//! serial, and a `lock` item taken with a conditional write. Partition `{stack}/{env}`, so one
+//! table serves every stack and environment.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! `runtime collect`: every job's result files (Parquet or CSV) under a prefix gathered into one
-//! table (seed 002's notebook step). Hive directory keys on the way down (`instrument=7/`)
-//! become columns; columns missing from some files are null there.
+//! table (what the console users' results notebook did by hand). Hive directory keys on the way
+//! down (`instrument=7/`) become columns; columns missing from some files are null there.
 
 use std::process::ExitCode;
 

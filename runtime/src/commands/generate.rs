@@ -1,7 +1,7 @@
-//! `runtime generate`: seeded synthetic ticks in the §6 raw schema and hive layout, with a
-//! planted signal: a persistent hidden "pressure" tilts the book sizes (obi), the aggressor
-//! side of trades (ofi, tfi) and the drift of the price, so the next moves lean with obi and
-//! order flow and a model can beat chance.
+//! `runtime generate`: seeded synthetic ticks in the raw schema (docs/design.md, "Raw ticks") and
+//! hive layout, with a planted signal: a persistent hidden "pressure" tilts the book sizes (obi),
+//! the aggressor side of trades (ofi, tfi) and the drift of the price, so the next moves lean with
+//! obi and order flow and a model can beat chance.
 
 use std::process::ExitCode;
 use std::time::Duration;

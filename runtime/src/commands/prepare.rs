@@ -1,5 +1,6 @@
-//! `runtime prepare`: raw ticks → §6 features, labels, splits, scaler, one dataset per
-//! instrument under `{output}/datasets/instrument={id}/start_date={d}/end_date={d}/`.
+//! `runtime prepare`: raw ticks → features (docs/design.md, "Features"), labels, splits, scaler,
+//! one dataset per instrument under
+//! `{output}/datasets/instrument={id}/start_date={d}/end_date={d}/`.
 //!
 //! Bad input is caught before anything is written: the flags first, then every pending
 //! instrument's input (its files are listed and, where local, their columns, types and rows in

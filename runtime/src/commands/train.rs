@@ -129,7 +129,7 @@ impl Resolved {
         let unknown: Vec<String> = config
             .unknown_keys(CONFIG_KEYS)
             .into_iter()
-            // seed 000's file also configures `prepare`
+            // a `batch_config.json` also configures `prepare`
             .filter(|k| {
                 !matches!(
                     k.as_str(),
@@ -144,7 +144,8 @@ impl Resolved {
             .output
             .or(config.string("output")?)
             .context("no output: give --output ROOT (models go under ROOT/models/)")?;
-        // Seed 000's file names one root for both: prepare writes ROOT/datasets, train reads it.
+        // A `batch_config.json` names one root for both: prepare writes ROOT/datasets, train reads
+        // it.
         let datasets = args
             .datasets
             .or(config.string("datasets")?)

@@ -1,6 +1,6 @@
 //! Where the runtime reads and writes: local paths and `s3://bucket/prefix` URIs behind one
-//! synchronous API (DESIGN.md §3). S3 calls run on a private tokio runtime, so callers must not
-//! use these functions from inside an async task.
+//! synchronous API (docs/design.md, "Locations and endpoints"). S3 calls run on a private tokio
+//! runtime, so callers must not use these functions from inside an async task.
 //!
 //! Output directories are written through [`OutputDir`]: files are staged in a local temporary
 //! directory and appear at the target only on [`OutputDir::commit`]. Locally the commit is a

@@ -1,5 +1,6 @@
-//! S3 through the SDK's standard chain (env, profile, container credentials). Path-style
-//! addressing when an endpoint is configured, as S3-compatible stores need (DESIGN.md §3).
+//! S3 through the SDK's standard chain (env, profile, container credentials). Path-style addressing
+//! when an endpoint is configured, as S3-compatible stores need (docs/design.md, "Locations and
+//! endpoints").
 
 use std::path::Path;
 use std::sync::OnceLock;

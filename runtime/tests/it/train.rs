@@ -1,5 +1,5 @@
-//! `runtime train` end to end on small prepared datasets written here in DESIGN.md §6's layout,
-//! with a planted signal (the label follows `obi` and the previous row's `ofi`).
+//! `runtime train` end to end on small prepared datasets written here in the dataset layout of
+//! docs/design.md, with a planted signal (the label follows `obi` and the previous row's `ofi`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
