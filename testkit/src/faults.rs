@@ -487,7 +487,7 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
     if per_mille > 0 {
         let r = next_random(&shared.rng);
         if r % 1000 < per_mille {
-            let (status, ctype, body, extra) = if (r >> 20) % 2 == 0 {
+            let (status, ctype, body, extra) = if (r >> 20).is_multiple_of(2) {
                 shared.throttled.fetch_add(1, Ordering::SeqCst);
                 throttle(&service)
             } else {

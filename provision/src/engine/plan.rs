@@ -429,6 +429,7 @@ pub async fn destroy_plan(
         .iter()
         .map(|n| spec(stack, &facts, &refs, n))
         .collect::<Result<_>>()?;
+    #[allow(clippy::type_complexity)] // a tuple local to this function
     let mut targets: Vec<(String, Handle, Vec<String>, Option<Record>, bool)> = Vec::new();
     for record in snapshot.records.values() {
         targets.push((

@@ -181,12 +181,14 @@ fn check(node: &mut Node, ty: &Ty, path: &str, ctx: &mut Ctx, scope: Scope) {
     if matches!(node.val, Val::Invalid) {
         return;
     }
-    let ok = match (ty, &node.val) {
-        (Ty::Bool, Val::Bool(_)) | (Ty::Int, Val::Int(_)) | (Ty::Str, Val::Str(_)) => true,
-        (Ty::List(_), Val::Array(_)) => true,
-        (Ty::Record(_) | Ty::Map(_) | Ty::Envs, Val::Table(_)) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (ty, &node.val),
+        (Ty::Bool, Val::Bool(_))
+            | (Ty::Int, Val::Int(_))
+            | (Ty::Str, Val::Str(_))
+            | (Ty::List(_), Val::Array(_))
+            | (Ty::Record(_) | Ty::Map(_) | Ty::Envs, Val::Table(_))
+    );
     if !ok {
         let found = match &node.val {
             Val::Str(s) => format!("a string (\"{s}\")"),

@@ -59,8 +59,7 @@ impl Stack {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().unwrap();
-        out
+        self.command(args).output().unwrap()
     }
 
     /// Runs and asserts exit code `code`; returns stdout.

@@ -1082,7 +1082,7 @@ async fn generated_policies_are_least_privilege() {
     let p = w.p();
     let bucket = format!("arn:aws:s3:::{p}-results-{acct}");
     let bucket_key = format!("arn:aws:kms:us-east-1:{acct}:alias/ftm-data");
-    let mut secret_arns = vec![
+    let mut secret_arns = [
         wrds.arn().unwrap().to_string(),
         grok.arn().unwrap().to_string(),
     ];

@@ -4,4 +4,5 @@ mod engine;
 mod hardening;
 mod harness;
 mod jobs;
+mod snapshots;
 mod stack;

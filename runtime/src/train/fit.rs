@@ -45,6 +45,8 @@ pub struct Job<'a> {
     pub stop: &'a AtomicBool,
 }
 
+// One per model and run: the size of the `Done` variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     Done(ModelSummary),
     /// Stopped by SIGTERM after writing a checkpoint.

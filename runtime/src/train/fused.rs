@@ -216,6 +216,8 @@ fn conv_forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> (Flex
     }
     let mut out = vec![0.0f32; steps * batch * out_ch];
     // weight [out, in*K] read as its transpose: element (r, c) at c * width + r.
+    // SAFETY: `taps` holds rows × width values, `weight` out_ch × width and `out` rows × out_ch;
+    // all three live through the call and `out` is a buffer of its own.
     unsafe {
         gemm_rows(
             (steps * batch, out_ch, width),
@@ -282,6 +284,7 @@ impl Backward<Flex, 3> for ConvBackward {
         }
         if let Some(node) = p_weight {
             // dᵀ · taps is [out, in*K]: burn's weight layout already.
+            // SAFETY: `d` holds rows × out_ch values and `taps` rows × width, both live here.
             let dw = unsafe {
                 gemm_sum(
                     (out_ch, width, rows),
@@ -295,6 +298,8 @@ impl Backward<Flex, 3> for ConvBackward {
             // Gradient of the taps (d · W), then each tap added back to the input it was read from.
             let weight = slice(&weight);
             let mut d_taps = vec![0.0f32; rows * width];
+            // SAFETY: `d` is rows × out_ch, `weight` out_ch × width, `d_taps` rows × width and a
+            // buffer of its own; all live through the call.
             unsafe {
                 gemm_rows(
                     (rows, width, out_ch),
@@ -431,6 +436,8 @@ impl Backward<Flex, 4> for LstmBackward {
                 );
                 if t > 0 {
                     // dh_{t-1} = d_t · W_hhᵀ
+                    // SAFETY: `d` is this chunk's nb × gates rows, `w_hh_t` gates × hidden, `dh`
+                    // nb × hidden and owned by this chunk.
                     unsafe {
                         gemm_raw(
                             (nb, hidden, gates),
@@ -507,6 +514,9 @@ pub(super) fn register_projection_grads(
         // hiddens[0 .. T-1]ᵀ · d_recurrent[1 .. T]
         let dw = if steps > 1 {
             let lhs = (hiddens.as_ptr(), 1, hidden);
+            // SAFETY: `hiddens` holds steps × batch × hidden values, of which the first
+            // (steps - 1) × batch rows are read; `d_recurrent` from row `batch` on holds
+            // (steps - 1) × batch rows of `gates`.
             unsafe {
                 gemm_sum(
                     (hidden, gates, (steps - 1) * batch),
@@ -521,6 +531,7 @@ pub(super) fn register_projection_grads(
     }
     if let Some(id) = p_w_ih {
         let x = slice(x);
+        // SAFETY: `x` holds steps × batch × input values, `d_input` steps × batch × gates.
         let dw = unsafe {
             gemm_sum(
                 (input, gates, steps * batch),
@@ -533,6 +544,8 @@ pub(super) fn register_projection_grads(
     if let Some(id) = p_x {
         let w_ih_t = transposed(&slice(w_ih), input, gates);
         let mut dx = vec![0.0f32; steps * batch * input];
+        // SAFETY: `d_input` is (steps × batch) × gates, `w_ih_t` gates × input, `dx`
+        // (steps × batch) × input and a buffer of its own.
         unsafe {
             gemm_rows(
                 (steps * batch, input, gates),
@@ -549,20 +562,27 @@ pub(super) fn register_projection_grads(
 #[derive(Clone, Copy)]
 pub(super) struct Rows(pub(super) *mut f32);
 
-// SAFETY: only used to hand disjoint row ranges of one live buffer to the chunk closures.
+// SAFETY: `Rows` is a plain address; it is only used to hand disjoint row ranges of one live
+// buffer to the chunk closures, and every access through it is an `unsafe` call whose caller
+// vouches for that.
 unsafe impl Send for Rows {}
+// SAFETY: as for `Send`: shared `Rows` never touch memory by themselves.
 unsafe impl Sync for Rows {}
 
 impl Rows {
-    /// A method, not a field access, so closures capture the `Send` wrapper.
+    /// The address `offset` values into the buffer. A method, not a field access, so closures
+    /// capture the `Send` wrapper. Computing the address is safe (it wraps instead of assuming
+    /// it stays inside the buffer); using it is what the callers' `unsafe` blocks answer for.
     pub(super) fn at(&self, offset: usize) -> *mut f32 {
-        unsafe { self.0.add(offset) }
+        self.0.wrapping_add(offset)
     }
 
     /// # Safety
     /// `range` lies inside the buffer and no other live slice overlaps it.
     #[allow(clippy::mut_from_ref)]
     pub(super) unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [f32] {
+        // SAFETY: the caller guarantees `range` lies inside the live buffer and that nothing
+        // else reads or writes it while the slice lives.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
     }
 }
@@ -598,6 +618,8 @@ pub(super) unsafe fn gemm_raw(
     (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
     (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
 ) {
+    // SAFETY: the caller guarantees the three views lie inside live buffers and that `dst`
+    // overlaps neither operand, which is all `gemm::gemm` asks.
     unsafe {
         gemm::gemm(
             m,
@@ -636,9 +658,12 @@ pub(super) unsafe fn gemm_rows(
     rhs: (*const f32, usize, usize),
 ) {
     if m * n * k < PARALLEL_WORK {
+        // SAFETY: as this function's own contract.
         return unsafe { gemm_raw((m, n, k), dst, n, false, (lhs, lhs_rs, lhs_cs), rhs) };
     }
     let (dst, lhs, rhs_ptr) = (Rows(dst), Rows(lhs as *mut f32), Rows(rhs.0 as *mut f32));
+    // SAFETY: each chunk reads and writes only its own rows of `lhs` and `dst` (inside the
+    // caller's buffers) and reads all of `rhs`; the chunks' `dst` rows are disjoint.
     map_chunks(m, |rows| unsafe {
         let lhs = (lhs.at(rows.start * lhs_rs) as *const f32, lhs_rs, lhs_cs);
         gemm_raw(
@@ -668,6 +693,8 @@ pub(super) unsafe fn gemm_sum(
         let ks = if share == 1 { 0..k } else { part };
         let mut out = vec![0.0f32; m * n];
         if !ks.is_empty() {
+            // SAFETY: the share `ks` of the inner dimension lies inside both operands (the
+            // caller's contract) and `out` is this chunk's own buffer.
             unsafe {
                 gemm_raw(
                     (m, n, ks.len()),
@@ -771,6 +798,8 @@ fn lstm_forward(
     let (x, w_ih, w_hh, bias) = (slice(x), slice(w_ih), slice(w_hh), slice(bias));
     // The input projection of every step in one GEMM; each step's rows then become its gates.
     let mut all_gates = pool::take(steps * batch * gates);
+    // SAFETY: `x` is (steps × batch) × input, `w_ih` input × gates, `all_gates`
+    // (steps × batch) × gates and a buffer of its own.
     unsafe {
         gemm_rows(
             (steps * batch, gates, input),
@@ -798,13 +827,18 @@ fn lstm_forward(
             slot(t) * batch * hidden + r0 * hidden..slot(t) * batch * hidden + r1 * hidden
         };
         for t in 0..steps {
-            // SAFETY (all slices below): chunks own disjoint rows; slots t and t-1 differ.
+            // The slices below are safe for one reason: chunks own disjoint rows of the
+            // buffers, which outlive the scope, and slots t and t-1 differ.
+            // SAFETY: see above.
             let g = unsafe { g_ptr.slice((t * batch + r0) * gates..(t * batch + r1) * gates) };
             let c_prev: &[f32] = if t == 0 {
                 &zeros[..nb * hidden]
             } else {
                 // h_{t-1} · W_hh added to the projected input, in place.
+                // SAFETY: see above.
                 let h_prev = unsafe { h_ptr.slice(state(t - 1)) };
+                // SAFETY: `h_prev` is nb × hidden, `w_hh` hidden × gates, `g` nb × gates; the
+                // three do not overlap.
                 unsafe {
                     gemm_raw(
                         (nb, gates, hidden),
@@ -815,8 +849,10 @@ fn lstm_forward(
                         (w_hh.as_ptr(), gates, 1),
                     )
                 };
+                // SAFETY: see above.
                 unsafe { c_ptr.slice(state(t - 1)) }
             };
+            // SAFETY: see above.
             let (c, tc, h) = unsafe {
                 (
                     c_ptr.slice(state(t)),
@@ -997,7 +1033,7 @@ fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 5e-1; // Cephes' 5.0000001201e-1, which rounds to 0.5 in f32
     let e = p * r * r + r + 1.0;
     let k = (shifted.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     e * f32::from_bits(((k + 127) << 23) as u32)
@@ -1230,11 +1266,13 @@ mod tests {
             .unwrap();
         pool.install(|| {
             assert!(m * n * k >= PARALLEL_WORK);
+            // SAFETY: `a` is m × k and `b` k × n, both live.
             let sum = unsafe { gemm_sum((m, n, k), (a.as_ptr(), k, 1), (b.as_ptr(), n, 1)) };
             assert!(close(&sum, &want), "gemm_sum");
             // The transposed problem splits rows: (bᵀ aᵀ) is n×m.
             let (at, bt) = (transposed(&a, m, k), transposed(&b, k, n));
             let mut rows = vec![0.0f32; n * m];
+            // SAFETY: `bt` is n × k, `at` k × m, `rows` n × m and a buffer of its own.
             unsafe {
                 gemm_rows(
                     (n, m, k),

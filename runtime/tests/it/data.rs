@@ -539,14 +539,14 @@ fn aliases_renames_and_tick_rule_side() {
     let day = generated_day(tmp.path());
     // The order-flow pipeline's Iceberg names and no side, in one flat file holding two
     // instruments out of order.
-    let mut other = day
+    let other = day
         .clone()
         .lazy()
         .with_column(lit(2i64).cast(DataType::Int64).alias("instrument_id"))
         .collect()
         .unwrap();
     let mut seed = day
-        .vstack(&mut other)
+        .vstack(&other)
         .unwrap()
         .lazy()
         .drop(by_name(["side"], true, false))
