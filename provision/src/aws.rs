@@ -31,7 +31,12 @@ pub fn preload_tls_roots() {
 /// The SDK configuration loader every command uses: the standard chain, with retries and
 /// timeouts set here for all.
 fn config_loader() -> aws_config::ConfigLoader {
-    aws_config::defaults(BehaviorVersion::latest())
+    with_retries(aws_config::defaults(BehaviorVersion::latest()))
+}
+
+/// `loader` with the tool's retries and timeouts (tests give theirs an explicit endpoint).
+pub fn with_retries(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
+    loader
         .retry_config(
             RetryConfig::standard()
                 .with_max_attempts(MAX_ATTEMPTS)

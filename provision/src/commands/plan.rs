@@ -43,10 +43,8 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
             "plan": rendered,
         });
         // Written whole or not at all: a half-written plan must never be applied.
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&saved)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        write_whole(path, &serde_json::to_vec_pretty(&saved)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!(
             "Saved the plan to {}; apply it with `provision apply {}`.",
             path.display(),
@@ -58,4 +56,20 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
+fn write_whole(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut builder = tempfile::Builder::new();
+    // The mode `std::fs::write` gives (0666 less the umask), not tempfile's private 0600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path)?;
+    Ok(())
 }

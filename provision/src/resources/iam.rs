@@ -100,21 +100,9 @@ pub fn decode_policy(text: &str) -> Value {
 }
 
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
@@ -465,5 +453,7 @@ mod tests {
     fn percent_decoding_round_trips_policy_text() {
         assert_eq!(percent_decode("%7B%22a%22%3A1%7D"), "{\"a\":1}");
         assert_eq!(decode_policy("{\"a\": 1}"), json!({"a": 1}));
+        // A `%` before a multi-byte character is kept as it is (it used to slice inside it).
+        assert_eq!(percent_decode("%é1 100%"), "%é1 100%");
     }
 }

@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TableStatus,
+    ScalarAttributeType,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -147,20 +148,20 @@ impl Store {
                 Err(e) => return Err(e).ctx(format!("creating state table {}", self.table)),
             }
         }
-        for _ in 0..300 {
-            let out = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .ctx("reading state table")?;
-            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        bail!("state table {} did not become ACTIVE", self.table)
+        // The SDK's waiter: DescribeTable until ACTIVE (at once when it already is).
+        self.client
+            .wait_until_table_exists()
+            .table_name(&self.table)
+            .wait(Duration::from_secs(300))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "state table {} did not become ACTIVE: {}",
+                    self.table,
+                    aws_smithy_types::error::display::DisplayErrorContext(e)
+                )
+            })?;
+        Ok(())
     }
 
     /// Reads every item of this stack and environment (no table: empty state).

@@ -89,8 +89,8 @@ impl Stack {
 }
 
 async fn clients() -> Clients {
-    testkit::emulator().set_process_env();
-    Clients::new("us-east-1").await.expect("clients")
+    let loader = provision::aws::with_retries(testkit::emulator().config_loader());
+    Clients::from_config(loader.load().await)
 }
 
 /// Address → action of a JSON plan's changes.

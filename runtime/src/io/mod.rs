@@ -13,7 +13,7 @@ pub mod iceberg;
 mod local;
 mod s3;
 pub mod ticks;
-pub use s3::upload_in_parts;
+pub use s3::{upload_in_parts, use_config_loader};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -817,13 +817,12 @@ fn collect_gathers_results_with_partition_keys() {
 
 fn bucket() -> String {
     let emu = testkit::emulator();
-    emu.set_process_env();
+    // The in-process `io` calls below reach the emulator too.
+    io::use_config_loader(emu.config_loader());
     let name = testkit::unique_name("data");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
+        let conf = emu.config_loader().load().await;
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&conf)
                 .force_path_style(true)

@@ -554,12 +554,11 @@ fn bad_input_exits_1_and_writes_nothing() {
 
 fn s3_bucket() -> String {
     let emu = testkit::emulator();
-    emu.set_process_env();
+    // The in-process `io` calls of the test reach the emulator too.
+    runtime::io::use_config_loader(emu.config_loader());
     let name = testkit::unique_name("train");
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
+        let conf = emu.config_loader().load().await;
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&conf)
                 .force_path_style(true)
