@@ -1,8 +1,8 @@
 //! A whole-sequence GRU as one autodiff op on the CPU backend, built like the LSTM op in
-//! `fused.rs` (whose GEMM, chunking, buffer-pool and activation helpers it shares): the input
-//! projection of all steps is one GEMM, each step one recurrent GEMM and a fused gate loop per
-//! row range on its own thread, and the backward pass walks the saved gates once and forms the
-//! weight gradients as one GEMM each over all steps.
+//! `fused/` (whose GEMM, chunking, buffer-pool and activation helpers in `fused/kernels.rs` it
+//! shares): the input projection of all steps is one GEMM, each step one recurrent GEMM and a
+//! fused gate loop per row range on its own thread, and the backward pass walks the saved gates
+//! once and forms the weight gradients as one GEMM each over all steps.
 //!
 //! PyTorch's formulation, as `model::GruCell`: gates `r, z, n`;
 //! `r = σ(W_ir x + b_ir + W_hr h + b_hr)`, `z` likewise,
@@ -21,11 +21,12 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use std::any::TypeId;
 
 #[cfg(target_arch = "x86_64")]
-use super::fused::wide_simd;
-use super::fused::{
-    cast, gemm_raw, gemm_rows, map_chunks, multiversion, pool, register_projection_grads, sigmoid,
-    slice, tanh, tensor, transposed, Ad, Dims, Rows,
+use super::fused::kernels::wide_simd;
+use super::fused::kernels::{
+    gemm_raw, gemm_rows, map_chunks, multiversion, pool, register_projection_grads, sigmoid, slice,
+    tanh, tensor, transposed, Dims, Rows,
 };
+use super::fused::{cast, Ad};
 
 /// The last hidden state of a GRU over `x`: `[steps, batch, in]` (time-major); `w_ih`:
 /// `[in, 3H]`, `w_hh`: `[H, 3H]`, `b_ih`, `b_hh`: `[3H]`. Only for backends where
