@@ -345,17 +345,26 @@ where
     }
 }
 
-/// Wraps an SDK result: `what` names the call for the error message.
+/// Wraps an SDK result, the one way SDK errors become `anyhow` errors: the message names the
+/// call (`what`) and the service's code and message; the SDK error itself stays the source, so
+/// the printed causes and `downcast_ref` still reach it.
 pub trait SdkContext<T> {
     fn ctx(self, what: impl std::fmt::Display) -> Result<T>;
 }
 
 impl<T, E> SdkContext<T> for std::result::Result<T, E>
 where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
 {
     fn ctx(self, what: impl std::fmt::Display) -> Result<T> {
-        self.map_err(|e| anyhow::anyhow!("{what}: {}", describe_error(&e)))
+        self.map_err(|e| {
+            let message = format!("{what}: {}", describe_error(&e));
+            anyhow::Error::new(e).context(message)
+        })
     }
 }
 

@@ -101,6 +101,13 @@ async fn client() -> Result<Client> {
         .cloned()
 }
 
+/// An SDK error as an `anyhow` error: the message is its whole chain on one line, and the SDK
+/// error stays the source (the printer leaves out causes the message already holds).
+fn sdk_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
+    let message = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+    anyhow::Error::new(e).context(message)
+}
+
 fn prefix_of(key: &str) -> String {
     if key.is_empty() {
         String::new()
@@ -119,7 +126,7 @@ async fn list_keys(bucket: &str, prefix: &str) -> Result<Vec<String>> {
         .send()
         .try_collect()
         .await
-        .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+        .map_err(sdk_error)?;
     Ok(pages
         .into_iter()
         .flat_map(|p| p.contents.unwrap_or_default())
@@ -158,7 +165,7 @@ pub(super) fn list_dirs(bucket: &str, key: &str) -> Result<Vec<String>> {
             .send()
             .try_collect()
             .await
-            .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(sdk_error)?;
         let mut out: Vec<String> = pages
             .into_iter()
             .flat_map(|p| p.common_prefixes.unwrap_or_default())
@@ -185,9 +192,7 @@ async fn exists_async(bucket: &str, key: &str) -> Result<bool> {
     {
         Ok(_) => Ok(true),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
-        Err(e) => Err(anyhow!(
-            aws_sdk_s3::error::DisplayErrorContext(e).to_string()
-        )),
+        Err(e) => Err(sdk_error(e)),
     }
 }
 
@@ -206,7 +211,7 @@ async fn get_object(
         .key(key)
         .send()
         .await
-        .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))
+        .map_err(sdk_error)
 }
 
 pub(crate) async fn read_async(bucket: &str, key: &str) -> Result<Vec<u8>> {
@@ -246,7 +251,7 @@ async fn put_object(bucket: &str, key: &str, body: ByteStream) -> Result<()> {
         .body(body)
         .send()
         .await
-        .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+        .map_err(sdk_error)?;
     Ok(())
 }
 
@@ -278,7 +283,7 @@ pub(crate) async fn multipart(
         .key(key)
         .send()
         .await
-        .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+        .map_err(sdk_error)?;
     let upload_id = created
         .upload_id
         .context("CreateMultipartUpload returned no upload id")?;
@@ -304,7 +309,7 @@ pub(crate) async fn multipart(
                     .body(ByteStream::from(buf))
                     .send()
                     .await
-                    .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+                    .map_err(sdk_error)?;
                 Ok(CompletedPart::builder()
                     .set_e_tag(part.e_tag)
                     .part_number(number)
@@ -328,7 +333,7 @@ pub(crate) async fn multipart(
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string())),
+            .map_err(sdk_error),
         Err(e) => Err(e),
     };
     if completed.is_err() {
@@ -365,7 +370,7 @@ pub(super) fn delete_keys(bucket: &str, keys: &[String]) -> Result<()> {
                 )
                 .send()
                 .await
-                .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+                .map_err(sdk_error)?;
             if let Some(err) = out.errors.unwrap_or_default().first() {
                 return Err(anyhow!(
                     "deleting s3://{bucket}/{}: {}",
