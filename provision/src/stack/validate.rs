@@ -140,8 +140,8 @@ pub(crate) fn build(
         repositories: &repositories,
         root,
     };
-    let jobs = b.resources(root, "jobs", "job", |b, key, node, path| {
-        b.job(key, node, path, &refs)
+    let jobs = b.resources(root, "jobs", "job", |b, _, node, path| {
+        b.job(node, path, &refs)
     });
 
     if let (Some((n, at)), Some(p)) = (&name, &prefix) {
@@ -506,6 +506,8 @@ impl Builder<'_> {
         Logs { retention_days }
     }
 
+    /// `[compute.KEY]`, step by step: type, vCPUs, instance types, root volume, allocation
+    /// strategy, bid, state, then the derived name's length.
     fn compute(
         &mut self,
         key: &str,
@@ -513,7 +515,35 @@ impl Builder<'_> {
         path: &str,
         prefix: Option<&str>,
     ) -> Option<ComputeEnvironment> {
-        let kind = match self.req_str(t, path, "type") {
+        let kind = self.compute_type(t, path);
+        let (min_vcpus, max_vcpus) = self.vcpu_range(t, path);
+        let instance_types = self.instance_types(t, path);
+        let root_volume_gb = self.opt_int(
+            t,
+            path,
+            "root_volume_gb",
+            30,
+            16_384,
+            "gp3 sizes, and no smaller than the ECS-optimized AMI's 30 GiB snapshot",
+        );
+        let strategy = self.allocation_strategy(t, path, kind);
+        let bid_percentage = self.bid_percentage(t, path, kind);
+        let state = self.state(t, path);
+        self.compute_name_fits(key, t, path, prefix);
+        Some(ComputeEnvironment {
+            kind: kind?,
+            min_vcpus: min_vcpus?.unwrap_or(0),
+            max_vcpus: max_vcpus?,
+            instance_types: instance_types?,
+            root_volume_gb: root_volume_gb?,
+            allocation_strategy: strategy?,
+            bid_percentage: bid_percentage?,
+            state,
+        })
+    }
+
+    fn compute_type(&mut self, t: &Node, path: &str) -> Option<ComputeType> {
+        match self.req_str(t, path, "type") {
             Some((s, _)) if s == "spot" => Some(ComputeType::Spot),
             Some((s, _)) if s == "on-demand" => Some(ComputeType::OnDemand),
             Some((s, at)) => {
@@ -525,7 +555,11 @@ impl Builder<'_> {
                 None
             }
             None => None,
-        };
+        }
+    }
+
+    /// `min_vcpus` (optional) and `max_vcpus`, the first no larger than the second.
+    fn vcpu_range(&mut self, t: &Node, path: &str) -> (Option<Option<u32>>, Option<u32>) {
         let min_vcpus = self.opt_int(t, path, "min_vcpus", 0, u32::MAX as i64, "");
         let max_vcpus = self.req_int(t, path, "max_vcpus", 0, u32::MAX as i64, "");
         if let (Some(Some(min)), Some(max)) = (min_vcpus, max_vcpus) {
@@ -538,7 +572,11 @@ impl Builder<'_> {
                 );
             }
         }
-        let instance_types = self.req(t, path, "instance_types").and_then(|n| {
+        (min_vcpus, max_vcpus)
+    }
+
+    fn instance_types(&mut self, t: &Node, path: &str) -> Option<Vec<String>> {
+        self.req(t, path, "instance_types").and_then(|n| {
             let key = join(path, "instance_types");
             let items = self.strings(n, &key, false)?;
             let ok: Vec<String> = items
@@ -551,16 +589,17 @@ impl Builder<'_> {
                 .map(|(s, _)| s)
                 .collect();
             Some(ok)
-        });
-        let root_volume_gb = self.opt_int(
-            t,
-            path,
-            "root_volume_gb",
-            30,
-            16_384,
-            "gp3 sizes, and no smaller than the ECS-optimized AMI's 30 GiB snapshot",
-        );
-        let strategy = match (self.opt_str(t, path, "allocation_strategy"), kind) {
+        })
+    }
+
+    /// The allocation strategy, its default by `kind`; spot strategies only on spot.
+    fn allocation_strategy(
+        &mut self,
+        t: &Node,
+        path: &str,
+        kind: Option<ComputeType>,
+    ) -> Option<AllocationStrategy> {
+        match (self.opt_str(t, path, "allocation_strategy"), kind) {
             (None, Some(ComputeType::Spot)) => Some(AllocationStrategy::SpotPriceCapacityOptimized),
             (None, _) => Some(AllocationStrategy::BestFitProgressive),
             (Some((s, at)), kind) => {
@@ -592,8 +631,17 @@ impl Builder<'_> {
                     (Some(a), _) => Some(a),
                 }
             }
-        };
-        let bid_percentage = match (self.opt(t, "bid_percentage"), kind) {
+        }
+    }
+
+    /// Spot only, 1-100, default 100; `Some(None)` on on-demand.
+    fn bid_percentage(
+        &mut self,
+        t: &Node,
+        path: &str,
+        kind: Option<ComputeType>,
+    ) -> Option<Option<u32>> {
+        match (self.opt(t, "bid_percentage"), kind) {
             (None, Some(ComputeType::Spot)) => Some(Some(100)),
             (None, _) => Some(None),
             (Some(n), Some(ComputeType::OnDemand)) => {
@@ -613,24 +661,17 @@ impl Builder<'_> {
                     "percent of the on-demand price",
                 )
                 .map(Some),
-        };
-        let state = self.state(t, path);
+        }
+    }
+
+    /// The environment's name, with room for a replacement's suffix, within Batch's limit.
+    fn compute_name_fits(&mut self, key: &str, t: &Node, path: &str, prefix: Option<&str>) {
         if let Some(p) = prefix.filter(|_| KEY.is_match(key)) {
             let name = format!("{p}-{key}{REPLACEMENT_SUFFIX}");
             self.check(name.len() <= 128, &t.key_at, path, || {
                 format!("compute environment name `{p}-{key}` (plus a replacement suffix) exceeds Batch's 128 characters")
             });
         }
-        Some(ComputeEnvironment {
-            kind: kind?,
-            min_vcpus: min_vcpus?.unwrap_or(0),
-            max_vcpus: max_vcpus?,
-            instance_types: instance_types?,
-            root_volume_gb: root_volume_gb?,
-            allocation_strategy: strategy?,
-            bid_percentage: bid_percentage?,
-            state,
-        })
     }
 
     fn queue(
@@ -690,15 +731,58 @@ impl Builder<'_> {
         })
     }
 
-    fn job(&mut self, _key: &str, t: &Node, path: &str, refs: &Refs<'_>) -> Option<Job> {
-        let queue = self.req_str(t, path, "queue").filter(|(q, at)| {
+    /// `[jobs.KEY]`, step by step: queue, image, command and resources, retry, environment and
+    /// secrets, matrix, then whether its queue can ever run it.
+    fn job(&mut self, t: &Node, path: &str, refs: &Refs<'_>) -> Option<Job> {
+        let queue = self.job_queue(t, path, refs);
+        let image = self.job_image(t, path, refs);
+        let command = self
+            .req(t, path, "command")
+            .and_then(|n| self.strings_allow_repeats(n, &join(path, "command")));
+        let vcpus = self.req_int(t, path, "vcpus", 1, u32::MAX as i64, "");
+        let memory_mib = self.req_int(t, path, "memory_mib", 4, u32::MAX as i64, "Batch's minimum");
+        let gpus = self.job_gpus(t, path, refs);
+        let timeout_s = self.opt_int(t, path, "timeout_s", 60, u32::MAX as i64, "Batch's minimum");
+        let retry = self.retry(
+            t.get("retry").filter(|n| !matches!(n.val, Val::Invalid)),
+            &join(path, "retry"),
+        );
+        let env = self.env_vars(t, path, "env");
+        let secrets = self.job_secrets(t, path, env.as_ref());
+        let matrix = match self.opt(t, "matrix") {
+            None => Some(None),
+            Some(n) => self.matrix(n, &join(path, "matrix")).map(Some),
+        };
+        self.job_fits_its_queue(t, path, refs, (&queue, vcpus));
+        Some(Job {
+            queue: queue?.0,
+            image: image?,
+            command: command?,
+            vcpus: vcpus?,
+            memory_mib: memory_mib?,
+            gpus: gpus?,
+            timeout_s: timeout_s?,
+            retry: retry?,
+            env: env?.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+            secrets: secrets?,
+            matrix: matrix?,
+        })
+    }
+
+    /// `queue`: a queue the stack defines.
+    fn job_queue(&mut self, t: &Node, path: &str, refs: &Refs<'_>) -> Option<(String, Origin)> {
+        self.req_str(t, path, "queue").filter(|(q, at)| {
             let known: Vec<&str> = refs.queues.keys().map(String::as_str).collect();
             let ok = refs.queues.contains_key(q) || refs.declared("queues", q);
             self.check(ok, at, &join(path, "queue"), || {
                 format!("no queue `{q}` (defined: {})", list_or_none(&known))
             })
-        });
-        let image = self.req_str(t, path, "image").and_then(|(i, at)| {
+        })
+    }
+
+    /// `image`: a key of `[repositories]` (a word without `/` or `:`) or a literal image URI.
+    fn job_image(&mut self, t: &Node, path: &str, refs: &Refs<'_>) -> Option<Image> {
+        self.req_str(t, path, "image").and_then(|(i, at)| {
             let key = join(path, "image");
             if !i.contains('/') && !i.contains(':') {
                 if refs.repositories.contains_key(&i) {
@@ -722,12 +806,11 @@ impl Builder<'_> {
                 format!("`{i}` is not an image URI (up to 255 of A-Z a-z 0-9 . _ - : / # @)")
             })
             .then_some(Image::Uri(i))
-        });
-        let command = self
-            .req(t, path, "command")
-            .and_then(|n| self.strings_allow_repeats(n, &join(path, "command")));
-        let vcpus = self.req_int(t, path, "vcpus", 1, u32::MAX as i64, "");
-        let memory_mib = self.req_int(t, path, "memory_mib", 4, u32::MAX as i64, "Batch's minimum");
+        })
+    }
+
+    /// `gpus` (default 0), refused above 0 while the stack has no GPU.
+    fn job_gpus(&mut self, t: &Node, path: &str, refs: &Refs<'_>) -> Option<u32> {
         let gpus = self
             .opt_int(t, path, "gpus", 0, u32::MAX as i64, "")
             .map(|g| g.unwrap_or(0));
@@ -737,12 +820,16 @@ impl Builder<'_> {
                 self.err(at, &join(path, "gpus"), format!("asks for {g} GPU(s) while the stack has gpu = false: the job would wait in RUNNABLE forever (set gpus in a `gpu` sub-table, or gpu = true)"));
             }
         }
-        let timeout_s = self.opt_int(t, path, "timeout_s", 60, u32::MAX as i64, "Batch's minimum");
-        let retry = self.retry(
-            t.get("retry").filter(|n| !matches!(n.val, Val::Invalid)),
-            &join(path, "retry"),
-        );
-        let env = self.env_vars(t, path, "env");
+        gpus
+    }
+
+    /// `secrets`: names or ARNs, none also set in `env`.
+    fn job_secrets(
+        &mut self,
+        t: &Node,
+        path: &str,
+        env: Option<&BTreeMap<String, (String, Origin)>>,
+    ) -> Option<BTreeMap<String, String>> {
         let secrets = self.env_vars(t, path, "secrets").map(|s| {
             let key = join(path, "secrets");
             s.into_iter()
@@ -754,7 +841,7 @@ impl Builder<'_> {
                 .map(|(name, (value, _))| (name, value))
                 .collect::<BTreeMap<_, _>>()
         });
-        if let (Some(env), Some(secrets)) = (&env, &secrets) {
+        if let (Some(env), Some(secrets)) = (env, &secrets) {
             for name in secrets.keys().filter(|n| env.contains_key(*n)) {
                 let at = &t
                     .get("secrets")
@@ -768,11 +855,19 @@ impl Builder<'_> {
                 );
             }
         }
-        let matrix = match self.opt(t, "matrix") {
-            None => Some(None),
-            Some(n) => self.matrix(n, &join(path, "matrix")).map(Some),
-        };
-        if let (Some((q, _)), Some(v)) = (&queue, vcpus) {
+        secrets
+    }
+
+    /// A job whose vCPUs exceed every `max_vcpus` of its queue's compute would wait in RUNNABLE
+    /// forever.
+    fn job_fits_its_queue(
+        &mut self,
+        t: &Node,
+        path: &str,
+        refs: &Refs<'_>,
+        (queue, vcpus): (&Option<(String, Origin)>, Option<u32>),
+    ) {
+        if let (Some((q, _)), Some(v)) = (queue, vcpus) {
             if let Some(queue) = refs.queues.get(q) {
                 let maxes: Vec<u32> = queue
                     .compute
@@ -786,19 +881,6 @@ impl Builder<'_> {
                 }
             }
         }
-        Some(Job {
-            queue: queue?.0,
-            image: image?,
-            command: command?,
-            vcpus: vcpus?,
-            memory_mib: memory_mib?,
-            gpus: gpus?,
-            timeout_s: timeout_s?,
-            retry: retry?,
-            env: env?.into_iter().map(|(k, (v, _))| (k, v)).collect(),
-            secrets: secrets?,
-            matrix: matrix?,
-        })
     }
 
     /// `command`: not empty; repeated arguments are fine.
