@@ -1,7 +1,10 @@
 //! The command line (docs/design.md, "Command line"). Every flag also reads an environment
 //! variable, so a job definition can configure a run with its environment alone.
 
+use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand};
+
+use crate::train::DeviceKind;
 
 /// The AWS Batch job entrypoint: synthetic ticks, order-flow features, model training.
 ///
@@ -42,11 +45,11 @@ pub struct GenerateArgs {
     )]
     pub instrument: Vec<i64>,
     /// First day (YYYY-MM-DD).
-    #[arg(long, env = "START_DATE", value_name = "D")]
-    pub start_date: String,
+    #[arg(long, env = "START_DATE", value_name = "D", value_parser = day)]
+    pub start_date: NaiveDate,
     /// Last day, inclusive (YYYY-MM-DD).
-    #[arg(long, env = "END_DATE", value_name = "D")]
-    pub end_date: String,
+    #[arg(long, env = "END_DATE", value_name = "D", value_parser = day)]
+    pub end_date: NaiveDate,
     /// Time between events (`100ms`, `1s`, ...).
     #[arg(long, env = "FREQ", default_value = "100ms")]
     pub freq: String,
@@ -82,11 +85,11 @@ pub struct PrepareArgs {
     #[arg(long, env = "INSTRUMENT", value_delimiter = ',', value_name = "ID")]
     pub instrument: Vec<i64>,
     /// First day (YYYY-MM-DD), inclusive.
-    #[arg(long, env = "START_DATE", value_name = "D")]
-    pub start_date: Option<String>,
+    #[arg(long, env = "START_DATE", value_name = "D", value_parser = day)]
+    pub start_date: Option<NaiveDate>,
     /// Last day (YYYY-MM-DD), inclusive.
-    #[arg(long, env = "END_DATE", value_name = "D")]
-    pub end_date: Option<String>,
+    #[arg(long, env = "END_DATE", value_name = "D", value_parser = day)]
+    pub end_date: Option<NaiveDate>,
     /// Window length the trainer uses (rows); `sample` marks rows that end a whole window
     /// [default: 128].
     #[arg(long, env = "LOOKBACK", value_name = "N")]
@@ -150,8 +153,8 @@ pub struct TrainArgs {
     #[arg(long, env = "LR", value_name = "F")]
     pub lr: Option<f64>,
     /// cpu, or cuda (a build with `--features cuda` and an NVIDIA driver).
-    #[arg(long, env = "DEVICE", default_value = "cpu")]
-    pub device: String,
+    #[arg(long, env = "DEVICE", value_enum, ignore_case = true, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
     /// Seed of the weight initialisation and of the epoch shuffles.
     #[arg(long, env = "SEED", default_value_t = 42)]
     pub seed: u64,
@@ -171,4 +174,10 @@ pub struct CollectArgs {
     /// The combined table (.parquet or .csv).
     #[arg(long, env = "OUTPUT", value_name = "FILE")]
     pub output: String,
+}
+
+/// A day as `YYYY-MM-DD`, for the date flags.
+pub fn day(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|e| format!("expected a date as YYYY-MM-DD ({e})"))
 }

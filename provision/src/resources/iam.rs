@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use aws_sdk_iam::types::Tag;
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext};
+use super::{Attrs, Handle, Kind, Live, SdkContext};
 use crate::aws::Clients;
 
 /// The policy templates, compiled in so the binary needs no files beside it.
@@ -115,7 +115,12 @@ pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
     );
     let role = match role {
         Ok(out) => out.role.context("GetRole answered without a role")?,
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(e).ctx(format!("reading role {name}")),
     };
     let trust = role
@@ -297,7 +302,12 @@ pub async fn delete_role(c: &Clients, name: &str) -> Result<()> {
     }
     match c.iam().delete_role().role_name(name).send().await {
         Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e).ctx(format!("deleting role {name}")),
     }
 }
@@ -325,7 +335,12 @@ pub async fn read_profile(c: &Clients, name: &str) -> Result<Option<Live>> {
         Ok(out) => out
             .instance_profile
             .context("GetInstanceProfile answered without a profile")?,
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(e).ctx(format!("reading instance profile {name}")),
     };
     let roles = super::string_set(profile.roles().iter().map(|r| r.role_name().to_string()));
@@ -431,7 +446,12 @@ pub async fn delete_profile(c: &Clients, name: &str) -> Result<()> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e).ctx(format!("deleting instance profile {name}")),
     }
 }

@@ -321,7 +321,9 @@ pub async fn read_handle(c: &Clients, handle: &Handle) -> Result<Option<Live>> {
     }
 }
 
-/// The error code of an SDK error (`NoSuchEntity`, `ResourceNotFoundException`, ...).
+/// The error code of an SDK error, for the errors the SDK does not model as types (EC2's, and
+/// S3's missing-configuration codes such as `NoSuchLifecycleConfiguration`). Modeled errors are
+/// matched with the SDK's typed checks: `e.as_service_error().is_some_and(|s| s.is_...())`.
 pub fn error_code<E>(err: &E) -> Option<&str>
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata,

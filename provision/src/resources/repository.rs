@@ -7,7 +7,7 @@ use anyhow::Result;
 use aws_sdk_ecr::types::{ImageScanningConfiguration, Tag};
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext, TagRead};
+use super::{Attrs, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +65,12 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
     );
     let out = match out {
         Ok(out) => out,
-        Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => return Ok(None),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_repository_not_found_exception()) =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(e).ctx(format!("reading repository {name}")),
     };
     let Some(repo) = out.repositories().first() else {
@@ -97,7 +102,12 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
             .lifecycle_policy_text()
             .map(parse_keep)
             .unwrap_or(Value::Null),
-        Err(e) if error_code(&e) == Some("LifecyclePolicyNotFoundException") => Value::Null,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_lifecycle_policy_not_found_exception()) =>
+        {
+            Value::Null
+        }
         Err(e) => return Err(e).ctx(format!("reading lifecycle policy of repository {name}")),
     };
     Ok(Some(Live {
@@ -192,7 +202,9 @@ async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
             .await
         {
             Ok(_) => {}
-            Err(e) if error_code(&e) == Some("LifecyclePolicyNotFoundException") => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_lifecycle_policy_not_found_exception()) => {}
             Err(e) => {
                 return Err(e).ctx(format!(
                     "removing lifecycle policy of repository {}",
@@ -215,7 +227,12 @@ pub async fn is_empty(c: &Clients, name: &str) -> Result<bool> {
         .await
     {
         Ok(out) => Ok(out.image_ids().is_empty()),
-        Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_repository_not_found_exception()) =>
+        {
+            Ok(true)
+        }
         Err(e) => Err(e).ctx(format!("listing images of repository {name}")),
     }
 }
@@ -231,7 +248,12 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_repository_not_found_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e).ctx(format!("deleting repository {name}")),
     }
 }

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::resources::{error_code, Attrs, Handle, Kind, SdkContext};
+use crate::resources::{Attrs, Handle, Kind, SdkContext};
 
 pub mod lock;
 
@@ -102,7 +102,12 @@ impl Store {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(e).ctx(format!("reading state table {}", self.table)),
         }
     }
@@ -144,7 +149,9 @@ impl Store {
                 .await;
             match created {
                 Ok(_) => {}
-                Err(e) if error_code(&e) == Some("ResourceInUseException") => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_in_use_exception()) => {}
                 Err(e) => return Err(e).ctx(format!("creating state table {}", self.table)),
             }
         }
@@ -193,7 +200,10 @@ impl Store {
                 .await
             {
                 Ok(out) => out,
-                Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                {
                     return Ok(Snapshot::default())
                 }
                 Err(e) => return Err(e).ctx(format!("reading state of {}", self.pk)),

@@ -16,8 +16,7 @@ use crate::cli::GenerateArgs;
 use crate::io::{Location, OutputDir};
 
 pub fn run(args: GenerateArgs) -> Result<ExitCode> {
-    let start = parse_date(&args.start_date, "--start-date")?;
-    let end = parse_date(&args.end_date, "--end-date")?;
+    let (start, end) = (args.start_date, args.end_date);
     if start > end {
         bail!("--start-date {start} is after --end-date {end}");
     }

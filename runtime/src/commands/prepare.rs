@@ -90,16 +90,22 @@ impl Options {
             !instruments.is_empty(),
             "no instrument: give --instrument ID[,ID...]"
         );
-        let start = args
-            .start_date
-            .or(config.string("start_date")?)
-            .context("no start date: give --start-date YYYY-MM-DD")?;
-        let end = args
-            .end_date
-            .or(config.string("end_date")?)
-            .context("no end date: give --end-date YYYY-MM-DD")?;
-        let start = parse_date(&start, "--start-date")?;
-        let end = parse_date(&end, "--end-date")?;
+        // The flags are dates already (clap parsed them); a `--config` value is parsed here.
+        let (start_config, end_config) = (config.string("start_date")?, config.string("end_date")?);
+        let start = match args.start_date {
+            Some(day) => day,
+            None => parse_date(
+                &start_config.context("no start date: give --start-date YYYY-MM-DD")?,
+                "--start-date",
+            )?,
+        };
+        let end = match args.end_date {
+            Some(day) => day,
+            None => parse_date(
+                &end_config.context("no end date: give --end-date YYYY-MM-DD")?,
+                "--end-date",
+            )?,
+        };
         ensure!(
             start <= end,
             "--start-date {start} is after --end-date {end}"

@@ -12,7 +12,7 @@ use crate::cli::TrainArgs;
 use crate::fanout;
 use crate::io::config::Config;
 use crate::train::store::Store;
-use crate::train::{self, DatasetRef, DeviceKind, ModelKind, Options, RunOutcome};
+use crate::train::{self, DatasetRef, ModelKind, Options, RunOutcome};
 
 const DEFAULT_EPOCHS: usize = 10;
 const DEFAULT_BATCH_SIZE: usize = 32;
@@ -200,10 +200,7 @@ impl Resolved {
         if !(lr.is_finite() && lr > 0.0) {
             bail!("--lr must be a positive number, got {lr}");
         }
-        let device: DeviceKind = args
-            .device
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("--device: {e}"))?;
+        let device = args.device;
         let array = fanout::array_position(&args.array)?;
         let workers = std::thread::available_parallelism()
             .map(|n| n.get().clamp(1, 4))
