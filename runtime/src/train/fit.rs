@@ -45,6 +45,79 @@ pub struct Job<'a> {
     pub stop: &'a AtomicBool,
 }
 
+/// A run's state before its first epoch.
+fn fresh_state(job: &Job<'_>) -> State {
+    State {
+        model: job.kind.name().to_string(),
+        epochs_done: 0,
+        batch: 0,
+        partial: Partial::default(),
+        history: Vec::new(),
+        best_epoch: None,
+        best_val_loss: None,
+        seed: job.seed,
+        batch_size: job.batch_size,
+        lr: job.lr,
+        lookback: job.lookback,
+    }
+}
+
+/// A checkpoint written with other arguments is refused rather than silently mixed.
+fn check_resumable(job: &Job<'_>, s: &State, ckpt_key: &str) -> Result<()> {
+    if (s.seed, s.batch_size, s.lookback, s.model.as_str())
+        != (job.seed, job.batch_size, job.lookback, job.kind.name())
+        || s.lr != job.lr
+    {
+        bail!(
+            "{} was written by a run with --seed {} --batch-size {} --lr {} (lookback {}); \
+             rerun with those arguments to resume, or remove the models directory to start over",
+            job.store.uri(ckpt_key),
+            s.seed,
+            s.batch_size,
+            s.lr,
+            s.lookback
+        );
+    }
+    Ok(())
+}
+
+/// An epoch's figures from its training sums `p` and its validation `val`.
+fn epoch_stats(epoch: usize, p: &Partial, val: &Eval, seconds: f64) -> EpochStats {
+    EpochStats {
+        epoch,
+        train_loss: p.loss_sum / p.seen.max(1) as f64,
+        train_accuracy: p.correct as f64 / p.seen.max(1) as f64,
+        val_loss: val.loss,
+        val_accuracy: val.accuracy,
+        samples_per_s: if p.train_seconds > 0.0 {
+            p.seen as f64 / p.train_seconds
+        } else {
+            0.0
+        },
+        seconds,
+    }
+}
+
+/// The test split on the best model, read back from the file users get, so the figure is
+/// reproducible; `None` when stopped by SIGTERM.
+fn test_best<B: AutodiffBackend>(job: &Job<'_>, device: &B::Device) -> Result<Option<Eval>> {
+    let best_key = job.key(&job.best_file());
+    let bytes = job
+        .store
+        .read(&best_key)?
+        .with_context(|| format!("{} is missing", job.store.uri(&best_key)))?;
+    let best = load_model::<B::InnerBackend>(job.kind, &bytes, device)?;
+    Ok(evaluate(
+        &best,
+        &job.data.test,
+        job.lookback,
+        job.batch_size,
+        job.workers,
+        device,
+        Some(job.stop),
+    ))
+}
+
 // One per model and run: the size of the `Done` variant costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
 pub enum Outcome {
@@ -102,38 +175,13 @@ pub fn fit<B: AutodiffBackend>(
     let name = job.kind.name();
     let mut model: Model<B> = job.kind.init(job.seed, device);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<B, Model<B>>();
-    let mut state = State {
-        model: name.to_string(),
-        epochs_done: 0,
-        batch: 0,
-        partial: Partial::default(),
-        history: Vec::new(),
-        best_epoch: None,
-        best_val_loss: None,
-        seed: job.seed,
-        batch_size: job.batch_size,
-        lr: job.lr,
-        lookback: job.lookback,
-    };
+    let mut state = fresh_state(job);
     let ckpt_key = job.checkpoint_key();
     if let Some(bytes) = job.store.read(&ckpt_key)? {
         let ckpt = Checkpoint::decode(&bytes)
             .with_context(|| format!("reading {}", job.store.uri(&ckpt_key)))?;
         let s = &ckpt.state;
-        if (s.seed, s.batch_size, s.lookback, s.model.as_str())
-            != (job.seed, job.batch_size, job.lookback, name)
-            || s.lr != job.lr
-        {
-            bail!(
-                "{} was written by a run with --seed {} --batch-size {} --lr {} (lookback {}); \
-                 rerun with those arguments to resume, or remove the models directory to start over",
-                job.store.uri(&ckpt_key),
-                s.seed,
-                s.batch_size,
-                s.lr,
-                s.lookback
-            );
-        }
+        check_resumable(job, s, &ckpt_key)?;
         model = model.load_record(
             rec.load(ckpt.model, device)
                 .context("checkpoint model record")?,
@@ -238,19 +286,12 @@ pub fn fit<B: AutodiffBackend>(
             return Ok(Outcome::Interrupted);
         };
         let p = std::mem::take(&mut state.partial);
-        let stats = EpochStats {
+        let stats = epoch_stats(
             epoch,
-            train_loss: p.loss_sum / p.seen.max(1) as f64,
-            train_accuracy: p.correct as f64 / p.seen.max(1) as f64,
-            val_loss: val.loss,
-            val_accuracy: val.accuracy,
-            samples_per_s: if p.train_seconds > 0.0 {
-                p.seen as f64 / p.train_seconds
-            } else {
-                0.0
-            },
-            seconds: base_seconds + started.elapsed().as_secs_f64(),
-        };
+            &p,
+            &val,
+            base_seconds + started.elapsed().as_secs_f64(),
+        );
         tracing::info!(
             model = name,
             epoch,
@@ -287,22 +328,7 @@ pub fn fit<B: AutodiffBackend>(
         }
     }
 
-    // Test on the best model, read back from the file users get, so the figure is reproducible.
-    let best_key = job.key(&job.best_file());
-    let bytes = job
-        .store
-        .read(&best_key)?
-        .with_context(|| format!("{} is missing", job.store.uri(&best_key)))?;
-    let best = load_model::<B::InnerBackend>(job.kind, &bytes, device)?;
-    let Some(test) = evaluate(
-        &best,
-        &job.data.test,
-        job.lookback,
-        job.batch_size,
-        job.workers,
-        device,
-        Some(job.stop),
-    ) else {
+    let Some(test) = test_best::<B>(job, device)? else {
         return Ok(Outcome::Interrupted);
     };
     let mut summary = job.summary(&state, parameters);
