@@ -69,41 +69,10 @@ pub(crate) fn build(
     ctx: &mut Ctx,
 ) -> Option<Stack> {
     let mut b = Builder { ctx };
-    if let Some(envs) = envs.and_then(Node::table) {
-        for (name, node) in envs {
-            b.key_name(name, node, &join("env", name), "environment");
-            if name == "default" {
-                b.err(
-                    &node.key_at,
-                    &join("env", name),
-                    "`default` is the environment without --env and cannot have an overlay",
-                );
-            }
-        }
-    }
-
-    let stack = b.req(root, "", "stack");
-    let (name, region, state_table) = match stack {
-        Some(stack) => {
-            let name = b.req_str(stack, "stack", "name").filter(|(n, at)| {
-                b.check(STACK_NAME.is_match(n), at, "stack.name", || {
-                    format!("stack name `{n}` must match [a-z][a-z0-9-]{{2,20}} (it prefixes every resource name)")
-                })
-            });
-            let region = b.req_str(stack, "stack", "region").filter(|(r, at)| {
-                b.check(REGION.is_match(r), at, "stack.region", || {
-                    format!("`{r}` is not an AWS region name (like `us-east-1`)")
-                })
-            });
-            let table = b.opt_str(stack, "stack", "state_table").filter(|(t, at)| {
-                b.check(TABLE_NAME.is_match(t), at, "stack.state_table", || {
-                    format!("`{t}` is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
-                })
-            });
-            (name, region, table.map(|(t, _)| t))
-        }
-        None => (None, None, None),
-    };
+    // The sections in the file's usual order; references point back only (a job at its queue,
+    // a queue at its compute environments), so each section is checked once the ones it names are.
+    b.env_names(envs);
+    let (name, region, state_table) = b.stack_section(root);
 
     let gpu = b.opt_bool(root, "", "gpu").unwrap_or(false);
     let protect = b.opt_bool(root, "", "protect").unwrap_or(false);
@@ -504,6 +473,56 @@ impl Builder<'_> {
             },
         };
         Logs { retention_days }
+    }
+
+    /// The `[env.NAME]` names: resource-key names, never `default`.
+    fn env_names(&mut self, envs: Option<&Node>) {
+        let Some(envs) = envs.and_then(Node::table) else {
+            return;
+        };
+        for (name, node) in envs {
+            self.key_name(name, node, &join("env", name), "environment");
+            if name == "default" {
+                self.err(
+                    &node.key_at,
+                    &join("env", name),
+                    "`default` is the environment without --env and cannot have an overlay",
+                );
+            }
+        }
+    }
+
+    /// `[stack]`: its name, region and state table, each checked.
+    #[allow(clippy::type_complexity)] // three optional results, named by the caller
+    fn stack_section(
+        &mut self,
+        root: &Node,
+    ) -> (
+        Option<(String, Origin)>,
+        Option<(String, Origin)>,
+        Option<String>,
+    ) {
+        let Some(stack) = self.req(root, "", "stack") else {
+            return (None, None, None);
+        };
+        let name = self.req_str(stack, "stack", "name").filter(|(n, at)| {
+            self.check(STACK_NAME.is_match(n), at, "stack.name", || {
+                format!("stack name `{n}` must match [a-z][a-z0-9-]{{2,20}} (it prefixes every resource name)")
+            })
+        });
+        let region = self.req_str(stack, "stack", "region").filter(|(r, at)| {
+            self.check(REGION.is_match(r), at, "stack.region", || {
+                format!("`{r}` is not an AWS region name (like `us-east-1`)")
+            })
+        });
+        let table = self
+            .opt_str(stack, "stack", "state_table")
+            .filter(|(t, at)| {
+                self.check(TABLE_NAME.is_match(t), at, "stack.state_table", || {
+                    format!("`{t}` is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
+                })
+            });
+        (name, region, table.map(|(t, _)| t))
     }
 
     /// `[compute.KEY]`, step by step: type, vCPUs, instance types, root volume, allocation
@@ -943,73 +962,83 @@ impl Builder<'_> {
                 ok = false;
                 continue;
             }
-            let action = match self.req_str(rule, &rpath, "action") {
-                Some((a, _)) if a.eq_ignore_ascii_case("retry") => Some(RetryAction::Retry),
-                Some((a, _)) if a.eq_ignore_ascii_case("exit") => Some(RetryAction::Exit),
-                Some((a, at)) => {
-                    self.err(
-                        &at,
-                        &join(&rpath, "action"),
-                        format!("`{a}` is not a retry action (retry | exit)"),
-                    );
-                    None
-                }
-                None => None,
-            };
-            let matcher =
-                |b: &mut Self, key: &str, re: &Regex, what: &str| -> Option<Option<String>> {
-                    match b.opt_str(rule, &rpath, key) {
-                        None => Some(None),
-                        Some((s, at)) => {
-                            let good = re.is_match(&s) && !s.is_empty() && s.len() <= 512;
-                            b.check(good, &at, &join(&rpath, key), || {
-                                format!("`{s}` is not a valid {key}: {what}")
-                            })
-                            .then_some(Some(s))
-                        }
-                    }
-                };
-            let status = matcher(
-                self,
-                "on_status_reason",
-                &STATUS_REASON,
-                "letters, digits, `.`, `:` and spaces, optionally ending with `*`, at most 512",
-            );
-            let reason = matcher(
-                self,
-                "on_reason",
-                &STATUS_REASON,
-                "letters, digits, `.`, `:` and spaces, optionally ending with `*`, at most 512",
-            );
-            let exit = matcher(
-                self,
-                "on_exit_code",
-                &EXIT_CODE,
-                "digits, optionally ending with `*`, at most 512",
-            );
-            let (Some(status), Some(reason), Some(exit), Some(action)) =
-                (status, reason, exit, action)
-            else {
-                ok = false;
-                continue;
-            };
-            if status.is_none() && reason.is_none() && exit.is_none() {
-                self.err(
-                    &rule.at,
-                    &rpath,
-                    "a retry rule needs at least one of on_status_reason, on_reason, on_exit_code",
-                );
-                ok = false;
-                continue;
+            match self.rule(rule, &rpath) {
+                Some(rule) => rules.push(rule),
+                None => ok = false,
             }
-            rules.push(RetryRule {
-                on_status_reason: status,
-                on_reason: reason,
-                on_exit_code: exit,
-                action,
-            });
         }
         ok.then_some(rules)
+    }
+
+    /// One retry rule: an action and at least one matcher in Batch's grammar.
+    fn rule(&mut self, rule: &Node, rpath: &str) -> Option<RetryRule> {
+        let action = self.retry_action(rule, rpath);
+        const REASON: &str =
+            "letters, digits, `.`, `:` and spaces, optionally ending with `*`, at most 512";
+        let status = self.rule_matcher(rule, rpath, "on_status_reason", &STATUS_REASON, REASON);
+        let reason = self.rule_matcher(rule, rpath, "on_reason", &STATUS_REASON, REASON);
+        let exit = self.rule_matcher(
+            rule,
+            rpath,
+            "on_exit_code",
+            &EXIT_CODE,
+            "digits, optionally ending with `*`, at most 512",
+        );
+        let (Some(status), Some(reason), Some(exit), Some(action)) = (status, reason, exit, action)
+        else {
+            return None;
+        };
+        if status.is_none() && reason.is_none() && exit.is_none() {
+            self.err(
+                &rule.at,
+                rpath,
+                "a retry rule needs at least one of on_status_reason, on_reason, on_exit_code",
+            );
+            return None;
+        }
+        Some(RetryRule {
+            on_status_reason: status,
+            on_reason: reason,
+            on_exit_code: exit,
+            action,
+        })
+    }
+
+    fn retry_action(&mut self, rule: &Node, rpath: &str) -> Option<RetryAction> {
+        match self.req_str(rule, rpath, "action") {
+            Some((a, _)) if a.eq_ignore_ascii_case("retry") => Some(RetryAction::Retry),
+            Some((a, _)) if a.eq_ignore_ascii_case("exit") => Some(RetryAction::Exit),
+            Some((a, at)) => {
+                self.err(
+                    &at,
+                    &join(rpath, "action"),
+                    format!("`{a}` is not a retry action (retry | exit)"),
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// An optional matcher `key` of a rule, in the grammar `re` (`what` describes it).
+    fn rule_matcher(
+        &mut self,
+        rule: &Node,
+        rpath: &str,
+        key: &str,
+        re: &Regex,
+        what: &str,
+    ) -> Option<Option<String>> {
+        match self.opt_str(rule, rpath, key) {
+            None => Some(None),
+            Some((s, at)) => {
+                let good = re.is_match(&s) && !s.is_empty() && s.len() <= 512;
+                self.check(good, &at, &join(rpath, key), || {
+                    format!("`{s}` is not a valid {key}: {what}")
+                })
+                .then_some(Some(s))
+            }
+        }
     }
 
     /// `env` and `secrets`: variable names a container accepts and that the tool or Batch do
