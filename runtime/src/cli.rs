@@ -179,5 +179,5 @@ pub struct CollectArgs {
 /// A day as `YYYY-MM-DD`, for the date flags.
 pub fn day(s: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-        .map_err(|e| format!("expected a date as YYYY-MM-DD ({e})"))
+        .map_err(|e| format!("`{s}` is not a date (YYYY-MM-DD; {e})"))
 }
