@@ -74,8 +74,8 @@ pub(crate) fn build(
     b.env_names(envs);
     let (name, region, state_table) = b.stack_section(root);
 
-    let gpu = b.opt_bool(root, "", "gpu").unwrap_or(false);
-    let protect = b.opt_bool(root, "", "protect").unwrap_or(false);
+    let gpu = b.opt_bool(root, "gpu").unwrap_or(false);
+    let protect = b.opt_bool(root, "protect").unwrap_or(false);
     let network = b.network(root.get("network"));
     let prefix = name.as_ref().map(|(n, _)| format!("{n}-{env}"));
 
@@ -113,9 +113,9 @@ pub(crate) fn build(
         b.job(node, path, &refs)
     });
 
-    if let (Some((n, at)), Some(p)) = (&name, &prefix) {
+    if let (Some((_, at)), Some(p)) = (&name, &prefix) {
         b.job_definition_names(root, &jobs, p);
-        b.stack_names(n, at, p);
+        b.stack_names(at, p);
     }
 
     let (name, region) = (name?.0, region?.0);
@@ -195,11 +195,11 @@ impl Builder<'_> {
         self.req(t, path, key).and_then(str_of)
     }
 
-    fn opt_str(&mut self, t: &Node, _path: &str, key: &str) -> Option<(String, Origin)> {
+    fn opt_str(&mut self, t: &Node, key: &str) -> Option<(String, Origin)> {
         self.opt(t, key).and_then(str_of)
     }
 
-    fn opt_bool(&mut self, t: &Node, _path: &str, key: &str) -> Option<bool> {
+    fn opt_bool(&mut self, t: &Node, key: &str) -> Option<bool> {
         match self.opt(t, key).map(|n| &n.val) {
             Some(Val::Bool(b)) => Some(*b),
             _ => None,
@@ -290,7 +290,7 @@ impl Builder<'_> {
     }
 
     fn state(&mut self, t: &Node, path: &str) -> State {
-        match self.opt_str(t, path, "state") {
+        match self.opt_str(t, "state") {
             None => State::Enabled,
             Some((s, at)) => match s.as_str() {
                 "enabled" | "ENABLED" => State::Enabled,
@@ -343,7 +343,7 @@ impl Builder<'_> {
                 s3_endpoint: true,
             });
         };
-        let vpc = match self.opt_str(t, "network", "vpc") {
+        let vpc = match self.opt_str(t, "vpc") {
             None => Vpc::Default,
             Some((v, _)) if v == "default" => Vpc::Default,
             Some((v, at)) => {
@@ -377,7 +377,7 @@ impl Builder<'_> {
         if !subnets.is_empty() && vpc == Vpc::Default {
             // Subnets of the default VPC are fine; nothing to check without a network call.
         }
-        let s3_endpoint = self.opt_bool(t, "network", "s3_endpoint").unwrap_or(true);
+        let s3_endpoint = self.opt_bool(t, "s3_endpoint").unwrap_or(true);
         Some(Network {
             vpc,
             subnets,
@@ -387,7 +387,7 @@ impl Builder<'_> {
     }
 
     fn bucket(&mut self, key: &str, t: &Node, path: &str, prefix: Option<&str>) -> Option<Bucket> {
-        let versioning = self.opt_bool(t, path, "versioning").unwrap_or(false);
+        let versioning = self.opt_bool(t, "versioning").unwrap_or(false);
         let expire = self.opt_int(t, path, "expire_noncurrent_days", 1, u32::MAX as i64, "")?;
         if let (Some(_), false) = (expire, versioning) {
             let at = &t.get("expire_noncurrent_days").expect("present").at;
@@ -397,7 +397,7 @@ impl Builder<'_> {
                 "expires non-current versions, but the bucket keeps none: set `versioning = true`",
             );
         }
-        let kms_key = self.opt_str(t, path, "kms_key").filter(|(k, at)| {
+        let kms_key = self.opt_str(t, "kms_key").filter(|(k, at)| {
             self.check(KMS_KEY.is_match(k), at, &join(path, "kms_key"), || {
                 format!("`{k}` is not a KMS key id, alias (alias/NAME) or key/alias ARN")
             })
@@ -433,7 +433,7 @@ impl Builder<'_> {
         prefix: Option<&str>,
     ) -> Option<Repository> {
         let keep_images = self.opt_int(t, path, "keep_images", 1, 10_000, "")?;
-        let scan_on_push = self.opt_bool(t, path, "scan_on_push").unwrap_or(false);
+        let scan_on_push = self.opt_bool(t, "scan_on_push").unwrap_or(false);
         if let Some(p) = prefix.filter(|_| KEY.is_match(key)) {
             let name = format!("{p}-{key}");
             self.check(ECR_NAME.is_match(&name) && name.len() <= 256, &t.key_at, path, || {
@@ -515,13 +515,11 @@ impl Builder<'_> {
                 format!("`{r}` is not an AWS region name (like `us-east-1`)")
             })
         });
-        let table = self
-            .opt_str(stack, "stack", "state_table")
-            .filter(|(t, at)| {
-                self.check(TABLE_NAME.is_match(t), at, "stack.state_table", || {
-                    format!("`{t}` is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
-                })
-            });
+        let table = self.opt_str(stack, "state_table").filter(|(t, at)| {
+            self.check(TABLE_NAME.is_match(t), at, "stack.state_table", || {
+                format!("`{t}` is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
+            })
+        });
         (name, region, table.map(|(t, _)| t))
     }
 
@@ -618,7 +616,7 @@ impl Builder<'_> {
         path: &str,
         kind: Option<ComputeType>,
     ) -> Option<AllocationStrategy> {
-        match (self.opt_str(t, path, "allocation_strategy"), kind) {
+        match (self.opt_str(t, "allocation_strategy"), kind) {
             (None, Some(ComputeType::Spot)) => Some(AllocationStrategy::SpotPriceCapacityOptimized),
             (None, _) => Some(AllocationStrategy::BestFitProgressive),
             (Some((s, at)), kind) => {
@@ -1029,7 +1027,7 @@ impl Builder<'_> {
         re: &Regex,
         what: &str,
     ) -> Option<Option<String>> {
-        match self.opt_str(rule, rpath, key) {
+        match self.opt_str(rule, key) {
             None => Some(None),
             Some((s, at)) => {
                 let good = re.is_match(&s) && !s.is_empty() && s.len() <= 512;
@@ -1180,7 +1178,7 @@ impl Builder<'_> {
     }
 
     /// Names derived from the prefix alone (roles, instance profile, security group, log group).
-    fn stack_names(&mut self, _name: &str, at: &Origin, prefix: &str) {
+    fn stack_names(&mut self, at: &Origin, prefix: &str) {
         let checks = [
             (format!("{prefix}-batch-service"), 64, "IAM role"),
             (format!("{prefix}-instance"), 128, "instance profile"),
