@@ -103,24 +103,12 @@ fn offline(args: &[&str]) -> Output {
 
 #[test]
 fn validate_text_of_the_reference_stack() {
-    let out = offline(&[
-        "validate",
-        "--stack",
-        "stacks/orderflow.toml",
-        "--env",
-        "dev",
-    ]);
-    let stdout = ok(out, "validate");
-    offline_settings().bind(|| insta::assert_snapshot!("validate_dev", stdout));
-    let out = offline(&[
-        "validate",
-        "--stack",
-        "stacks/orderflow.toml",
-        "--env",
-        "prod",
-    ]);
-    let stdout = ok(out, "validate");
-    offline_settings().bind(|| insta::assert_snapshot!("validate_prod", stdout));
+    for env in ["dev", "prod"] {
+        let out = offline(&["validate", "--stack", "stacks/orderflow.toml", "--env", env]);
+        let stdout = ok(out, "validate");
+        let snapshot = format!("validate_{env}");
+        offline_settings().bind(|| insta::assert_snapshot!(snapshot.as_str(), stdout));
+    }
 }
 
 #[test]

@@ -92,20 +92,16 @@ impl Options {
         );
         // The flags are dates already (clap parsed them); a `--config` value is parsed here.
         let (start_config, end_config) = (config.string("start_date")?, config.string("end_date")?);
-        let start = match args.start_date {
-            Some(day) => day,
+        let day = |flag: Option<NaiveDate>, configured: Option<String>, name: &str| match flag {
+            Some(day) => Ok(day),
             None => parse_date(
-                &start_config.context("no start date: give --start-date YYYY-MM-DD")?,
-                "--start-date",
-            )?,
+                &configured
+                    .with_context(|| format!("no {name} date: give --{name}-date YYYY-MM-DD"))?,
+                &format!("--{name}-date"),
+            ),
         };
-        let end = match args.end_date {
-            Some(day) => day,
-            None => parse_date(
-                &end_config.context("no end date: give --end-date YYYY-MM-DD")?,
-                "--end-date",
-            )?,
-        };
+        let start = day(args.start_date, start_config, "start")?;
+        let end = day(args.end_date, end_config, "end")?;
         ensure!(
             start <= end,
             "--start-date {start} is after --end-date {end}"
