@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module};
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -43,6 +43,80 @@ pub struct Job<'a> {
     /// Key of the dataset's models directory in `store`.
     pub dir: &'a str,
     pub stop: &'a AtomicBool,
+}
+
+/// The training steps of `epoch` from batch `state.batch` on, each added to `state.partial`.
+/// Returns the trained model and whether the epoch's batches all ran (`false`: SIGTERM stopped
+/// it at a batch boundary; the caller checkpoints).
+fn train_steps<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
+    job: &Job<'_>,
+    device: &B::Device,
+    ce: &CrossEntropyLoss<B>,
+    (mut model, optim): (Model<B>, &mut O),
+    state: &mut State,
+    epoch: usize,
+) -> Result<(Model<B>, bool)> {
+    let name = job.kind.name();
+    let order = Arc::new(epoch_order(&job.data.train.samples, job.seed, epoch));
+    let loader = Loader::new(
+        job.data.train.clone(),
+        order,
+        job.batch_size,
+        job.lookback,
+        state.batch,
+        job.workers,
+    );
+    let mut step_started = Instant::now();
+    for (k, batch) in loader {
+        let len = batch.len;
+        let (x, y) = tensors::<B>(batch, device);
+        let logits = model.forward(x);
+        let loss = ce.forward(logits.clone(), y.clone());
+        let correct: i64 = logits
+            .argmax(1)
+            .reshape([len])
+            .equal(y)
+            .int()
+            .sum()
+            .into_scalar()
+            .elem();
+        let loss_value: f64 = loss.clone().into_scalar().elem();
+        if !loss_value.is_finite() {
+            bail!("{name}: the training loss became {loss_value} at epoch {epoch} batch {k} (try a lower --lr)");
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(job.lr, model, grads);
+        let p = &mut state.partial;
+        p.loss_sum += loss_value * len as f64;
+        p.correct += correct as u64;
+        p.seen += len as u64;
+        p.train_seconds += step_started.elapsed().as_secs_f64();
+        state.batch = k + 1;
+        if job.stop.load(Ordering::SeqCst) {
+            return Ok((model, false));
+        }
+        step_started = Instant::now();
+    }
+    Ok((model, true))
+}
+
+/// Writes the epoch's weights as the best model when its validation loss is the lowest yet.
+fn keep_if_best<B: Backend>(
+    job: &Job<'_>,
+    rec: &Rec,
+    state: &mut State,
+    stats: &EpochStats,
+    valid: Model<B>,
+) -> Result<()> {
+    if state.best_val_loss.is_none_or(|best| stats.val_loss < best) {
+        state.best_val_loss = Some(stats.val_loss);
+        state.best_epoch = Some(stats.epoch);
+        job.store.write(
+            &job.key(&job.best_file()),
+            &rec.record(valid.into_record(), ())?,
+        )?;
+    }
+    Ok(())
 }
 
 /// A run's state before its first epoch.
@@ -217,53 +291,19 @@ pub fn fit<B: AutodiffBackend>(
         let started = Instant::now();
         let base_seconds = state.partial.seconds;
         if state.batch < batches {
-            let order = Arc::new(epoch_order(&job.data.train.samples, job.seed, epoch));
-            let loader = Loader::new(
-                job.data.train.clone(),
-                order,
-                job.batch_size,
-                job.lookback,
-                state.batch,
-                job.workers,
-            );
-            let mut step_started = Instant::now();
-            for (k, batch) in loader {
-                let len = batch.len;
-                let (x, y) = tensors::<B>(batch, device);
-                let logits = model.forward(x);
-                let loss = ce.forward(logits.clone(), y.clone());
-                let correct: i64 = logits
-                    .argmax(1)
-                    .reshape([len])
-                    .equal(y)
-                    .int()
-                    .sum()
-                    .into_scalar()
-                    .elem();
-                let loss_value: f64 = loss.clone().into_scalar().elem();
-                if !loss_value.is_finite() {
-                    bail!("{name}: the training loss became {loss_value} at epoch {epoch} batch {k} (try a lower --lr)");
-                }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(job.lr, model, grads);
-                let p = &mut state.partial;
-                p.loss_sum += loss_value * len as f64;
-                p.correct += correct as u64;
-                p.seen += len as u64;
-                p.train_seconds += step_started.elapsed().as_secs_f64();
-                state.batch = k + 1;
-                if job.stop.load(Ordering::SeqCst) {
-                    state.partial.seconds = base_seconds + started.elapsed().as_secs_f64();
-                    save(&model, &optim, &state)?;
-                    tracing::warn!(
-                        model = name,
-                        epoch,
-                        batch = k + 1,
-                        "SIGTERM: checkpointed mid-epoch"
-                    );
-                    return Ok(Outcome::Interrupted);
-                }
-                step_started = Instant::now();
+            let finished;
+            (model, finished) =
+                train_steps(job, device, &ce, (model, &mut optim), &mut state, epoch)?;
+            if !finished {
+                state.partial.seconds = base_seconds + started.elapsed().as_secs_f64();
+                save(&model, &optim, &state)?;
+                tracing::warn!(
+                    model = name,
+                    epoch,
+                    batch = state.batch,
+                    "SIGTERM: checkpointed mid-epoch"
+                );
+                return Ok(Outcome::Interrupted);
             }
         }
         let valid = model.valid();
@@ -301,14 +341,7 @@ pub fn fit<B: AutodiffBackend>(
             samples_per_s = format!("{:.0}", stats.samples_per_s),
             "epoch done"
         );
-        if state.best_val_loss.is_none_or(|best| stats.val_loss < best) {
-            state.best_val_loss = Some(stats.val_loss);
-            state.best_epoch = Some(epoch);
-            job.store.write(
-                &job.key(&job.best_file()),
-                &rec.record(valid.into_record(), ())?,
-            )?;
-        }
+        keep_if_best(job, &rec, &mut state, &stats, valid)?;
         state.history.push(stats);
         state.epochs_done = epoch;
         state.batch = 0;
