@@ -8,7 +8,7 @@ STACK_FLAGS = --stack $(STACK) $(if $(ENV),--env $(ENV)) $(if $(GPU),--set gpu=$
 PROVISION = target/debug/provision
 RUNTIME = target/debug/runtime
 
-.PHONY: test demo build venv emulator emulator-stop plan deploy destroy bench bench-train
+.PHONY: test demo build venv emulator emulator-stop plan deploy destroy bench bench-train lint
 
 ## make test: every test of the workspace, against a moto server the tests start themselves.
 test: venv
@@ -20,6 +20,11 @@ demo: venv build
 
 build:
 	$(CARGO) build --workspace
+
+## make lint: what CI checks before the tests: formatting, and clippy with every warning an error.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 venv:
 	scripts/venv.sh
@@ -57,7 +62,7 @@ bench-train:
 bench-train-gpu:
 	bench/train_gpu.sh
 
-## make bench-fanout: submit of 5,000 ids, provision vs seed 004's boto3 loop, against moto -> bench/fanout.md
+## make bench-fanout: submit of 5,000 ids, provision vs the boto3 submit scripts' loop, against moto -> bench/fanout.md
 .PHONY: bench-fanout
 bench-fanout: venv
 	bench/fanout.sh

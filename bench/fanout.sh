@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench-fanout: submitting 5,000 string ids against moto, `provision submit --ids` side by
-# side with seed 004's boto3 loop (bench/fanout_boto3.py: one SubmitJob per batch, ids inline),
+# side with the boto3 submit scripts' loop (bench/fanout_boto3.py: one SubmitJob per batch, ids inline),
 # in the same run. Results go to bench/fanout.md. SubmitJob is the call Batch throttles, so the
 # table counts SubmitJob calls (the jobs each side created, read back) beside the wall time.
 set -euo pipefail
@@ -76,9 +76,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fx", a / b }'; }
   echo
   echo "| variant | SubmitJob calls | wall ms |"
   echo "|---|---|---|"
-  run_variant "seed 004's boto3 loop, 1000 ids per job (5 jobs)" boto3 1000; loop5=$last
+  run_variant "the boto3 submit scripts' loop, 1000 ids per job (5 jobs)" boto3 1000; loop5=$last
   run_variant "\`provision submit --ids --per-job 1000 --separate-jobs\` (5 jobs)" separate 1000; sep5=$last
-  run_variant "seed 004's boto3 loop, 50 ids per job (100 jobs)" boto3 50; loop100=$last
+  run_variant "the boto3 submit scripts' loop, 50 ids per job (100 jobs)" boto3 50; loop100=$last
   run_variant "\`provision submit --ids --per-job 50 --separate-jobs\` (100 jobs)" separate 50; sep100=$last
   run_variant "\`provision submit --ids --per-job 50\` (one array of 100 children, manifest)" array 50; array100=$last
   echo

@@ -1,4 +1,4 @@
-"""Seed 004's submit script, as its users run it today: one SubmitJob per batch of firm ids,
+"""The boto3 submit script of the topic-modelling users, as its users run it today: one SubmitJob per batch of firm ids,
 the ids inline in FIRM_IDS. Usage: fanout_boto3.py IDS_FILE BATCH_SIZE QUEUE DEFINITION PREFIX;
 prints one job id per line."""
 

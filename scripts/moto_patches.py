@@ -1,4 +1,5 @@
-"""Small patches that hold moto to AWS rules the tool depends on (DESIGN.md §5).
+"""Small patches that hold moto to AWS rules the tool depends on (docs/design.md, "The test
+emulator").
 
 Each patch is a function registered in PATCHES, with a comment naming the AWS rule it adds and
 the reason the tests need it. The tool never special-cases the emulator; the emulator is made

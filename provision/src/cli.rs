@@ -1,4 +1,4 @@
-//! The command line (DESIGN.md §3). Doc comments are the help text.
+//! The command line (docs/design.md, "Command line"). Doc comments are the help text.
 
 use std::path::PathBuf;
 

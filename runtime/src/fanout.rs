@@ -1,7 +1,8 @@
-//! Fan-out over independent units (instruments), seed 004's pattern: an array child takes a
-//! contiguous share of the list, skips units whose outputs are complete (so a retry after a Spot
-//! reclaim redoes only missing work), records progress every `CHECKPOINT_INTERVAL` units and,
-//! with `--allow-failures`, keeps going past failing units until a circuit breaker trips.
+//! Fan-out over independent units (instruments, or the thousands of firms of a topic-modeling
+//! run): an array child takes a contiguous share of the list, skips units whose outputs are
+//! complete (so a retry after a Spot reclaim redoes only missing work), records progress every
+//! `CHECKPOINT_INTERVAL` units and, with `--allow-failures`, keeps going past failing units until
+//! a circuit breaker trips.
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -174,27 +175,45 @@ impl Breaker {
     /// Records a failure; `Err` with the reason when the job must stop. The rate is taken over
     /// the whole share, so the breaker trips as soon as the final rate is certain to exceed the
     /// limit, never on an unlucky first unit.
-    pub fn failure(&mut self) -> std::result::Result<(), String> {
+    pub fn failure(&mut self) -> std::result::Result<(), Trip> {
         self.failed += 1;
         self.consecutive += 1;
         if !self.policy.allow_failures {
-            return Err("a unit failed (use --allow-failures to keep going)".into());
+            return Err(Trip::FailuresNotAllowed);
         }
         if self.consecutive >= self.policy.max_consecutive_failures {
-            return Err(format!(
-                "circuit breaker: {} consecutive failures (--max-consecutive-failures {})",
-                self.consecutive, self.policy.max_consecutive_failures
-            ));
+            return Err(Trip::Consecutive {
+                failures: self.consecutive,
+                limit: self.policy.max_consecutive_failures,
+            });
         }
         let rate = self.failed as f64 / self.total.max(1) as f64;
         if rate > self.policy.max_failure_rate {
-            return Err(format!(
-                "circuit breaker: {} of {} units failed, above --max-failure-rate {}",
-                self.failed, self.total, self.policy.max_failure_rate
-            ));
+            return Err(Trip::Rate {
+                failed: self.failed,
+                total: self.total,
+                limit: self.policy.max_failure_rate,
+            });
         }
         Ok(())
     }
+}
+
+/// Why the breaker stops a job.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Trip {
+    #[error("a unit failed (use --allow-failures to keep going)")]
+    FailuresNotAllowed,
+    #[error(
+        "circuit breaker: {failures} consecutive failures (--max-consecutive-failures {limit})"
+    )]
+    Consecutive { failures: u32, limit: u32 },
+    #[error("circuit breaker: {failed} of {total} units failed, above --max-failure-rate {limit}")]
+    Rate {
+        failed: usize,
+        total: usize,
+        limit: f64,
+    },
 }
 
 /// Where a run records its progress and failures: `{root}/_runs/{command}/`, one file per
@@ -380,13 +399,19 @@ mod tests {
             checkpoint_interval: 1,
         };
         let mut b = Breaker::new(policy(false, 5, 1.0), 10);
-        assert!(b.failure().is_err());
+        assert_eq!(b.failure(), Err(Trip::FailuresNotAllowed));
 
         let mut b = Breaker::new(policy(true, 2, 1.0), 10);
         assert!(b.failure().is_ok());
         b.success();
         assert!(b.failure().is_ok());
-        assert!(b.failure().unwrap_err().contains("consecutive"));
+        assert_eq!(
+            b.failure(),
+            Err(Trip::Consecutive {
+                failures: 2,
+                limit: 2
+            })
+        );
 
         // 10 units at 0.2: the 2nd failure keeps the rate at 0.2, the 3rd makes it certain to exceed.
         let mut b = Breaker::new(policy(true, 100, 0.2), 10);
@@ -394,6 +419,13 @@ mod tests {
         b.success();
         assert!(b.failure().is_ok());
         b.success();
-        assert!(b.failure().unwrap_err().contains("rate"));
+        assert_eq!(
+            b.failure(),
+            Err(Trip::Rate {
+                failed: 3,
+                total: 10,
+                limit: 0.2
+            })
+        );
     }
 }

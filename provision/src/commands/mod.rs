@@ -36,10 +36,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Prints an error and its causes on stderr (stdout stays parseable).
+/// Prints an error and its causes on stderr (stdout stays parseable): the printer both binaries
+/// share.
 pub fn report(err: &anyhow::Error) {
-    eprintln!("error: {err}");
-    for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
-    }
+    ::report::error(err)
 }

@@ -1,5 +1,5 @@
-//! `provision status`: where jobs stand, as a table or as JSON (DESIGN.md §2.4), with a link
-//! into the AWS console for each job and its log stream.
+//! `provision status`: where jobs stand, as a table or as JSON (docs/design.md, "submit and
+//! status"), with a link into the AWS console for each job and its log stream.
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -1,4 +1,4 @@
-//! What `status` reports about a job (DESIGN.md §2.4), read from DescribeJobs.
+//! What `status` reports about a job (docs/design.md, "submit and status"), read from DescribeJobs.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -19,7 +19,7 @@ use crate::cli::StackArgs;
 use crate::stack::Stack;
 
 /// Loads and validates the stack; a bad stack prints its diagnostics and yields exit 1 before
-/// any AWS call (DESIGN.md §3).
+/// any AWS call (docs/design.md, "Command line").
 pub fn load_stack(args: &StackArgs) -> Result<Stack, ExitCode> {
     crate::stack::load_args(args).map_err(|diagnostics| {
         eprintln!("{diagnostics}");

@@ -167,7 +167,9 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
     match req.send().await {
         Ok(_) => {}
         // Ours from a crashed apply: carry on and converge its settings.
-        Err(e) if error_code(&e) == Some("BucketAlreadyOwnedByYou") => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_bucket_already_owned_by_you()) => {}
         Err(e) => return Err(e).ctx(format!("creating bucket {}", spec.name)),
     }
     // S3 takes no tags on CreateBucket for general purpose buckets everywhere yet; tag first

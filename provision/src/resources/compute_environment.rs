@@ -333,7 +333,8 @@ pub async fn create(
                         .unwrap_or_default()
                         .to_string())),
                     Err(e)
-                        if super::error_code(&e) == Some("ClientException")
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_client_exception())
                             && e.message().is_some_and(|m| {
                                 let m = m.to_ascii_lowercase();
                                 (m.contains("role") || m.contains("instance profile"))

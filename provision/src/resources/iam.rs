@@ -8,7 +8,7 @@ use aws_sdk_iam::types::Tag;
 use futures::future::try_join_all;
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext};
+use super::{Attrs, Extra, Handle, Kind, Live, SdkContext};
 use crate::aws::Clients;
 use crate::engine::{kms_arn, Facts};
 use crate::stack::Stack;
@@ -222,21 +222,9 @@ pub fn decode_policy(text: &str) -> Value {
 }
 
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
@@ -249,7 +237,12 @@ pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
     );
     let role = match role {
         Ok(out) => out.role.context("GetRole answered without a role")?,
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(e).ctx(format!("reading role {name}")),
     };
     let trust = role
@@ -436,7 +429,12 @@ pub async fn delete_role(c: &Clients, name: &str) -> Result<()> {
     );
     let attached = match attached {
         Ok(out) => out,
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            return Ok(())
+        }
         Err(e) => return Err(e).ctx(format!("listing policies of role {name}")),
     };
     let inline = inline.ctx(format!("listing inline policies of role {name}"))?;
@@ -485,7 +483,12 @@ pub async fn delete_role(c: &Clients, name: &str) -> Result<()> {
     )?;
     match c.iam().delete_role().role_name(name).send().await {
         Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e).ctx(format!("deleting role {name}")),
     }
 }
@@ -520,7 +523,12 @@ pub async fn read_profile(c: &Clients, name: &str) -> Result<Option<Live>> {
         Ok(out) => out
             .instance_profile
             .context("GetInstanceProfile answered without a profile")?,
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(e).ctx(format!("reading instance profile {name}")),
     };
     let roles = super::string_set(profile.roles().iter().map(|r| r.role_name().to_string()));
@@ -626,7 +634,12 @@ pub async fn delete_profile(c: &Clients, name: &str) -> Result<()> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e).ctx(format!("deleting instance profile {name}")),
     }
 }
@@ -660,5 +673,7 @@ mod tests {
     fn percent_decoding_round_trips_policy_text() {
         assert_eq!(percent_decode("%7B%22a%22%3A1%7D"), "{\"a\":1}");
         assert_eq!(decode_policy("{\"a\": 1}"), json!({"a": 1}));
+        // A `%` before a multi-byte character is kept as it is (it used to slice inside it).
+        assert_eq!(percent_decode("%é1 100%"), "%é1 100%");
     }
 }

@@ -263,12 +263,7 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
 }
 
 /// Registers a revision from the spec, then deregisters every other ACTIVE revision.
-pub async fn register(
-    c: &Clients,
-    spec: &Spec,
-    tags: &BTreeMap<String, String>,
-    _live: Option<&Live>,
-) -> Result<Handle> {
+pub async fn register(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -> Result<Handle> {
     let mut requirements = vec![
         ResourceRequirement::builder()
             .r#type(ResourceType::Vcpu)

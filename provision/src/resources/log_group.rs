@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::Result;
 use serde_json::json;
 
-use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
+use super::{Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
 use crate::stack::Stack;
 
@@ -83,7 +83,9 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
         .await
     {
         Ok(_) => {}
-        Err(e) if error_code(&e) == Some("ResourceAlreadyExistsException") => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_already_exists_exception()) => {}
         Err(e) => return Err(e).ctx(format!("creating log group {}", spec.name)),
     }
     update(c, spec).await
@@ -126,7 +128,12 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e).ctx(format!("deleting log group {name}")),
     }
 }

@@ -75,7 +75,12 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
     );
     let out = match out {
         Ok(out) => out,
-        Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => return Ok(None),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_repository_not_found_exception()) =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(e).ctx(format!("reading repository {name}")),
     };
     let Some(repo) = out.repositories().first() else {
@@ -107,7 +112,12 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
             .lifecycle_policy_text()
             .map(parse_keep)
             .unwrap_or(Value::Null),
-        Err(e) if error_code(&e) == Some("LifecyclePolicyNotFoundException") => Value::Null,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_lifecycle_policy_not_found_exception()) =>
+        {
+            Value::Null
+        }
         Err(e) => return Err(e).ctx(format!("reading lifecycle policy of repository {name}")),
     };
     Ok(Some(Live {
@@ -202,7 +212,9 @@ async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
             .await
         {
             Ok(_) => {}
-            Err(e) if error_code(&e) == Some("LifecyclePolicyNotFoundException") => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_lifecycle_policy_not_found_exception()) => {}
             Err(e) => {
                 return Err(e).ctx(format!(
                     "removing lifecycle policy of repository {}",
@@ -225,7 +237,12 @@ pub async fn is_empty(c: &Clients, name: &str) -> Result<bool> {
         .await
     {
         Ok(out) => Ok(out.image_ids().is_empty()),
-        Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_repository_not_found_exception()) =>
+        {
+            Ok(true)
+        }
         Err(e) => Err(e).ctx(format!("listing images of repository {name}")),
     }
 }
@@ -241,7 +258,12 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_repository_not_found_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e).ctx(format!("deleting repository {name}")),
     }
 }

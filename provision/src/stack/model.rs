@@ -1,5 +1,6 @@
-//! The resolved, validated stack (DESIGN.md §2): what `stack::load` produces after overlays and
-//! `--set`, with every default filled in. The engine reads only this; it never sees TOML.
+//! The resolved, validated stack (docs/design.md, "Stack files"): what `stack::load` produces after
+//! overlays and `--set`, with every default filled in. The engine reads only this; it never sees
+//! TOML.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

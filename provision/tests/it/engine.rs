@@ -59,8 +59,7 @@ impl Stack {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().unwrap();
-        out
+        self.command(args).output().unwrap()
     }
 
     /// Runs and asserts exit code `code`; returns stdout.
@@ -90,8 +89,8 @@ impl Stack {
 }
 
 async fn clients() -> Clients {
-    testkit::emulator().set_process_env();
-    Clients::new("us-east-1").await.expect("clients")
+    let loader = provision::aws::with_retries(testkit::emulator().config_loader());
+    Clients::from_config(loader.load().await)
 }
 
 /// Address → action of a JSON plan's changes.

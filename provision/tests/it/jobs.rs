@@ -73,7 +73,6 @@ pub(crate) struct Moto {
 impl Moto {
     pub(crate) fn shared() -> Self {
         let emulator = testkit::emulator();
-        emulator.set_process_env();
         Moto {
             endpoint: emulator.endpoint.clone(),
         }
@@ -100,8 +99,8 @@ impl Moto {
     }
 
     pub(crate) async fn config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
+        testkit::emulator()
+            .config_loader()
             .endpoint_url(&self.endpoint)
             .load()
             .await

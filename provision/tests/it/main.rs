@@ -7,4 +7,5 @@ mod jobs;
 mod latency;
 mod operations;
 mod operations_logs;
+mod snapshots;
 mod stack;

@@ -137,7 +137,7 @@ fn job_env(job: &JobDetail) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-/// 5,000 string ids, like seed 004's firms.
+/// 5,000 string ids, like the topic-modelling users' firms.
 fn firm_ids() -> Vec<String> {
     (0..5000)
         .map(|i| format!("CIK{i:07}-firm.{}", i % 7))
@@ -365,7 +365,7 @@ fn bad_ids_and_impossible_jobs_submit_nothing() {
 fn a_job_no_instance_can_hold_is_refused_with_the_fix() {
     let w = World::new("cost");
     let before = w.requests();
-    // Seed 000's prepare job asked for 128 GiB; the queue's largest type has 32 GiB.
+    // The order-flow users' CDK prepare job asked for 128 GiB; the queue's largest type has 32 GiB.
     let (_, err) = w.expect(&["submit", "prepare", "--memory-mib", "131072"], 1);
     assert!(err.contains("131072 MiB"), "{err}");
     assert!(err.contains("m5.2xlarge"), "names the largest type: {err}");

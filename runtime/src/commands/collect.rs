@@ -1,8 +1,9 @@
 //! `runtime collect`: every job's result files (Parquet or CSV) under a prefix gathered into one
-//! table (seed 002's notebook step), or with `--summaries` every `training_summary.json` as one
-//! row per dataset and model. Hive directory keys on the way down (`instrument=7/`) become
-//! columns; columns missing from some files are null there. The table goes to a Parquet or CSV
-//! file by the output's extension, or to stdout as aligned text with `--output -`.
+//! table (what the console users' results notebook did by hand), or with `--summaries` every
+//! `training_summary.json` as one row per dataset and model. Hive directory keys on the way down
+//! (`instrument=7/`) become columns; columns missing from some files are null there. The table
+//! goes to a Parquet or CSV file by the output's extension, or to stdout as aligned text with
+//! `--output -`.
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -1,8 +1,9 @@
-//! S3 through the SDK's standard chain (env, profile, container credentials). Path-style
-//! addressing when an endpoint is configured, as S3-compatible stores need (DESIGN.md §3).
+//! S3 through the SDK's standard chain (env, profile, container credentials). Path-style addressing
+//! when an endpoint is configured, as S3-compatible stores need (docs/design.md, "Locations and
+//! endpoints").
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{anyhow, Context, Result};
 use aws_sdk_s3::config::http::HttpResponse;
@@ -48,27 +49,48 @@ fn bad_endpoint_variable() -> Option<String> {
     {
         return None;
     }
-    let mut vars: Vec<(String, String)> = std::env::vars().collect();
+    // `vars_os`: `vars` panics on any variable that is not UTF-8, even one this has no use for.
+    let mut vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value)))
+        .filter(|(name, _)| name == "AWS_ENDPOINT_URL" || name.starts_with("AWS_ENDPOINT_URL_"))
+        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
+        .collect();
     vars.sort();
     vars.into_iter().find_map(|(name, value)| {
-        let endpoint = name == "AWS_ENDPOINT_URL" || name.starts_with("AWS_ENDPOINT_URL_");
         let url = value
             .split_once("://")
             .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/'));
-        (endpoint && !url).then(|| {
+        (!url).then(|| {
             format!("{name}={value:?} is not an endpoint URL: give a scheme and a host (http://127.0.0.1:5000) or unset {name}")
         })
     })
+}
+
+/// A configuration given by [`use_config_loader`], taken by the first S3 call.
+static LOADER: Mutex<Option<aws_config::ConfigLoader>> = Mutex::new(None);
+
+/// Makes the S3 calls of this process load their configuration from `loader` instead of the
+/// SDK's standard chain alone, for programs (and tests) that hold their endpoint, region and
+/// credentials themselves rather than in the process environment. Takes effect when called
+/// before the first S3 call.
+pub fn use_config_loader(loader: aws_config::ConfigLoader) {
+    *LOADER.lock().unwrap_or_else(|e| e.into_inner()) = Some(loader);
 }
 
 async fn client() -> Result<Client> {
     static CLIENT: tokio::sync::OnceCell<Client> = tokio::sync::OnceCell::const_new();
     CLIENT
         .get_or_try_init(|| async {
-            if let Some(problem) = bad_endpoint_variable() {
-                return Err(anyhow!(problem));
-            }
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+            let given = LOADER.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let mut loader = match given {
+                Some(loader) => loader,
+                None => {
+                    if let Some(problem) = bad_endpoint_variable() {
+                        return Err(anyhow!(problem));
+                    }
+                    aws_config::defaults(aws_config::BehaviorVersion::latest())
+                }
+            };
             // 8 attempts unless the standard variable says otherwise (a job that would
             // rather fail fast, with exit code 75, and let Batch retry it later).
             if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() {

@@ -3,4 +3,5 @@
 mod data;
 mod operations;
 mod shard;
+mod snapshots;
 mod train;
