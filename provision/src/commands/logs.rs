@@ -100,44 +100,75 @@ async fn drain(
 ) -> anyhow::Result<bool> {
     let mut stdout = std::io::stdout().lock();
     loop {
-        let result = logs
-            .get_log_events()
-            .log_group_name(group)
-            .log_stream_name(stream)
-            .start_from_head(true)
-            .set_next_token(token.clone())
-            .send()
-            .await;
-        let page = match result {
-            Ok(page) => page,
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
-            {
-                return Ok(false);
-            }
-            Err(err) => {
-                return Err(err).with_context(|| format!("GetLogEvents {group} {stream}"));
-            }
+        let Some(page) = events_page(logs, group, stream, token.clone()).await? else {
+            return Ok(false);
         };
-        for event in page.events() {
+        for event in &page.events {
             let message = event.message().unwrap_or_default();
             writeln!(stdout, "{}", message.strip_suffix('\n').unwrap_or(message))?;
         }
         stdout.flush()?;
-        // The end of the stream is the token that comes back unchanged.
-        let next = page.next_forward_token().map(str::to_string);
-        if next.is_none() || next == *token {
+        if page.at_end {
             return Ok(true);
         }
-        *token = next;
+        *token = page.next_token;
     }
+}
+
+/// One page of a log stream's events.
+pub(crate) struct EventsPage {
+    pub events: Vec<aws_sdk_cloudwatchlogs::types::OutputLogEvent>,
+    /// Where the next page starts.
+    pub next_token: Option<String>,
+    /// No event after this page (yet: a running job may write more).
+    pub at_end: bool,
+}
+
+/// The events after `token` (from the start without one); `None` when the stream does not
+/// exist.
+pub(crate) async fn events_page(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    stream: &str,
+    token: Option<String>,
+) -> anyhow::Result<Option<EventsPage>> {
+    let result = logs
+        .get_log_events()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .start_from_head(true)
+        .set_next_token(token.clone())
+        .send()
+        .await;
+    let page = match result {
+        Ok(page) => page,
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            return Ok(None);
+        }
+        Err(err) => {
+            return Err(err).with_context(|| format!("GetLogEvents {group} {stream}"));
+        }
+    };
+    // The end of the stream is the token that comes back unchanged.
+    let next_token = page.next_forward_token().map(str::to_string);
+    let at_end = next_token.is_none() || next_token == token;
+    Ok(Some(EventsPage {
+        events: page.events().to_vec(),
+        next_token: next_token.or(token),
+        at_end,
+    }))
 }
 
 /// The group the job logs to: its container's log configuration, else its job definition's,
 /// else Batch's default.
-async fn log_group(batch: &aws_sdk_batch::Client, job: &JobDetail) -> anyhow::Result<String> {
+pub(crate) async fn log_group(
+    batch: &aws_sdk_batch::Client,
+    job: &JobDetail,
+) -> anyhow::Result<String> {
     if let Some(group) = awslogs_group(job.container().and_then(|c| c.log_configuration()))? {
         return Ok(group);
     }

@@ -7,13 +7,15 @@ use crate::cli::Command;
 mod apply;
 mod completions;
 mod destroy;
-mod logs;
+mod jobs;
+pub(crate) mod logs;
 mod output;
 mod plan;
 mod run_local;
 mod state;
 mod status;
 mod submit;
+mod ui;
 mod validate;
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -29,6 +31,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => logs::run(args).await,
         Command::RunLocal(args) => run_local::run(args).await,
         Command::Completions(args) => completions::run(args),
+        Command::Jobs(args) => jobs::run(args).await,
+        Command::Ui(args) => ui::run(args).await,
     }
 }
 

@@ -3,6 +3,7 @@
 //! registered.
 
 pub mod describe;
+pub mod list;
 pub mod live;
 pub mod select;
 pub mod watch;

@@ -3,5 +3,7 @@
 mod engine;
 mod hardening;
 mod harness;
+mod joblist;
 mod jobs;
 mod stack;
+mod ui;
