@@ -40,6 +40,11 @@ pub enum Command {
     RunLocal(RunLocalArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+    /// Estimate the stack's cost: $/hour at full scale and idle, Spot vs On-Demand, storage.
+    Cost(CostArgs),
+    /// Adopt an existing resource into the state (tagging it), after showing what the next
+    /// apply would change on it.
+    Import(ImportArgs),
     /// List the stack's jobs across its queues (array jobs with their children by status).
     Jobs(JobsArgs),
     /// Serve a local, read-only dashboard of the stack: resources, jobs, logs, results.
@@ -146,6 +151,13 @@ pub enum StateCommand {
         /// The resource address, as the plan prints it.
         address: String,
     },
+    /// Forget one resource without deleting it (the next plan no longer manages it).
+    Rm {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// The resource address, as the plan prints it.
+        address: String,
+    },
     /// Remove the stack's lock.
     Unlock {
         #[command(flatten)]
@@ -192,6 +204,31 @@ pub struct SubmitArgs {
     /// Replace the job definition's command.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+    /// Fan out over these ids (a file with one id per line, or a JSON array; `-`: stdin),
+    /// split by --array-size N or --per-job K. Each job gets SHARD_INDEX (an array child:
+    /// AWS_BATCH_JOB_ARRAY_INDEX), SHARD_COUNT, and SHARD_IDS (its ids, comma-separated) or
+    /// SHARD_MANIFEST (an s3:// JSON manifest in the stack's bucket, when they do not fit).
+    #[arg(long, value_name = "FILE")]
+    pub ids: Option<PathBuf>,
+    /// With --ids: at most K ids per shard.
+    #[arg(long, value_name = "K")]
+    pub per_job: Option<u32>,
+    /// With --ids: submit one job per shard, named `{job}-{index:03}`, instead of one array.
+    #[arg(long)]
+    pub separate_jobs: bool,
+    /// Split --start-date..--end-date (inclusive) into batches, one job each with START_DATE
+    /// and END_DATE: `month`, `week` (Monday to Sunday) or `Nd` (N days).
+    #[arg(long, value_name = "month|week|Nd")]
+    pub split_dates: Option<crate::jobs::shard::DateSplit>,
+    /// First day of --split-dates (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE", requires = "split_dates")]
+    pub start_date: Option<String>,
+    /// Last day of --split-dates (YYYY-MM-DD), included.
+    #[arg(long, value_name = "DATE", requires = "split_dates")]
+    pub end_date: Option<String>,
+    /// The bucket (a key of `[buckets]`) that holds the shard manifest; default: the first.
+    #[arg(long, value_name = "KEY")]
+    pub manifest_bucket: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +275,40 @@ pub struct RunLocalArgs {
 pub struct CompletionsArgs {
     /// bash, zsh, fish, elvish or powershell.
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct CostArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Gigabytes kept in the stack's buckets, for the storage line.
+    #[arg(long, value_name = "GB", default_value_t = 0.0)]
+    pub s3_gb: f64,
+    /// Gigabytes of images in the stack's repositories, for the storage line.
+    #[arg(long, value_name = "GB", default_value_t = 0.0)]
+    pub ecr_gb: f64,
+    /// Print the estimate as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Read current Spot prices of the stack's instance types from EC2 (On-Demand prices stay
+    /// the shipped table's).
+    #[arg(long)]
+    pub refresh_prices: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Adopt without asking for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// The address the resource takes, as the plan prints it (`bucket.data`, `queue.main`,
+    /// `compute.spot`, `role.job`, `repository.runtime`, `log_group.jobs`, `job_definition.train`).
+    pub address: String,
+    /// The existing resource: its name or ARN.
+    #[arg(value_name = "NAME_OR_ARN")]
+    pub resource: String,
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,9 @@ use crate::cli::Command;
 
 mod apply;
 mod completions;
+mod cost;
 mod destroy;
+mod import;
 mod jobs;
 pub(crate) mod logs;
 mod output;
@@ -31,6 +33,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => logs::run(args).await,
         Command::RunLocal(args) => run_local::run(args).await,
         Command::Completions(args) => completions::run(args),
+        Command::Cost(args) => cost::run(args).await,
+        Command::Import(args) => import::run(args).await,
         Command::Jobs(args) => jobs::run(args).await,
         Command::Ui(args) => ui::run(args).await,
     }

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::aws::Clients;
 use crate::cli::PlanArgs;
+use crate::cost;
 use crate::engine::{self, plan, render};
 
 pub async fn run(args: PlanArgs) -> Result<ExitCode> {
@@ -27,10 +28,20 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
     };
     let plan = plan::plan(&clients, &stack, facts, snapshot, refresh).await?;
     let rendered = render::json(&plan);
+    let estimate = cost::stack_cost(&stack, &cost::PriceTable::builtin()?, Default::default());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rendered)?);
+        // An added key: the format's other keys stay as they were.
+        let mut shown = rendered.clone();
+        shown["cost_estimate"] = json!({
+            "currency": estimate.currency,
+            "full_scale_per_hour": estimate.full_scale_per_hour,
+            "idle_per_hour": estimate.idle_per_hour,
+            "prices_as_of": estimate.prices_as_of,
+        });
+        println!("{}", serde_json::to_string_pretty(&shown)?);
     } else {
         print!("{}", render::text(&plan));
+        println!("{}", estimate.summary_line());
     }
     if let Some(path) = &args.out {
         let saved = json!({

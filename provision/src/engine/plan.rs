@@ -292,13 +292,14 @@ pub async fn plan(
                 if record.is_none() && !owned_by(&live.tags, &tags) {
                     bail!(
                         "{} {} already exists and is not tagged {}={}, {}={}: it belongs to someone else; \
-                         rename the stack or remove that resource",
+                         rename the stack or remove that resource{}",
                         node.address,
                         desired.name(),
                         crate::stack::names::TAG_STACK,
                         stack.name,
                         crate::stack::names::TAG_ENV,
-                        stack.env
+                        stack.env,
+                        crate::adopt::import_hint(stack, node.kind, &node.address, desired.name())
                     );
                 }
                 let diffs = diff(node.kind, &desired.attributes(), &live.attrs);

@@ -6,6 +6,7 @@ pub mod describe;
 pub mod list;
 pub mod live;
 pub mod select;
+pub mod shard;
 pub mod watch;
 
 use std::process::ExitCode;

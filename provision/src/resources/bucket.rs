@@ -388,3 +388,31 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
             .context("the bucket may have been written to during destroy"),
     }
 }
+
+/// Adds `tags` to bucket `name`, keeping its other tags (PutBucketTagging replaces the whole
+/// set): what `import` does to adopt a bucket.
+pub async fn tag(c: &Clients, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    let mut merged: BTreeMap<String, String> =
+        match c.s3().get_bucket_tagging().bucket(name).send().await {
+            Ok(out) => out
+                .tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
+            Err(e) if error_code(&e) == Some("NoSuchTagSet") => BTreeMap::new(),
+            Err(e) => return Err(e).ctx(format!("reading tags of bucket {name}")),
+        };
+    merged.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let tag_set = merged
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    c.s3()
+        .put_bucket_tagging()
+        .bucket(name)
+        .tagging(Tagging::builder().set_tag_set(Some(tag_set)).build()?)
+        .send()
+        .await
+        .ctx(format!("tagging bucket {name}"))?;
+    Ok(())
+}

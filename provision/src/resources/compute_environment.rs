@@ -413,3 +413,17 @@ pub async fn delete(c: &Clients, handle: &Handle, progress: Progress<'_>) -> Res
     }
     Ok(())
 }
+
+/// Adds `tags` to the compute environment `arn` (what `import` does to adopt it).
+pub async fn tag(c: &Clients, arn: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    c.batch()
+        .tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(
+            tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ))
+        .send()
+        .await
+        .ctx(format!("tagging {arn}"))?;
+    Ok(())
+}

@@ -448,6 +448,18 @@ pub async fn delete_profile(c: &Clients, name: &str) -> Result<()> {
     }
 }
 
+/// Adds `tags` to role `name` (what `import` does to adopt it).
+pub async fn tag_role(c: &Clients, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    c.iam()
+        .tag_role()
+        .role_name(name)
+        .set_tags(Some(iam_tags(tags)?))
+        .send()
+        .await
+        .ctx(format!("tagging role {name}"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,3 +122,38 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
         Err(e) => Err(e).ctx(format!("deleting log group {name}")),
     }
 }
+
+/// Adds `tags` to log group `name` (what `import` does to adopt it).
+pub async fn tag(c: &Clients, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    let out = c
+        .logs()
+        .describe_log_groups()
+        .log_group_name_prefix(name)
+        .send()
+        .await
+        .ctx(format!("reading log group {name}"))?;
+    let group = out
+        .log_groups()
+        .iter()
+        .find(|g| g.log_group_name() == Some(name))
+        .ok_or_else(|| anyhow::anyhow!("log group {name} does not exist"))?;
+    // TagResource wants the ARN without the `:*` that `arn` carries.
+    let arn = group
+        .log_group_arn()
+        .or(group.arn())
+        .unwrap_or_default()
+        .trim_end_matches(":*")
+        .to_string();
+    c.logs()
+        .tag_resource()
+        .resource_arn(&arn)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        ))
+        .send()
+        .await
+        .ctx(format!("tagging log group {name}"))?;
+    Ok(())
+}

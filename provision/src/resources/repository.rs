@@ -235,3 +235,32 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
         Err(e) => Err(e).ctx(format!("deleting repository {name}")),
     }
 }
+
+/// Adds `tags` to repository `name` (what `import` does to adopt it).
+pub async fn tag(c: &Clients, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    let out = c
+        .ecr()
+        .describe_repositories()
+        .repository_names(name)
+        .send()
+        .await
+        .ctx(format!("reading repository {name}"))?;
+    let arn = out
+        .repositories()
+        .first()
+        .and_then(|r| r.repository_arn())
+        .ok_or_else(|| anyhow::anyhow!("repository {name} has no ARN"))?
+        .to_string();
+    let tags = tags
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    c.ecr()
+        .tag_resource()
+        .resource_arn(&arn)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .ctx(format!("tagging repository {name}"))?;
+    Ok(())
+}

@@ -5,5 +5,6 @@ mod hardening;
 mod harness;
 mod joblist;
 mod jobs;
+mod operations;
 mod stack;
 mod ui;

@@ -86,7 +86,7 @@ impl Options {
             args.instrument
         };
         ensure!(
-            !instruments.is_empty(),
+            !instruments.is_empty() || fanout::ids_provisioned(),
             "no instrument: give --instrument ID[,ID...]"
         );
         let start = args
@@ -194,7 +194,7 @@ impl Options {
 
 pub fn run(args: PrepareArgs) -> Result<ExitCode> {
     let opts = Options::resolve(args)?;
-    let units = fanout::share(&opts.instruments, &opts.array)?;
+    let units = fanout::share_or_provisioned(&opts.instruments, &opts.array)?;
     if units.is_empty() {
         tracing::info!("this array child's share of the instruments is empty");
         println!("{}", json!({ "done": [], "skipped": [], "failed": [] }));

@@ -1,4 +1,5 @@
 //! The runtime crate's one integration-test binary.
 
 mod data;
+mod shard;
 mod train;
