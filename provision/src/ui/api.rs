@@ -323,6 +323,28 @@ pub async fn results(State(app): State<Arc<App>>) -> ApiResult {
     ))
 }
 
+/// The stack's cost estimate (`provision cost --json`), with the gigabytes its buckets hold
+/// now.
+pub async fn cost(State(app): State<Arc<App>>) -> ApiResult {
+    let table = crate::cost::PriceTable::builtin()?;
+    let stored = bounded(
+        "measuring the stack's buckets",
+        results::stored_gb(&app.clients, &app.stack),
+    )
+    .await?;
+    let estimate = crate::cost::stack_cost(
+        &app.stack,
+        &table,
+        crate::cost::StorageUse {
+            s3_gb: stored.unwrap_or(0.0),
+            ecr_gb: 0.0,
+        },
+    );
+    let mut value = serde_json::to_value(estimate).map_err(anyhow::Error::from)?;
+    value["s3_measured"] = json!(stored.is_some());
+    Ok(Json(value))
+}
+
 async fn describe_one(app: &App, id: &str) -> anyhow::Result<aws_sdk_batch::types::JobDetail> {
     Ok(describe::describe(app.clients.batch(), &[id.to_string()])
         .await?

@@ -2,7 +2,7 @@
 //! pages (one HTML shell and a script, embedded in the binary) and the JSON they read, which it
 //! builds with the same code as the CLI: the plan for the stack graph, `jobs::list` for the
 //! jobs table, `jobs::describe` and the log reader of `provision logs` for a job, S3 through
-//! the tool's clients for the results. Every route answers GET only.
+//! the tool's clients for the results, `cost` for the estimate. Every route answers GET only.
 
 mod api;
 mod graph;
@@ -79,6 +79,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/jobs", get(page))
         .route("/jobs/{id}", get(page))
         .route("/results", get(page))
+        .route("/cost", get(page))
         .route("/assets/app.js", get(script))
         .route("/assets/style.css", get(style))
         .route("/api/overview", get(api::overview))
@@ -88,6 +89,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/jobs/{id}/children", get(api::children))
         .route("/api/jobs/{id}/logs", get(api::logs))
         .route("/api/results", get(api::results))
+        .route("/api/cost", get(api::cost))
         .fallback(api::not_found)
         .with_state(app)
 }

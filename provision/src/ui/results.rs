@@ -101,6 +101,27 @@ pub async fn read(clients: &Clients, stack: &Stack) -> anyhow::Result<Results> {
     })
 }
 
+/// Gigabytes stored in the stack's buckets (every version's current object), for the cost
+/// estimate; `None` before the first apply.
+pub async fn stored_gb(clients: &Clients, stack: &Stack) -> anyhow::Result<Option<f64>> {
+    let snapshot = crate::engine::store(clients, stack).load().await?;
+    let buckets: Vec<String> = crate::state::by_kind(&snapshot.records, Kind::Bucket)
+        .map(|(_, record)| record.handle.name.clone())
+        .collect();
+    if buckets.is_empty() {
+        return Ok(None);
+    }
+    let mut bytes = 0i64;
+    for bucket in &buckets {
+        bytes += list_objects(clients, bucket)
+            .await?
+            .iter()
+            .map(|o| o.size)
+            .sum::<i64>();
+    }
+    Ok(Some(bytes as f64 / 1e9))
+}
+
 async fn list_objects(clients: &Clients, bucket: &str) -> anyhow::Result<Vec<Object>> {
     let mut pages = clients
         .s3()

@@ -407,6 +407,14 @@ fn ui_json_endpoints_answer_from_the_clis_code() {
         json!({"preparation_config.json": datasets[0]["files"]["preparation_config.json"], "train.parquet": 2048})
     );
 
+    // The estimate `provision cost` makes, with what the buckets hold now.
+    let cost = ui.get_ok("/api/cost");
+    assert_eq!(cost["s3_measured"], true);
+    assert!(cost["storage"]["s3_gb"].as_f64().unwrap() > 0.0, "{cost}");
+    assert_eq!(cost["compute"].as_array().unwrap().len(), 2);
+    assert!(cost["full_scale_per_hour"].as_f64().unwrap() > 0.0);
+    assert_eq!(cost["idle_per_hour"], 0.0);
+
     // Read-only: nothing but GET is routed.
     for path in ["/api/jobs", "/api/stack", "/"] {
         assert_eq!(
@@ -575,6 +583,12 @@ fn ui_pages_in_a_headless_browser() {
         assert_eq!(client.find_all(Css(".chart svg.curve")).await?.len(), 4);
         assert_eq!(client.find_all(Css("#datasets tbody tr")).await?.len(), 1);
         browser::screenshot(&client, "results").await?;
+
+        // Cost: a row per compute environment.
+        client.goto(&format!("{url}/cost")).await?;
+        browser::wait_visible(&client, "#compute-cost tbody tr").await?;
+        assert_eq!(client.find_all(Css("#compute-cost tbody tr")).await?.len(), 2);
+        browser::screenshot(&client, "cost").await?;
         Ok(())
     });
 }

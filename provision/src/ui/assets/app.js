@@ -422,6 +422,31 @@ async function resultsPage() {
   markRendered();
 }
 
+// ---- Cost -----------------------------------------------------------------------------------
+
+function usd(v) { return typeof v === "number" ? "$" + v.toFixed(v < 1 ? 4 : 2) : "–"; }
+
+async function costPage() {
+  activate("cost");
+  const c = await api("/api/cost");
+  let html = `<h1>Cost estimate</h1><p class="muted">Prices of ${esc(c.prices_as_of)} for ${esc(c.prices_region)} (${esc(c.currency)}; Spot prices: ${esc(c.spot_prices)}), ` +
+    `as <code>provision cost</code> estimates them.</p>` +
+    `<p id="cost-total">${usd(c.full_scale_per_hour)}/hour at full scale (every compute environment at max_vcpus), ` +
+    `${usd(c.idle_per_hour)}/hour idle (min_vcpus).</p>` +
+    `<table id="compute-cost"><thead><tr><th>Compute</th><th>Pricing</th><th class="num">vCPUs (min–max)</th><th>Cheapest type</th>` +
+    `<th class="num">Instances at full scale</th><th class="num">Full scale $/h</th><th class="num">Idle $/h</th>` +
+    `<th class="num">All Spot $/h</th><th class="num">All On-Demand $/h</th><th>Unpriced types</th></tr></thead><tbody>` +
+    c.compute.map((e) => `<tr><td><code>${esc(e.address)}</code></td><td>${esc(e.pricing)}</td><td class="num">${e.min_vcpus}–${e.max_vcpus}</td>` +
+      `<td>${dash(e.instance_type)}</td><td class="num">${e.instances_at_full_scale}</td><td class="num">${usd(e.full_scale_per_hour)}</td>` +
+      `<td class="num">${usd(e.idle_per_hour)}</td><td class="num">${usd(e.full_scale_spot_per_hour)}</td>` +
+      `<td class="num">${usd(e.full_scale_on_demand_per_hour)}</td><td>${esc(e.unpriced_types.join(", ")) || "–"}</td></tr>`).join("") +
+    `</tbody></table><h2>Storage</h2>` +
+    `<p id="storage-cost">S3: ${c.storage.s3_gb.toFixed(3)} GB ${c.s3_measured ? "(measured in the stack's buckets now)" : "(not applied yet)"} at ${usd(c.storage.s3_per_gb_month)}/GB-month · ` +
+    `ECR at ${usd(c.storage.ecr_per_gb_month)}/GB-month · ${usd(c.storage.per_month)}/month</p>`;
+  main.innerHTML = html;
+  markRendered();
+}
+
 // ---- Routing --------------------------------------------------------------------------------
 
 async function route() {
@@ -437,6 +462,7 @@ async function route() {
   if (path === "/jobs") return jobsPage(overview);
   if (path.startsWith("/jobs/")) return show(() => jobPage(decodeURIComponent(path.slice(6))));
   if (path === "/results") return show(resultsPage);
+  if (path === "/cost") return show(costPage);
   main.innerHTML = `<p>No such page. <a href="/">The stack</a></p>`;
 }
 
