@@ -1,7 +1,7 @@
 //! `provision ui`: serves the stack's dashboard until Ctrl-C.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -16,23 +16,27 @@ pub async fn run(args: UiArgs) -> anyhow::Result<ExitCode> {
     };
     let listener = ui::bind(SocketAddr::new(args.host, args.port)).await?;
     let clients = ui::clients(&stack.region).await?;
-    let addr = listener.local_addr()?;
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        addr.ip().to_string()
-    };
+    let url = url(listener.local_addr()?);
     // The URL alone on stdout (scripts read it); the rest on stderr.
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "http://{host}:{}/", addr.port())?;
+    writeln!(stdout, "{url}")?;
     stdout.flush()?;
     drop(stdout);
     eprintln!(
-        "provision ui: stack {} ({}) on http://{host}:{}/ (read-only; Ctrl-C stops it)",
-        stack.name,
-        stack.env,
-        addr.port()
+        "provision ui: stack {} ({}) at {url} (read-only; Ctrl-C stops it)",
+        stack.name, stack.env
     );
     ui::serve(listener, Arc::new(ui::App::new(stack, clients))).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `http://ADDR:PORT/`; an unspecified address (listening on every interface) is shown as
+/// loopback, which a browser on this machine can open.
+fn url(addr: SocketAddr) -> String {
+    let shown = match addr.ip() {
+        ip if !ip.is_unspecified() => addr,
+        IpAddr::V4(_) => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V6(_) => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
+    };
+    format!("http://{shown}/")
 }
