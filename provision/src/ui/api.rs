@@ -60,6 +60,21 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
+/// Runs `work(app)` on a blocking thread of the runtime. The plan and the results reader poll
+/// streams of futures made by borrowing closures, which the compiler cannot prove `Send` for
+/// every lifetime, as axum requires of a handler's future; there they need not be.
+async fn on_own_thread<T, F, Fut>(app: &Arc<App>, work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(Arc<App>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+    T: Send + 'static,
+{
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || tokio::runtime::Handle::current().block_on(work(app)))
+        .await
+        .map_err(|e| anyhow::anyhow!("the dashboard's worker thread failed: {e}"))?
+}
+
 /// Runs `work` against AWS, bounded by [`REQUEST_TIMEOUT`].
 async fn bounded<T>(
     what: &str,
@@ -105,7 +120,10 @@ pub async fn overview(State(app): State<Arc<App>>) -> Json<Value> {
 
 /// The stack graph: every resource with its status from the plan (state and a live read).
 pub async fn stack_graph(State(app): State<Arc<App>>) -> ApiResult {
-    let graph = bounded("reading the stack", graph::read(&app.clients, &app.stack)).await?;
+    let work = on_own_thread(&app, |app| async move {
+        graph::read(&app.clients, &app.stack).await
+    });
+    let graph = bounded("reading the stack", work).await?;
     Ok(Json(
         serde_json::to_value(graph).map_err(anyhow::Error::from)?,
     ))
@@ -313,11 +331,10 @@ async fn log_page(app: &App, id: &str, token: Option<String>) -> anyhow::Result<
 
 /// Training summaries and prepared datasets found in the stack's buckets.
 pub async fn results(State(app): State<Arc<App>>) -> ApiResult {
-    let found = bounded(
-        "reading the results",
-        results::read(&app.clients, &app.stack),
-    )
-    .await?;
+    let work = on_own_thread(&app, |app| async move {
+        results::read(&app.clients, &app.stack).await
+    });
+    let found = bounded("reading the results", work).await?;
     Ok(Json(
         serde_json::to_value(found).map_err(anyhow::Error::from)?,
     ))
