@@ -386,13 +386,22 @@ async fn list_stream(
             };
             anyhow::Error::new(err).context(what)
         })?;
+        // A queue's listing is of parents and single jobs; an array's children are counted
+        // under their parent (and listed by `children`), should a listing include them.
+        let listed_by_queue = s.array_job_id.is_none();
         jobs.extend(
             page.job_summary_list()
                 .iter()
+                .filter(|j| !(listed_by_queue && is_child(j)))
                 .map(|j| JobRow::from_summary(&s.queue.key, j)),
         );
     }
     Ok((jobs, calls))
+}
+
+fn is_child(job: &JobSummary) -> bool {
+    job.array_properties().and_then(|a| a.index()).is_some()
+        || job.job_id().is_some_and(|id| id.contains(':'))
 }
 
 /// Fills in the children's counts of every array parent; returns the calls made.
@@ -545,7 +554,7 @@ instance_types = ["c5.xlarge"]
 [queues.main]
 priority = 1
 compute = ["spot"]
-[queues.gpu]
+[queues.backfill]
 priority = 2
 compute = ["spot"]
 "#,
@@ -581,7 +590,7 @@ compute = ["spot"]
         let err = Query::new(&s, &["cpu".into()], &[], None).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "no queue `cpu` in the stack; its queues: gpu, main"
+            "no queue `cpu` in the stack; its queues: backfill, main"
         );
         let err = Query::new(&s, &[], &["DONE".into()], None).unwrap_err();
         assert_eq!(

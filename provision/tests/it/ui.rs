@@ -294,7 +294,7 @@ fn ui_json_endpoints_answer_from_the_clis_code() {
     assert_eq!(node("queue.main")["drift"], true);
     assert_eq!(
         node("queue.main")["deps"],
-        json!(["compute.ondemand", "compute.spot"])
+        json!(["compute.spot", "compute.ondemand"])
     );
     assert_eq!(node("compute.spot")["action"], "no-op");
     assert_eq!(node("compute.spot")["live"]["image_type"], "ECS_AL2023");
@@ -347,8 +347,6 @@ fn ui_json_endpoints_answer_from_the_clis_code() {
     assert_eq!(job["job"]["status"], "SUCCEEDED");
     assert_eq!(job["queue"], format!("{}-main", f.prefix));
     assert_eq!(job["command"], json!(["runtime", "prepare"]));
-    assert_eq!(job["resources"]["vcpu"], "2");
-    assert_eq!(job["retry_attempts"], 3);
     let env = job["environment"].as_array().unwrap();
     assert!(env
         .iter()
@@ -587,7 +585,10 @@ fn ui_pages_in_a_headless_browser() {
         // Cost: a row per compute environment.
         client.goto(&format!("{url}/cost")).await?;
         browser::wait_visible(&client, "#compute-cost tbody tr").await?;
-        assert_eq!(client.find_all(Css("#compute-cost tbody tr")).await?.len(), 2);
+        assert_eq!(
+            client.find_all(Css("#compute-cost tbody tr")).await?.len(),
+            2
+        );
         browser::screenshot(&client, "cost").await?;
         Ok(())
     });
