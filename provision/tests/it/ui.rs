@@ -572,6 +572,9 @@ fn ui_pages_in_a_headless_browser() {
         client.goto(&format!("{url}/jobs/{prepare}")).await?;
         browser::wait_visible(&client, "#attempts").await?;
         browser::wait_text(&client, "#log", "prepared 2 datasets").await?;
+        client
+            .execute("document.getElementById('log').scrollIntoView()", vec![])
+            .await?;
         browser::screenshot(&client, "job").await?;
 
         // Results: the table and a curve per model and measure.
