@@ -450,7 +450,8 @@ async function costPage() {
 // ---- Routing --------------------------------------------------------------------------------
 
 async function route() {
-  const overview = await header();
+  // The header's request runs beside the page's own: the first page waits for one round trip.
+  const overview = header();
   const path = location.pathname;
   const show = async (render) => {
     try { await render(); } catch (e) {
@@ -459,7 +460,7 @@ async function route() {
     }
   };
   if (path === "/" || path === "") return show(stackPage);
-  if (path === "/jobs") return jobsPage(overview);
+  if (path === "/jobs") return jobsPage(await overview);
   if (path.startsWith("/jobs/")) return show(() => jobPage(decodeURIComponent(path.slice(6))));
   if (path === "/results") return show(resultsPage);
   if (path === "/cost") return show(costPage);
