@@ -11,7 +11,7 @@ RUNTIME = target/debug/runtime
 .PHONY: test demo build venv emulator emulator-stop plan deploy destroy bench bench-train lint
 
 ## make test: every test of the workspace, against a moto server the tests start themselves.
-test: venv
+test: venv browser
 	$(CARGO) test --workspace
 
 ## make demo: start the emulator, apply the reference stack, run the pipeline, destroy.
@@ -28,6 +28,12 @@ lint:
 
 venv:
 	scripts/venv.sh
+
+## make browser: headless chromium + chromedriver for the dashboard's page tests (apt; skipped
+## with a message where it cannot install).
+.PHONY: browser
+browser:
+	scripts/setup-browser.sh
 
 ## make emulator: a moto server in the background; prints the exports to use it.
 emulator:
@@ -84,3 +90,11 @@ bench-latency: venv
 	$(CARGO) build --workspace --bins
 	$(CARGO) build --workspace --example bench_latency
 	target/debug/examples/bench_latency $(PROVISION)
+## make bench-jobs: requests `provision jobs` makes to list 10,000 jobs vs a boto3 paginator
+## (what a submit script does) against moto -> bench/jobs.md
+## make bench-ui: the dashboard's first page and its jobs page with 1,000 jobs -> bench/ui.md
+.PHONY: bench-jobs bench-ui
+bench-jobs: venv
+	$(CARGO) test --workspace --test it -- --ignored --exact joblist::bench_listing_10000_jobs --nocapture
+bench-ui: venv browser
+	$(CARGO) test --workspace --test it -- --ignored --exact ui::bench_dashboard --nocapture

@@ -19,7 +19,7 @@ export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=test
 export AWS_EC2_METADATA_DISABLED=true
 unset AWS_PROFILE
 work=$(mktemp -d -t provision-demo.XXXXXX)
-trap 'kill $EMU_PID 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill ${UI_PID:-} $EMU_PID 2>/dev/null || true; rm -rf "$work"' EXIT
 step "emulator at $AWS_ENDPOINT_URL"
 
 step "provision validate ${stack[*]}"
@@ -30,6 +30,16 @@ provision plan "${stack[@]}"
 
 step "provision apply ${stack[*]} --auto-approve"
 provision apply "${stack[@]}" --auto-approve
+
+# The dashboard, up until the demo ends (PROVISION_UI_PORT picks its port; default any free one).
+provision ui "${stack[@]}" --port "${PROVISION_UI_PORT:-0}" >"$work/ui-url" 2>"$work/ui.log" &
+UI_PID=$!
+for _ in $(seq 100); do [ -s "$work/ui-url" ] && break; sleep 0.1; done
+if [ -s "$work/ui-url" ]; then
+  step "dashboard: $(head -n1 "$work/ui-url")   (provision ui: the stack, its jobs, logs and results, up until the demo ends)"
+else
+  echo "provision ui did not start: $(cat "$work/ui.log")" >&2
+fi
 
 step "provision plan ${stack[*]} --detailed-exitcode   (a second plan has nothing to do)"
 provision plan "${stack[@]}" --detailed-exitcode

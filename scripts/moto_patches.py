@@ -270,3 +270,62 @@ def logs_filter_log_events_as_aws():
                         next_token, filter_pattern, True)
 
     LogsBackend.filter_log_events = filter_log_events
+def batch_list_jobs_pages_and_time_filters():
+    """AWS: ListJobs answers at most `maxResults` jobs per call (default 100, at most 1000) and
+    a `nextToken` for the rest; the AFTER_CREATED_AT / BEFORE_CREATED_AT filters select by
+    `createdAt` (milliseconds since the epoch), and a filtered list is newest first; each job
+    summary of an array job carries `arrayProperties` (`size` for the parent, `index` for a
+    child); a queue's list holds array parents, not their children. moto 5.2 answers every job
+    in one page, ignores the time filters, lists children with their queue and leaves out
+    `arrayProperties`: a listing that never follows `nextToken` would pass here and show 100 of
+    10,000 jobs on AWS, and the call counts `provision jobs` is measured by would mean nothing."""
+    import json
+
+    from moto.batch.exceptions import ClientException
+    from moto.batch.responses import BatchResponse
+    from moto.batch.models import datetime2int_milliseconds
+
+    def summary(job):
+        item = job.describe_short()
+        if job._child_jobs:
+            item["arrayProperties"] = {"size": len(job._child_jobs)}
+        elif is_child(job):
+            item["arrayProperties"] = {"index": job.array_properties["index"]}
+        return item
+
+    def created(job):
+        return datetime2int_milliseconds(job.job_created_at)
+
+    def is_child(job):
+        return "index" in (job.array_properties or {})
+
+    def listjobs(self):
+        filters = self._get_param("filters")
+        array_job_id = self._get_param("arrayJobId")
+        jobs = self.batch_backend.list_jobs(
+            job_queue_name=self._get_param("jobQueue"),
+            array_job_id=array_job_id,
+            job_status=self._get_param("jobStatus"),
+            filters=filters,
+        )
+        if not array_job_id:
+            # A queue lists array parents, not their children (those: by arrayJobId).
+            jobs = [j for j in jobs if not is_child(j)]
+        for f in filters or []:
+            values = [int(v) for v in f.get("values", [])]
+            if f["name"] == "AFTER_CREATED_AT":
+                jobs = [j for j in jobs if all(created(j) > v for v in values)]
+            elif f["name"] == "BEFORE_CREATED_AT":
+                jobs = [j for j in jobs if all(created(j) < v for v in values)]
+        if filters:
+            jobs = sorted(jobs, key=created, reverse=True)
+        size = int(self._get_param("maxResults") or 100)
+        if not 1 <= size <= 1000:
+            raise ClientException("maxResults must be between 1 and 1000")
+        start = int(self._get_param("nextToken") or 0)
+        result = {"jobSummaryList": [summary(j) for j in jobs[start : start + size]]}
+        if start + size < len(jobs):
+            result["nextToken"] = str(start + size)
+        return json.dumps(result)
+
+    BatchResponse.listjobs = listjobs

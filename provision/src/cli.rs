@@ -46,6 +46,10 @@ pub enum Command {
     /// Adopt an existing resource into the state (tagging it), after showing what the next
     /// apply would change on it.
     Import(ImportArgs),
+    /// List the stack's jobs across its queues (array jobs with their children by status).
+    Jobs(JobsArgs),
+    /// Serve a local, read-only dashboard of the stack: resources, jobs, logs, results.
+    Ui(UiArgs),
 }
 
 impl Command {
@@ -357,4 +361,48 @@ pub struct ImportArgs {
     /// The existing resource: its name or ARN.
     #[arg(value_name = "NAME_OR_ARN")]
     pub resource: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Only this queue (its key in `[queues]`). Repeatable.
+    #[arg(long = "queue", value_name = "QUEUE")]
+    pub queues: Vec<String>,
+    /// Only jobs in this status (SUBMITTED, PENDING, RUNNABLE, STARTING, RUNNING, SUCCEEDED,
+    /// FAILED; any case, comma-separated or repeated).
+    #[arg(long = "status", value_name = "STATUS")]
+    pub statuses: Vec<String>,
+    /// Only jobs created within this long before now (30m, 12h, 1d, 2w).
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    /// Print the jobs as a JSON list (with --watch: one list per line, per refresh).
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh the listing until every job listed has ended (Ctrl-C stops it sooner).
+    #[arg(long)]
+    pub watch: bool,
+    /// Time between refreshes with --watch (at least 1s; stretched when a listing takes many
+    /// requests, to stay under Batch's request rate).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        requires = "watch"
+    )]
+    pub poll_interval: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// The port to serve on (0: any free port).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// The address to serve on. Loopback by default: the dashboard has no authentication, so
+    /// anyone who can reach it sees the stack.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDRESS")]
+    pub host: std::net::IpAddr,
 }

@@ -10,3 +10,4 @@ pub mod jobs;
 pub mod resources;
 pub mod stack;
 pub mod state;
+pub mod ui;

@@ -192,41 +192,20 @@ impl Reader<'_> {
     async fn drain(&self, stream: &str, token: &mut Option<String>) -> anyhow::Result<bool> {
         let mut stdout = std::io::stdout().lock();
         loop {
-            let result = self
-                .logs
-                .get_log_events()
-                .log_group_name(&self.group)
-                .log_stream_name(stream)
-                .start_from_head(true)
-                .set_start_time(self.since_ms)
-                .set_next_token(token.clone())
-                .send()
-                .await;
-            let page = match result {
-                Ok(page) => page,
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .is_some_and(|e| e.is_resource_not_found_exception()) =>
-                {
-                    return Ok(false);
-                }
-                Err(err) => {
-                    return Err(err)
-                        .with_context(|| format!("GetLogEvents {} {stream}", self.group));
-                }
+            let Some(page) =
+                events_page(self.logs, &self.group, stream, self.since_ms, token.clone()).await?
+            else {
+                return Ok(false);
             };
-            for event in page.events() {
+            for event in &page.events {
                 let message = event.message().unwrap_or_default();
                 writeln!(stdout, "{}", message.strip_suffix('\n').unwrap_or(message))?;
             }
             stdout.flush()?;
-            // The end of the stream is the token that comes back unchanged.
-            let next = page.next_forward_token().map(str::to_string);
-            if next.is_none() || next == *token {
+            if page.at_end {
                 return Ok(true);
             }
-            *token = next;
+            *token = page.next_token;
         }
     }
 
@@ -315,4 +294,54 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// One page of a log stream's events.
+pub(crate) struct EventsPage {
+    pub events: Vec<aws_sdk_cloudwatchlogs::types::OutputLogEvent>,
+    /// Where the next page starts.
+    pub next_token: Option<String>,
+    /// No event after this page (yet: a running job may write more).
+    pub at_end: bool,
+}
+
+/// The events after `token` (from the start, or from `since_ms`, without one); `None` when the
+/// stream does not exist. `logs` and the dashboard's job page both read through it.
+pub(crate) async fn events_page(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    stream: &str,
+    since_ms: Option<i64>,
+    token: Option<String>,
+) -> anyhow::Result<Option<EventsPage>> {
+    let result = logs
+        .get_log_events()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .start_from_head(true)
+        .set_start_time(since_ms)
+        .set_next_token(token.clone())
+        .send()
+        .await;
+    let page = match result {
+        Ok(page) => page,
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            return Ok(None);
+        }
+        Err(err) => {
+            return Err(err).with_context(|| format!("GetLogEvents {group} {stream}"));
+        }
+    };
+    // The end of the stream is the token that comes back unchanged.
+    let next_token = page.next_forward_token().map(str::to_string);
+    let at_end = next_token.is_none() || next_token == token;
+    Ok(Some(EventsPage {
+        events: page.events().to_vec(),
+        next_token: next_token.or(token),
+        at_end,
+    }))
 }

@@ -9,13 +9,15 @@ mod completions;
 mod cost;
 mod destroy;
 mod import;
-mod logs;
+mod jobs;
+pub(crate) mod logs;
 mod output;
 mod plan;
 mod run_local;
 mod state;
 mod status;
 mod submit;
+mod ui;
 mod validate;
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -33,6 +35,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Completions(args) => completions::run(args),
         Command::Cost(args) => cost::run(args).await,
         Command::Import(args) => import::run(args).await,
+        Command::Jobs(args) => jobs::run(args).await,
+        Command::Ui(args) => ui::run(args).await,
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod console;
 pub mod describe;
 pub mod latest;
+pub mod list;
 pub mod live;
 pub mod log_group;
 pub mod select;

@@ -4,7 +4,7 @@
 use aws_sdk_batch::types::JobStatus;
 
 /// Batch's lifecycle order, for messages (the SDK lists its values alphabetically).
-const LIFECYCLE: [JobStatus; 7] = [
+pub const LIFECYCLE: [JobStatus; 7] = [
     JobStatus::Submitted,
     JobStatus::Pending,
     JobStatus::Runnable,

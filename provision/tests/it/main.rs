@@ -3,9 +3,11 @@
 mod engine;
 mod hardening;
 mod harness;
+mod joblist;
 mod jobs;
 mod latency;
 mod operations;
 mod operations_logs;
 mod snapshots;
 mod stack;
+mod ui;
