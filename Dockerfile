@@ -17,6 +17,7 @@ COPY Cargo.toml Cargo.lock /src/
 COPY provision /src/provision
 COPY runtime /src/runtime
 COPY testkit /src/testkit
+COPY report /src/report
 
 # ---- CPU ---------------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-bookworm AS cpu-build

@@ -8,12 +8,12 @@ STACK_FLAGS = --stack $(STACK) $(if $(ENV),--env $(ENV)) $(if $(GPU),--set gpu=$
 PROVISION = target/debug/provision
 RUNTIME = target/debug/runtime
 
-.PHONY: test demo build venv emulator emulator-stop plan deploy destroy bench bench-train
+.PHONY: test demo build venv emulator emulator-stop plan deploy destroy bench bench-train lint
 .PHONY: registry release image push upload-data submit-data-jobs submit-jobs submit-job bench-image
 
 ## make test: every test of the workspace, against a moto server and a container registry on
 ## loopback that the tests start themselves.
-test: venv registry
+test: venv registry browser
 	$(CARGO) test --workspace
 
 ## make demo: start the emulator, apply the reference stack, run the pipeline, destroy.
@@ -23,12 +23,22 @@ demo: venv registry build
 build:
 	$(CARGO) build --workspace
 
+## make lint: what CI checks before the tests: formatting, and clippy with every warning an error.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
 venv:
 	scripts/venv.sh
 
 ## make registry: install the loopback container registry the tests push to (docker-registry).
 registry:
 	scripts/setup-registry.sh
+## make browser: headless chromium + chromedriver for the dashboard's page tests (apt; skipped
+## with a message where it cannot install).
+.PHONY: browser
+browser:
+	scripts/setup-browser.sh
 
 ## make emulator: a moto server in the background; prints the exports to use it.
 emulator:
@@ -94,7 +104,7 @@ bench-image: release
 	bench/image.sh
 
 ## make bench: every benchmark, each side by side with the tool a user would otherwise pick.
-bench: bench-plan bench-prepare bench-train bench-image
+bench: bench-plan bench-prepare bench-train bench-latency bench-image
 
 ## make bench-plan: no-op plan of the reference stack against moto vs `cdk synth` -> bench/
 .PHONY: bench-plan bench-prepare bench-train bench-train-gpu
@@ -110,7 +120,33 @@ bench-train:
 bench-train-gpu:
 	bench/train_gpu.sh
 
+## make bench-fanout: submit of 5,000 ids, provision vs the boto3 submit scripts' loop, against moto -> bench/fanout.md
+.PHONY: bench-fanout
+bench-fanout: venv
+	bench/fanout.sh
+## make bench-logs: requests to read an array job of 100 children, `provision logs` vs a per-job
+## script, against moto -> bench/logs.md
+.PHONY: bench-logs
+bench-logs: venv
+	bench/logs.sh
+
 ## make bench-prepare: `runtime prepare` vs Python polars on 1e6 and 1e7 rows -> bench/prepare.md
 bench-prepare:
 	$(CARGO) build --workspace --release
 	bench/prepare.sh
+
+## make bench-latency: plan, apply and destroy of the reference stack with every request held 50
+## and 100 ms, as AWS's latency holds it: round trips one after another -> bench/latency.md
+.PHONY: bench-latency
+bench-latency: venv
+	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --example bench_latency
+	target/debug/examples/bench_latency $(PROVISION)
+## make bench-jobs: requests `provision jobs` makes to list 10,000 jobs vs a boto3 paginator
+## (what a submit script does) against moto -> bench/jobs.md
+## make bench-ui: the dashboard's first page and its jobs page with 1,000 jobs -> bench/ui.md
+.PHONY: bench-jobs bench-ui
+bench-jobs: venv
+	$(CARGO) test --workspace --test it -- --ignored --exact joblist::bench_listing_10000_jobs --nocapture
+bench-ui: venv browser
+	$(CARGO) test --workspace --test it -- --ignored --exact ui::bench_dashboard --nocapture

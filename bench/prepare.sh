@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench-prepare`: `runtime prepare` vs the same §6 computation in Python polars
+# `make bench-prepare`: `runtime prepare` vs the same feature computation in Python polars
 # (bench/prepare_polars.py) on 1e6 and 1e7 generated rows, both on 2 threads, zstd Parquet out.
 # Wall time and peak RSS from /usr/bin/time -v; results in bench/prepare.md.
 set -euo pipefail
@@ -87,9 +87,9 @@ cat > bench/prepare.md <<MD
 # \`runtime prepare\` vs Python polars
 
 \`make bench-prepare\` (bench/prepare.sh). One instrument of \`runtime generate\` ticks (10 ms events),
-hive-partitioned Parquet on local disk; both tools compute DESIGN.md §6 (features, labels, split,
-scaler, \`sample\`) and write zstd Parquet (level 1, Float32 features), scaler.json and
-preparation_config.json.
+hive-partitioned Parquet on local disk; both tools compute the data contract of docs/design.md
+(features, labels, split, scaler, \`sample\`) and write zstd Parquet (level 1, Float32 features),
+scaler.json and preparation_config.json.
 \`POLARS_MAX_THREADS=2\` for both. Best wall time of $repeats runs, peak RSS from \`/usr/bin/time -v\`.
 Python: polars $py_polars (bench/prepare_polars.py, bench/.venv). Rust: release build of this
 repository (polars 0.55). Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), shared with other builds while measured

@@ -1,4 +1,5 @@
-"""DESIGN.md §6 in Python polars: the reference `runtime prepare` is measured against.
+"""The data contract of docs/design.md in Python polars: the reference `runtime prepare` is
+measured against.
 
 Same input (hive-partitioned Parquet), same formulas, same outputs (train/validation/test
 Parquet with zstd level 1 and Float32 features, scaler.json, preparation_config.json).
@@ -87,7 +88,7 @@ def prepare(args, instrument):
     mean = [train[f].mean() for f in FEATURES]
     std = [train[f].std(ddof=0) for f in FEATURES]
     std = [1.0 if s == 0 or s is None else s for s in std]
-    # Float32 features, as `runtime prepare` writes them (DESIGN §6 allows Float64 or Float32).
+    # Float32 features, as `runtime prepare` writes them (the contract allows Float64 or Float32).
     scaled = labelled.with_columns([((pl.col(f) - m) / s).cast(pl.Float32).alias(f) for f, m, s in zip(FEATURES, mean, std)])
     out = os.path.join(args.output, f"datasets/instrument={instrument}/start_date={start}/end_date={end}")
     os.makedirs(out, exist_ok=True)

@@ -40,7 +40,7 @@ export AWS_ENDPOINT_URL=${line#MOTO_ENDPOINT=}
 export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 export AWS_EC2_METADATA_DISABLED=true
 unset AWS_PROFILE
-trap 'kill $EMU_PID $registry_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill ${UI_PID:-} $EMU_PID $registry_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 step "emulator at $AWS_ENDPOINT_URL, registry at $PROVISION_REGISTRY"
 
 step "provision validate ${stack[*]}"
@@ -74,6 +74,16 @@ for d in batch.describe_job_definitions(status="ACTIVE")["jobDefinitions"]:
     print("  %-28s %s" % ("%s:%d" % (d["jobDefinitionName"], d["revision"]), d["containerProperties"]["image"]))
 PY
 
+# The dashboard, up until the demo ends (PROVISION_UI_PORT picks its port; default any free one).
+provision ui "${stack[@]}" --port "${PROVISION_UI_PORT:-0}" >"$work/ui-url" 2>"$work/ui.log" &
+UI_PID=$!
+for _ in $(seq 100); do [ -s "$work/ui-url" ] && break; sleep 0.1; done
+if [ -s "$work/ui-url" ]; then
+  step "dashboard: $(head -n1 "$work/ui-url")   (provision ui: the stack, its jobs, logs and results, up until the demo ends)"
+else
+  echo "provision ui did not start: $(cat "$work/ui.log")" >&2
+fi
+
 step "provision plan ${stack[*]} --detailed-exitcode   (a second plan has nothing to do)"
 provision plan "${stack[@]}" --detailed-exitcode
 
@@ -102,24 +112,7 @@ provision run-local "${stack[@]}" train -- runtime train \
   --datasets "$root_uri" --output "$root_uri" --epochs 3 --batch-size 128 --device cpu
 
 step "results under $root_uri/models"
-.venv/bin/python - "$bucket" <<'PY'
-import json, os, sys
-import boto3
-s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-bucket = sys.argv[1]
-keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="ml-pipeline/models/")
-        for o in page.get("Contents", [])]
-for key in sorted(keys):
-    print("  s3://%s/%s" % (bucket, key))
-for key in sorted(k for k in keys if k.endswith("training_summary.json")):
-    summary = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    print("\n%s" % key.rsplit("/", 1)[0].replace("ml-pipeline/models/", ""))
-    print("  %-9s %-10s %-9s %-9s %s" % ("model", "best_epoch", "val_loss", "test_acc", "samples/s"))
-    for name, m in summary["models"].items():
-        best = m["epochs"][m["best_epoch"] - 1]
-        print("  %-9s %-10d %-9.4f %-9.3f %.0f" % (name, m["best_epoch"], best["val_loss"],
-              m["test_accuracy"], best["samples_per_s"]))
-PY
+runtime collect --summaries --input "$root_uri/models" --output -
 
 step "provision destroy ${stack[*]} --auto-approve"
 provision destroy "${stack[@]}" --auto-approve

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Starts the test emulator: a moto server on a free loopback port (DESIGN.md §5).
+"""Starts the test emulator: a moto server on a free loopback port (docs/design.md, "The test
+emulator").
 
     .venv/bin/python scripts/emulator.py [--port N] [--port-file F] [--watch-stdin]
 

@@ -1,4 +1,5 @@
-"""Small patches that hold moto to AWS rules the tool depends on (DESIGN.md §5).
+"""Small patches that hold moto to AWS rules the tool depends on (docs/design.md, "The test
+emulator").
 
 Each patch is a function registered in PATCHES, with a comment naming the AWS rule it adds and
 the reason the tests need it. The tool never special-cases the emulator; the emulator is made
@@ -314,3 +315,85 @@ def ecr_sees_the_registry():
         return original_list(self, repository_name, registry_id, *args, **kwargs)
 
     ECRBackend.list_images = list_images
+
+
+@patch
+def logs_filter_log_events_as_aws():
+    """AWS: FilterLogEvents interleaves the events of all the streams it searches in time order
+    (its `interleaved` flag is ignored and deprecated since 2019), and refuses a
+    `logStreamNames` list that names a stream that does not exist (ResourceNotFoundException).
+    moto orders by time only when asked, and skips missing streams, so `provision logs` could
+    neither rely on the order nor be held to the refusal."""
+    from moto.logs.exceptions import ResourceNotFoundException
+    from moto.logs.models import LogsBackend
+
+    original = LogsBackend.filter_log_events
+
+    def filter_log_events(self, log_group_name, log_stream_names, start_time, end_time, limit,
+                          next_token, filter_pattern, interleaved):
+        group = self.groups.get(log_group_name)
+        if group is not None and any(name not in group.streams for name in log_stream_names or []):
+            raise ResourceNotFoundException("The specified log stream does not exist.")
+        return original(self, log_group_name, log_stream_names, start_time, end_time, limit,
+                        next_token, filter_pattern, True)
+
+    LogsBackend.filter_log_events = filter_log_events
+def batch_list_jobs_pages_and_time_filters():
+    """AWS: ListJobs answers at most `maxResults` jobs per call (default 100, at most 1000) and
+    a `nextToken` for the rest; the AFTER_CREATED_AT / BEFORE_CREATED_AT filters select by
+    `createdAt` (milliseconds since the epoch), and a filtered list is newest first; each job
+    summary of an array job carries `arrayProperties` (`size` for the parent, `index` for a
+    child); a queue's list holds array parents, not their children. moto 5.2 answers every job
+    in one page, ignores the time filters, lists children with their queue and leaves out
+    `arrayProperties`: a listing that never follows `nextToken` would pass here and show 100 of
+    10,000 jobs on AWS, and the call counts `provision jobs` is measured by would mean nothing."""
+    import json
+
+    from moto.batch.exceptions import ClientException
+    from moto.batch.responses import BatchResponse
+    from moto.batch.models import datetime2int_milliseconds
+
+    def summary(job):
+        item = job.describe_short()
+        if job._child_jobs:
+            item["arrayProperties"] = {"size": len(job._child_jobs)}
+        elif is_child(job):
+            item["arrayProperties"] = {"index": job.array_properties["index"]}
+        return item
+
+    def created(job):
+        return datetime2int_milliseconds(job.job_created_at)
+
+    def is_child(job):
+        return "index" in (job.array_properties or {})
+
+    def listjobs(self):
+        filters = self._get_param("filters")
+        array_job_id = self._get_param("arrayJobId")
+        jobs = self.batch_backend.list_jobs(
+            job_queue_name=self._get_param("jobQueue"),
+            array_job_id=array_job_id,
+            job_status=self._get_param("jobStatus"),
+            filters=filters,
+        )
+        if not array_job_id:
+            # A queue lists array parents, not their children (those: by arrayJobId).
+            jobs = [j for j in jobs if not is_child(j)]
+        for f in filters or []:
+            values = [int(v) for v in f.get("values", [])]
+            if f["name"] == "AFTER_CREATED_AT":
+                jobs = [j for j in jobs if all(created(j) > v for v in values)]
+            elif f["name"] == "BEFORE_CREATED_AT":
+                jobs = [j for j in jobs if all(created(j) < v for v in values)]
+        if filters:
+            jobs = sorted(jobs, key=created, reverse=True)
+        size = int(self._get_param("maxResults") or 100)
+        if not 1 <= size <= 1000:
+            raise ClientException("maxResults must be between 1 and 1000")
+        start = int(self._get_param("nextToken") or 0)
+        result = {"jobSummaryList": [summary(j) for j in jobs[start : start + size]]}
+        if start + size < len(jobs):
+            result["nextToken"] = str(start + size)
+        return json.dumps(result)
+
+    BatchResponse.listjobs = listjobs

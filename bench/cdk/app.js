@@ -1,5 +1,5 @@
-// The reference stack (stacks/orderflow.toml --env dev) as the CDK app users write today
-// (seed 001): same resources, same settings. Only `cdk synth` is timed; nothing is deployed.
+// The reference stack (stacks/orderflow.toml --env dev) as the CDK app users write today: same
+// resources, same settings. Only `cdk synth` is timed; nothing is deployed.
 const cdk = require('aws-cdk-lib');
 const { aws_ec2: ec2, aws_s3: s3, aws_ecr: ecr, aws_logs: logs, aws_iam: iam, aws_batch: batch } = cdk;
 

@@ -8,8 +8,9 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
-/// Attempts per call, first try included. With throttles and 500s on a 100-call apply the
-/// SDK's default of 3 is not enough (DESIGN.md §5); standard mode backs off exponentially.
+/// Attempts per call, first try included. With throttles and 500s on a 100-call apply the SDK's
+/// default of 3 is not enough (docs/design.md, "The test emulator"); standard mode backs off
+/// exponentially.
 const MAX_ATTEMPTS: u32 = 10;
 
 /// Starts loading the system's trusted root certificates on a thread of their own while the
@@ -30,7 +31,12 @@ pub fn preload_tls_roots() {
 /// The SDK configuration loader every command uses: the standard chain, with retries and
 /// timeouts set here for all.
 fn config_loader() -> aws_config::ConfigLoader {
-    aws_config::defaults(BehaviorVersion::latest())
+    with_retries(aws_config::defaults(BehaviorVersion::latest()))
+}
+
+/// `loader` with the tool's retries and timeouts (tests give theirs an explicit endpoint).
+pub fn with_retries(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
+    loader
         .retry_config(
             RetryConfig::standard()
                 .with_max_attempts(MAX_ATTEMPTS)

@@ -1,4 +1,4 @@
-//! The command line (DESIGN.md §3). Doc comments are the help text.
+//! The command line (docs/design.md, "Command line"). Doc comments are the help text.
 
 use std::path::PathBuf;
 
@@ -34,7 +34,8 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Show the status of jobs (and of array children).
     Status(StatusArgs),
-    /// Print a job's CloudWatch log stream.
+    /// Print a job's CloudWatch logs (an array job: every child's), or the latest job's of a
+    /// stack job.
     Logs(LogsArgs),
     /// Run a job's command on this machine with the environment its job definition gives it.
     RunLocal(RunLocalArgs),
@@ -44,6 +45,15 @@ pub enum Command {
     Image(ImageArgs),
     /// Sync a local directory to one of the stack's buckets: only new and changed files go up.
     Upload(UploadArgs),
+    /// Estimate the stack's cost: $/hour at full scale and idle, Spot vs On-Demand, storage.
+    Cost(CostArgs),
+    /// Adopt an existing resource into the state (tagging it), after showing what the next
+    /// apply would change on it.
+    Import(ImportArgs),
+    /// List the stack's jobs across its queues (array jobs with their children by status).
+    Jobs(JobsArgs),
+    /// Serve a local, read-only dashboard of the stack: resources, jobs, logs, results.
+    Ui(UiArgs),
 }
 
 impl Command {
@@ -146,6 +156,13 @@ pub enum StateCommand {
         /// The resource address, as the plan prints it.
         address: String,
     },
+    /// Forget one resource without deleting it (the next plan no longer manages it).
+    Rm {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// The resource address, as the plan prints it.
+        address: String,
+    },
     /// Remove the stack's lock.
     Unlock {
         #[command(flatten)]
@@ -196,6 +213,31 @@ pub struct SubmitArgs {
     /// object) per line.
     #[arg(long, conflicts_with_all = ["vars", "watch"])]
     pub all: bool,
+    /// Fan out over these ids (a file with one id per line, or a JSON array; `-`: stdin),
+    /// split by --array-size N or --per-job K. Each job gets SHARD_INDEX (an array child:
+    /// AWS_BATCH_JOB_ARRAY_INDEX), SHARD_COUNT, and SHARD_IDS (its ids, comma-separated) or
+    /// SHARD_MANIFEST (an s3:// JSON manifest in the stack's bucket, when they do not fit).
+    #[arg(long, value_name = "FILE")]
+    pub ids: Option<PathBuf>,
+    /// With --ids: at most K ids per shard.
+    #[arg(long, value_name = "K")]
+    pub per_job: Option<u32>,
+    /// With --ids: submit one job per shard, named `{job}-{index:03}`, instead of one array.
+    #[arg(long)]
+    pub separate_jobs: bool,
+    /// Split --start-date..--end-date (inclusive) into batches, one job each with START_DATE
+    /// and END_DATE: `month`, `week` (Monday to Sunday) or `Nd` (N days).
+    #[arg(long, value_name = "month|week|Nd")]
+    pub split_dates: Option<crate::jobs::shard::DateSplit>,
+    /// First day of --split-dates (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE", requires = "split_dates")]
+    pub start_date: Option<String>,
+    /// Last day of --split-dates (YYYY-MM-DD), included.
+    #[arg(long, value_name = "DATE", requires = "split_dates")]
+    pub end_date: Option<String>,
+    /// The bucket (a key of `[buckets]`) that holds the shard manifest; default: the first.
+    #[arg(long, value_name = "KEY")]
+    pub manifest_bucket: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -212,12 +254,59 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which_job").required(true).args(["job_id", "job"])))]
 pub struct LogsArgs {
-    /// The job id, as `submit` prints it (an array job's child: `ID:INDEX`).
-    pub job_id: String,
-    /// Keep printing new lines until the job ends.
+    /// The job id, as `submit` prints it (an array job: every child, each line prefixed with
+    /// `[INDEX]`; one child: `ID:INDEX`).
+    pub job_id: Option<String>,
+    /// The latest job of this stack job instead of an id: its key in `[jobs]` (a matrix job:
+    /// `KEY-VALUE`). Needs --stack.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "stack",
+        conflicts_with = "job_id"
+    )]
+    pub job: Option<String>,
+    /// With --job: the latest job in this status, any case: SUBMITTED, PENDING, RUNNABLE,
+    /// STARTING, RUNNING, SUCCEEDED or FAILED (`failed`: the last failure).
+    #[arg(long, value_name = "STATUS", requires = "job", value_parser = crate::jobs::status::parse)]
+    pub status: Option<aws_sdk_batch::types::JobStatus>,
+    /// With --job: the stack file (TOML).
+    #[arg(long, env = "PROVISION_STACK", value_name = "FILE")]
+    pub stack: Option<PathBuf>,
+    /// With --job: the environment, as for the stack commands.
+    #[arg(long, env = "PROVISION_ENV", value_name = "NAME")]
+    pub env: Option<String>,
+    /// With --job: override one stack value, as for the stack commands. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Keep printing new lines until the job (every child of an array) ends.
     #[arg(long)]
     pub follow: bool,
+    /// Only the events that match this CloudWatch Logs filter pattern (`ERROR`, `"exact
+    /// phrase"`, `{ $.level = "error" }`).
+    #[arg(long, value_name = "PATTERN")]
+    pub filter_pattern: Option<String>,
+    /// Only the events of the last DURATION (`30s`, `10m`, `1h`, `1d`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// With --follow: seconds between reads (longer when a large array needs more calls, so
+    /// that the reads stay within the services' request rates).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub poll_interval: u64,
+}
+
+impl LogsArgs {
+    /// The stack selection of `--job`, when `--stack` is given.
+    pub fn stack_args(&self) -> Option<StackArgs> {
+        Some(StackArgs {
+            stack: self.stack.clone()?,
+            env: self.env.clone(),
+            set: self.set.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -320,4 +409,83 @@ pub struct UploadArgs {
     /// List what would go up; upload nothing.
     #[arg(long)]
     pub dry_run: bool,
+pub struct CostArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Gigabytes kept in the stack's buckets, for the storage line.
+    #[arg(long, value_name = "GB", default_value_t = 0.0)]
+    pub s3_gb: f64,
+    /// Gigabytes of images in the stack's repositories, for the storage line.
+    #[arg(long, value_name = "GB", default_value_t = 0.0)]
+    pub ecr_gb: f64,
+    /// Print the estimate as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Read current Spot prices of the stack's instance types from EC2 (On-Demand prices stay
+    /// the shipped table's).
+    #[arg(long)]
+    pub refresh_prices: bool,
+    /// Measure what the stack's buckets (every version) and repositories hold now, instead of
+    /// --s3-gb and --ecr-gb.
+    #[arg(long, conflicts_with_all = ["s3_gb", "ecr_gb"])]
+    pub measure_storage: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Adopt without asking for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// The address the resource takes, as the plan prints it (`bucket.data`, `queue.main`,
+    /// `compute.spot`, `role.job`, `repository.runtime`, `log_group.jobs`, `job_definition.train`).
+    pub address: String,
+    /// The existing resource: its name or ARN.
+    #[arg(value_name = "NAME_OR_ARN")]
+    pub resource: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Only this queue (its key in `[queues]`). Repeatable.
+    #[arg(long = "queue", value_name = "QUEUE")]
+    pub queues: Vec<String>,
+    /// Only jobs in this status (SUBMITTED, PENDING, RUNNABLE, STARTING, RUNNING, SUCCEEDED,
+    /// FAILED; any case, comma-separated or repeated).
+    #[arg(long = "status", value_name = "STATUS")]
+    pub statuses: Vec<String>,
+    /// Only jobs created within this long before now (30m, 12h, 1d, 2w).
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    /// Print the jobs as a JSON list (with --watch: one list per line, per refresh).
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh the listing until every job listed has ended (Ctrl-C stops it sooner).
+    #[arg(long)]
+    pub watch: bool,
+    /// Time between refreshes with --watch (at least 1s; stretched when a listing takes many
+    /// requests, to stay under Batch's request rate).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        requires = "watch"
+    )]
+    pub poll_interval: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// The port to serve on (0: any free port).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// The address to serve on. Loopback by default: the dashboard has no authentication, so
+    /// anyone who can reach it sees the stack.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDRESS")]
+    pub host: std::net::IpAddr,
 }

@@ -8,15 +8,8 @@ use provision::{cli, commands};
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => {
-            let _ = err.print();
-            // Help and version are not errors; every bad flag is exit 1 (DESIGN.md §3).
-            return if err.use_stderr() {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        // Every bad flag is exit 1 (docs/design.md, "Exit codes").
+        Err(err) => return report::command_line(err),
     };
     if cli.command.uses_aws() {
         provision::aws::preload_tls_roots();
@@ -40,7 +33,7 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli.command)) {
         Ok(code) => code,
         Err(err) => {
-            commands::report(&err);
+            report::error(&err);
             ExitCode::from(1)
         }
     }

@@ -1,13 +1,17 @@
-//! The command line (DESIGN.md §3). Every flag also reads an environment variable, so a job
-//! definition can configure a run with its environment alone.
+//! The command line (docs/design.md, "Command line"). Every flag also reads an environment
+//! variable, so a job definition can configure a run with its environment alone.
 
+use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand};
+
+use crate::train::DeviceKind;
 
 /// The AWS Batch job entrypoint: synthetic ticks, order-flow features, model training.
 ///
 /// URIs are local paths or `s3://bucket/prefix`; S3 endpoint, region and credentials come from
-/// the SDK's standard chain. Exit codes: 0 success, 1 bad input (a retry cannot fix it),
-/// 143 interrupted by SIGTERM after a checkpoint (retry to resume).
+/// the SDK's standard chain. Exit codes: 0 success, 1 bad input or configuration (a retry
+/// cannot fix it), 75 a transient error (S3 or the network still failing after the SDK's own
+/// retries: retry later), 143 interrupted by SIGTERM after a checkpoint (retry to resume).
 #[derive(Debug, Parser)]
 #[command(name = "runtime", version, propagate_version = true)]
 pub struct Cli {
@@ -17,7 +21,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Write seeded synthetic ticks (DESIGN.md §6 raw schema, hive layout).
+    /// Write seeded synthetic ticks (the raw tick schema, hive layout).
     Generate(GenerateArgs),
     /// Compute features, labels and splits for each instrument and date range.
     Prepare(PrepareArgs),
@@ -42,11 +46,11 @@ pub struct GenerateArgs {
     )]
     pub instrument: Vec<i64>,
     /// First day (YYYY-MM-DD).
-    #[arg(long, env = "START_DATE", value_name = "D")]
-    pub start_date: String,
+    #[arg(long, env = "START_DATE", value_name = "D", value_parser = day)]
+    pub start_date: NaiveDate,
     /// Last day, inclusive (YYYY-MM-DD).
-    #[arg(long, env = "END_DATE", value_name = "D")]
-    pub end_date: String,
+    #[arg(long, env = "END_DATE", value_name = "D", value_parser = day)]
+    pub end_date: NaiveDate,
     /// Time between events (`100ms`, `1s`, ...).
     #[arg(long, env = "FREQ", default_value = "100ms")]
     pub freq: String,
@@ -82,11 +86,11 @@ pub struct PrepareArgs {
     #[arg(long, env = "INSTRUMENT", value_delimiter = ',', value_name = "ID")]
     pub instrument: Vec<i64>,
     /// First day (YYYY-MM-DD), inclusive.
-    #[arg(long, env = "START_DATE", value_name = "D")]
-    pub start_date: Option<String>,
+    #[arg(long, env = "START_DATE", value_name = "D", value_parser = day)]
+    pub start_date: Option<NaiveDate>,
     /// Last day (YYYY-MM-DD), inclusive.
-    #[arg(long, env = "END_DATE", value_name = "D")]
-    pub end_date: Option<String>,
+    #[arg(long, env = "END_DATE", value_name = "D", value_parser = day)]
+    pub end_date: Option<NaiveDate>,
     /// Window length the trainer uses (rows); `sample` marks rows that end a whole window
     /// [default: 128].
     #[arg(long, env = "LOOKBACK", value_name = "N")]
@@ -106,8 +110,8 @@ pub struct PrepareArgs {
     /// Rename input columns: `ts=my_time,bid_size=bq`.
     #[arg(long, env = "COLUMN", value_delimiter = ',', value_name = "STD=THEIRS")]
     pub column: Vec<String>,
-    /// Read flags from a JSON or TOML file, local or s3:// (also seed 000's batch_config.json);
-    /// flags given on the command line or in the environment win.
+    /// Read flags from a JSON or TOML file, local or s3:// (also the order-flow pipeline's
+    /// batch_config.json); flags given on the command line or in the environment win.
     #[arg(long, env = "CONFIG", value_name = "URI")]
     pub config: Option<String>,
     #[command(flatten)]
@@ -150,13 +154,13 @@ pub struct TrainArgs {
     #[arg(long, env = "LR", value_name = "F")]
     pub lr: Option<f64>,
     /// cpu, or cuda (a build with `--features cuda` and an NVIDIA driver).
-    #[arg(long, env = "DEVICE", default_value = "cpu")]
-    pub device: String,
+    #[arg(long, env = "DEVICE", value_enum, ignore_case = true, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
     /// Seed of the weight initialisation and of the epoch shuffles.
     #[arg(long, env = "SEED", default_value_t = 42)]
     pub seed: u64,
-    /// Read flags from a JSON or TOML file, local or s3:// (also seed 000's batch_config.json:
-    /// its s3.bucket_name + s3.prefix is both roots); command-line flags win.
+    /// Read flags from a JSON or TOML file, local or s3:// (also the order-flow pipeline's
+    /// batch_config.json: its s3.bucket_name + s3.prefix is both roots); command-line flags win.
     #[arg(long, env = "CONFIG", value_name = "URI")]
     pub config: Option<String>,
     #[command(flatten)]
@@ -168,7 +172,18 @@ pub struct CollectArgs {
     /// A prefix holding result files (Parquet or CSV) in hive-style directories.
     #[arg(long, env = "INPUT", value_name = "URI")]
     pub input: String,
-    /// The combined table (.parquet or .csv).
+    /// The combined table (.parquet or .csv), or `-` for an aligned text table on stdout.
     #[arg(long, env = "OUTPUT", value_name = "FILE")]
     pub output: String,
+    /// Tabulate every training_summary.json under the input instead (the output root of
+    /// `train`): one row per dataset and model with its best epoch, losses, test accuracy,
+    /// mean samples/s and device.
+    #[arg(long, env = "SUMMARIES")]
+    pub summaries: bool,
+}
+
+/// A day as `YYYY-MM-DD`, for the date flags.
+pub fn day(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|e| format!("`{s}` is not a date (YYYY-MM-DD; {e})"))
 }

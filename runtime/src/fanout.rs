@@ -1,7 +1,8 @@
-//! Fan-out over independent units (instruments), seed 004's pattern: an array child takes a
-//! contiguous share of the list, skips units whose outputs are complete (so a retry after a Spot
-//! reclaim redoes only missing work), records progress every `CHECKPOINT_INTERVAL` units and,
-//! with `--allow-failures`, keeps going past failing units until a circuit breaker trips.
+//! Fan-out over independent units (instruments, or the thousands of firms of a topic-modeling
+//! run): an array child takes a contiguous share of the list, skips units whose outputs are
+//! complete (so a retry after a Spot reclaim redoes only missing work), records progress every
+//! `CHECKPOINT_INTERVAL` units and, with `--allow-failures`, keeps going past failing units until
+//! a circuit breaker trips.
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -9,20 +10,36 @@ use serde::Serialize;
 use crate::cli::ArrayArgs;
 use crate::io::{self, Location};
 
-/// This job's place in an array: `(index, size)`, or `None` outside an array job.
+/// A number from the environment, `None` when unset or empty.
+fn env_number(name: &str) -> Result<Option<u32>> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => {
+            Ok(Some(v.trim().parse().with_context(|| {
+                format!("{name}={v:?} is not a number")
+            })?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// This job's place in an array: `(index, size)`, or `None` outside an array job. Besides the
+/// flags, `provision submit`'s fan-out variables count: `SHARD_COUNT` is the size, and
+/// `SHARD_INDEX` the index of a job submitted on its own (an array child has
+/// `AWS_BATCH_JOB_ARRAY_INDEX`); the share they give is the same contiguous split `provision`
+/// makes of an ids list.
 pub fn array_position(array: &ArrayArgs) -> Result<Option<(u32, u32)>> {
     let size = match array.array_size {
         Some(n) => Some(n),
-        None => match std::env::var("AWS_BATCH_JOB_ARRAY_SIZE") {
-            Ok(v) if !v.trim().is_empty() => Some(
-                v.trim()
-                    .parse()
-                    .with_context(|| format!("AWS_BATCH_JOB_ARRAY_SIZE={v:?} is not a number"))?,
-            ),
-            _ => None,
+        None => match env_number("AWS_BATCH_JOB_ARRAY_SIZE")? {
+            Some(n) => Some(n),
+            None => env_number("SHARD_COUNT")?,
         },
     };
-    match (array.array_index, size) {
+    let index = match array.array_index {
+        Some(i) => Some(i),
+        None => env_number("SHARD_INDEX")?,
+    };
+    match (index, size) {
         (None, _) => Ok(None),
         (Some(i), None) => {
             bail!("array index {i} (AWS_BATCH_JOB_ARRAY_INDEX) given without --array-size: cannot tell this job's share")
@@ -50,6 +67,64 @@ pub fn share<T: Clone>(items: &[T], array: &ArrayArgs) -> Result<Vec<T>> {
         None => items.to_vec(),
         Some((i, n)) => share_of(items, i, n),
     })
+}
+
+/// Whether `provision submit --ids` gave this job its ids (`SHARD_IDS` or `SHARD_MANIFEST`).
+pub fn ids_provisioned() -> bool {
+    ["SHARD_IDS", "SHARD_MANIFEST"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
+}
+
+/// The ids `provision submit --ids` gave this job: `SHARD_IDS` (comma-separated), or its shard
+/// of the JSON manifest at `SHARD_MANIFEST` (shard `SHARD_INDEX`, or
+/// `AWS_BATCH_JOB_ARRAY_INDEX` in an array); `None` when it gave none.
+pub fn provisioned_ids(array: &ArrayArgs) -> Result<Option<Vec<String>>> {
+    if let Ok(ids) = std::env::var("SHARD_IDS") {
+        if !ids.trim().is_empty() {
+            return Ok(Some(ids.split(',').map(|s| s.trim().to_string()).collect()));
+        }
+    }
+    let uri = match std::env::var("SHARD_MANIFEST") {
+        Ok(uri) if !uri.trim().is_empty() => uri,
+        _ => return Ok(None),
+    };
+    let Some((index, _)) = array_position(array)? else {
+        bail!("SHARD_MANIFEST is set but not SHARD_INDEX (or AWS_BATCH_JOB_ARRAY_INDEX) and SHARD_COUNT: cannot tell this job's shard");
+    };
+    let bytes = io::read(&Location::parse(uri.trim())?)
+        .with_context(|| format!("reading the shard manifest {uri}"))?;
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("the shard manifest {uri} is not JSON"))?;
+    let shard = manifest["shards"]
+        .get(index as usize)
+        .and_then(|s| s.as_array())
+        .with_context(|| format!("the shard manifest {uri} has no shard {index}"))?;
+    shard
+        .iter()
+        .map(|id| match id {
+            serde_json::Value::String(s) => Ok(Some(s.clone())),
+            other => bail!("the shard manifest {uri} holds {other}, not an id string"),
+        })
+        .collect::<Result<Option<Vec<String>>>>()
+}
+
+/// This job's units: the ids `provision submit --ids` gave it, when it gave any (parsed as
+/// `T`), else its share of `items`.
+pub fn share_or_provisioned<T>(items: &[T], array: &ArrayArgs) -> Result<Vec<T>>
+where
+    T: Clone + std::str::FromStr,
+{
+    match provisioned_ids(array)? {
+        Some(ids) => ids
+            .iter()
+            .map(|id| {
+                id.parse::<T>()
+                    .map_err(|_| anyhow::anyhow!("id `{id}` given by SHARD_IDS/SHARD_MANIFEST is not valid here (an instrument id is an integer)"))
+            })
+            .collect(),
+        None => share(items, array),
+    }
 }
 
 /// How failures are tolerated.
@@ -100,27 +175,45 @@ impl Breaker {
     /// Records a failure; `Err` with the reason when the job must stop. The rate is taken over
     /// the whole share, so the breaker trips as soon as the final rate is certain to exceed the
     /// limit, never on an unlucky first unit.
-    pub fn failure(&mut self) -> std::result::Result<(), String> {
+    pub fn failure(&mut self) -> std::result::Result<(), Trip> {
         self.failed += 1;
         self.consecutive += 1;
         if !self.policy.allow_failures {
-            return Err("a unit failed (use --allow-failures to keep going)".into());
+            return Err(Trip::FailuresNotAllowed);
         }
         if self.consecutive >= self.policy.max_consecutive_failures {
-            return Err(format!(
-                "circuit breaker: {} consecutive failures (--max-consecutive-failures {})",
-                self.consecutive, self.policy.max_consecutive_failures
-            ));
+            return Err(Trip::Consecutive {
+                failures: self.consecutive,
+                limit: self.policy.max_consecutive_failures,
+            });
         }
         let rate = self.failed as f64 / self.total.max(1) as f64;
         if rate > self.policy.max_failure_rate {
-            return Err(format!(
-                "circuit breaker: {} of {} units failed, above --max-failure-rate {}",
-                self.failed, self.total, self.policy.max_failure_rate
-            ));
+            return Err(Trip::Rate {
+                failed: self.failed,
+                total: self.total,
+                limit: self.policy.max_failure_rate,
+            });
         }
         Ok(())
     }
+}
+
+/// Why the breaker stops a job.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Trip {
+    #[error("a unit failed (use --allow-failures to keep going)")]
+    FailuresNotAllowed,
+    #[error(
+        "circuit breaker: {failures} consecutive failures (--max-consecutive-failures {limit})"
+    )]
+    Consecutive { failures: u32, limit: u32 },
+    #[error("circuit breaker: {failed} of {total} units failed, above --max-failure-rate {limit}")]
+    Rate {
+        failed: usize,
+        total: usize,
+        limit: f64,
+    },
 }
 
 /// Where a run records its progress and failures: `{root}/_runs/{command}/`, one file per
@@ -306,13 +399,19 @@ mod tests {
             checkpoint_interval: 1,
         };
         let mut b = Breaker::new(policy(false, 5, 1.0), 10);
-        assert!(b.failure().is_err());
+        assert_eq!(b.failure(), Err(Trip::FailuresNotAllowed));
 
         let mut b = Breaker::new(policy(true, 2, 1.0), 10);
         assert!(b.failure().is_ok());
         b.success();
         assert!(b.failure().is_ok());
-        assert!(b.failure().unwrap_err().contains("consecutive"));
+        assert_eq!(
+            b.failure(),
+            Err(Trip::Consecutive {
+                failures: 2,
+                limit: 2
+            })
+        );
 
         // 10 units at 0.2: the 2nd failure keeps the rate at 0.2, the 3rd makes it certain to exceed.
         let mut b = Breaker::new(policy(true, 100, 0.2), 10);
@@ -320,6 +419,13 @@ mod tests {
         b.success();
         assert!(b.failure().is_ok());
         b.success();
-        assert!(b.failure().unwrap_err().contains("rate"));
+        assert_eq!(
+            b.failure(),
+            Err(Trip::Rate {
+                failed: 3,
+                total: 10,
+                limit: 0.2
+            })
+        );
     }
 }

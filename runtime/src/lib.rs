@@ -6,6 +6,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod cli;
 pub mod commands;
+pub mod exit;
 pub mod fanout;
 pub mod features;
 pub mod io;

@@ -3,19 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use runtime::{cli, commands};
+use runtime::{cli, commands, exit};
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => {
-            let _ = err.print();
-            return if err.use_stderr() {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(err) => return report::command_line(err),
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -27,11 +20,8 @@ fn main() -> ExitCode {
     match commands::run(cli.command) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            ExitCode::from(1)
+            report::error(&err);
+            exit::code(&err)
         }
     }
 }

@@ -11,6 +11,12 @@
 //!   is killed with SIGKILL before it sees the answer: the resource exists, the tool never
 //!   learnt it. This is the worst moment for a crash, reached deterministically.
 //!
+//! - Latency: every request is held a fixed time (optionally jittered) before it reaches moto,
+//!   as the network to AWS holds it, each on its own thread so that concurrent requests stay
+//!   concurrent. The proxy records when each request arrived and when it was answered, and
+//!   from that the critical path in round trips: the longest chain of requests each of which
+//!   was sent only after the one before it was answered ([`FaultProxy::round_trips`]).
+//!
 //! Std only (threads and blocking sockets): one connection per request, closed after the
 //! answer, which every HTTP/1.1 client handles.
 
@@ -19,7 +25,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Counts of what the proxy did, for a test's assertions.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +57,90 @@ struct Shared {
     log: Mutex<Vec<String>>,
     /// An access key AWS does not know: requests signed with it are refused as AWS does.
     rejected_key: Mutex<Option<String>>,
+    /// Every request is held this long (microseconds) before it is answered (0: no latency).
+    latency_us: AtomicU64,
+    /// Plus a uniform random share of this many microseconds (the jittered variant).
+    jitter_us: AtomicU64,
+    jitter_rng: AtomicU64,
+    /// Requests handled one at a time, whatever the client sends at once (the serial bound).
+    serial: AtomicBool,
+    serial_gate: Mutex<()>,
+    /// When each request arrived and was answered, since the last [`FaultProxy::clear_timeline`].
+    timeline: Mutex<Vec<Span>>,
+}
+
+/// One request as the proxy saw it.
+#[derive(Debug, Clone)]
+pub struct Span {
+    /// `service action` (`iam GetRole`, `s3 GET /bucket?versioning`).
+    pub call: String,
+    pub arrived: Instant,
+    pub answered: Instant,
+}
+
+/// The shape of a command's traffic: how many requests, how many at most in flight together,
+/// and the critical path (the longest chain of requests each sent after the previous one was
+/// answered), with the requests along it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundTrips {
+    pub requests: usize,
+    pub max_in_flight: usize,
+    pub critical_path: usize,
+    /// One request per round trip of the critical path, first to last.
+    pub path: Vec<String>,
+    /// The requests of each round trip: every request placed at the depth of the longest
+    /// chain that ends with it (index 0: the requests nothing had to be answered before).
+    pub waves: Vec<Vec<String>>,
+}
+
+/// Orders `spans` into chains: a request depends (for all the proxy can tell) on every request
+/// answered before it arrived. Structural, not a timing threshold: with a latency of D per
+/// request, requests sent together overlap and requests sent after an answer do not.
+pub fn round_trips(spans: &[Span]) -> RoundTrips {
+    let mut order: Vec<&Span> = spans.iter().collect();
+    order.sort_by_key(|s| s.arrived);
+    let mut depth = vec![0usize; order.len()];
+    let mut before: Vec<Option<usize>> = vec![None; order.len()];
+    for i in 0..order.len() {
+        let mut best = (0, None);
+        for j in 0..i {
+            if order[j].answered <= order[i].arrived && depth[j] > best.0 {
+                best = (depth[j], Some(j));
+            }
+        }
+        depth[i] = best.0 + 1;
+        before[i] = best.1;
+    }
+    let critical_path = depth.iter().copied().max().unwrap_or(0);
+    let mut path = Vec::new();
+    let mut at = depth.iter().position(|&d| d == critical_path && d > 0);
+    while let Some(i) = at {
+        path.push(order[i].call.clone());
+        at = before[i];
+    }
+    path.reverse();
+    let mut waves = vec![Vec::new(); critical_path];
+    for (i, span) in order.iter().enumerate() {
+        waves[depth[i] - 1].push(span.call.clone());
+    }
+    let mut events: Vec<(Instant, i64)> = spans
+        .iter()
+        .flat_map(|s| [(s.arrived, 1), (s.answered, -1)])
+        .collect();
+    // An answer at the same instant as an arrival ends first.
+    events.sort();
+    let (mut now, mut max_in_flight) = (0i64, 0i64);
+    for (_, d) in events {
+        now += d;
+        max_in_flight = max_in_flight.max(now);
+    }
+    RoundTrips {
+        requests: spans.len(),
+        max_in_flight: max_in_flight as usize,
+        critical_path,
+        path,
+        waves,
+    }
 }
 
 /// A running proxy; it stops serving when dropped (its thread ends with the process).
@@ -90,6 +180,12 @@ impl FaultProxy {
             killed: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
             rejected_key: Mutex::new(None),
+            latency_us: AtomicU64::new(0),
+            jitter_us: AtomicU64::new(0),
+            jitter_rng: AtomicU64::new(0x2545_F491_4F6C_DD1D),
+            serial: AtomicBool::new(false),
+            serial_gate: Mutex::new(()),
+            timeline: Mutex::new(Vec::new()),
         });
         let accept = shared.clone();
         std::thread::spawn(move || {
@@ -171,6 +267,48 @@ impl FaultProxy {
     /// The mutating requests seen since the last [`FaultProxy::kill_after`] (`service action`).
     pub fn mutating_log(&self) -> Vec<String> {
         self.shared.log.lock().unwrap().clone()
+    }
+
+    /// Holds every request `delay` before it reaches moto (zero turns latency off), as a
+    /// network to AWS would; each request waits on its own thread, so requests sent together
+    /// are answered together.
+    pub fn set_latency(&self, delay: Duration) {
+        self.set_jittered_latency(delay, Duration::ZERO, 0);
+    }
+
+    /// As [`FaultProxy::set_latency`], plus a uniform random share of `jitter` per request;
+    /// `seed` fixes the sequence.
+    pub fn set_jittered_latency(&self, delay: Duration, jitter: Duration, seed: u64) {
+        self.shared.jitter_rng.store(seed | 1, Ordering::SeqCst);
+        self.shared
+            .jitter_us
+            .store(jitter.as_micros() as u64, Ordering::SeqCst);
+        self.shared
+            .latency_us
+            .store(delay.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// Handles requests one at a time (latency included): what a client that sends each
+    /// request only after the previous answer would see.
+    pub fn set_serial(&self, serial: bool) {
+        self.shared.serial.store(serial, Ordering::SeqCst);
+    }
+
+    /// Forgets the requests timed so far.
+    pub fn clear_timeline(&self) {
+        self.shared.timeline.lock().unwrap().clear();
+    }
+
+    /// Every request since the last [`FaultProxy::clear_timeline`], in order of arrival.
+    pub fn timeline(&self) -> Vec<Span> {
+        let mut spans = self.shared.timeline.lock().unwrap().clone();
+        spans.sort_by_key(|s| s.arrived);
+        spans
+    }
+
+    /// The shape of the traffic since the last [`FaultProxy::clear_timeline`].
+    pub fn round_trips(&self) -> RoundTrips {
+        round_trips(&self.shared.timeline.lock().unwrap())
     }
 
     pub fn counts(&self) -> Counts {
@@ -458,13 +596,53 @@ fn write_response(
 }
 
 fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
+    // Stamped on arrival of the connection (the client opens one per request), before the
+    // request is read, and the answer before it is written: a request the client sent before
+    // an answer reached it can never look as if it came after.
+    let arrived = Instant::now();
     client.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut reader = BufReader::new(client.try_clone()?);
-    let mut client = client;
     let Some(req) = read_request(&mut reader)? else {
         return Ok(());
     };
     shared.requests.fetch_add(1, Ordering::SeqCst);
+    let mut answered = None;
+    let result = {
+        // Held for the whole request when serial: the next one waits for this answer.
+        let _gate = shared
+            .serial
+            .load(Ordering::SeqCst)
+            .then(|| shared.serial_gate.lock().unwrap_or_else(|e| e.into_inner()));
+        std::thread::sleep(latency(shared));
+        answer(shared, &req, client, &mut answered)
+    };
+    shared.timeline.lock().unwrap().push(Span {
+        call: format!("{} {}", req.service(), req.action()),
+        arrived,
+        answered: answered.unwrap_or_else(Instant::now),
+    });
+    result
+}
+
+/// How long this request is held: the latency, plus its share of the jitter.
+fn latency(shared: &Shared) -> Duration {
+    let base = shared.latency_us.load(Ordering::SeqCst);
+    let jitter = shared.jitter_us.load(Ordering::SeqCst);
+    let extra = if jitter > 0 {
+        next_random(&shared.jitter_rng) % (jitter + 1)
+    } else {
+        0
+    };
+    Duration::from_micros(base + extra)
+}
+
+/// Answers one request: refused, failed, or forwarded to moto (and maybe the crash).
+fn answer(
+    shared: &Shared,
+    req: &Request,
+    mut client: TcpStream,
+    answered: &mut Option<Instant>,
+) -> std::io::Result<()> {
     let service = req.service();
     let head = req.method == "HEAD";
 
@@ -473,6 +651,7 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
         let (status, ctype, body, extra) = unknown_key(&service);
         let mut headers = vec![("Content-Type".to_string(), ctype.to_string())];
         headers.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
+        *answered = Some(Instant::now());
         return write_response(
             &mut client,
             status,
@@ -487,7 +666,7 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
     if per_mille > 0 {
         let r = next_random(&shared.rng);
         if r % 1000 < per_mille {
-            let (status, ctype, body, extra) = if (r >> 20) % 2 == 0 {
+            let (status, ctype, body, extra) = if (r >> 20).is_multiple_of(2) {
                 shared.throttled.fetch_add(1, Ordering::SeqCst);
                 throttle(&service)
             } else {
@@ -503,6 +682,7 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
             } else {
                 "Bad Request"
             };
+            *answered = Some(Instant::now());
             return write_response(
                 &mut client,
                 status,
@@ -515,7 +695,7 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
     }
 
     let mutating = req.mutating();
-    let (status, reason, headers, body) = forward(shared, &req)?;
+    let (status, reason, headers, body) = forward(shared, req)?;
     if mutating {
         let n = shared.mutating.fetch_add(1, Ordering::SeqCst) + 1;
         let line = format!("{service} {}", req.action());
@@ -545,10 +725,12 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
                 }
             }
             // The process is gone: nobody is left to answer.
+            *answered = Some(Instant::now());
             let _ = client.shutdown(Shutdown::Both);
             return Ok(());
         }
     }
+    *answered = Some(Instant::now());
     write_response(&mut client, status, &reason, &headers, &body, head)
 }
 
@@ -611,4 +793,45 @@ fn forward(shared: &Shared, req: &Request) -> std::io::Result<Answer> {
         body
     };
     Ok((status, reason, headers, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(call: &str, t0: Instant, from: u64, to: u64) -> Span {
+        Span {
+            call: call.to_string(),
+            arrived: t0 + Duration::from_millis(from),
+            answered: t0 + Duration::from_millis(to),
+        }
+    }
+
+    #[test]
+    fn the_critical_path_is_the_longest_chain_of_answered_then_sent() {
+        let t0 = Instant::now();
+        // a and b together; c after a's answer; d after c's; e overlaps c (sent before any
+        // answer of the second round trip).
+        let spans = [
+            span("a", t0, 0, 100),
+            span("b", t0, 1, 120),
+            span("c", t0, 101, 200),
+            span("e", t0, 110, 210),
+            span("d", t0, 205, 300),
+        ];
+        let trips = round_trips(&spans);
+        assert_eq!(trips.requests, 5);
+        assert_eq!(trips.critical_path, 3);
+        assert_eq!(trips.path, ["a", "c", "d"]);
+        assert_eq!(trips.waves, [vec!["a", "b"], vec!["c", "e"], vec!["d"]]);
+        // a, b and c are in flight together at 101..120 ms.
+        assert_eq!(trips.max_in_flight, 3);
+    }
+
+    #[test]
+    fn no_requests_no_round_trips() {
+        let trips = round_trips(&[]);
+        assert_eq!((trips.requests, trips.critical_path), (0, 0));
+        assert!(trips.path.is_empty() && trips.waves.is_empty());
+    }
 }

@@ -1,8 +1,8 @@
 //! Test support for the workspace's integration tests.
 //!
-//! [`emulator()`] starts one moto server per test binary (DESIGN.md §5) through
-//! `scripts/emulator.py`, creating the venv first when it is missing. The server watches its
-//! stdin: the pipe this process holds closes when the test binary exits for any reason
+//! [`emulator()`] starts one moto server per test binary (docs/design.md, "The test emulator")
+//! through `scripts/emulator.py`, creating the venv first when it is missing. The server watches
+//! its stdin: the pipe this process holds closes when the test binary exits for any reason
 //! (success, panic, Ctrl-C), and the server exits with it, so no test leaves a moto behind.
 
 use std::io::{BufRead, BufReader};
@@ -109,7 +109,7 @@ impl Emulator {
     pub fn aws_env(&self) -> Vec<(String, String)> {
         [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
-            ("AWS_REGION", "us-east-1"),
+            ("AWS_REGION", REGION),
             ("AWS_ACCESS_KEY_ID", "testing"),
             ("AWS_SECRET_ACCESS_KEY", "testing"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
@@ -130,16 +130,22 @@ impl Emulator {
         cmd
     }
 
-    /// Sets the emulator variables in this process, for SDK clients built inside the test.
-    pub fn set_process_env(&self) {
-        for (k, v) in self.aws_env() {
-            // Safety: tests call this before spawning threads that read the environment,
-            // and every caller sets the same values.
-            unsafe { std::env::set_var(k, v) };
-        }
-        unsafe { std::env::remove_var("AWS_PROFILE") };
+    /// An SDK configuration loader aimed at this emulator: endpoint, region and the test
+    /// credentials given explicitly, so that clients built inside a test need nothing from the
+    /// process environment. (Setting process variables while other test threads read them is
+    /// undefined behaviour on most platforms; tests pass the configuration instead.)
+    pub fn config_loader(&self) -> aws_config::ConfigLoader {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(aws_config::Region::new(REGION))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "testing", "testing", None, None, "testkit",
+            ))
     }
 }
+
+/// The region every test uses.
+pub const REGION: &str = "us-east-1";
 
 /// A name unique within this test run and across runs: `{prefix}-{pid base36}{counter}`,
 /// lowercase, suitable for stack names (`[a-z][a-z0-9-]{2,20}`) when `prefix` is short.

@@ -2,64 +2,32 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use serde_json::Value;
+use anyhow::{bail, Result};
 
 use crate::aws::Clients;
 use crate::cli::ApplyArgs;
+use crate::engine::saved::SavedPlan;
 use crate::engine::{self, apply, plan, progress::Reporter, render};
 use crate::state::Lock;
-
-/// A plan saved by `plan --out`.
-struct Saved {
-    serial: u64,
-    changes: Value,
-}
-
-fn read_saved(path: &std::path::Path, stack: &crate::stack::Stack) -> Result<Saved> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading saved plan {}", path.display()))?;
-    let saved: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a saved plan", path.display()))?;
-    if saved["saved_plan"] != Value::Bool(true) || saved["format_version"] != 1 {
-        bail!(
-            "{} is not a plan saved by `provision plan --out`",
-            path.display()
-        );
-    }
-    if saved["stack"] != stack.name.as_str() || saved["env"] != stack.env.as_str() {
-        bail!(
-            "{} was saved for {}/{}, not {}/{}",
-            path.display(),
-            saved["stack"].as_str().unwrap_or("?"),
-            saved["env"].as_str().unwrap_or("?"),
-            stack.name,
-            stack.env
-        );
-    }
-    Ok(Saved {
-        serial: saved["serial"]
-            .as_u64()
-            .context("saved plan without a serial")?,
-        changes: saved["plan"]["changes"].clone(),
-    })
-}
 
 pub async fn run(args: ApplyArgs) -> Result<ExitCode> {
     let stack = engine::load_stack(&args.stack)?;
     let saved = args
         .plan
         .as_deref()
-        .map(|p| read_saved(p, &stack))
+        .map(|p| SavedPlan::read(p, &stack))
         .transpose()?;
     // A saved plan was reviewed when it was made (as with `terraform apply PLAN`).
     let approved = args.auto_approve || saved.is_some();
     engine::require_confirmation_possible(approved, "apply")?;
 
     let clients = Clients::new(&stack.region).await?;
-    let account = crate::aws::check_access(&clients).await?;
     let store = engine::store(&clients, &stack);
-    store.ensure_table().await?;
+    // The table's status is read beside the credentials check, whose error wins.
+    let (account, table) =
+        engine::join_first_error_wins(crate::aws::check_access(&clients), store.table_status())
+            .await?;
+    store.ensure_table(table).await?;
     let lock = Lock::acquire(&store, "apply").await?;
     let result = locked(&clients, &stack, &account, &store, saved, approved).await;
     let released = lock.release().await;
@@ -73,13 +41,12 @@ async fn locked(
     stack: &crate::stack::Stack,
     account: &str,
     store: &crate::state::Store,
-    saved: Option<Saved>,
+    saved: Option<SavedPlan>,
     approved: bool,
 ) -> Result<ExitCode> {
-    let (facts, snapshot) =
-        plan::prepare(clients, stack, std::future::ready(Ok(account.to_string()))).await?;
     // apply always reads AWS: it must not act on a stale picture.
-    let plan = plan::plan(clients, stack, facts, snapshot, plan::Refresh::Live).await?;
+    let account = std::future::ready(Ok(account.to_string()));
+    let plan = plan::plan(clients, stack, account, plan::Refresh::Live).await?;
     if let Some(saved) = &saved {
         if saved.serial != plan.snapshot.serial {
             bail!(
@@ -88,7 +55,7 @@ async fn locked(
                 plan.snapshot.serial
             );
         }
-        if render::json(&plan)["changes"] != saved.changes {
+        if &render::json(&plan)["changes"] != saved.changes() {
             bail!("the saved plan is stale: the live resources or the stack changed since it was made; run `provision plan` again");
         }
     }

@@ -13,12 +13,15 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
     let stack = engine::load_stack(&args.stack)?;
     engine::require_confirmation_possible(args.auto_approve, "destroy")?;
     let clients = Clients::new(&stack.region).await?;
-    let account = crate::aws::check_access(&clients).await?;
     let store = engine::store(&clients, &stack);
+    // The table is looked up beside the credentials check, whose error wins.
+    let (account, table) =
+        engine::join_first_error_wins(crate::aws::check_access(&clients), store.table_status())
+            .await?;
     // No table: nothing was ever applied with this table in this region (every apply creates
     // it before its first change). Most likely the stack's region or state_table is not the
     // one that was applied; creating an empty table there would only hide that.
-    if !store.table_exists().await? {
+    if table.is_none() {
         bail!(
             "state table {} does not exist in {}: nothing was applied to {} there; check [stack] region and state_table",
             store.table,
@@ -28,9 +31,8 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
     }
     let lock = Lock::acquire(&store, "destroy").await?;
     let result = async {
-        let (facts, snapshot) =
-            plan::prepare(&clients, &stack, std::future::ready(Ok(account.clone()))).await?;
-        let plan = plan::destroy_plan(&clients, &stack, facts, snapshot).await?;
+        let account = std::future::ready(Ok(account.clone()));
+        let plan = plan::destroy_plan(&clients, &stack, account).await?;
         print!("{}", render::text(&plan));
         if plan.has_changes()
             && !args.auto_approve

@@ -6,9 +6,12 @@ use crate::cli::Command;
 
 mod apply;
 mod completions;
+mod cost;
 mod destroy;
 pub mod image;
-mod logs;
+mod import;
+mod jobs;
+pub(crate) mod logs;
 mod output;
 mod plan;
 mod run_local;
@@ -16,6 +19,7 @@ mod state;
 mod status;
 mod submit;
 mod upload;
+mod ui;
 mod validate;
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -33,13 +37,15 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Completions(args) => completions::run(args),
         Command::Image(args) => image::run(args).await,
         Command::Upload(args) => upload::run(args).await,
+        Command::Cost(args) => cost::run(args).await,
+        Command::Import(args) => import::run(args).await,
+        Command::Jobs(args) => jobs::run(args).await,
+        Command::Ui(args) => ui::run(args).await,
     }
 }
 
-/// Prints an error and its causes on stderr (stdout stays parseable).
+/// Prints an error and its causes on stderr (stdout stays parseable): the printer both binaries
+/// share.
 pub fn report(err: &anyhow::Error) {
-    eprintln!("error: {err}");
-    for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
-    }
+    ::report::error(err)
 }

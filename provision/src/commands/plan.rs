@@ -2,11 +2,12 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use serde_json::json;
+use anyhow::Result;
 
 use crate::aws::Clients;
 use crate::cli::PlanArgs;
+use crate::cost;
+use crate::engine::saved::SavedPlan;
 use crate::engine::{self, plan, render};
 
 pub async fn run(args: PlanArgs) -> Result<ExitCode> {
@@ -17,36 +18,37 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
         anyhow::bail!("--out needs a plan made from live state: drop --refresh=false to save a plan for `apply`");
     }
     let clients = Clients::new(&stack.region).await?;
-    // No lock to take first: the access check, the facts and the state are read at once.
-    let (facts, snapshot) =
-        plan::prepare(&clients, &stack, crate::aws::check_access(&clients)).await?;
     let refresh = if args.refresh {
         plan::Refresh::Live
     } else {
         plan::Refresh::StateOnly
     };
-    let plan = plan::plan(&clients, &stack, facts, snapshot, refresh).await?;
-    let rendered = render::json(&plan);
+    // No lock to take first: the access check, the facts and the state are read at once.
+    let plan = plan::plan(
+        &clients,
+        &stack,
+        crate::aws::check_access(&clients),
+        refresh,
+    )
+    .await?;
+    let estimate = cost::stack_cost(&stack, &cost::PriceTable::builtin()?, Default::default());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rendered)?);
+        // An added key: the format's other keys stay as they were.
+        let mut shown = render::json(&plan);
+        shown["cost_estimate"] = serde_json::json!({
+            "currency": estimate.currency,
+            "full_scale_per_hour": estimate.full_scale_per_hour,
+            "idle_per_hour": estimate.idle_per_hour,
+            "prices_as_of": estimate.prices_as_of,
+        });
+        println!("{}", serde_json::to_string_pretty(&shown)?);
     } else {
         print!("{}", render::text(&plan));
+        println!("{}", estimate.summary_line());
     }
+    warn_unplaceable_jobs(&stack)?;
     if let Some(path) = &args.out {
-        let saved = json!({
-            "format_version": 1,
-            "saved_plan": true,
-            "stack": stack.name,
-            "env": stack.env,
-            "gpu": stack.gpu,
-            "serial": plan.snapshot.serial,
-            "plan": rendered,
-        });
-        // Written whole or not at all: a half-written plan must never be applied.
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&saved)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        SavedPlan::new(&plan).write(path)?;
         eprintln!(
             "Saved the plan to {}; apply it with `provision apply {}`.",
             path.display(),
@@ -58,4 +60,23 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Warns (stderr) about jobs that no instance type of their queue can hold: `submit` refuses
+/// them, and better to learn it before the apply than at the first submit.
+fn warn_unplaceable_jobs(stack: &crate::stack::Stack) -> Result<()> {
+    let table = cost::PriceTable::builtin()?;
+    for def in stack.job_definitions() {
+        let job = def.job;
+        let needs = cost::JobNeeds {
+            vcpus: job.vcpus,
+            memory_mib: job.memory_mib,
+            gpus: job.gpus,
+            timeout_s: job.timeout_s,
+        };
+        if let Err(no_fit) = cost::job_cost(stack, &def.key, &job.queue, needs, &table) {
+            eprintln!("Warning: {no_fit}");
+        }
+    }
+    Ok(())
 }

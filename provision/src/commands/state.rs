@@ -1,4 +1,4 @@
-//! `provision state list | show ADDR | unlock [--force]`.
+//! `provision state list | show ADDR | rm ADDR | unlock [--force]`.
 
 use std::process::ExitCode;
 
@@ -8,12 +8,13 @@ use serde_json::json;
 use crate::aws::Clients;
 use crate::cli::{StateArgs, StateCommand};
 use crate::engine;
-use crate::state::lock;
+use crate::state::{lock, Lock, Store};
 
 pub async fn run(args: StateArgs) -> Result<ExitCode> {
     let stack_args = match &args.command {
         StateCommand::List { stack }
         | StateCommand::Show { stack, .. }
+        | StateCommand::Rm { stack, .. }
         | StateCommand::Unlock { stack, .. } => stack,
     };
     let stack = engine::load_stack(stack_args)?;
@@ -54,6 +55,7 @@ pub async fn run(args: StateArgs) -> Result<ExitCode> {
             });
             println!("{}", serde_json::to_string_pretty(&shown)?);
         }
+        StateCommand::Rm { address, .. } => forget(&store, &address).await?,
         StateCommand::Unlock { force, .. } => {
             if !store.table_exists().await? {
                 println!("No lock held on {}.", store.pk);
@@ -73,4 +75,37 @@ pub async fn run(args: StateArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `state rm`: removes `address` from the state under the lock; the resource stays in AWS,
+/// and the serial moves so a plan saved before is refused.
+async fn forget(store: &Store, address: &str) -> Result<()> {
+    if !store.table_exists().await? {
+        bail!(
+            "{address} is not in the state of {}: nothing was ever applied",
+            store.pk
+        );
+    }
+    let lock = Lock::acquire(store, "state rm").await?;
+    let result = forget_locked(store, address).await;
+    let released = lock.release().await;
+    result?;
+    released
+}
+
+async fn forget_locked(store: &Store, address: &str) -> Result<()> {
+    let snapshot = store.load().await?;
+    let Some(rec) = snapshot.records.get(address) else {
+        bail!(
+            "{address} is not in the state of {} (see `provision state list`)",
+            store.pk
+        );
+    };
+    store.remove(address).await?;
+    store.bump_serial(snapshot.gpu).await?;
+    println!(
+        "Removed {address} ({}) from the state of {}; the resource itself was not deleted.",
+        rec.handle.name, store.pk
+    );
+    Ok(())
 }

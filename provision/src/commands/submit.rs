@@ -8,11 +8,17 @@ use aws_sdk_batch::types::{
     ArrayProperties, ContainerOverrides, JobDependency, JobTimeout, KeyValuePair,
     ResourceRequirement, ResourceType,
 };
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::aws::Clients;
 use crate::cli::SubmitArgs;
+use crate::cost;
+use crate::jobs::shard::{self, Fanout};
 use crate::jobs::{self, live, select, watch};
+use crate::resources::SdkContext;
+use crate::stack::names::JobDefinitionSpec;
+use crate::stack::Stack;
 
 /// AWS's bounds on an array job's size.
 const ARRAY_SIZE: std::ops::RangeInclusive<u32> = 2..=10_000;
@@ -47,6 +53,12 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
              job would wait in RUNNABLE forever (use --env with gpu = true, or --set gpu=true)"
         );
     }
+    let fanout = Fanout::from_args(&args)?;
+    check_fanout(&stack, &args, fanout.as_ref())?;
+    let jobs_count = fanout
+        .as_ref()
+        .map_or(args.array_size.unwrap_or(1) as usize, Fanout::count);
+    print_estimate(&stack, spec, &args, jobs_count)?;
 
     let clients = Clients::new(&stack.region).await?;
     let batch = clients.batch();
@@ -72,6 +84,15 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "warning: job queue `{queue_name}` is not ENABLED; the job will wait until it is"
         );
+    }
+
+    if let Some(fanout) = fanout {
+        let target = Target {
+            queue_arn,
+            definition_arn,
+            definition,
+        };
+        return submit_fanout(&args, &stack, &selected, &clients, target, fanout).await;
     }
 
     let job_name = job_name(&stack.prefix(), &spec.key);
@@ -228,6 +249,352 @@ fn job_name(prefix: &str, key: &str) -> String {
     name
 }
 
+/// Where a submit goes, as `apply` registered it.
+struct Target {
+    queue_arn: String,
+    definition_arn: String,
+    definition: aws_sdk_batch::types::JobDefinition,
+}
+
+/// How many SubmitJob calls run at once: enough to hide round trips, few enough to stay under
+/// Batch's SubmitJob throttle (the SDK retries what it throttles).
+const SUBMIT_CONCURRENCY: usize = 8;
+
+/// One job of a fan-out: its name, array size and shard environment.
+struct ShardJob {
+    name: String,
+    array_size: Option<usize>,
+    env: Vec<(&'static str, String)>,
+}
+
+#[derive(Debug, Serialize)]
+struct ShardSubmitted {
+    #[serde(flatten)]
+    submitted: Submitted,
+    shard_index: Option<usize>,
+    shard_count: usize,
+    /// Children of an array job (each reads shard AWS_BATCH_JOB_ARRAY_INDEX).
+    array_size: Option<usize>,
+    manifest: Option<String>,
+    /// The date batch of a `--split-dates` job (inclusive).
+    start_date: Option<String>,
+    end_date: Option<String>,
+}
+
+/// Fan-out checks that need the stack, before any AWS call.
+fn check_fanout(stack: &Stack, args: &SubmitArgs, fanout: Option<&Fanout>) -> anyhow::Result<()> {
+    if let Some(key) = &args.manifest_bucket {
+        anyhow::ensure!(
+            stack.buckets.contains_key(key),
+            "--manifest-bucket {key}: the stack has no [buckets.{key}] (its buckets: {})",
+            stack.buckets.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if matches!(fanout, Some(Fanout::Array(_))) && stack.buckets.is_empty() {
+        anyhow::bail!(
+            "an array job's children read their ids from a manifest in the stack's bucket, and \
+             the stack has none: add a [buckets.KEY], or pass --separate-jobs"
+        );
+    }
+    Ok(())
+}
+
+/// Prints the job's estimated cost on stderr; refuses a job that no instance type of its
+/// queue can hold (it would wait in RUNNABLE forever).
+fn print_estimate(
+    stack: &Stack,
+    spec: &JobDefinitionSpec,
+    args: &SubmitArgs,
+    jobs_count: usize,
+) -> anyhow::Result<()> {
+    let needs = cost::JobNeeds {
+        vcpus: args.vcpus.unwrap_or(spec.job.vcpus),
+        memory_mib: args.memory_mib.unwrap_or(spec.job.memory_mib),
+        gpus: args.gpus.unwrap_or(spec.job.gpus),
+        timeout_s: args.timeout_s.or(spec.job.timeout_s),
+    };
+    let table = cost::PriceTable::builtin()?;
+    match cost::job_cost(stack, &spec.key, &spec.job.queue, needs, &table)? {
+        Some(estimate) => {
+            let mut line = estimate.text();
+            if jobs_count > 1 {
+                line.push_str(&format!(
+                    "; {jobs_count} jobs at once: ${:.2}/h",
+                    estimate.per_hour * jobs_count as f64
+                ));
+            }
+            eprintln!("{line}");
+        }
+        None => eprintln!(
+            "Estimated cost: unknown (the price table lacks some instance types of queue `{}`)",
+            spec.job.queue
+        ),
+    }
+    Ok(())
+}
+
+/// Submits a fan-out: one array job reading a manifest, or one job per shard or date batch.
+async fn submit_fanout(
+    args: &SubmitArgs,
+    stack: &Stack,
+    selected: &select::Selected<'_>,
+    clients: &Clients,
+    target: Target,
+    fanout: Fanout,
+) -> anyhow::Result<ExitCode> {
+    let base = job_name(&stack.prefix(), &selected.spec.key);
+    let count = fanout.count();
+    let width = shard::index_width(count);
+    let name = |i: usize| shard_job_name(&base, i, width);
+    let mut manifest = None;
+    let jobs: Vec<ShardJob> = match &fanout {
+        Fanout::Array(shards) => {
+            let uri = upload_manifest(clients, stack, args, &target, &base, shards).await?;
+            manifest = Some(uri.clone());
+            vec![ShardJob {
+                name: base.clone(),
+                array_size: Some(count),
+                env: vec![
+                    (shard::SHARD_COUNT, count.to_string()),
+                    (shard::SHARD_MANIFEST, uri),
+                ],
+            }]
+        }
+        Fanout::Jobs(shards) => {
+            if !shard::fits_inline(shards, request_bytes(args, &selected.env, &base)) {
+                manifest =
+                    Some(upload_manifest(clients, stack, args, &target, &base, shards).await?);
+            }
+            (0..count)
+                .map(|i| {
+                    let ids = match &manifest {
+                        Some(uri) => (shard::SHARD_MANIFEST, uri.clone()),
+                        None => (shard::SHARD_IDS, shards[i].join(",")),
+                    };
+                    one_of(name(i), i, count, [ids])
+                })
+                .collect()
+        }
+        Fanout::Dates(batches) => batches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let dates = [
+                    ("START_DATE", b.start.to_string()),
+                    ("END_DATE", b.end.to_string()),
+                ];
+                one_of(name(i), i, count, dates)
+            })
+            .collect(),
+    };
+    let results: Vec<anyhow::Result<Submitted>> = futures::stream::iter(
+        jobs.iter()
+            .map(|job| submit_shard(clients.batch(), args, stack, selected, &target, job)),
+    )
+    .buffered(SUBMIT_CONCURRENCY)
+    .collect()
+    .await;
+    report_fanout(args, &fanout, manifest, results, clients.batch()).await
+}
+
+/// Job `index` of `count` submitted on its own, with its shard variables and `extra`.
+fn one_of<const N: usize>(
+    name: String,
+    index: usize,
+    count: usize,
+    extra: [(&'static str, String); N],
+) -> ShardJob {
+    let mut env = vec![
+        (shard::SHARD_INDEX, index.to_string()),
+        (shard::SHARD_COUNT, count.to_string()),
+    ];
+    env.extend(extra);
+    ShardJob {
+        name,
+        array_size: None,
+        env,
+    }
+}
+
+/// Prints what was submitted (ids on stdout, in shard order), then watches when asked.
+async fn report_fanout(
+    args: &SubmitArgs,
+    fanout: &Fanout,
+    manifest: Option<String>,
+    results: Vec<anyhow::Result<Submitted>>,
+    batch: &aws_sdk_batch::Client,
+) -> anyhow::Result<ExitCode> {
+    let total = results.len();
+    let mut submitted = Vec::new();
+    let mut errors = Vec::new();
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(s) => submitted.push(ShardSubmitted {
+                submitted: s,
+                shard_index: (!matches!(fanout, Fanout::Array(_))).then_some(i),
+                shard_count: fanout.count(),
+                array_size: matches!(fanout, Fanout::Array(_)).then_some(fanout.count()),
+                manifest: manifest.clone(),
+                start_date: batch_of(fanout, i).map(|b| b.start.to_string()),
+                end_date: batch_of(fanout, i).map(|b| b.end.to_string()),
+            }),
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        writeln!(stdout, "{}", serde_json::to_string(&submitted)?)?;
+    } else {
+        for s in &submitted {
+            writeln!(stdout, "{}", s.submitted.job_id)?;
+        }
+    }
+    stdout.flush()?;
+    drop(stdout);
+    if let Some(first) = errors.into_iter().next() {
+        return Err(first.context(format!(
+            "{} of {total} jobs submitted (their ids are printed); the others failed",
+            submitted.len()
+        )));
+    }
+    if !args.watch {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ids: Vec<String> = submitted.into_iter().map(|s| s.submitted.job_id).collect();
+    let reports = watch::until_done(batch, &ids).await?;
+    Ok(if reports.iter().any(|r| r.failed()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Date batch `i` of a `--split-dates` fan-out.
+fn batch_of(fanout: &Fanout, i: usize) -> Option<shard::DateBatch> {
+    match fanout {
+        Fanout::Dates(batches) => batches.get(i).copied(),
+        _ => None,
+    }
+}
+
+async fn submit_shard(
+    batch: &aws_sdk_batch::Client,
+    args: &SubmitArgs,
+    stack: &Stack,
+    selected: &select::Selected<'_>,
+    target: &Target,
+    job: &ShardJob,
+) -> anyhow::Result<Submitted> {
+    let mut env = selected.env.clone();
+    env.extend(job.env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let mut request = batch
+        .submit_job()
+        .job_name(&job.name)
+        .job_queue(&target.queue_arn)
+        .job_definition(&target.definition_arn)
+        .container_overrides(overrides(args, &env));
+    for (key, value) in stack.tags() {
+        request = request.tags(key, value);
+    }
+    if let Some(size) = job.array_size {
+        request = request.array_properties(ArrayProperties::builder().size(size as i32).build());
+    }
+    for id in &args.depends_on {
+        request = request.depends_on(JobDependency::builder().job_id(id).build());
+    }
+    if let Some(timeout) = args.timeout_s {
+        request = request.timeout(
+            JobTimeout::builder()
+                .attempt_duration_seconds(timeout as i32)
+                .build(),
+        );
+    }
+    let out = request
+        .send()
+        .await
+        .with_context(|| format!("SubmitJob {}", job.name))?;
+    Ok(Submitted {
+        job_id: out
+            .job_id()
+            .context("SubmitJob returned no job id")?
+            .to_string(),
+        job_name: job.name.clone(),
+        queue: target.queue_arn.clone(),
+        job_definition: target.definition_arn.clone(),
+    })
+}
+
+/// Bytes of a request besides the ids: command, environment, name.
+fn request_bytes(
+    args: &SubmitArgs,
+    env: &std::collections::BTreeMap<String, String>,
+    name: &str,
+) -> usize {
+    let env: usize = env.iter().map(|(k, v)| k.len() + v.len() + 32).sum();
+    let command: usize = args.command.iter().map(|c| c.len() + 4).sum();
+    env + command + name.len()
+}
+
+/// `{base}-{index}`, the index zero-padded to `width`, within Batch's name limit.
+fn shard_job_name(base: &str, index: usize, width: usize) -> String {
+    let suffix = format!("-{index:0width$}");
+    let keep = base.len().min(MAX_JOB_NAME - suffix.len());
+    format!("{}{suffix}", &base[..keep])
+}
+
+/// Writes the manifest to the stack's bucket (`--manifest-bucket`, default the first) by the
+/// name the job definition gives it; returns its `s3://` URI.
+async fn upload_manifest(
+    clients: &Clients,
+    stack: &Stack,
+    args: &SubmitArgs,
+    target: &Target,
+    job_name: &str,
+    shards: &[Vec<String>],
+) -> anyhow::Result<String> {
+    let key = args
+        .manifest_bucket
+        .clone()
+        .or_else(|| stack.buckets.keys().next().cloned())
+        .context(
+            "the ids do not fit in the request and the stack has no bucket for a manifest: add a \
+             [buckets.KEY], or raise --array-size / lower --per-job",
+        )?;
+    let var = crate::stack::names::bucket_env_var(&key);
+    let bucket = target
+        .definition
+        .container_properties()
+        .and_then(|c| {
+            c.environment()
+                .iter()
+                .find(|kv| kv.name() == Some(var.as_str()))
+        })
+        .and_then(|kv| kv.value())
+        .with_context(|| {
+            format!(
+                "job definition {} has no {var}: apply the stack again (`{}`)",
+                target.definition_arn,
+                jobs::apply_command(&args.stack)
+            )
+        })?
+        .to_string();
+    let object = shard::manifest_key(job_name);
+    let body = serde_json::to_vec(&shard::Manifest::new(shards.to_vec()))?;
+    clients
+        .s3()
+        .put_object()
+        .bucket(&bucket)
+        .key(&object)
+        .content_type("application/json")
+        .body(body.into())
+        .send()
+        .await
+        .ctx(format!(
+            "writing the shard manifest to s3://{bucket}/{object}"
+        ))?;
+    Ok(format!("s3://{bucket}/{object}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +607,14 @@ mod tests {
         assert_eq!(long.len(), MAX_JOB_NAME);
         let re = regex::Regex::new("^[A-Za-z0-9][A-Za-z0-9_-]*$").unwrap();
         assert!(re.is_match(&short) && re.is_match(&long));
+    }
+
+    #[test]
+    fn shard_job_names_end_in_their_index_within_batch_limits() {
+        assert_eq!(shard_job_name("p-dev-job-t", 7, 3), "p-dev-job-t-007");
+        assert_eq!(shard_job_name("p-dev-job-t", 1234, 4), "p-dev-job-t-1234");
+        let long = shard_job_name(&"x".repeat(MAX_JOB_NAME), 42, 3);
+        assert_eq!(long.len(), MAX_JOB_NAME);
+        assert!(long.ends_with("-042"));
     }
 }

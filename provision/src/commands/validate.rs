@@ -85,10 +85,34 @@ pub fn to_json(stack: &Stack) -> Value {
     value
 }
 
-/// The human summary: every resource with its derived name.
+/// The human summary: every resource with its derived name, section by section.
 pub fn render(stack: &Stack) -> String {
     let mut out = String::new();
-    let yes = |b: bool| if b { "yes" } else { "no" };
+    for section in [
+        header,
+        network,
+        buckets,
+        repositories,
+        logs_and_iam,
+        compute,
+        queues,
+        jobs,
+    ] {
+        section(&mut out, stack);
+    }
+    out
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// The stack, its environment and switches.
+fn header(out: &mut String, stack: &Stack) {
     let _ = writeln!(
         out,
         "stack {} (env {}, region {})",
@@ -99,6 +123,10 @@ pub fn render(stack: &Stack) -> String {
         "  gpu: {}   protect: {}   state table: {}",
         stack.gpu, stack.protect, stack.state_table
     );
+}
+
+/// The VPC, subnets, security groups and S3 endpoint.
+fn network(out: &mut String, stack: &Stack) {
     let vpc = match &stack.network.vpc {
         Vpc::Default => "default".to_string(),
         Vpc::Id(id) => id.clone(),
@@ -114,7 +142,10 @@ pub fn render(stack: &Stack) -> String {
         stack.network.security_groups.join(", ")
     };
     let _ = writeln!(out, "\nnetwork\n  vpc: {vpc}\n  subnets: {subnets}\n  security groups: {sgs}\n  S3 gateway endpoint: {}", yes(stack.network.s3_endpoint));
+}
 
+/// Each bucket with its name and settings.
+fn buckets(out: &mut String, stack: &Stack) {
     let _ = writeln!(out, "\nbuckets");
     for (key, b) in &stack.buckets {
         let enc = b
@@ -132,6 +163,10 @@ pub fn render(stack: &Stack) -> String {
             key.to_uppercase().replace('-', "_")
         );
     }
+}
+
+/// Each repository with its URI and settings.
+fn repositories(out: &mut String, stack: &Stack) {
     let _ = writeln!(out, "\nrepositories");
     for (key, r) in &stack.repositories {
         let keep = r.keep_images.map_or("keep every image".to_string(), |n| {
@@ -144,6 +179,10 @@ pub fn render(stack: &Stack) -> String {
             yes(r.scan_on_push)
         );
     }
+}
+
+/// The log group, the roles and the instance profile.
+fn logs_and_iam(out: &mut String, stack: &Stack) {
     let retention = stack
         .logs
         .retention_days
@@ -160,7 +199,10 @@ pub fn render(stack: &Stack) -> String {
         stack.role_name("job"),
         stack.instance_profile_name()
     );
+}
 
+/// Each compute environment (and launch template).
+fn compute(out: &mut String, stack: &Stack) {
     let _ = writeln!(
         out,
         "\ncompute (AMI {})",
@@ -192,6 +234,10 @@ pub fn render(stack: &Stack) -> String {
             );
         }
     }
+}
+
+/// Each queue with its compute order.
+fn queues(out: &mut String, stack: &Stack) {
     let _ = writeln!(out, "\nqueues");
     for (key, q) in &stack.queues {
         let _ = writeln!(
@@ -203,6 +249,10 @@ pub fn render(stack: &Stack) -> String {
             q.state.as_api().to_lowercase()
         );
     }
+}
+
+/// Each job definition: image, command, resources, retry, environment.
+fn jobs(out: &mut String, stack: &Stack) {
     let _ = writeln!(out, "\njobs");
     for d in stack.job_definitions() {
         let job = d.job;
@@ -227,28 +277,7 @@ pub fn render(stack: &Stack) -> String {
             "    resources: {} vCPUs, {} MiB, {} GPUs, {timeout}",
             job.vcpus, job.memory_mib, job.gpus
         );
-        let rules: Vec<String> = job
-            .retry
-            .rules
-            .iter()
-            .map(|r| {
-                let mut m = Vec::new();
-                if let Some(s) = &r.on_status_reason {
-                    m.push(format!("status reason {s:?}"));
-                }
-                if let Some(s) = &r.on_reason {
-                    m.push(format!("reason {s:?}"));
-                }
-                if let Some(s) = &r.on_exit_code {
-                    m.push(format!("exit code {s:?}"));
-                }
-                format!(
-                    "{} -> {}",
-                    m.join(" and "),
-                    r.action.as_api().to_lowercase()
-                )
-            })
-            .collect();
+        let rules: Vec<String> = job.retry.rules.iter().map(retry_rule).collect();
         let _ = writeln!(
             out,
             "    retry: {} attempt(s); {}",
@@ -269,5 +298,23 @@ pub fn render(stack: &Stack) -> String {
         }
         let _ = writeln!(out, "    log stream prefix: {}", d.key);
     }
-    out
+}
+
+/// One retry rule as `status reason "Host EC2*" -> retry`.
+fn retry_rule(r: &stack::RetryRule) -> String {
+    let mut m = Vec::new();
+    if let Some(s) = &r.on_status_reason {
+        m.push(format!("status reason {s:?}"));
+    }
+    if let Some(s) = &r.on_reason {
+        m.push(format!("reason {s:?}"));
+    }
+    if let Some(s) = &r.on_exit_code {
+        m.push(format!("exit code {s:?}"));
+    }
+    format!(
+        "{} -> {}",
+        m.join(" and "),
+        r.action.as_api().to_lowercase()
+    )
 }

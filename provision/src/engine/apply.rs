@@ -17,9 +17,9 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::plan::{Action, Item, Plan};
 use super::progress::Reporter;
-use super::spec;
+use super::{spec, Refs};
 use crate::aws::Clients;
-use crate::resources::{self, bucket, is_unknown, repository, Attrs, Handle, Kind, Spec};
+use crate::resources::{self, bucket, is_unknown, repository, Attrs, Extra, Handle, Kind, Spec};
 use crate::state::{record, Record, Store};
 
 /// What an apply or destroy did.
@@ -131,7 +131,7 @@ fn intent(item: &Item, desired: &Spec) -> Option<Record> {
         kind: desired.kind(),
         name: desired.name().to_string(),
         id: String::new(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     };
     match item.action {
         Action::Create if item.record.is_none() && desired.kind() == Kind::Bucket => Some(record(
@@ -159,28 +159,74 @@ fn intent(item: &Item, desired: &Spec) -> Option<Record> {
     }
 }
 
+/// What an apply holds while it runs: the references as they become known and the state's
+/// records as they are written.
+struct Applied {
+    refs: Mutex<Refs>,
+    records: Mutex<BTreeMap<String, Record>>,
+}
+
 /// Applies `plan`: forward phase, then delete phase; records every step in `store`.
 pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter) -> Result<Report> {
-    let stack = &plan.stack;
-    let tags = stack.tags();
     let dels = deletions(plan);
     let protected: Vec<&Handle> = dels
         .iter()
         .filter(|d| !d.deposed)
         .map(|d| &d.handle)
         .collect();
-    check_protected(c, stack.protect, &protected).await?;
+    check_protected(c, plan.stack.protect, &protected).await?;
 
-    let refs = Mutex::new(plan.refs.clone());
-    let records: Mutex<BTreeMap<String, Record>> = Mutex::new(plan.snapshot.records.clone());
+    let applied = Applied {
+        refs: Mutex::new(plan.refs.clone()),
+        records: Mutex::new(plan.snapshot.records.clone()),
+    };
     let mut report = Report::default();
+    record_unchanged(c, plan, store, &applied, &mut report).await?;
 
-    // Resources that need no change but whose state entry is missing or stale (adopted by
-    // tags, or recorded before a crash): record them without touching AWS.
+    let forward: Vec<&Item> = plan
+        .items
+        .iter()
+        .filter(|i| matches!(i.action, Action::Create | Action::Update | Action::Replace))
+        .collect();
+    let errors = forward_phase(c, plan, &forward, store, reporter, &applied).await;
+    for item in &forward {
+        report.state_changed = true;
+        match item.action {
+            Action::Create | Action::Replace => report.added += 1,
+            Action::Update => report.changed += 1,
+            _ => {}
+        }
+    }
+    if !errors.is_empty() {
+        report.errors = errors;
+        return Ok(report);
+    }
+
+    let deleted = delete_phase(c, &dels, store, reporter, &mut report).await;
+    forget_deposed(store, &deleted, &applied).await?;
+    Ok(report)
+}
+
+/// Resources that need no change but whose state entry is missing or stale (adopted by tags,
+/// or recorded before a crash): recorded without touching AWS. Entries of resources gone
+/// already are dropped.
+async fn record_unchanged(
+    c: &Clients,
+    plan: &Plan,
+    store: &Store,
+    applied: &Applied,
+    report: &mut Report,
+) -> Result<()> {
+    let records = &applied.records;
     for item in plan.items.iter().filter(|i| i.action == Action::NoOp) {
         match (&item.node, &item.live) {
             (Some(node), Some(live)) => {
-                let desired = spec(stack, &plan.facts, &refs.lock().unwrap(), node)?;
+                let desired = spec(
+                    &plan.stack,
+                    &plan.facts,
+                    &applied.refs.lock().unwrap(),
+                    node,
+                )?;
                 let attrs = desired.attributes();
                 let stale = item
                     .record
@@ -225,13 +271,23 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
             _ => {}
         }
     }
+    Ok(())
+}
 
-    let forward: Vec<&Item> = plan
-        .items
-        .iter()
-        .filter(|i| matches!(i.action, Action::Create | Action::Update | Action::Replace))
-        .collect();
-    let waits: Vec<Vec<usize>> = forward
+/// Creates, updates and replaces (the new half) in dependency order, independent ones at
+/// once. Task i acts on forward[i]; task n + i records its result. A dependent waits for the
+/// action only: it needs the id, which is known before the state has it (a crash in between
+/// leaves a tagged resource, which the next plan adopts).
+async fn forward_phase(
+    c: &Clients,
+    plan: &Plan,
+    forward: &[&Item],
+    store: &Store,
+    reporter: &Reporter,
+    applied: &Applied,
+) -> Vec<anyhow::Error> {
+    let n = forward.len();
+    let mut waits: Vec<Vec<usize>> = forward
         .iter()
         .map(|item| {
             item.deps
@@ -240,107 +296,128 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
                 .collect()
         })
         .collect();
-    if !forward.is_empty() {
-        report.state_changed = true;
-    }
-    let errors = run_dag(&waits, |i| {
-        let item = forward[i];
-        let refs = &refs;
-        let records = &records;
-        let tags = &tags;
+    waits.extend((0..n).map(|i| vec![i]));
+    let results: Mutex<Vec<Option<Record>>> = Mutex::new(vec![None; n]);
+    run_dag(&waits, |i| {
+        let results = &results;
         async move {
-            let node = item
-                .node
-                .as_ref()
-                .context("a forward action without a node")?;
-            let desired = spec(stack, &plan.facts, &refs.lock().unwrap(), node)?;
-            let attrs = desired.attributes();
-            if let Some((name, _)) = attrs.iter().find(|(_, v)| is_unknown(v)) {
-                bail!(
-                    "{}: {name} is still unknown when its turn came (a missing dependency)",
-                    item.address
-                );
+            if i < n {
+                let rec = act(c, plan, forward[i], store, reporter, applied).await?;
+                results.lock().unwrap()[i] = Some(rec);
+                return Ok(());
             }
-            if let Some(intent) = intent(item, &desired) {
-                store.put(&intent).await?;
-                records.lock().unwrap().insert(item.address.clone(), intent);
-            }
-            let (verb, done) = match item.action {
-                Action::Create => ("Creating", "Creation complete"),
-                Action::Update => ("Modifying", "Modifications complete"),
-                _ => ("Creating replacement", "Replacement created"),
-            };
-            let task = reporter.start(&item.address, verb);
-            let result = {
-                let progress = |s: &str| task.status(s);
-                match item.action {
-                    Action::Update => {
-                        let live = item
-                            .live
-                            .as_ref()
-                            .context("an update without a live resource")?;
-                        let changed: Vec<String> =
-                            item.diffs.iter().map(|d| d.name.clone()).collect();
-                        desired.update(c, live, &changed, tags, &progress).await
-                    }
-                    _ => desired.create(c, tags, &progress).await,
-                }
-            };
-            let handle = match result {
-                Ok(handle) => {
-                    task.finish(done);
-                    handle
-                }
-                Err(e) => {
-                    task.finish("failed");
-                    return Err(e.context(format!("{} ({})", item.address, verb.to_lowercase())));
-                }
-            };
-            refs.lock()
-                .unwrap()
-                .ids
-                .insert(item.address.clone(), handle.id.clone());
-            let mut rec = record(&item.address, handle, attrs, item.deps.clone(), item.suffix);
-            if let Some(old) = &item.record {
-                rec.deposed = old.deposed.clone();
-            }
-            if item.action == Action::Replace {
-                rec.deposed.push(
-                    item.handle
-                        .clone()
-                        .context("a replace without the old handle")?,
-                );
-            }
+            let rec = results.lock().unwrap()[i - n]
+                .take()
+                .context("a result recorded twice")?;
             store.put(&rec).await?;
-            records.lock().unwrap().insert(item.address.clone(), rec);
+            applied
+                .records
+                .lock()
+                .unwrap()
+                .insert(rec.address.clone(), rec);
             Ok(())
         }
     })
-    .await;
-    for item in &forward {
-        match item.action {
-            Action::Create => report.added += 1,
-            Action::Update => report.changed += 1,
-            Action::Replace => report.added += 1,
-            _ => {}
-        }
-    }
-    if !errors.is_empty() {
-        report.errors = errors;
-        return Ok(report);
-    }
+    .await
+}
 
-    let deleted = delete_phase(c, &dels, store, reporter, &mut report).await;
-    // Deposed handles that are gone leave their records.
+/// One forward action: the spec rebuilt from the ids known now, the intent recorded where a
+/// crash could hide what is created, then the create or update. Returns the record to write.
+async fn act(
+    c: &Clients,
+    plan: &Plan,
+    item: &Item,
+    store: &Store,
+    reporter: &Reporter,
+    applied: &Applied,
+) -> Result<Record> {
+    let node = item
+        .node
+        .as_ref()
+        .context("a forward action without a node")?;
+    let desired = spec(
+        &plan.stack,
+        &plan.facts,
+        &applied.refs.lock().unwrap(),
+        node,
+    )?;
+    let attrs = desired.attributes();
+    if let Some((name, _)) = attrs.iter().find(|(_, v)| is_unknown(v)) {
+        bail!(
+            "{}: {name} is still unknown when its turn came (a missing dependency)",
+            item.address
+        );
+    }
+    if let Some(intent) = intent(item, &desired) {
+        store.put(&intent).await?;
+        applied
+            .records
+            .lock()
+            .unwrap()
+            .insert(item.address.clone(), intent);
+    }
+    let (verb, done) = match item.action {
+        Action::Create => ("Creating", "Creation complete"),
+        Action::Update => ("Modifying", "Modifications complete"),
+        _ => ("Creating replacement", "Replacement created"),
+    };
+    let task = reporter.start(&item.address, verb);
+    let tags = plan.stack.tags();
+    let result = {
+        let progress = |s: &str| task.status(s);
+        match item.action {
+            Action::Update => {
+                let live = item
+                    .live
+                    .as_ref()
+                    .context("an update without a live resource")?;
+                let changed: Vec<String> = item.diffs.iter().map(|d| d.name.clone()).collect();
+                desired.update(c, live, &changed, &tags, &progress).await
+            }
+            _ => desired.create(c, &tags, &progress).await,
+        }
+    };
+    let handle = match result {
+        Ok(handle) => {
+            task.finish(done);
+            handle
+        }
+        Err(e) => {
+            task.finish("failed");
+            return Err(e.context(format!("{} ({})", item.address, verb.to_lowercase())));
+        }
+    };
+    applied
+        .refs
+        .lock()
+        .unwrap()
+        .ids
+        .insert(item.address.clone(), handle.id.clone());
+    let mut rec = record(&item.address, handle, attrs, item.deps.clone(), item.suffix);
+    if let Some(old) = &item.record {
+        rec.deposed = old.deposed.clone();
+    }
+    if item.action == Action::Replace {
+        rec.deposed.push(
+            item.handle
+                .clone()
+                .context("a replace without the old handle")?,
+        );
+    }
+    Ok(rec)
+}
+
+/// Deposed handles that are gone leave their records.
+async fn forget_deposed(store: &Store, deleted: &[&Deletion], applied: &Applied) -> Result<()> {
     let mut by_address: BTreeMap<&str, Vec<&Handle>> = BTreeMap::new();
-    for d in &deleted {
+    for d in deleted {
         if d.deposed {
             by_address.entry(&d.address).or_default().push(&d.handle);
         }
     }
     for (address, gone) in by_address {
         let updated = {
-            let mut records = records.lock().unwrap();
+            let mut records = applied.records.lock().unwrap();
             records.get_mut(address).map(|rec| {
                 rec.deposed.retain(|h| !gone.contains(&h));
                 rec.clone()
@@ -350,7 +427,7 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
             store.put(&rec).await?;
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Deletes in reverse dependency order; returns what was deleted. Removed (not deposed)
@@ -366,8 +443,11 @@ async fn delete_phase<'a>(
         return vec![];
     }
     report.state_changed = true;
-    // X waits for every other deletion that depends on X.
-    let waits: Vec<Vec<usize>> = dels
+    // Task i deletes dels[i], task n + i forgets it in the state. X's deletion waits for the
+    // deletion of every other that depends on X, not for its state entry (a crash in between
+    // leaves an entry for something gone, which the next plan drops).
+    let n = dels.len();
+    let mut waits: Vec<Vec<usize>> = dels
         .iter()
         .enumerate()
         .map(|(i, x)| {
@@ -378,11 +458,19 @@ async fn delete_phase<'a>(
                 .collect()
         })
         .collect();
+    waits.extend((0..n).map(|i| vec![i]));
     let done: Mutex<Vec<usize>> = Mutex::new(Vec::new());
     let errors = run_dag(&waits, |i| {
-        let d = &dels[i];
+        let d = &dels[i % n];
         let done = &done;
         async move {
+            if i >= n {
+                if !d.deposed {
+                    store.remove(&d.address).await?;
+                }
+                done.lock().unwrap().push(i - n);
+                return Ok(());
+            }
             let label = if d.deposed {
                 format!("{} ({})", d.address, d.handle.name)
             } else {
@@ -400,10 +488,6 @@ async fn delete_phase<'a>(
                     return Err(e.context(format!("{label} (destroying)")));
                 }
             }
-            if !d.deposed {
-                store.remove(&d.address).await?;
-            }
-            done.lock().unwrap().push(i);
             Ok(())
         }
     })
@@ -431,26 +515,28 @@ pub async fn destroy(
     store: &Store,
     reporter: &Reporter,
 ) -> Result<Report> {
-    let dels: Vec<Deletion> = plan
-        .items
-        .iter()
-        .filter(|i| i.action == Action::Delete)
-        .map(|i| Deletion {
-            address: i.address.clone(),
-            handle: i.handle.clone().expect("a delete has a handle"),
-            deps: i.deps.clone(),
-            deposed: i.deposed,
-        })
-        .collect();
+    let dels = deletions(plan);
     let protected: Vec<&Handle> = dels.iter().map(|d| &d.handle).collect();
     check_protected(c, plan.stack.protect, &protected).await?;
     let mut report = Report::default();
-    delete_phase(c, &dels, store, reporter, &mut report).await;
-    if report.errors.is_empty() {
-        for address in plan.snapshot.records.keys() {
-            store.remove(address).await?;
-            report.state_changed = true;
-        }
+    let deleted = delete_phase(c, &dels, store, reporter, &mut report).await;
+    if report.errors.is_empty() && !plan.snapshot.records.is_empty() {
+        // The entries the delete phase did not forget (resources gone already), all at once.
+        let forgotten: Vec<&str> = deleted
+            .iter()
+            .filter(|d| !d.deposed)
+            .map(|d| d.address.as_str())
+            .collect();
+        let removed = futures::future::join_all(
+            plan.snapshot
+                .records
+                .keys()
+                .filter(|address| !forgotten.contains(&address.as_str()))
+                .map(|address| store.remove(address)),
+        )
+        .await;
+        removed.into_iter().collect::<Result<Vec<()>>>()?;
+        report.state_changed = true;
     }
     Ok(report)
 }

@@ -11,6 +11,7 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
 use crate::aws::Clients;
+use crate::resources::iam::Role;
 use crate::resources::vpc_endpoint::filter;
 use crate::resources::{
     bucket, compute_environment, iam, job_definition, job_queue, log_group, repository,
@@ -23,6 +24,7 @@ pub mod apply;
 pub mod plan;
 pub mod progress;
 pub mod render;
+pub mod saved;
 
 /// Facts read from AWS before planning: who and where.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +53,8 @@ pub struct Refs {
 }
 
 impl Refs {
-    fn id(&self, address: &str) -> String {
+    /// The id of the resource at `address`, or [`UNKNOWN`] until it exists.
+    pub fn id(&self, address: &str) -> String {
         self.ids
             .get(address)
             .cloned()
@@ -73,8 +76,6 @@ pub const ENDPOINT: &str = "vpc_endpoint.s3";
 pub const SECURITY_GROUP: &str = "security_group.batch";
 pub const LOG_GROUP: &str = "log_group.jobs";
 pub const INSTANCE_PROFILE: &str = "instance_profile.instance";
-/// Role keys, as in `role.{key}` and `{P}-{key}`.
-pub const ROLES: [&str; 4] = ["instance", "batch-service", "execution", "job"];
 
 fn address(kind: Kind, key: &str) -> String {
     format!("{}.{key}", kind.as_str())
@@ -105,8 +106,8 @@ pub fn graph(stack: &Stack) -> Vec<Node> {
         push(Kind::Repository, key, vec![]);
     }
     push(Kind::LogGroup, "jobs", vec![]);
-    for role in ROLES {
-        let deps = if role == "job" {
+    for role in Role::ALL {
+        let deps = if role == Role::Job {
             stack
                 .buckets
                 .keys()
@@ -115,18 +116,15 @@ pub fn graph(stack: &Stack) -> Vec<Node> {
         } else {
             vec![]
         };
-        push(Kind::Role, role, deps);
+        push(Kind::Role, role.key(), deps);
     }
     push(
         Kind::InstanceProfile,
         "instance",
-        vec!["role.instance".into()],
+        vec![Role::Instance.address()],
     );
     for key in stack.compute.keys() {
-        let mut deps = vec![
-            INSTANCE_PROFILE.to_string(),
-            "role.batch-service".to_string(),
-        ];
+        let mut deps = vec![INSTANCE_PROFILE.to_string(), Role::BatchService.address()];
         if own_sg {
             deps.push(SECURITY_GROUP.into());
         }
@@ -145,8 +143,8 @@ pub fn graph(stack: &Stack) -> Vec<Node> {
     }
     for def in stack.job_definitions() {
         let mut deps = vec![
-            "role.job".to_string(),
-            "role.execution".to_string(),
+            Role::Job.address(),
+            Role::Execution.address(),
             LOG_GROUP.to_string(),
         ];
         if let Image::Repository(repo) = &def.job.image {
@@ -169,7 +167,7 @@ pub fn partition(region: &str) -> &'static str {
 }
 
 /// A KMS key as IAM wants it in `Resource`: an ARN.
-fn kms_arn(key: &str, facts: &Facts, region: &str) -> String {
+pub fn kms_arn(key: &str, facts: &Facts, region: &str) -> String {
     if key.starts_with("arn:") {
         key.to_string()
     } else if let Some(alias) = key.strip_prefix("alias/") {
@@ -195,315 +193,165 @@ pub fn compute_name(stack: &Stack, refs: &Refs, key: &str) -> String {
     stack.compute_environment_name(key, suffix)
 }
 
-/// The desired spec of one node, references resolved through `refs`.
+/// The desired spec of one node, references resolved through `refs`. Each kind's module
+/// builds its own from the stack.
 pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Spec> {
-    let p = &facts.partition;
     let key = node.key.as_str();
     Ok(match node.kind {
-        Kind::VpcEndpoint => Spec::VpcEndpoint(vpc_endpoint::Spec {
-            vpc_id: facts.vpc_id.clone(),
-            service_name: format!("com.amazonaws.{}.s3", stack.region),
-            route_table_ids: facts.route_tables.clone(),
-        }),
-        Kind::SecurityGroup => Spec::SecurityGroup(security_group::Spec {
-            name: stack.security_group_name(),
-            vpc_id: facts.vpc_id.clone(),
-        }),
-        Kind::Bucket => {
-            let b = &stack.buckets[key];
-            Spec::Bucket(bucket::Spec {
-                name: stack.bucket_name(key, &facts.account),
-                region: stack.region.clone(),
-                versioning: b.versioning,
-                expire_noncurrent_days: b.expire_noncurrent_days,
-                kms_key: b.kms_key.clone(),
-            })
-        }
-        Kind::Repository => {
-            let r = &stack.repositories[key];
-            Spec::Repository(repository::Spec {
-                name: stack.repository_name(key),
-                keep_images: r.keep_images,
-                scan_on_push: r.scan_on_push,
-            })
-        }
-        Kind::LogGroup => Spec::LogGroup(log_group::Spec {
-            name: stack.log_group_name(),
-            retention_days: stack.logs.retention_days,
-        }),
+        Kind::VpcEndpoint => Spec::VpcEndpoint(vpc_endpoint::Spec::desired(stack, facts)),
+        Kind::SecurityGroup => Spec::SecurityGroup(security_group::Spec::desired(stack, facts)),
+        Kind::Bucket => Spec::Bucket(bucket::Spec::desired(stack, facts, key)),
+        Kind::Repository => Spec::Repository(repository::Spec::desired(stack, key)),
+        Kind::LogGroup => Spec::LogGroup(log_group::Spec::desired(stack)),
         Kind::Role => {
-            let managed = |name: &str| format!("arn:{p}:iam::aws:policy/service-role/{name}");
-            let (service, managed, inline) = match key {
-                "instance" => (
-                    "ec2.amazonaws.com",
-                    vec![managed("AmazonEC2ContainerServiceforEC2Role")],
-                    BTreeMap::new(),
-                ),
-                "batch-service" => (
-                    "batch.amazonaws.com",
-                    vec![managed("AWSBatchServiceRole")],
-                    BTreeMap::new(),
-                ),
-                "execution" => {
-                    let mut inline = BTreeMap::new();
-                    let mut arns: Vec<String> =
-                        facts.secrets.values().map(|(arn, _)| arn.clone()).collect();
-                    arns.sort();
-                    arns.dedup();
-                    if !arns.is_empty() {
-                        let mut keys: Vec<String> = facts
-                            .secrets
-                            .values()
-                            .filter_map(|(_, k)| k.clone())
-                            .collect();
-                        keys.sort();
-                        keys.dedup();
-                        inline.insert(
-                            "job-secrets".to_string(),
-                            iam::execution_secrets_policy(&arns, &keys)?,
-                        );
-                    }
-                    (
-                        "ecs-tasks.amazonaws.com",
-                        vec![managed("AmazonECSTaskExecutionRolePolicy")],
-                        inline,
-                    )
-                }
-                "job" => {
-                    let mut inline = BTreeMap::new();
-                    let buckets: Vec<String> = stack
-                        .buckets
-                        .keys()
-                        .map(|k| stack.bucket_name(k, &facts.account))
-                        .collect();
-                    if !buckets.is_empty() {
-                        let mut keys: Vec<String> = stack
-                            .buckets
-                            .values()
-                            .filter_map(|b| b.kms_key.as_deref())
-                            .map(|k| kms_arn(k, facts, &stack.region))
-                            .collect();
-                        keys.sort();
-                        keys.dedup();
-                        inline.insert(
-                            "stack-buckets".to_string(),
-                            iam::job_s3_policy(p, &buckets, &keys)?,
-                        );
-                    }
-                    ("ecs-tasks.amazonaws.com", vec![], inline)
-                }
-                other => bail!("unknown role {other}"),
-            };
-            Spec::Role(iam::RoleSpec {
-                name: stack.role_name(key),
-                trust: iam::trust_policy(service)?,
-                managed,
-                inline,
-            })
+            let role = Role::from_key(key).with_context(|| format!("unknown role {key}"))?;
+            Spec::Role(iam::RoleSpec::desired(stack, facts, role)?)
         }
-        Kind::InstanceProfile => Spec::InstanceProfile(iam::ProfileSpec {
-            name: stack.instance_profile_name(),
-            role: stack.role_name("instance"),
-        }),
+        Kind::InstanceProfile => Spec::InstanceProfile(iam::ProfileSpec::desired(stack)),
         Kind::ComputeEnvironment => {
-            let ce = &stack.compute[key];
-            let suffix = refs.suffixes.get(&node.address).copied().flatten();
-            let security_groups = if stack.network.security_groups.is_empty() {
-                vec![refs.id(SECURITY_GROUP)]
-            } else {
-                stack.network.security_groups.clone()
-            };
-            Spec::ComputeEnvironment(compute_environment::Spec {
-                name: stack.compute_environment_name(key, suffix),
-                kind: ce.kind,
-                min_vcpus: ce.min_vcpus,
-                max_vcpus: ce.max_vcpus,
-                instance_types: ce.instance_types.clone(),
-                allocation_strategy: ce.allocation_strategy,
-                bid_percentage: ce.bid_percentage,
-                subnets: facts.subnets.clone(),
-                security_groups,
-                instance_role: refs.id(INSTANCE_PROFILE),
-                service_role: refs.id("role.batch-service"),
-                image_type: crate::stack::ComputeEnvironment::image_type(stack.gpu).to_string(),
-                launch_template: ce
-                    .root_volume_gb
-                    .map(|gb| (stack.launch_template_name(key, suffix), gb)),
-                state: ce.state,
-            })
+            Spec::ComputeEnvironment(compute_environment::Spec::desired(stack, facts, refs, key))
         }
-        Kind::JobQueue => {
-            let q = &stack.queues[key];
-            Spec::JobQueue(job_queue::Spec {
-                name: stack.queue_name(key),
-                priority: q.priority,
-                state: q.state,
-                compute: q
-                    .compute
-                    .iter()
-                    .map(|c| refs.id(&address(Kind::ComputeEnvironment, c)))
-                    .collect(),
-            })
-        }
+        Kind::JobQueue => Spec::JobQueue(job_queue::Spec::desired(stack, refs, key)),
         Kind::JobDefinition => {
-            let defs = stack.job_definitions();
-            let def = defs
-                .iter()
-                .find(|d| d.key == key)
-                .context("job definition vanished from the stack")?;
-            let mut environment = def.env.clone();
-            environment.extend(stack.injected_env(&facts.account));
-            let mut secrets = BTreeMap::new();
-            for (var, secret) in &def.job.secrets {
-                let (arn, _) = facts
-                    .secrets
-                    .get(secret)
-                    .with_context(|| format!("secret {secret} was not resolved"))?;
-                secrets.insert(var.clone(), arn.clone());
-            }
-            Spec::JobDefinition(job_definition::Spec {
-                name: def.name.clone(),
-                image: stack.pinned_image_uri(&def.job.image, &facts.account, &facts.image_digests),
-                command: def.command.clone(),
-                vcpus: def.job.vcpus,
-                memory_mib: def.job.memory_mib,
-                gpus: def.job.gpus,
-                timeout_s: def.job.timeout_s,
-                attempts: def.job.retry.attempts,
-                rules: def.job.retry.rules.clone(),
-                environment,
-                secrets,
-                log_group: stack.log_group_name(),
-                region: stack.region.clone(),
-                stream_prefix: def.key.clone(),
-                job_role: refs.id("role.job"),
-                execution_role: refs.id("role.execution"),
-            })
+            Spec::JobDefinition(job_definition::Spec::desired(stack, facts, refs, key)?)
         }
     })
 }
 
-/// Reads the facts a plan needs: VPC, subnets, route tables, secret ARNs, image digests. `account` answers
-/// the account id (`aws::check_access`, or what it already answered), awaited beside the
-/// VPC reads.
-pub async fn facts(
+/// The facts no other answer is needed for, read at once (one round trip): the account, the
+/// VPC id, the secrets and the digests of the repositories' images. `account` answers the account id (`aws::check_access`, or what it
+/// already answered), awaited beside the reads: its error wins (see [`join_first_error_wins`]). The VPC's subnets, route tables and endpoints come from [`network`].
+pub async fn first_facts(
     c: &Clients,
     stack: &Stack,
     account: impl std::future::Future<Output = Result<String>>,
 ) -> Result<Facts> {
-    let (
-        (account, image_digests),
-        Network {
-            vpc_id,
-            subnets,
-            route_tables,
-            s3_endpoints,
-        },
-    ) = join_first_error_wins(
-        join_first_error_wins(account, crate::image::resolve::digests(c, stack)),
-        network(c, stack),
-    )
+    let (account, (vpc_id, secrets, image_digests)) = join_first_error_wins(account, async {
+        tokio::try_join!(
+            vpc_id(c, stack),
+            describe_secrets(c, stack),
+            crate::image::resolve::digests(c, stack)
+        )
+    })
     .await?;
-    let partition = partition(&stack.region).to_string();
-    let mut secrets = BTreeMap::new();
-    for job in stack.jobs.values() {
-        for secret in job.secrets.values() {
-            if secrets.contains_key(secret) {
-                continue;
-            }
-            let out = c
-                .secrets()
-                .describe_secret()
-                .secret_id(secret)
-                .send()
-                .await
-                .ctx(format!("resolving secret {secret}"))?;
-            let arn = out
-                .arn()
-                .with_context(|| format!("secret {secret} has no ARN"))?
-                .to_string();
-            let facts_so_far = Facts {
-                account: account.clone(),
-                partition: partition.clone(),
-                vpc_id: String::new(),
-                subnets: vec![],
-                route_tables: vec![],
-                secrets: BTreeMap::new(),
-                s3_endpoints: vec![],
-                image_digests: BTreeMap::new(),
-            };
-            let kms = out
-                .kms_key_id()
-                .map(|k| kms_arn(k, &facts_so_far, &stack.region));
-            secrets.insert(secret.clone(), (arn, kms));
+    let mut facts = Facts {
+        account,
+        partition: partition(&stack.region).to_string(),
+        vpc_id,
+        subnets: vec![],
+        route_tables: vec![],
+        secrets: BTreeMap::new(),
+        s3_endpoints: vec![],
+        image_digests,
+    };
+    facts.secrets = secrets
+        .into_iter()
+        .map(|(secret, (arn, kms))| {
+            let kms = kms.map(|k| kms_arn(&k, &facts, &stack.region));
+            (secret, (arn, kms))
+        })
+        .collect();
+    Ok(facts)
+}
+
+impl Facts {
+    /// These facts completed by the VPC's part.
+    pub fn with_network(self, network: Network) -> Facts {
+        Facts {
+            subnets: network.subnets,
+            route_tables: network.route_tables,
+            s3_endpoints: network.s3_endpoints,
+            ..self
         }
     }
-    Ok(Facts {
-        account,
-        partition,
-        vpc_id,
-        subnets,
-        route_tables,
-        secrets,
-        s3_endpoints,
-        image_digests,
-    })
+}
+
+/// Every secret the jobs name → its ARN and its own KMS key (as the secret names it), all
+/// described at once.
+async fn describe_secrets(
+    c: &Clients,
+    stack: &Stack,
+) -> Result<BTreeMap<String, (String, Option<String>)>> {
+    let mut names: Vec<&String> = stack
+        .jobs
+        .values()
+        .flat_map(|job| job.secrets.values())
+        .collect();
+    // First mention first: of several missing secrets, the error names the first, as before.
+    let mut seen = std::collections::BTreeSet::new();
+    names.retain(|n| seen.insert(*n));
+    let described = futures::future::join_all(names.iter().map(|secret| async move {
+        let out = c
+            .secrets()
+            .describe_secret()
+            .secret_id(*secret)
+            .send()
+            .await
+            .ctx(format!("resolving secret {secret}"))?;
+        let arn = out
+            .arn()
+            .with_context(|| format!("secret {secret} has no ARN"))?
+            .to_string();
+        anyhow::Ok(((*secret).clone(), (arn, out.kms_key_id().map(String::from))))
+    }))
+    .await;
+    described.into_iter().collect()
 }
 
 /// The VPC's part of the facts.
-struct Network {
-    vpc_id: String,
+pub struct Network {
     subnets: Vec<String>,
     route_tables: Vec<String>,
     s3_endpoints: Vec<aws_sdk_ec2::types::VpcEndpoint>,
 }
 
-/// Reads the VPC, its subnets, the route tables an S3 endpoint may serve and its S3 endpoints.
-async fn network(c: &Clients, stack: &Stack) -> Result<Network> {
+/// The stack's VPC: the region's default one, or the one the stack names (checked to exist).
+async fn vpc_id(c: &Clients, stack: &Stack) -> Result<String> {
+    Ok(match &stack.network.vpc {
+        Vpc::Default => {
+            let out = c
+                .ec2()
+                .describe_vpcs()
+                .filters(filter("is-default", "true"))
+                .send()
+                .await
+                .ctx("finding the default VPC")?;
+            out.vpcs()
+                .first()
+                .and_then(|v| v.vpc_id())
+                .map(String::from)
+                .with_context(|| {
+                    format!(
+                        "region {} has no default VPC; set network.vpc to a VPC id",
+                        stack.region
+                    )
+                })?
+        }
+        Vpc::Id(id) => {
+            let out = c
+                .ec2()
+                .describe_vpcs()
+                .filters(filter("vpc-id", id))
+                .send()
+                .await
+                .ctx(format!("reading VPC {id}"))?;
+            if out.vpcs().is_empty() {
+                bail!("network.vpc: VPC {id} does not exist in {}", stack.region);
+            }
+            id.clone()
+        }
+    })
+}
+
+/// Reads the VPC's subnets, the route tables an S3 endpoint may serve and its S3 endpoints.
+pub async fn network(c: &Clients, stack: &Stack, vpc_id: &str) -> Result<Network> {
     // Independent reads run together: a no-op plan is bound by round trips.
-    let vpc_id = async {
-        anyhow::Ok(match &stack.network.vpc {
-            Vpc::Default => {
-                let out = c
-                    .ec2()
-                    .describe_vpcs()
-                    .filters(filter("is-default", "true"))
-                    .send()
-                    .await
-                    .ctx("finding the default VPC")?;
-                out.vpcs()
-                    .first()
-                    .and_then(|v| v.vpc_id())
-                    .map(String::from)
-                    .with_context(|| {
-                        format!(
-                            "region {} has no default VPC; set network.vpc to a VPC id",
-                            stack.region
-                        )
-                    })?
-            }
-            Vpc::Id(id) => {
-                let out = c
-                    .ec2()
-                    .describe_vpcs()
-                    .filters(filter("vpc-id", id))
-                    .send()
-                    .await
-                    .ctx(format!("reading VPC {id}"))?;
-                if out.vpcs().is_empty() {
-                    bail!("network.vpc: VPC {id} does not exist in {}", stack.region);
-                }
-                id.clone()
-            }
-        })
-    };
-    let vpc_id = vpc_id.await?;
     let subnets = async {
         anyhow::Ok(if stack.network.subnets.is_empty() {
             let out = c
                 .ec2()
                 .describe_subnets()
-                .filters(filter("vpc-id", &vpc_id))
+                .filters(filter("vpc-id", vpc_id))
                 .send()
                 .await
                 .ctx("listing subnets")?;
@@ -528,7 +376,7 @@ async fn network(c: &Clients, stack: &Stack) -> Result<Network> {
                 async {
                     c.ec2()
                         .describe_route_tables()
-                        .filters(filter("vpc-id", &vpc_id))
+                        .filters(filter("vpc-id", vpc_id))
                         .send()
                         .await
                         .ctx("listing route tables")
@@ -536,7 +384,7 @@ async fn network(c: &Clients, stack: &Stack) -> Result<Network> {
                 // AWS allows one S3 gateway endpoint per route table: tables another endpoint
                 // already serves (the account's own, another stack's) reach S3 through it and are
                 // left alone.
-                s3_endpoints(c, stack, &vpc_id),
+                s3_endpoints(c, stack, vpc_id),
             )?;
             let taken = foreign_s3_route_tables(stack, &endpoints);
             let mut ids: Vec<String> = out
@@ -554,7 +402,6 @@ async fn network(c: &Clients, stack: &Stack) -> Result<Network> {
     };
     let (subnets, (route_tables, s3_endpoints)) = tokio::try_join!(subnets, route_tables)?;
     Ok(Network {
-        vpc_id,
         subnets,
         route_tables,
         s3_endpoints,

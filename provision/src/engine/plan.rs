@@ -9,9 +9,13 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{facts, graph, graph_for, join_first_error_wins, spec, store, Facts, Node, Refs};
+use super::{
+    first_facts, graph, graph_for, join_first_error_wins, network, spec, store, Facts, Node, Refs,
+};
 use crate::aws::Clients;
-use crate::resources::{self, is_unknown, owned_by, Handle, Kind, Live, ReadAhead, Spec, TagRead};
+use crate::resources::{
+    self, is_unknown, owned_by, Extra, Handle, Kind, Live, ReadAhead, Spec, TagRead,
+};
 use crate::stack::Stack;
 use crate::state::{Record, Snapshot};
 
@@ -127,35 +131,26 @@ pub fn diff(kind: Kind, desired: &resources::Attrs, live: &resources::Attrs) -> 
 
 /// A handle for a live resource found by its desired spec (adopted or to be deleted).
 pub(crate) fn handle_of(spec: &Spec, live: &Live) -> Handle {
-    let mut extra = BTreeMap::new();
-    match spec {
-        Spec::ComputeEnvironment(_) => {
-            if let Some(Value::String(lt)) = live.attrs.get("launch_template") {
-                extra.insert("launch_template".to_string(), lt.clone());
-            }
-        }
-        Spec::VpcEndpoint(s) => {
-            extra.insert("vpc_id".to_string(), s.vpc_id.clone());
-        }
-        _ => {}
-    }
+    let extra = match spec {
+        Spec::ComputeEnvironment(_) => Extra {
+            launch_template: match live.attrs.get("launch_template") {
+                Some(Value::String(lt)) => Some(lt.clone()),
+                _ => None,
+            },
+            ..Extra::default()
+        },
+        Spec::VpcEndpoint(s) => Extra {
+            vpc_id: Some(s.vpc_id.clone()),
+            ..Extra::default()
+        },
+        _ => Extra::default(),
+    };
     Handle {
         kind: spec.kind(),
         name: spec.name().to_string(),
         id: live.id.clone(),
         extra,
     }
-}
-
-/// Loads state and facts together; `account` answers the account id (see [`facts`]).
-pub async fn prepare(
-    c: &Clients,
-    stack: &Stack,
-    account: impl std::future::Future<Output = Result<String>>,
-) -> Result<(Facts, Snapshot)> {
-    let store = store(c, stack);
-    // The facts lead: they carry the credentials check (see `join_first_error_wins`).
-    join_first_error_wins(facts(c, stack, account), store.load()).await
 }
 
 /// What one call answers for many resources: every compute environment at once, and the S3
@@ -208,18 +203,62 @@ async fn recorded_or(
     }
 }
 
-/// Builds the plan that makes the account match `stack`.
+/// Builds the plan that makes the account match `stack`, reading in the fewest round trips
+/// the answers allow (a plan's wait is its round trips one after another, 20-150 ms each
+/// against AWS):
+/// 1. the account (`account`, see [`first_facts`]), the VPC id, the secrets and the state, at once;
+/// 2. the VPC's subnets, route tables and S3 endpoints, and beside them every live read: a
+///    read needs only names, and names need only the account and the state;
+/// 3. the second half of the reads that need one (a role's inline policies, a compute
+///    environment's launch template).
 pub async fn plan(
     c: &Clients,
     stack: &Stack,
-    facts: Facts,
-    snapshot: Snapshot,
+    account: impl std::future::Future<Output = Result<String>>,
     refresh: Refresh,
 ) -> Result<Plan> {
-    let tags = stack.tags();
+    let store = store(c, stack);
+    // The facts lead: they carry the credentials check (see `join_first_error_wins`).
+    let (first, snapshot) =
+        join_first_error_wins(first_facts(c, stack, account), store.load()).await?;
+    let declared = graph(stack);
+    let ((network, mut lives), mut removals) = tokio::try_join!(
+        async {
+            tokio::try_join!(
+                network(c, stack, &first.vpc_id),
+                read_desired(c, stack, &first, &snapshot, &declared, refresh),
+            )
+        },
+        read_removals(c, &snapshot, &declared, refresh),
+    )?;
+    let facts = first.with_network(network);
     let nodes = graph_for(stack, &facts);
+    // The S3 endpoint is found in the listing the facts hold: no call of its own.
+    if let Some(node) = nodes.iter().find(|n| n.kind == Kind::VpcEndpoint) {
+        let live = read_desired(
+            c,
+            stack,
+            &facts,
+            &snapshot,
+            std::slice::from_ref(node),
+            refresh,
+        )
+        .await?;
+        lives.extend(live);
+    }
+    // Every route table has an S3 endpoint already: a recorded one of ours is removed.
+    if let Some(record) = snapshot.records.get(super::ENDPOINT) {
+        if !nodes.iter().any(|n| n.address == record.address) {
+            removals.extend(read_removal_of(c, record, refresh).await?);
+        }
+    }
+    compare(stack, facts, snapshot, &nodes, lives, removals)
+}
+
+/// The initial references: every compute environment's current suffix, from the state.
+fn recorded_suffixes(nodes: &[Node], snapshot: &Snapshot) -> Refs {
     let mut refs = Refs::default();
-    for node in &nodes {
+    for node in nodes {
         if node.kind == Kind::ComputeEnvironment {
             refs.suffixes.insert(
                 node.address.clone(),
@@ -227,13 +266,36 @@ pub async fn plan(
             );
         }
     }
-    // Read everything live at once: names do not depend on ids.
-    let initial: Vec<Spec> = nodes
+    refs
+}
+
+/// Live state by address, for desired resources (absent: does not exist).
+type Lives = BTreeMap<String, Option<Live>>;
+
+/// Reads every desired resource at once (names do not depend on ids), but the S3 endpoint,
+/// which needs the VPC's endpoint listing (see [`plan`]) unless `facts` hold it.
+async fn read_desired(
+    c: &Clients,
+    stack: &Stack,
+    facts: &Facts,
+    snapshot: &Snapshot,
+    nodes: &[Node],
+    refresh: Refresh,
+) -> Result<Lives> {
+    let tags = stack.tags();
+    let refs = recorded_suffixes(nodes, snapshot);
+    // Route tables for an endpoint are known once the VPC's endpoints were listed.
+    let listed = !facts.route_tables.is_empty();
+    let nodes: Vec<&Node> = nodes
         .iter()
-        .map(|n| spec(stack, &facts, &refs, n))
+        .filter(|n| n.kind != Kind::VpcEndpoint || listed)
+        .collect();
+    let specs: Vec<Spec> = nodes
+        .iter()
+        .map(|n| spec(stack, facts, &refs, n))
         .collect::<Result<_>>()?;
-    let ahead = read_ahead(&initial, &facts);
-    let lives: Vec<Option<Live>> = stream::iter(nodes.iter().zip(&initial).map(|(node, s)| {
+    let ahead = read_ahead(&specs, facts);
+    let lives: Vec<Option<Live>> = stream::iter(nodes.iter().zip(&specs).map(|(node, s)| {
         let record = snapshot.records.get(&node.address);
         let recorded = record
             .filter(|_| refresh == Refresh::StateOnly)
@@ -253,125 +315,55 @@ pub async fn plan(
     .await
     .into_iter()
     .collect::<Result<_>>()?;
+    Ok(nodes.iter().map(|n| n.address.clone()).zip(lives).collect())
+}
 
-    let mut items = Vec::new();
-    for (node, live) in nodes.iter().zip(lives) {
-        let record = snapshot.records.get(&node.address).cloned();
-        let mut desired = spec(stack, &facts, &refs, node)?;
-        let mut item = Item {
-            address: node.address.clone(),
-            kind: node.kind,
-            action: Action::NoOp,
-            drift: false,
-            diffs: vec![],
-            deps: node.deps.clone(),
-            node: Some(node.clone()),
-            name: desired.name().to_string(),
-            new_name: None,
-            live: live.clone(),
-            record: record.clone(),
-            handle: None,
-            suffix: refs.suffixes.get(&node.address).copied().flatten(),
-            deposed: false,
-        };
-        match &live {
-            None => {
-                item.action = Action::Create;
-                // Applied before (a record with attributes, not a mere intent) and gone now:
-                // deleted outside the tool.
-                item.drift = record.as_ref().is_some_and(|r| !r.attributes.is_empty());
-                item.diffs = diff(node.kind, &desired.attributes(), &Default::default())
-                    .into_iter()
-                    .map(|d| AttrDiff {
-                        before: Value::Null,
-                        ..d
-                    })
-                    .collect();
-            }
-            Some(live) => {
-                if record.is_none() && !owned_by(&live.tags, &tags) {
-                    bail!(
-                        "{} {} already exists and is not tagged {}={}, {}={}: it belongs to someone else; \
-                         rename the stack or remove that resource",
-                        node.address,
-                        desired.name(),
-                        crate::stack::names::TAG_STACK,
-                        stack.name,
-                        crate::stack::names::TAG_ENV,
-                        stack.env
-                    );
-                }
-                let diffs = diff(node.kind, &desired.attributes(), &live.attrs);
-                if let Some(rec) = &record {
-                    item.drift = !diffs.is_empty()
-                        && rec.attributes.iter().any(|(k, v)| {
-                            !is_unknown(v) && live.attrs.get(k).is_some_and(|l| l != v)
-                        });
-                }
-                if diffs.is_empty() {
-                    refs.ids.insert(node.address.clone(), live.id.clone());
-                } else if diffs.iter().any(|d| d.forces_replacement) {
-                    item.action = Action::Replace;
-                    item.handle = Some(match &record {
-                        Some(r) if r.handle.name == desired.name() => r.handle.clone(),
-                        _ => handle_of(&desired, live),
-                    });
-                    if node.kind == Kind::ComputeEnvironment {
-                        let next = Some(item.suffix.unwrap_or(0) + 1);
-                        refs.suffixes.insert(node.address.clone(), next);
-                        item.suffix = next;
-                        desired = spec(stack, &facts, &refs, node)?;
-                        item.new_name = Some(desired.name().to_string());
-                    }
-                    item.diffs = diff(node.kind, &desired.attributes(), &live.attrs);
-                } else {
-                    item.action = Action::Update;
-                    item.diffs = diffs;
-                    // A new job definition revision gets a new ARN; everything else keeps its id.
-                    if node.kind != Kind::JobDefinition {
-                        refs.ids.insert(node.address.clone(), live.id.clone());
-                    }
-                }
-            }
-        }
-        items.push(item);
-    }
+/// A resource to delete: one the state records and the stack no longer declares, a deposed
+/// one, or (for `destroy`) one the stack declares that only its tags tell is ours.
+struct Removal {
+    address: String,
+    handle: Handle,
+    deps: Vec<String>,
+    record: Option<Record>,
+    /// The old half of a replacement (its address keeps a record).
+    deposed: bool,
+    live: Option<Live>,
+}
 
-    // Recorded resources the stack no longer declares, and deposed ones.
-    let declared: BTreeSet<&str> = nodes.iter().map(|n| n.address.as_str()).collect();
-    let mut removals: Vec<(Record, Option<Handle>)> = Vec::new();
-    for record in snapshot.records.values() {
-        if !declared.contains(record.address.as_str()) {
-            removals.push((record.clone(), None));
-        }
-        for deposed in &record.deposed {
-            removals.push((record.clone(), Some(deposed.clone())));
-        }
-    }
-    let reads = stream::iter(removals.iter().map(|(record, deposed)| {
-        let handle = deposed.clone().unwrap_or_else(|| record.handle.clone());
-        let recorded = if refresh == Refresh::StateOnly && deposed.is_none() {
-            recorded_live(record)
-        } else {
-            None
-        };
-        async move { recorded_or(recorded, resources::read_handle(c, &handle)).await }
-    }))
-    .buffered(READ_CONCURRENCY)
-    .collect::<Vec<_>>()
-    .await;
-    for ((record, deposed), live) in removals.into_iter().zip(reads) {
-        let live = live?;
-        let handle = deposed.clone().unwrap_or_else(|| record.handle.clone());
-        let before = live
-            .as_ref()
-            .map(|l| l.attrs.clone())
-            .unwrap_or_else(|| record.attributes.clone());
-        items.push(Item {
+impl Removal {
+    /// The record's own resource, or its deposed `handle`.
+    fn of(record: &Record, deposed: Option<&Handle>) -> Removal {
+        Removal {
             address: record.address.clone(),
-            kind: handle.kind,
-            // Gone already: only the state entry is left to remove.
-            action: if live.is_some() {
+            handle: deposed.unwrap_or(&record.handle).clone(),
+            deps: record.deps.clone(),
+            record: Some(record.clone()),
+            deposed: deposed.is_some(),
+            live: None,
+        }
+    }
+
+    /// Reads what this removal would delete (the state's attributes where they stand in).
+    async fn read(mut self, c: &Clients, refresh: Refresh) -> Result<Removal> {
+        let recorded = match &self.record {
+            Some(record) if refresh == Refresh::StateOnly && !self.deposed => recorded_live(record),
+            _ => None,
+        };
+        self.live = recorded_or(recorded, resources::read_handle(c, &self.handle)).await?;
+        Ok(self)
+    }
+
+    /// The plan's item: a delete, or nothing but the state entry when it is gone already.
+    fn item(self) -> Item {
+        let before = match (&self.live, &self.record) {
+            (Some(live), _) => live.attrs.clone(),
+            (None, Some(record)) => record.attributes.clone(),
+            (None, None) => Default::default(),
+        };
+        Item {
+            address: self.address,
+            kind: self.handle.kind,
+            action: if self.live.is_some() {
                 Action::Delete
             } else {
                 Action::NoOp
@@ -386,17 +378,163 @@ pub async fn plan(
                     forces_replacement: false,
                 })
                 .collect(),
-            deps: record.deps.clone(),
+            deps: self.deps,
             node: None,
-            name: handle.name.clone(),
+            name: self.handle.name.clone(),
             new_name: None,
-            live,
-            record: Some(record.clone()),
-            handle: Some(handle),
-            suffix: record.suffix,
-            deposed: deposed.is_some(),
-        });
+            live: self.live,
+            suffix: self.record.as_ref().and_then(|r| r.suffix),
+            record: self.record,
+            handle: Some(self.handle),
+            deposed: self.deposed,
+        }
     }
+}
+
+/// Reads every recorded resource whose address `declared` lacks, and every deposed one, at
+/// once.
+async fn read_removals(
+    c: &Clients,
+    snapshot: &Snapshot,
+    declared: &[Node],
+    refresh: Refresh,
+) -> Result<Vec<Removal>> {
+    let declared: BTreeSet<&str> = declared.iter().map(|n| n.address.as_str()).collect();
+    let mut removals = Vec::new();
+    for record in snapshot.records.values() {
+        if !declared.contains(record.address.as_str()) {
+            removals.push(Removal::of(record, None));
+        }
+        for deposed in &record.deposed {
+            removals.push(Removal::of(record, Some(deposed)));
+        }
+    }
+    stream::iter(removals.into_iter().map(|r| r.read(c, refresh)))
+        .buffered(READ_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// The removal of one recorded resource itself (not its deposed ones).
+async fn read_removal_of(c: &Clients, record: &Record, refresh: Refresh) -> Result<Vec<Removal>> {
+    Ok(vec![Removal::of(record, None).read(c, refresh).await?])
+}
+
+/// One desired resource's item: create (absent), nothing (equal), replace (an attribute AWS
+/// cannot change in place) or update; `refs` learn its id where it keeps one, and a
+/// replaced compute environment's next suffix.
+fn desired_item(
+    stack: &Stack,
+    facts: &Facts,
+    refs: &mut Refs,
+    node: &Node,
+    live: Option<Live>,
+    record: Option<Record>,
+) -> Result<Item> {
+    let tags = stack.tags();
+    let mut desired = spec(stack, facts, refs, node)?;
+    let mut item = Item {
+        address: node.address.clone(),
+        kind: node.kind,
+        action: Action::NoOp,
+        drift: false,
+        diffs: vec![],
+        deps: node.deps.clone(),
+        node: Some(node.clone()),
+        name: desired.name().to_string(),
+        new_name: None,
+        live: live.clone(),
+        record: record.clone(),
+        handle: None,
+        suffix: refs.suffixes.get(&node.address).copied().flatten(),
+        deposed: false,
+    };
+    match &live {
+        None => {
+            item.action = Action::Create;
+            // Applied before (a record with attributes, not a mere intent) and gone now:
+            // deleted outside the tool.
+            item.drift = record.as_ref().is_some_and(|r| !r.attributes.is_empty());
+            item.diffs = diff(node.kind, &desired.attributes(), &Default::default())
+                .into_iter()
+                .map(|d| AttrDiff {
+                    before: Value::Null,
+                    ..d
+                })
+                .collect();
+        }
+        Some(live) => {
+            if record.is_none() && !owned_by(&live.tags, &tags) {
+                bail!(
+                    "{} {} already exists and is not tagged {}={}, {}={}: it belongs to someone else; \
+                     rename the stack or remove that resource{}",
+                    node.address,
+                    desired.name(),
+                    crate::stack::names::TAG_STACK,
+                    stack.name,
+                    crate::stack::names::TAG_ENV,
+                    stack.env,
+                    crate::adopt::import_hint(stack, node.kind, &node.address, desired.name())
+                );
+            }
+            let diffs = diff(node.kind, &desired.attributes(), &live.attrs);
+            if let Some(rec) = &record {
+                item.drift = !diffs.is_empty()
+                    && rec
+                        .attributes
+                        .iter()
+                        .any(|(k, v)| !is_unknown(v) && live.attrs.get(k).is_some_and(|l| l != v));
+            }
+            if diffs.is_empty() {
+                refs.ids.insert(node.address.clone(), live.id.clone());
+            } else if diffs.iter().any(|d| d.forces_replacement) {
+                item.action = Action::Replace;
+                item.handle = Some(match &record {
+                    Some(r) if r.handle.name == desired.name() => r.handle.clone(),
+                    _ => handle_of(&desired, live),
+                });
+                if node.kind == Kind::ComputeEnvironment {
+                    let next = Some(item.suffix.unwrap_or(0) + 1);
+                    refs.suffixes.insert(node.address.clone(), next);
+                    item.suffix = next;
+                    desired = spec(stack, facts, refs, node)?;
+                    item.new_name = Some(desired.name().to_string());
+                }
+                item.diffs = diff(node.kind, &desired.attributes(), &live.attrs);
+            } else {
+                item.action = Action::Update;
+                item.diffs = diffs;
+                // A new job definition revision gets a new ARN; everything else keeps its id.
+                if node.kind != Kind::JobDefinition {
+                    refs.ids.insert(node.address.clone(), live.id.clone());
+                }
+            }
+        }
+    }
+    Ok(item)
+}
+
+/// Compares desired, recorded and live: one item per desired resource, in dependency order,
+/// then one per removal.
+fn compare(
+    stack: &Stack,
+    facts: Facts,
+    snapshot: Snapshot,
+    nodes: &[Node],
+    mut lives: Lives,
+    removals: Vec<Removal>,
+) -> Result<Plan> {
+    let mut refs = recorded_suffixes(nodes, &snapshot);
+    let mut items = Vec::new();
+    for node in nodes {
+        let live = lives.remove(&node.address).flatten();
+        let record = snapshot.records.get(&node.address).cloned();
+        items.push(desired_item(stack, &facts, &mut refs, node, live, record)?);
+    }
+
+    items.extend(removals.into_iter().map(Removal::item));
     Ok(Plan {
         stack: stack.clone(),
         facts,
@@ -407,52 +545,54 @@ pub async fn plan(
 }
 
 /// The plan of `destroy`: every recorded resource, and every live resource the stack file
-/// names that the state lacks (created by an apply that crashed before recording it).
+/// names that the state lacks (created by an apply that crashed before recording it). Read in
+/// the round trips of [`plan`]: the facts and the state, then every resource at once.
 pub async fn destroy_plan(
     c: &Clients,
     stack: &Stack,
-    facts: Facts,
-    snapshot: Snapshot,
+    account: impl std::future::Future<Output = Result<String>>,
 ) -> Result<Plan> {
+    let store = store(c, stack);
+    let (first, snapshot) =
+        join_first_error_wins(first_facts(c, stack, account), store.load()).await?;
+    let ((network, found), recorded) = tokio::try_join!(
+        async {
+            tokio::try_join!(
+                network(c, stack, &first.vpc_id),
+                find_unrecorded(c, stack, &first, &snapshot),
+            )
+        },
+        read_removals(c, &snapshot, &[], Refresh::Live),
+    )?;
+    let items = recorded
+        .into_iter()
+        .chain(found)
+        .map(Removal::item)
+        .collect();
+    Ok(Plan {
+        stack: stack.clone(),
+        facts: first.with_network(network),
+        snapshot,
+        items,
+        refs: Refs::default(),
+    })
+}
+
+/// The resources the stack declares, the state lacks, and AWS holds with the stack's tags.
+async fn find_unrecorded(
+    c: &Clients,
+    stack: &Stack,
+    facts: &Facts,
+    snapshot: &Snapshot,
+) -> Result<Vec<Removal>> {
     let tags = stack.tags();
     let nodes = graph(stack);
-    let mut refs = Refs::default();
-    for node in &nodes {
-        if node.kind == Kind::ComputeEnvironment {
-            refs.suffixes.insert(
-                node.address.clone(),
-                snapshot.records.get(&node.address).and_then(|r| r.suffix),
-            );
-        }
-    }
-    let specs: Vec<Spec> = nodes
+    let refs = recorded_suffixes(&nodes, snapshot);
+    let unrecorded: Vec<(&Node, Spec)> = nodes
         .iter()
-        .map(|n| spec(stack, &facts, &refs, n))
+        .filter(|n| !snapshot.records.contains_key(&n.address))
+        .map(|n| Ok((n, spec(stack, facts, &refs, n)?)))
         .collect::<Result<_>>()?;
-    let mut targets: Vec<(String, Handle, Vec<String>, Option<Record>, bool)> = Vec::new();
-    for record in snapshot.records.values() {
-        targets.push((
-            record.address.clone(),
-            record.handle.clone(),
-            record.deps.clone(),
-            Some(record.clone()),
-            false,
-        ));
-        for deposed in &record.deposed {
-            targets.push((
-                record.address.clone(),
-                deposed.clone(),
-                record.deps.clone(),
-                Some(record.clone()),
-                true,
-            ));
-        }
-    }
-    let unrecorded: Vec<(&Node, &Spec)> = nodes
-        .iter()
-        .zip(&specs)
-        .filter(|(n, _)| !snapshot.records.contains_key(&n.address))
-        .collect();
     let ahead = ReadAhead::default();
     let found = stream::iter(
         unrecorded
@@ -462,72 +602,21 @@ pub async fn destroy_plan(
     .buffered(READ_CONCURRENCY)
     .collect::<Vec<_>>()
     .await;
+    let mut removals = Vec::new();
     for ((node, spec), live) in unrecorded.into_iter().zip(found) {
-        if let Some(live) = live? {
-            // Only what carries the stack's tags is ours to delete.
-            if owned_by(&live.tags, &tags) && live.tags.is_some() {
-                targets.push((
-                    node.address.clone(),
-                    handle_of(spec, &live),
-                    node.deps.clone(),
-                    None,
-                    false,
-                ));
-            }
+        // Only what carries the stack's tags is ours to delete.
+        if let Some(live) = live?.filter(|l| l.tags.is_some() && owned_by(&l.tags, &tags)) {
+            removals.push(Removal {
+                address: node.address.clone(),
+                handle: handle_of(&spec, &live),
+                deps: node.deps.clone(),
+                record: None,
+                deposed: false,
+                live: Some(live),
+            });
         }
     }
-    let lives = stream::iter(
-        targets
-            .iter()
-            .map(|(_, h, ..)| resources::read_handle(c, h)),
-    )
-    .buffered(READ_CONCURRENCY)
-    .collect::<Vec<_>>()
-    .await;
-    let mut items = Vec::new();
-    for ((address, handle, deps, record, deposed), live) in targets.into_iter().zip(lives) {
-        let live = live?;
-        let before = live
-            .as_ref()
-            .map(|l| l.attrs.clone())
-            .or_else(|| record.as_ref().map(|r| r.attributes.clone()));
-        items.push(Item {
-            kind: handle.kind,
-            action: if live.is_some() {
-                Action::Delete
-            } else {
-                Action::NoOp
-            },
-            drift: false,
-            diffs: before
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(name, before)| AttrDiff {
-                    name,
-                    before,
-                    after: Value::Null,
-                    forces_replacement: false,
-                })
-                .collect(),
-            deps,
-            node: None,
-            name: handle.name.clone(),
-            new_name: None,
-            live,
-            suffix: record.as_ref().and_then(|r| r.suffix),
-            record,
-            handle: Some(handle),
-            deposed,
-            address,
-        });
-    }
-    Ok(Plan {
-        stack: stack.clone(),
-        facts,
-        snapshot,
-        items,
-        refs,
-    })
+    Ok(removals)
 }
 
 #[cfg(test)]

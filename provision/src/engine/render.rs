@@ -1,4 +1,5 @@
-//! Rendering a plan: text like Terraform's, and the stable JSON of DESIGN.md §2.4.
+//! Rendering a plan: text like Terraform's, and the stable JSON of docs/design.md,
+//! "Output contracts".
 
 use std::fmt::Write as _;
 

@@ -1,11 +1,13 @@
-//! What `status` reports about a job (DESIGN.md §2.4), read from DescribeJobs.
+//! What `status` reports about a job (docs/design.md, "submit and status"), read from DescribeJobs.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
 use aws_sdk_batch::types::{JobDetail, JobStatus};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+
+use super::status;
 
 /// DescribeJobs takes at most 100 ids per call.
 const DESCRIBE_CHUNK: usize = 100;
@@ -21,7 +23,9 @@ pub fn poll_interval() -> Duration {
 pub struct JobReport {
     pub job_id: String,
     pub name: String,
-    pub status: String,
+    /// `None` only if Batch answered without one.
+    #[serde(serialize_with = "status_str")]
+    pub status: Option<JobStatus>,
     pub reason: Option<String>,
     pub attempts: usize,
     /// An array parent's children by status; `None` for a single job or a child.
@@ -42,10 +46,7 @@ impl JobReport {
         Self {
             job_id: job.job_id().unwrap_or_default().to_string(),
             name: job.job_name().unwrap_or_default().to_string(),
-            status: job
-                .status()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
+            status: job.status().cloned(),
             reason: job.status_reason().map(str::to_string),
             attempts: job.attempts().len(),
             array,
@@ -56,11 +57,16 @@ impl JobReport {
     }
 
     pub fn is_done(&self) -> bool {
-        is_done(&self.status)
+        self.status.as_ref().is_some_and(status::is_done)
     }
 
     pub fn failed(&self) -> bool {
-        self.status == JobStatus::Failed.as_str()
+        self.status == Some(JobStatus::Failed)
+    }
+
+    /// The status as Batch spells it (empty when it gave none).
+    pub fn status_str(&self) -> &str {
+        self.status.as_ref().map_or("", JobStatus::as_str)
     }
 
     /// `SUCCEEDED 3, RUNNING 2`: the non-zero counts of an array job.
@@ -79,9 +85,9 @@ impl JobReport {
     }
 }
 
-/// SUCCEEDED and FAILED are the only states a job never leaves.
-pub fn is_done(status: &str) -> bool {
-    status == JobStatus::Succeeded.as_str() || status == JobStatus::Failed.as_str()
+/// `status --json` keeps Batch's spelling of a status: a string, `""` when absent.
+fn status_str<S: Serializer>(status: &Option<JobStatus>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(status.as_ref().map_or("", JobStatus::as_str))
 }
 
 /// The job's log stream: the container's, else the latest attempt's (a retried job's earlier
@@ -154,7 +160,7 @@ pub fn table(reports: &[JobReport]) -> String {
             [
                 r.job_id.clone(),
                 r.name.clone(),
-                r.status.clone(),
+                r.status_str().to_string(),
                 r.attempts.to_string(),
                 r.array_summary().unwrap_or_else(|| "-".into()),
                 r.started.clone().unwrap_or_else(|| "-".into()),
@@ -269,7 +275,7 @@ mod tests {
         let r = JobReport {
             job_id: "id-1".into(),
             name: "n".into(),
-            status: "SUCCEEDED".into(),
+            status: Some(JobStatus::Succeeded),
             reason: None,
             attempts: 1,
             array: None,

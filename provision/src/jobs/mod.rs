@@ -2,9 +2,16 @@
 //! definition from a `JOB` argument, reading jobs back from Batch, and finding what `apply`
 //! registered.
 
+pub mod console;
 pub mod describe;
+pub mod latest;
+pub mod list;
 pub mod live;
+pub mod log_group;
 pub mod select;
+pub mod shard;
+pub mod status;
+pub mod tail;
 pub mod watch;
 
 use std::process::ExitCode;
@@ -13,7 +20,7 @@ use crate::cli::StackArgs;
 use crate::stack::Stack;
 
 /// Loads and validates the stack; a bad stack prints its diagnostics and yields exit 1 before
-/// any AWS call (DESIGN.md §3).
+/// any AWS call (docs/design.md, "Command line").
 pub fn load_stack(args: &StackArgs) -> Result<Stack, ExitCode> {
     crate::stack::load_args(args).map_err(|diagnostics| {
         eprintln!("{diagnostics}");

@@ -1,5 +1,7 @@
 //! Following jobs until they end (`submit --watch`, `status --watch`).
 
+use aws_sdk_batch::types::JobStatus;
+
 use super::describe::{self, JobReport};
 
 /// Polls `ids` until every one is SUCCEEDED or FAILED, printing each change of status (and of
@@ -8,7 +10,7 @@ pub async fn until_done(
     batch: &aws_sdk_batch::Client,
     ids: &[String],
 ) -> anyhow::Result<Vec<JobReport>> {
-    let mut last: Vec<Option<(String, Option<String>)>> = vec![None; ids.len()];
+    let mut last: Vec<Option<(Option<JobStatus>, Option<String>)>> = vec![None; ids.len()];
     loop {
         let reports: Vec<JobReport> = describe::describe(batch, ids)
             .await?
@@ -34,7 +36,7 @@ pub async fn until_done(
                 chrono::Utc::now().format("%H:%M:%S"),
                 report.job_id,
                 report.name,
-                report.status
+                report.status_str()
             );
             *seen = Some(now);
         }

@@ -14,8 +14,10 @@ use aws_sdk_s3::types::{
 };
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext, TagRead};
+use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
+use crate::engine::Facts;
+use crate::stack::Stack;
 
 /// The id of the one lifecycle rule the tool owns.
 const EXPIRY_RULE: &str = "provision-noncurrent-expiry";
@@ -30,6 +32,18 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The stack's bucket `key`, named with the account.
+    pub fn desired(stack: &Stack, facts: &Facts, key: &str) -> Spec {
+        let b = &stack.buckets[key];
+        Spec {
+            name: stack.bucket_name(key, &facts.account),
+            region: stack.region.clone(),
+            versioning: b.versioning,
+            expire_noncurrent_days: b.expire_noncurrent_days,
+            kms_key: b.kms_key.clone(),
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("versioning".into(), json!(self.versioning)),
@@ -153,7 +167,9 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
     match req.send().await {
         Ok(_) => {}
         // Ours from a crashed apply: carry on and converge its settings.
-        Err(e) if error_code(&e) == Some("BucketAlreadyOwnedByYou") => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_bucket_already_owned_by_you()) => {}
         Err(e) => return Err(e).ctx(format!("creating bucket {}", spec.name)),
     }
     // S3 takes no tags on CreateBucket for general purpose buckets everywhere yet; tag first
@@ -169,11 +185,17 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
         .send()
         .await
         .ctx(format!("tagging bucket {}", spec.name))?;
-    put_public_access_block(c, spec).await?;
-    put_encryption(c, spec).await?;
-    if spec.versioning {
-        put_versioning(c, spec).await?;
-    }
+    // Independent settings at once; the expiry of non-current versions after versioning.
+    tokio::try_join!(
+        put_public_access_block(c, spec),
+        put_encryption(c, spec),
+        async {
+            if spec.versioning {
+                put_versioning(c, spec).await?;
+            }
+            Ok(())
+        },
+    )?;
     put_lifecycle(c, spec).await?;
     Ok(handle(spec))
 }
@@ -183,7 +205,7 @@ fn handle(spec: &Spec) -> Handle {
         kind: Kind::Bucket,
         name: spec.name.clone(),
         id: spec.name.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     }
 }
 
@@ -386,5 +408,68 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
         Err(e) => Err(e)
             .ctx(format!("deleting bucket {name}"))
             .context("the bucket may have been written to during destroy"),
+    }
+}
+
+/// Adds `tags` to bucket `name`, keeping its other tags (PutBucketTagging replaces the whole
+/// set): what `import` does to adopt a bucket.
+pub async fn tag(c: &Clients, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    let mut merged: BTreeMap<String, String> =
+        match c.s3().get_bucket_tagging().bucket(name).send().await {
+            Ok(out) => out
+                .tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
+            Err(e) if error_code(&e) == Some("NoSuchTagSet") => BTreeMap::new(),
+            Err(e) => return Err(e).ctx(format!("reading tags of bucket {name}")),
+        };
+    merged.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let tag_set = merged
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    c.s3()
+        .put_bucket_tagging()
+        .bucket(name)
+        .tagging(Tagging::builder().set_tag_set(Some(tag_set)).build()?)
+        .send()
+        .await
+        .ctx(format!("tagging bucket {name}"))?;
+    Ok(())
+}
+
+/// Bytes stored in bucket `name`, every version counted (S3 bills non-current versions too);
+/// 0 when the bucket does not exist. One call per 1,000 versions.
+pub async fn stored_bytes(c: &Clients, name: &str) -> Result<u64> {
+    let mut total = 0u64;
+    let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+    loop {
+        let out = match c
+            .s3()
+            .list_object_versions()
+            .bucket(name)
+            .set_key_marker(key_marker.take())
+            .set_version_id_marker(version_marker.take())
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if error_code(&e) == Some("NoSuchBucket") => return Ok(0),
+            Err(e) => return Err(e).ctx(format!("listing bucket {name}")),
+        };
+        total += out
+            .versions()
+            .iter()
+            .map(|v| v.size().unwrap_or(0).max(0) as u64)
+            .sum::<u64>();
+        if out.is_truncated() != Some(true) {
+            return Ok(total);
+        }
+        key_marker = out.next_key_marker().map(String::from);
+        version_marker = out.next_version_id_marker().map(String::from);
+        if key_marker.is_none() {
+            return Ok(total);
+        }
     }
 }

@@ -14,8 +14,11 @@ use aws_sdk_batch::types::{
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::{json, Value};
 
-use super::{launch_template, wait_for, Attrs, Handle, Kind, Live, Progress, SdkContext};
+use super::iam::Role;
+use super::{launch_template, wait_for, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
 use crate::aws::Clients;
+use crate::engine::{Facts, Refs, INSTANCE_PROFILE, SECURITY_GROUP};
+use crate::stack::Stack;
 use crate::stack::{AllocationStrategy, ComputeType, State};
 
 pub const REPLACE_ON: &[&str] = &[
@@ -65,6 +68,37 @@ fn cr_type(kind: ComputeType) -> &'static str {
 }
 
 impl Spec {
+    /// The stack's compute environment `key`, under its current name (`refs` hold the
+    /// replacement suffix and the ids of the profile, the service role and the security group).
+    pub fn desired(stack: &Stack, facts: &Facts, refs: &Refs, key: &str) -> Spec {
+        let ce = &stack.compute[key];
+        let address = format!("{}.{key}", Kind::ComputeEnvironment.as_str());
+        let suffix = refs.suffixes.get(&address).copied().flatten();
+        let security_groups = if stack.network.security_groups.is_empty() {
+            vec![refs.id(SECURITY_GROUP)]
+        } else {
+            stack.network.security_groups.clone()
+        };
+        Spec {
+            name: stack.compute_environment_name(key, suffix),
+            kind: ce.kind,
+            min_vcpus: ce.min_vcpus,
+            max_vcpus: ce.max_vcpus,
+            instance_types: ce.instance_types.clone(),
+            allocation_strategy: ce.allocation_strategy,
+            bid_percentage: ce.bid_percentage,
+            subnets: facts.subnets.clone(),
+            security_groups,
+            instance_role: refs.id(INSTANCE_PROFILE),
+            service_role: refs.id(&Role::BatchService.address()),
+            image_type: crate::stack::ComputeEnvironment::image_type(stack.gpu).to_string(),
+            launch_template: ce
+                .root_volume_gb
+                .map(|gb| (stack.launch_template_name(key, suffix), gb)),
+            state: ce.state,
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("type".into(), json!(cr_type(self.kind))),
@@ -224,15 +258,14 @@ pub async fn read_detail(
 }
 
 fn handle(spec: &Spec, arn: String) -> Handle {
-    let mut extra = BTreeMap::new();
-    if let Some((lt, _)) = &spec.launch_template {
-        extra.insert("launch_template".to_string(), lt.clone());
-    }
     Handle {
         kind: Kind::ComputeEnvironment,
         name: spec.name.clone(),
         id: arn,
-        extra,
+        extra: Extra {
+            launch_template: spec.launch_template.as_ref().map(|(lt, _)| lt.clone()),
+            ..Extra::default()
+        },
     }
 }
 
@@ -300,7 +333,8 @@ pub async fn create(
                         .unwrap_or_default()
                         .to_string())),
                     Err(e)
-                        if super::error_code(&e) == Some("ClientException")
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_client_exception())
                             && e.message().is_some_and(|m| {
                                 let m = m.to_ascii_lowercase();
                                 (m.contains("role") || m.contains("instance profile"))
@@ -408,8 +442,22 @@ pub async fn delete(c: &Clients, handle: &Handle, progress: Progress<'_>) -> Res
         )
         .await?;
     }
-    if let Some(lt) = handle.extra.get("launch_template") {
+    if let Some(lt) = &handle.extra.launch_template {
         launch_template::delete(c, lt).await?;
     }
+    Ok(())
+}
+
+/// Adds `tags` to the compute environment `arn` (what `import` does to adopt it).
+pub async fn tag(c: &Clients, arn: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    c.batch()
+        .tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(
+            tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ))
+        .send()
+        .await
+        .ctx(format!("tagging {arn}"))?;
     Ok(())
 }

@@ -5,10 +5,13 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use aws_sdk_iam::types::Tag;
+use futures::future::try_join_all;
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext};
+use super::{Attrs, Extra, Handle, Kind, Live, SdkContext};
 use crate::aws::Clients;
+use crate::engine::{kms_arn, Facts};
+use crate::stack::Stack;
 
 /// The policy templates, compiled in so the binary needs no files beside it.
 const TRUST_TEMPLATE: &str = include_str!("../../../policies/trust.json");
@@ -70,6 +73,94 @@ pub fn execution_secrets_policy(secret_arns: &[String], kms_keys: &[String]) -> 
     )
 }
 
+/// The stack's four roles: `role.{key}` in the plan, `{P}-{key}` in IAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Assumed by the Batch instances (through the instance profile).
+    Instance,
+    /// Assumed by Batch to manage the compute environments.
+    BatchService,
+    /// Assumed by ECS to start a job's container (image pull, logs, secrets).
+    Execution,
+    /// Assumed by the job's code: the stack's buckets.
+    Job,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [
+        Role::Instance,
+        Role::BatchService,
+        Role::Execution,
+        Role::Job,
+    ];
+
+    /// The key, as in `role.{key}` and `{P}-{key}`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::Instance => "instance",
+            Role::BatchService => "batch-service",
+            Role::Execution => "execution",
+            Role::Job => "job",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.key() == key)
+    }
+
+    /// The plan's address of the role.
+    pub fn address(self) -> String {
+        format!("{}.{}", Kind::Role.as_str(), self.key())
+    }
+}
+
+/// The execution role's inline policy: the secrets jobs declare, and their own KMS keys.
+fn execution_inline(facts: &Facts) -> Result<BTreeMap<String, Value>> {
+    let mut inline = BTreeMap::new();
+    let mut arns: Vec<String> = facts.secrets.values().map(|(arn, _)| arn.clone()).collect();
+    arns.sort();
+    arns.dedup();
+    if !arns.is_empty() {
+        let mut keys: Vec<String> = facts
+            .secrets
+            .values()
+            .filter_map(|(_, k)| k.clone())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        inline.insert(
+            "job-secrets".to_string(),
+            execution_secrets_policy(&arns, &keys)?,
+        );
+    }
+    Ok(inline)
+}
+
+/// The job role's inline policy: the stack's buckets and their KMS keys.
+fn job_inline(stack: &Stack, facts: &Facts) -> Result<BTreeMap<String, Value>> {
+    let mut inline = BTreeMap::new();
+    let buckets: Vec<String> = stack
+        .buckets
+        .keys()
+        .map(|k| stack.bucket_name(k, &facts.account))
+        .collect();
+    if !buckets.is_empty() {
+        let mut keys: Vec<String> = stack
+            .buckets
+            .values()
+            .filter_map(|b| b.kms_key.as_deref())
+            .map(|k| kms_arn(k, facts, &stack.region))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        inline.insert(
+            "stack-buckets".to_string(),
+            job_s3_policy(&facts.partition, &buckets, &keys)?,
+        );
+    }
+    Ok(inline)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoleSpec {
     pub name: String,
@@ -81,6 +172,37 @@ pub struct RoleSpec {
 }
 
 impl RoleSpec {
+    /// The stack's `role`: its one trusted service, its AWS managed policies, and the
+    /// inline policies scoped to exactly the stack's buckets, secrets and keys.
+    pub fn desired(stack: &Stack, facts: &Facts, role: Role) -> Result<RoleSpec> {
+        let p = &facts.partition;
+        let managed = |name: &str| format!("arn:{p}:iam::aws:policy/service-role/{name}");
+        let (service, managed, inline) = match role {
+            Role::Instance => (
+                "ec2.amazonaws.com",
+                vec![managed("AmazonEC2ContainerServiceforEC2Role")],
+                BTreeMap::new(),
+            ),
+            Role::BatchService => (
+                "batch.amazonaws.com",
+                vec![managed("AWSBatchServiceRole")],
+                BTreeMap::new(),
+            ),
+            Role::Execution => (
+                "ecs-tasks.amazonaws.com",
+                vec![managed("AmazonECSTaskExecutionRolePolicy")],
+                execution_inline(facts)?,
+            ),
+            Role::Job => ("ecs-tasks.amazonaws.com", vec![], job_inline(stack, facts)?),
+        };
+        Ok(RoleSpec {
+            name: stack.role_name(role.key()),
+            trust: trust_policy(service)?,
+            managed,
+            inline,
+        })
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("assume_role_policy".into(), self.trust.clone()),
@@ -100,21 +222,9 @@ pub fn decode_policy(text: &str) -> Value {
 }
 
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
@@ -127,7 +237,12 @@ pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
     );
     let role = match role {
         Ok(out) => out.role.context("GetRole answered without a role")?,
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(e).ctx(format!("reading role {name}")),
     };
     let trust = role
@@ -202,54 +317,66 @@ pub async fn create_role(
     update_role(c, spec, &empty).await
 }
 
-/// Converges trust, managed attachments and inline policies to the spec.
+/// Converges trust, managed attachments and inline policies to the spec. The calls are
+/// independent of each other and run at once (one round trip, not one per policy).
 pub async fn update_role(c: &Clients, spec: &RoleSpec, live: &Live) -> Result<Handle> {
     let name = &spec.name;
-    if let Some(trust) = live.attrs.get("assume_role_policy") {
-        if trust != &spec.trust {
-            c.iam()
+    let trust = async {
+        match live.attrs.get("assume_role_policy") {
+            Some(trust) if trust != &spec.trust => c
+                .iam()
                 .update_assume_role_policy()
                 .role_name(name)
                 .policy_document(spec.trust.to_string())
                 .send()
                 .await
-                .ctx(format!("updating the trust policy of role {name}"))?;
+                .map(|_| ())
+                .ctx(format!("updating the trust policy of role {name}")),
+            _ => Ok(()),
         }
-    }
+    };
     let live_managed: Vec<String> = live
         .attrs
         .get("managed_policies")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
-    for arn in &spec.managed {
-        if !live_managed.contains(arn) {
+    let attach = spec
+        .managed
+        .iter()
+        .filter(|arn| !live_managed.contains(arn))
+        .map(|arn| async move {
             c.iam()
                 .attach_role_policy()
                 .role_name(name)
                 .policy_arn(arn)
                 .send()
                 .await
-                .ctx(format!("attaching {arn} to role {name}"))?;
-        }
-    }
-    for arn in &live_managed {
-        if !spec.managed.contains(arn) {
+                .map(|_| ())
+                .ctx(format!("attaching {arn} to role {name}"))
+        });
+    let detach = live_managed
+        .iter()
+        .filter(|arn| !spec.managed.contains(arn))
+        .map(|arn| async move {
             c.iam()
                 .detach_role_policy()
                 .role_name(name)
                 .policy_arn(arn)
                 .send()
                 .await
-                .ctx(format!("detaching {arn} from role {name}"))?;
-        }
-    }
+                .map(|_| ())
+                .ctx(format!("detaching {arn} from role {name}"))
+        });
     let live_inline: BTreeMap<String, Value> = live
         .attrs
         .get("inline_policies")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
-    for (policy, doc) in &spec.inline {
-        if live_inline.get(policy) != Some(doc) {
+    let put = spec
+        .inline
+        .iter()
+        .filter(|(policy, doc)| live_inline.get(*policy) != Some(*doc))
+        .map(|(policy, doc)| async move {
             c.iam()
                 .put_role_policy()
                 .role_name(name)
@@ -257,59 +384,111 @@ pub async fn update_role(c: &Clients, spec: &RoleSpec, live: &Live) -> Result<Ha
                 .policy_document(doc.to_string())
                 .send()
                 .await
-                .ctx(format!("writing policy {policy} of role {name}"))?;
-        }
-    }
-    for policy in live_inline.keys() {
-        if !spec.inline.contains_key(policy) {
+                .map(|_| ())
+                .ctx(format!("writing policy {policy} of role {name}"))
+        });
+    let delete = live_inline
+        .keys()
+        .filter(|policy| !spec.inline.contains_key(*policy))
+        .map(|policy| async move {
             c.iam()
                 .delete_role_policy()
                 .role_name(name)
                 .policy_name(policy)
                 .send()
                 .await
-                .ctx(format!("deleting policy {policy} of role {name}"))?;
-        }
-    }
+                .map(|_| ())
+                .ctx(format!("deleting policy {policy} of role {name}"))
+        });
+    tokio::try_join!(
+        trust,
+        try_join_all(attach),
+        try_join_all(detach),
+        try_join_all(put),
+        try_join_all(delete),
+    )?;
     Ok(Handle {
         kind: Kind::Role,
         name: name.clone(),
         id: live.id.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 
-/// Detaches and deletes every policy, leaves every instance profile, then deletes the role.
+/// Detaches and deletes every policy, leaves every instance profile, then deletes the role:
+/// three round trips (what is attached, the removals at once, the delete); policy documents
+/// are never read.
 pub async fn delete_role(c: &Clients, name: &str) -> Result<()> {
-    let Some(live) = read_role(c, name).await? else {
-        return Ok(());
-    };
-    let empty = RoleSpec {
-        name: name.to_string(),
-        trust: live.attrs["assume_role_policy"].clone(),
-        managed: vec![],
-        inline: BTreeMap::new(),
-    };
-    update_role(c, &empty, &live).await?;
-    let profiles = c
-        .iam()
-        .list_instance_profiles_for_role()
-        .role_name(name)
-        .send()
-        .await
-        .ctx(format!("listing instance profiles of role {name}"))?;
-    for profile in profiles.instance_profiles() {
+    let (attached, inline, profiles) = tokio::join!(
+        c.iam().list_attached_role_policies().role_name(name).send(),
+        c.iam().list_role_policies().role_name(name).send(),
         c.iam()
-            .remove_role_from_instance_profile()
-            .instance_profile_name(profile.instance_profile_name())
+            .list_instance_profiles_for_role()
             .role_name(name)
+            .send(),
+    );
+    let attached = match attached {
+        Ok(out) => out,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(e).ctx(format!("listing policies of role {name}")),
+    };
+    let inline = inline.ctx(format!("listing inline policies of role {name}"))?;
+    let profiles = profiles.ctx(format!("listing instance profiles of role {name}"))?;
+    let detach = attached
+        .attached_policies()
+        .iter()
+        .filter_map(|p| p.policy_arn())
+        .map(|arn| async move {
+            c.iam()
+                .detach_role_policy()
+                .role_name(name)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map(|_| ())
+                .ctx(format!("detaching {arn} from role {name}"))
+        });
+    let delete = inline.policy_names().iter().map(|policy| async move {
+        c.iam()
+            .delete_role_policy()
+            .role_name(name)
+            .policy_name(policy)
             .send()
             .await
-            .ctx(format!("removing role {name} from instance profile"))?;
-    }
+            .map(|_| ())
+            .ctx(format!("deleting policy {policy} of role {name}"))
+    });
+    let leave = profiles
+        .instance_profiles()
+        .iter()
+        .map(|profile| async move {
+            c.iam()
+                .remove_role_from_instance_profile()
+                .instance_profile_name(profile.instance_profile_name())
+                .role_name(name)
+                .send()
+                .await
+                .map(|_| ())
+                .ctx(format!("removing role {name} from instance profile"))
+        });
+    tokio::try_join!(
+        try_join_all(detach),
+        try_join_all(delete),
+        try_join_all(leave)
+    )?;
     match c.iam().delete_role().role_name(name).send().await {
         Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e).ctx(format!("deleting role {name}")),
     }
 }
@@ -321,6 +500,13 @@ pub struct ProfileSpec {
 }
 
 impl ProfileSpec {
+    pub fn desired(stack: &Stack) -> ProfileSpec {
+        ProfileSpec {
+            name: stack.instance_profile_name(),
+            role: stack.role_name(Role::Instance.key()),
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([("roles".into(), json!([self.role]))])
     }
@@ -337,7 +523,12 @@ pub async fn read_profile(c: &Clients, name: &str) -> Result<Option<Live>> {
         Ok(out) => out
             .instance_profile
             .context("GetInstanceProfile answered without a profile")?,
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(e).ctx(format!("reading instance profile {name}")),
     };
     let roles = super::string_set(profile.roles().iter().map(|r| r.role_name().to_string()));
@@ -416,7 +607,7 @@ pub async fn update_profile(c: &Clients, spec: &ProfileSpec, live: &Live) -> Res
         kind: Kind::InstanceProfile,
         name: spec.name.clone(),
         id: live.id.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 
@@ -443,9 +634,26 @@ pub async fn delete_profile(c: &Clients, name: &str) -> Result<()> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e).ctx(format!("deleting instance profile {name}")),
     }
+}
+
+/// Adds `tags` to role `name` (what `import` does to adopt it).
+pub async fn tag_role(c: &Clients, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    c.iam()
+        .tag_role()
+        .role_name(name)
+        .set_tags(Some(iam_tags(tags)?))
+        .send()
+        .await
+        .ctx(format!("tagging role {name}"))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -465,5 +673,7 @@ mod tests {
     fn percent_decoding_round_trips_policy_text() {
         assert_eq!(percent_decode("%7B%22a%22%3A1%7D"), "{\"a\":1}");
         assert_eq!(decode_policy("{\"a\": 1}"), json!({"a": 1}));
+        // A `%` before a multi-byte character is kept as it is (it used to slice inside it).
+        assert_eq!(percent_decode("%é1 100%"), "%é1 100%");
     }
 }

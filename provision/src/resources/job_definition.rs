@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use aws_sdk_batch::types::{
     ContainerProperties, EvaluateOnExit, JobDefinition, JobDefinitionType, JobTimeout,
     KeyValuePair, LogConfiguration, LogDriver, PlatformCapability, ResourceRequirement,
@@ -11,9 +11,12 @@ use aws_sdk_batch::types::{
 };
 use serde_json::{json, Value};
 
-use super::{Attrs, Handle, Kind, Live, SdkContext};
+use super::iam::Role;
+use super::{Attrs, Extra, Handle, Kind, Live, SdkContext};
 use crate::aws::Clients;
+use crate::engine::{Facts, Refs};
 use crate::stack::RetryRule;
+use crate::stack::Stack;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -53,6 +56,44 @@ fn rule_json(
 }
 
 impl Spec {
+    /// The stack's job definition `key` (a job, or one of its matrix values): the stack's
+    /// environment injected, secrets by ARN, roles by id from `refs`.
+    pub fn desired(stack: &Stack, facts: &Facts, refs: &Refs, key: &str) -> Result<Spec> {
+        let defs = stack.job_definitions();
+        let def = defs
+            .iter()
+            .find(|d| d.key == key)
+            .context("job definition vanished from the stack")?;
+        let mut environment = def.env.clone();
+        environment.extend(stack.injected_env(&facts.account));
+        let mut secrets = BTreeMap::new();
+        for (var, secret) in &def.job.secrets {
+            let (arn, _) = facts
+                .secrets
+                .get(secret)
+                .with_context(|| format!("secret {secret} was not resolved"))?;
+            secrets.insert(var.clone(), arn.clone());
+        }
+        Ok(Spec {
+            name: def.name.clone(),
+            image: stack.pinned_image_uri(&def.job.image, &facts.account, &facts.image_digests),
+            command: def.command.clone(),
+            vcpus: def.job.vcpus,
+            memory_mib: def.job.memory_mib,
+            gpus: def.job.gpus,
+            timeout_s: def.job.timeout_s,
+            attempts: def.job.retry.attempts,
+            rules: def.job.retry.rules.clone(),
+            environment,
+            secrets,
+            log_group: stack.log_group_name(),
+            region: stack.region.clone(),
+            stream_prefix: def.key.clone(),
+            job_role: refs.id(&Role::Job.address()),
+            execution_role: refs.id(&Role::Execution.address()),
+        })
+    }
+
     fn env(&self) -> BTreeMap<&String, &String> {
         self.environment
             .iter()
@@ -222,12 +263,7 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
 }
 
 /// Registers a revision from the spec, then deregisters every other ACTIVE revision.
-pub async fn register(
-    c: &Clients,
-    spec: &Spec,
-    tags: &BTreeMap<String, String>,
-    _live: Option<&Live>,
-) -> Result<Handle> {
+pub async fn register(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -> Result<Handle> {
     let mut requirements = vec![
         ResourceRequirement::builder()
             .r#type(ResourceType::Vcpu)
@@ -325,7 +361,7 @@ pub async fn register(
         kind: Kind::JobDefinition,
         name: spec.name.clone(),
         id: arn,
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 
@@ -340,5 +376,19 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
             .await
             .ctx(format!("deregistering {arn}"))?;
     }
+    Ok(())
+}
+
+/// Adds `tags` to the job definition `arn` (what `import` does to adopt it).
+pub async fn tag(c: &Clients, arn: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    c.batch()
+        .tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(
+            tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ))
+        .send()
+        .await
+        .ctx(format!("tagging {arn}"))?;
     Ok(())
 }

@@ -7,8 +7,10 @@ use anyhow::{bail, Result};
 use aws_sdk_batch::types::{CeStatus, ComputeEnvironmentOrder, JobQueueDetail, JqState, JqStatus};
 use serde_json::json;
 
-use super::{wait_for, Attrs, Handle, Kind, Live, Progress, SdkContext};
+use super::{wait_for, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
 use crate::aws::Clients;
+use crate::engine::Refs;
+use crate::stack::Stack;
 use crate::stack::State;
 
 const WAIT: Duration = Duration::from_secs(600);
@@ -23,6 +25,21 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The stack's queue `key`, on its compute environments in order (ids from `refs`).
+    pub fn desired(stack: &Stack, refs: &Refs, key: &str) -> Spec {
+        let q = &stack.queues[key];
+        Spec {
+            name: stack.queue_name(key),
+            priority: q.priority,
+            state: q.state,
+            compute: q
+                .compute
+                .iter()
+                .map(|c| refs.id(&format!("{}.{c}", Kind::ComputeEnvironment.as_str())))
+                .collect(),
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("priority".into(), json!(self.priority)),
@@ -166,7 +183,7 @@ pub async fn create(
         kind: Kind::JobQueue,
         name: spec.name.clone(),
         id: out.job_queue_arn().unwrap_or_default().to_string(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 
@@ -193,7 +210,7 @@ pub async fn update(
         kind: Kind::JobQueue,
         name: spec.name.clone(),
         id: live.id.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 
@@ -255,4 +272,18 @@ pub async fn delete(c: &Clients, name: &str, progress: Progress<'_>) -> Result<(
         },
     )
     .await
+}
+
+/// Adds `tags` to the job queue `arn` (what `import` does to adopt it).
+pub async fn tag(c: &Clients, arn: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    c.batch()
+        .tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(
+            tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ))
+        .send()
+        .await
+        .ctx(format!("tagging {arn}"))?;
+    Ok(())
 }

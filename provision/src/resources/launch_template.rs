@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput;
 use aws_sdk_ec2::types::{
     LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
@@ -105,19 +105,35 @@ fn root_volume(out: &DescribeLaunchTemplateVersionsOutput) -> Option<i32> {
 }
 
 /// Creates the template, or adopts one of that name left by a crashed apply when it has the
-/// right size.
+/// right size. The create comes first: a name already taken is the rare case, and asking first
+/// would cost every new compute environment a round trip.
 pub async fn ensure(
     c: &Clients,
     name: &str,
     root_volume_gb: u32,
     tags: &BTreeMap<String, String>,
 ) -> Result<String> {
+    if let Some(id) = create(c, name, root_volume_gb, tags).await? {
+        return Ok(id);
+    }
     if let Some(existing) = read(c, name).await? {
         if existing.root_volume_gb == Some(root_volume_gb as i32) {
             return Ok(existing.id);
         }
         delete(c, name).await?;
     }
+    create(c, name, root_volume_gb, tags)
+        .await?
+        .with_context(|| format!("launch template {name} was created again while replacing it"))
+}
+
+/// Creates the template; `None` when the name is taken.
+async fn create(
+    c: &Clients,
+    name: &str,
+    root_volume_gb: u32,
+    tags: &BTreeMap<String, String>,
+) -> Result<Option<String>> {
     let data = RequestLaunchTemplateData::builder()
         .block_device_mappings(
             LaunchTemplateBlockDeviceMappingRequest::builder()
@@ -133,7 +149,7 @@ pub async fn ensure(
                 .build(),
         )
         .build();
-    let out = c
+    let out = match c
         .ec2()
         .create_launch_template()
         .launch_template_name(name)
@@ -141,12 +157,19 @@ pub async fn ensure(
         .tag_specifications(tag_spec(ResourceType::LaunchTemplate, tags))
         .send()
         .await
-        .ctx(format!("creating launch template {name}"))?;
-    Ok(out
-        .launch_template()
-        .and_then(|t| t.launch_template_id())
-        .unwrap_or_default()
-        .to_string())
+    {
+        Ok(out) => out,
+        Err(e) if error_code(&e) == Some("InvalidLaunchTemplateName.AlreadyExistsException") => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e).ctx(format!("creating launch template {name}")),
+    };
+    Ok(Some(
+        out.launch_template()
+            .and_then(|t| t.launch_template_id())
+            .unwrap_or_default()
+            .to_string(),
+    ))
 }
 
 pub async fn delete(c: &Clients, name: &str) -> Result<()> {

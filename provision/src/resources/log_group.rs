@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::Result;
 use serde_json::json;
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext, TagRead};
+use super::{Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
+use crate::stack::Stack;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -15,6 +16,13 @@ pub struct Spec {
 }
 
 impl Spec {
+    pub fn desired(stack: &Stack) -> Spec {
+        Spec {
+            name: stack.log_group_name(),
+            retention_days: stack.logs.retention_days,
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([("retention_days".into(), json!(self.retention_days))])
     }
@@ -75,7 +83,9 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
         .await
     {
         Ok(_) => {}
-        Err(e) if error_code(&e) == Some("ResourceAlreadyExistsException") => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_already_exists_exception()) => {}
         Err(e) => return Err(e).ctx(format!("creating log group {}", spec.name)),
     }
     update(c, spec).await
@@ -105,7 +115,7 @@ pub async fn update(c: &Clients, spec: &Spec) -> Result<Handle> {
         kind: Kind::LogGroup,
         name: spec.name.clone(),
         id: spec.name.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 
@@ -118,7 +128,47 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e).ctx(format!("deleting log group {name}")),
     }
+}
+
+/// Adds `tags` to log group `name` (what `import` does to adopt it).
+pub async fn tag(c: &Clients, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    let out = c
+        .logs()
+        .describe_log_groups()
+        .log_group_name_prefix(name)
+        .send()
+        .await
+        .ctx(format!("reading log group {name}"))?;
+    let group = out
+        .log_groups()
+        .iter()
+        .find(|g| g.log_group_name() == Some(name))
+        .ok_or_else(|| anyhow::anyhow!("log group {name} does not exist"))?;
+    // TagResource wants the ARN without the `:*` that `arn` carries.
+    let arn = group
+        .log_group_arn()
+        .or(group.arn())
+        .unwrap_or_default()
+        .trim_end_matches(":*")
+        .to_string();
+    c.logs()
+        .tag_resource()
+        .resource_arn(&arn)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        ))
+        .send()
+        .await
+        .ctx(format!("tagging log group {name}"))?;
+    Ok(())
 }

@@ -155,8 +155,26 @@ pub struct Handle {
     pub name: String,
     pub id: String,
     /// Kind-specific extras (the launch template of a compute environment, a VPC id).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub extra: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Extra::is_empty")]
+    pub extra: Extra,
+}
+
+/// What a handle carries beyond name and id, for the kinds that need it (the state keeps it
+/// as the object `extra`, each field only when set).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extra {
+    /// A compute environment's launch template: deleted after the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_template: Option<String>,
+    /// An S3 endpoint's VPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+}
+
+impl Extra {
+    pub fn is_empty(&self) -> bool {
+        self == &Extra::default()
+    }
 }
 
 /// Reports progress of long waits (a compute environment turning VALID).
@@ -261,7 +279,7 @@ impl Spec {
             Spec::InstanceProfile(s) => iam::create_profile(c, s, tags).await,
             Spec::ComputeEnvironment(s) => compute_environment::create(c, s, tags, progress).await,
             Spec::JobQueue(s) => job_queue::create(c, s, tags, progress).await,
-            Spec::JobDefinition(s) => job_definition::register(c, s, tags, None).await,
+            Spec::JobDefinition(s) => job_definition::register(c, s, tags).await,
         }
     }
 
@@ -284,7 +302,7 @@ impl Spec {
             Spec::InstanceProfile(s) => iam::update_profile(c, s, live).await,
             Spec::ComputeEnvironment(s) => compute_environment::update(c, s, live, progress).await,
             Spec::JobQueue(s) => job_queue::update(c, s, live, progress).await,
-            Spec::JobDefinition(s) => job_definition::register(c, s, tags, Some(live)).await,
+            Spec::JobDefinition(s) => job_definition::register(c, s, tags).await,
         }
     }
 }
@@ -321,7 +339,9 @@ pub async fn read_handle(c: &Clients, handle: &Handle) -> Result<Option<Live>> {
     }
 }
 
-/// The error code of an SDK error (`NoSuchEntity`, `ResourceNotFoundException`, ...).
+/// The error code of an SDK error, for the errors the SDK does not model as types (EC2's, and
+/// S3's missing-configuration codes such as `NoSuchLifecycleConfiguration`). Modeled errors are
+/// matched with the SDK's typed checks: `e.as_service_error().is_some_and(|s| s.is_...())`.
 pub fn error_code<E>(err: &E) -> Option<&str>
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
@@ -345,17 +365,26 @@ where
     }
 }
 
-/// Wraps an SDK result: `what` names the call for the error message.
+/// Wraps an SDK result, the one way SDK errors become `anyhow` errors: the message names the
+/// call (`what`) and the service's code and message; the SDK error itself stays the source, so
+/// the printed causes and `downcast_ref` still reach it.
 pub trait SdkContext<T> {
     fn ctx(self, what: impl std::fmt::Display) -> Result<T>;
 }
 
 impl<T, E> SdkContext<T> for std::result::Result<T, E>
 where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
 {
     fn ctx(self, what: impl std::fmt::Display) -> Result<T> {
-        self.map_err(|e| anyhow::anyhow!("{what}: {}", describe_error(&e)))
+        self.map_err(|e| {
+            let message = format!("{what}: {}", describe_error(&e));
+            anyhow::Error::new(e).context(message)
+        })
     }
 }
 

@@ -7,8 +7,9 @@ use anyhow::Result;
 use aws_sdk_ecr::types::{ImageScanningConfiguration, Tag};
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Handle, Kind, Live, SdkContext, TagRead};
+use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
+use crate::stack::Stack;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -18,6 +19,15 @@ pub struct Spec {
 }
 
 impl Spec {
+    pub fn desired(stack: &Stack, key: &str) -> Spec {
+        let r = &stack.repositories[key];
+        Spec {
+            name: stack.repository_name(key),
+            keep_images: r.keep_images,
+            scan_on_push: r.scan_on_push,
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("scan_on_push".into(), json!(self.scan_on_push)),
@@ -65,7 +75,12 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
     );
     let out = match out {
         Ok(out) => out,
-        Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => return Ok(None),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_repository_not_found_exception()) =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(e).ctx(format!("reading repository {name}")),
     };
     let Some(repo) = out.repositories().first() else {
@@ -97,7 +112,12 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
             .lifecycle_policy_text()
             .map(parse_keep)
             .unwrap_or(Value::Null),
-        Err(e) if error_code(&e) == Some("LifecyclePolicyNotFoundException") => Value::Null,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_lifecycle_policy_not_found_exception()) =>
+        {
+            Value::Null
+        }
         Err(e) => return Err(e).ctx(format!("reading lifecycle policy of repository {name}")),
     };
     Ok(Some(Live {
@@ -138,7 +158,7 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
         kind: Kind::Repository,
         name: spec.name.clone(),
         id: uri,
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 
@@ -166,7 +186,7 @@ pub async fn update(c: &Clients, spec: &Spec, live: &Live, changed: &[String]) -
         kind: Kind::Repository,
         name: spec.name.clone(),
         id: live.id.clone(),
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     })
 }
 
@@ -192,7 +212,9 @@ async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
             .await
         {
             Ok(_) => {}
-            Err(e) if error_code(&e) == Some("LifecyclePolicyNotFoundException") => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_lifecycle_policy_not_found_exception()) => {}
             Err(e) => {
                 return Err(e).ctx(format!(
                     "removing lifecycle policy of repository {}",
@@ -215,7 +237,12 @@ pub async fn is_empty(c: &Clients, name: &str) -> Result<bool> {
         .await
     {
         Ok(out) => Ok(out.image_ids().is_empty()),
-        Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_repository_not_found_exception()) =>
+        {
+            Ok(true)
+        }
         Err(e) => Err(e).ctx(format!("listing images of repository {name}")),
     }
 }
@@ -231,7 +258,65 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_repository_not_found_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e).ctx(format!("deleting repository {name}")),
     }
+}
+
+/// Adds `tags` to repository `name` (what `import` does to adopt it).
+pub async fn tag(c: &Clients, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    let out = c
+        .ecr()
+        .describe_repositories()
+        .repository_names(name)
+        .send()
+        .await
+        .ctx(format!("reading repository {name}"))?;
+    let arn = out
+        .repositories()
+        .first()
+        .and_then(|r| r.repository_arn())
+        .ok_or_else(|| anyhow::anyhow!("repository {name} has no ARN"))?
+        .to_string();
+    let tags = tags
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    c.ecr()
+        .tag_resource()
+        .resource_arn(&arn)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .ctx(format!("tagging repository {name}"))?;
+    Ok(())
+}
+
+/// Bytes of every image in repository `name` (what ECR bills); 0 when it does not exist.
+pub async fn image_bytes(c: &Clients, name: &str) -> Result<u64> {
+    let mut pages = c
+        .ecr()
+        .describe_images()
+        .repository_name(name)
+        .into_paginator()
+        .send();
+    let mut total = 0u64;
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(page) => page,
+            Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => return Ok(0),
+            Err(e) => return Err(e).ctx(format!("listing images of repository {name}")),
+        };
+        total += page
+            .image_details()
+            .iter()
+            .map(|d| d.image_size_in_bytes().unwrap_or(0).max(0) as u64)
+            .sum::<u64>();
+    }
+    Ok(total)
 }

@@ -9,8 +9,10 @@ use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, SecurityGroup};
 use serde_json::json;
 
 use super::vpc_endpoint::{filter, tag_spec};
-use super::{error_code, wait_for, Attrs, Handle, Kind, Live, Progress, SdkContext};
+use super::{error_code, wait_for, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
 use crate::aws::Clients;
+use crate::engine::Facts;
+use crate::stack::Stack;
 
 pub const REPLACE_ON: &[&str] = &["vpc_id"];
 
@@ -24,6 +26,13 @@ pub struct Spec {
 }
 
 impl Spec {
+    pub fn desired(stack: &Stack, facts: &Facts) -> Spec {
+        Spec {
+            name: stack.security_group_name(),
+            vpc_id: facts.vpc_id.clone(),
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("vpc_id".into(), json!(self.vpc_id)),
@@ -149,7 +158,7 @@ fn handle(spec: &Spec, id: String) -> Handle {
         kind: Kind::SecurityGroup,
         name: spec.name.clone(),
         id,
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     }
 }
 

@@ -9,8 +9,10 @@ use aws_sdk_ec2::types::{
 };
 use serde_json::json;
 
-use super::{Attrs, Handle, Kind, Live, SdkContext};
+use super::{Attrs, Extra, Handle, Kind, Live, SdkContext};
 use crate::aws::Clients;
+use crate::engine::Facts;
+use crate::stack::Stack;
 
 pub const REPLACE_ON: &[&str] = &["vpc_id", "service_name"];
 
@@ -23,6 +25,15 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The stack's endpoint: S3 of its region, on the route tables no other endpoint serves.
+    pub fn desired(stack: &Stack, facts: &Facts) -> Spec {
+        Spec {
+            vpc_id: facts.vpc_id.clone(),
+            service_name: format!("com.amazonaws.{}.s3", stack.region),
+            route_table_ids: facts.route_tables.clone(),
+        }
+    }
+
     pub fn attributes(&self) -> Attrs {
         Attrs::from([
             ("vpc_id".into(), json!(self.vpc_id)),
@@ -175,7 +186,10 @@ fn handle(spec: &Spec, id: String) -> Handle {
         kind: Kind::VpcEndpoint,
         name: spec.service_name.clone(),
         id,
-        extra: BTreeMap::from([("vpc_id".to_string(), spec.vpc_id.clone())]),
+        extra: Extra {
+            vpc_id: Some(spec.vpc_id.clone()),
+            ..Extra::default()
+        },
     }
 }
 

@@ -1,4 +1,5 @@
-//! From a file and the command line to a resolved [`Stack`], in DESIGN.md §2.1's order: the
+//! From a file and the command line to a resolved [`Stack`], in the order of docs/design.md,
+//! "Resolution order": the
 //! file; its `[env.NAME]` overlay; `--set gpu=…`/`--set protect=…`; the GPU overlays; every
 //! other `--set`. Nothing here touches the network.
 

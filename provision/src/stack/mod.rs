@@ -14,10 +14,10 @@ pub use model::*;
 pub use validate::RETENTION_DAYS;
 pub use validate::TAG as IMAGE_TAG;
 
-/// Reads, resolves and validates a stack file (DESIGN.md §2.1): the `[env.NAME]` overlay when
-/// `env` is given, then `--set gpu`/`--set protect`, the GPU overlays, every other `--set`.
-/// Every error is collected, each located at the line (or argument) that supplied the value.
-/// No network call.
+/// Reads, resolves and validates a stack file (docs/design.md, "Resolution order"): the
+/// `[env.NAME]` overlay when `env` is given, then `--set gpu`/`--set protect`, the GPU overlays,
+/// every other `--set`. Every error is collected, each located at the line (or argument) that
+/// supplied the value. No network call.
 pub fn load(
     path: &std::path::Path,
     env: Option<&str>,

@@ -1,5 +1,6 @@
-//! The resolved, validated stack (DESIGN.md §2): what `stack::load` produces after overlays and
-//! `--set`, with every default filled in. The engine reads only this; it never sees TOML.
+//! The resolved, validated stack (docs/design.md, "Stack files"): what `stack::load` produces after
+//! overlays and `--set`, with every default filled in. The engine reads only this; it never sees
+//! TOML.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -258,8 +259,15 @@ impl RetryAction {
     }
 }
 
+/// The exit code `runtime` gives a transient error (sysexits' `EX_TEMPFAIL`); the default rules
+/// retry it. Another image may use it for the same meaning.
+pub const TRANSIENT_EXIT_CODE: &str = "75";
+
 impl Retry {
-    /// Without `rules`: a host (Spot) failure retries, exit code 1 (bad input) exits.
+    /// Without `rules`: a host (Spot) failure retries, exit code 1 (bad input) exits, exit code
+    /// 75 (`runtime`'s transient errors: S3 or the network still failing after the SDK's own
+    /// retries) retries. Anything else falls through to Batch's own rule: retry while attempts
+    /// remain.
     pub fn default_rules() -> Vec<RetryRule> {
         vec![
             RetryRule {
@@ -273,6 +281,12 @@ impl Retry {
                 on_reason: None,
                 on_exit_code: Some("1".into()),
                 action: RetryAction::Exit,
+            },
+            RetryRule {
+                on_status_reason: None,
+                on_reason: None,
+                on_exit_code: Some(TRANSIENT_EXIT_CODE.into()),
+                action: RetryAction::Retry,
             },
         ]
     }

@@ -1,4 +1,4 @@
-//! Names, tags and job environments derived from a resolved stack (DESIGN.md §2.2). Every
+//! Names, tags and job environments derived from a resolved stack (docs/design.md, "Names"). Every
 //! resource name comes from here, so a name is never typed twice.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! The shape of a stack file (DESIGN.md §2, §2.3): which keys exist where and what type each
+//! The shape of a stack file (docs/design.md, "Schema"): which keys exist where and what type each
 //! holds. The shape check runs on the file as written, before any overlay, so a typo in an
 //! `[env.NAME]` that is not chosen or in a `gpu` sub-table that is dropped is still caught.
 
@@ -181,12 +181,14 @@ fn check(node: &mut Node, ty: &Ty, path: &str, ctx: &mut Ctx, scope: Scope) {
     if matches!(node.val, Val::Invalid) {
         return;
     }
-    let ok = match (ty, &node.val) {
-        (Ty::Bool, Val::Bool(_)) | (Ty::Int, Val::Int(_)) | (Ty::Str, Val::Str(_)) => true,
-        (Ty::List(_), Val::Array(_)) => true,
-        (Ty::Record(_) | Ty::Map(_) | Ty::Envs, Val::Table(_)) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (ty, &node.val),
+        (Ty::Bool, Val::Bool(_))
+            | (Ty::Int, Val::Int(_))
+            | (Ty::Str, Val::Str(_))
+            | (Ty::List(_), Val::Array(_))
+            | (Ty::Record(_) | Ty::Map(_) | Ty::Envs, Val::Table(_))
+    );
     if !ok {
         let found = match &node.val {
             Val::Str(s) => format!("a string (\"{s}\")"),

@@ -215,7 +215,8 @@ pub(crate) fn from_value(value: &toml_edit::Value, at: &Origin) -> Node {
     }
 }
 
-/// Deep merge (DESIGN.md §2): tables merge key by key, anything else replaces.
+/// Deep merge (docs/design.md, "Resolution order"): tables merge key by key, anything else
+/// replaces.
 pub(crate) fn merge(base: &mut Node, over: Node) {
     match (&mut base.val, over.val) {
         (Val::Table(b), Val::Table(o)) => {
@@ -236,8 +237,8 @@ pub(crate) fn merge(base: &mut Node, over: Node) {
     }
 }
 
-/// The GPU overlay (DESIGN.md §2.1 step 4): every `gpu` sub-table below the root is merged onto
-/// its parent when `on`, dropped otherwise.
+/// The GPU overlay (docs/design.md, "Resolution order", step 4): every `gpu` sub-table below the
+/// root is merged onto its parent when `on`, dropped otherwise.
 pub(crate) fn apply_gpu(node: &mut Node, on: bool, is_root: bool) {
     let Some(table) = node.table_mut() else {
         return;

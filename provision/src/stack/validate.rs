@@ -1,5 +1,6 @@
-//! The resolved tree → the typed [`Stack`], checking every range, name and reference that AWS
-//! would refuse (DESIGN.md §2.2, §2.3). Every problem is collected; none stops the others.
+//! The resolved tree → the typed [`Stack`], checking every range, name and reference that AWS would
+//! refuse (docs/design.md, "Names" and "Schema"). Every problem is collected; none stops the
+//! others.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -71,44 +72,13 @@ pub(crate) fn build(
     ctx: &mut Ctx,
 ) -> Option<Stack> {
     let mut b = Builder { ctx };
-    if let Some(envs) = envs.and_then(Node::table) {
-        for (name, node) in envs {
-            b.key_name(name, node, &join("env", name), "environment");
-            if name == "default" {
-                b.err(
-                    &node.key_at,
-                    &join("env", name),
-                    "`default` is the environment without --env and cannot have an overlay",
-                );
-            }
-        }
-    }
+    // The sections in the file's usual order; references point back only (a job at its queue,
+    // a queue at its compute environments), so each section is checked once the ones it names are.
+    b.env_names(envs);
+    let (name, region, state_table) = b.stack_section(root);
 
-    let stack = b.req(root, "", "stack");
-    let (name, region, state_table) = match stack {
-        Some(stack) => {
-            let name = b.req_str(stack, "stack", "name").filter(|(n, at)| {
-                b.check(STACK_NAME.is_match(n), at, "stack.name", || {
-                    format!("stack name `{n}` must match [a-z][a-z0-9-]{{2,20}} (it prefixes every resource name)")
-                })
-            });
-            let region = b.req_str(stack, "stack", "region").filter(|(r, at)| {
-                b.check(REGION.is_match(r), at, "stack.region", || {
-                    format!("`{r}` is not an AWS region name (like `us-east-1`)")
-                })
-            });
-            let table = b.opt_str(stack, "stack", "state_table").filter(|(t, at)| {
-                b.check(TABLE_NAME.is_match(t), at, "stack.state_table", || {
-                    format!("`{t}` is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
-                })
-            });
-            (name, region, table.map(|(t, _)| t))
-        }
-        None => (None, None, None),
-    };
-
-    let gpu = b.opt_bool(root, "", "gpu").unwrap_or(false);
-    let protect = b.opt_bool(root, "", "protect").unwrap_or(false);
+    let gpu = b.opt_bool(root, "gpu").unwrap_or(false);
+    let protect = b.opt_bool(root, "protect").unwrap_or(false);
     let network = b.network(root.get("network"));
     let prefix = name.as_ref().map(|(n, _)| format!("{n}-{env}"));
 
@@ -142,13 +112,13 @@ pub(crate) fn build(
         repositories: &repositories,
         root,
     };
-    let jobs = b.resources(root, "jobs", "job", |b, key, node, path| {
-        b.job(key, node, path, &refs)
+    let jobs = b.resources(root, "jobs", "job", |b, _, node, path| {
+        b.job(node, path, &refs)
     });
 
-    if let (Some((n, at)), Some(p)) = (&name, &prefix) {
+    if let (Some((_, at)), Some(p)) = (&name, &prefix) {
         b.job_definition_names(root, &jobs, p);
-        b.stack_names(n, at, p);
+        b.stack_names(at, p);
     }
 
     let (name, region) = (name?.0, region?.0);
@@ -228,11 +198,11 @@ impl Builder<'_> {
         self.req(t, path, key).and_then(str_of)
     }
 
-    fn opt_str(&mut self, t: &Node, _path: &str, key: &str) -> Option<(String, Origin)> {
+    fn opt_str(&mut self, t: &Node, key: &str) -> Option<(String, Origin)> {
         self.opt(t, key).and_then(str_of)
     }
 
-    fn opt_bool(&mut self, t: &Node, _path: &str, key: &str) -> Option<bool> {
+    fn opt_bool(&mut self, t: &Node, key: &str) -> Option<bool> {
         match self.opt(t, key).map(|n| &n.val) {
             Some(Val::Bool(b)) => Some(*b),
             _ => None,
@@ -323,7 +293,7 @@ impl Builder<'_> {
     }
 
     fn state(&mut self, t: &Node, path: &str) -> State {
-        match self.opt_str(t, path, "state") {
+        match self.opt_str(t, "state") {
             None => State::Enabled,
             Some((s, at)) => match s.as_str() {
                 "enabled" | "ENABLED" => State::Enabled,
@@ -376,7 +346,7 @@ impl Builder<'_> {
                 s3_endpoint: true,
             });
         };
-        let vpc = match self.opt_str(t, "network", "vpc") {
+        let vpc = match self.opt_str(t, "vpc") {
             None => Vpc::Default,
             Some((v, _)) if v == "default" => Vpc::Default,
             Some((v, at)) => {
@@ -410,7 +380,7 @@ impl Builder<'_> {
         if !subnets.is_empty() && vpc == Vpc::Default {
             // Subnets of the default VPC are fine; nothing to check without a network call.
         }
-        let s3_endpoint = self.opt_bool(t, "network", "s3_endpoint").unwrap_or(true);
+        let s3_endpoint = self.opt_bool(t, "s3_endpoint").unwrap_or(true);
         Some(Network {
             vpc,
             subnets,
@@ -420,7 +390,7 @@ impl Builder<'_> {
     }
 
     fn bucket(&mut self, key: &str, t: &Node, path: &str, prefix: Option<&str>) -> Option<Bucket> {
-        let versioning = self.opt_bool(t, path, "versioning").unwrap_or(false);
+        let versioning = self.opt_bool(t, "versioning").unwrap_or(false);
         let expire = self.opt_int(t, path, "expire_noncurrent_days", 1, u32::MAX as i64, "")?;
         if let (Some(_), false) = (expire, versioning) {
             let at = &t.get("expire_noncurrent_days").expect("present").at;
@@ -430,7 +400,7 @@ impl Builder<'_> {
                 "expires non-current versions, but the bucket keeps none: set `versioning = true`",
             );
         }
-        let kms_key = self.opt_str(t, path, "kms_key").filter(|(k, at)| {
+        let kms_key = self.opt_str(t, "kms_key").filter(|(k, at)| {
             self.check(KMS_KEY.is_match(k), at, &join(path, "kms_key"), || {
                 format!("`{k}` is not a KMS key id, alias (alias/NAME) or key/alias ARN")
             })
@@ -466,7 +436,7 @@ impl Builder<'_> {
         prefix: Option<&str>,
     ) -> Option<Repository> {
         let keep_images = self.opt_int(t, path, "keep_images", 1, 10_000, "")?;
-        let scan_on_push = self.opt_bool(t, path, "scan_on_push").unwrap_or(false);
+        let scan_on_push = self.opt_bool(t, "scan_on_push").unwrap_or(false);
         if let Some(p) = prefix.filter(|_| KEY.is_match(key)) {
             let name = format!("{p}-{key}");
             self.check(ECR_NAME.is_match(&name) && name.len() <= 256, &t.key_at, path, || {
@@ -508,6 +478,56 @@ impl Builder<'_> {
         Logs { retention_days }
     }
 
+    /// The `[env.NAME]` names: resource-key names, never `default`.
+    fn env_names(&mut self, envs: Option<&Node>) {
+        let Some(envs) = envs.and_then(Node::table) else {
+            return;
+        };
+        for (name, node) in envs {
+            self.key_name(name, node, &join("env", name), "environment");
+            if name == "default" {
+                self.err(
+                    &node.key_at,
+                    &join("env", name),
+                    "`default` is the environment without --env and cannot have an overlay",
+                );
+            }
+        }
+    }
+
+    /// `[stack]`: its name, region and state table, each checked.
+    #[allow(clippy::type_complexity)] // three optional results, named by the caller
+    fn stack_section(
+        &mut self,
+        root: &Node,
+    ) -> (
+        Option<(String, Origin)>,
+        Option<(String, Origin)>,
+        Option<String>,
+    ) {
+        let Some(stack) = self.req(root, "", "stack") else {
+            return (None, None, None);
+        };
+        let name = self.req_str(stack, "stack", "name").filter(|(n, at)| {
+            self.check(STACK_NAME.is_match(n), at, "stack.name", || {
+                format!("stack name `{n}` must match [a-z][a-z0-9-]{{2,20}} (it prefixes every resource name)")
+            })
+        });
+        let region = self.req_str(stack, "stack", "region").filter(|(r, at)| {
+            self.check(REGION.is_match(r), at, "stack.region", || {
+                format!("`{r}` is not an AWS region name (like `us-east-1`)")
+            })
+        });
+        let table = self.opt_str(stack, "state_table").filter(|(t, at)| {
+            self.check(TABLE_NAME.is_match(t), at, "stack.state_table", || {
+                format!("`{t}` is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
+            })
+        });
+        (name, region, table.map(|(t, _)| t))
+    }
+
+    /// `[compute.KEY]`, step by step: type, vCPUs, instance types, root volume, allocation
+    /// strategy, bid, state, then the derived name's length.
     fn compute(
         &mut self,
         key: &str,
@@ -515,7 +535,35 @@ impl Builder<'_> {
         path: &str,
         prefix: Option<&str>,
     ) -> Option<ComputeEnvironment> {
-        let kind = match self.req_str(t, path, "type") {
+        let kind = self.compute_type(t, path);
+        let (min_vcpus, max_vcpus) = self.vcpu_range(t, path);
+        let instance_types = self.instance_types(t, path);
+        let root_volume_gb = self.opt_int(
+            t,
+            path,
+            "root_volume_gb",
+            30,
+            16_384,
+            "gp3 sizes, and no smaller than the ECS-optimized AMI's 30 GiB snapshot",
+        );
+        let strategy = self.allocation_strategy(t, path, kind);
+        let bid_percentage = self.bid_percentage(t, path, kind);
+        let state = self.state(t, path);
+        self.compute_name_fits(key, t, path, prefix);
+        Some(ComputeEnvironment {
+            kind: kind?,
+            min_vcpus: min_vcpus?.unwrap_or(0),
+            max_vcpus: max_vcpus?,
+            instance_types: instance_types?,
+            root_volume_gb: root_volume_gb?,
+            allocation_strategy: strategy?,
+            bid_percentage: bid_percentage?,
+            state,
+        })
+    }
+
+    fn compute_type(&mut self, t: &Node, path: &str) -> Option<ComputeType> {
+        match self.req_str(t, path, "type") {
             Some((s, _)) if s == "spot" => Some(ComputeType::Spot),
             Some((s, _)) if s == "on-demand" => Some(ComputeType::OnDemand),
             Some((s, at)) => {
@@ -527,7 +575,11 @@ impl Builder<'_> {
                 None
             }
             None => None,
-        };
+        }
+    }
+
+    /// `min_vcpus` (optional) and `max_vcpus`, the first no larger than the second.
+    fn vcpu_range(&mut self, t: &Node, path: &str) -> (Option<Option<u32>>, Option<u32>) {
         let min_vcpus = self.opt_int(t, path, "min_vcpus", 0, u32::MAX as i64, "");
         let max_vcpus = self.req_int(t, path, "max_vcpus", 0, u32::MAX as i64, "");
         if let (Some(Some(min)), Some(max)) = (min_vcpus, max_vcpus) {
@@ -540,7 +592,11 @@ impl Builder<'_> {
                 );
             }
         }
-        let instance_types = self.req(t, path, "instance_types").and_then(|n| {
+        (min_vcpus, max_vcpus)
+    }
+
+    fn instance_types(&mut self, t: &Node, path: &str) -> Option<Vec<String>> {
+        self.req(t, path, "instance_types").and_then(|n| {
             let key = join(path, "instance_types");
             let items = self.strings(n, &key, false)?;
             let ok: Vec<String> = items
@@ -553,16 +609,17 @@ impl Builder<'_> {
                 .map(|(s, _)| s)
                 .collect();
             Some(ok)
-        });
-        let root_volume_gb = self.opt_int(
-            t,
-            path,
-            "root_volume_gb",
-            30,
-            16_384,
-            "gp3 sizes, and no smaller than the ECS-optimized AMI's 30 GiB snapshot",
-        );
-        let strategy = match (self.opt_str(t, path, "allocation_strategy"), kind) {
+        })
+    }
+
+    /// The allocation strategy, its default by `kind`; spot strategies only on spot.
+    fn allocation_strategy(
+        &mut self,
+        t: &Node,
+        path: &str,
+        kind: Option<ComputeType>,
+    ) -> Option<AllocationStrategy> {
+        match (self.opt_str(t, "allocation_strategy"), kind) {
             (None, Some(ComputeType::Spot)) => Some(AllocationStrategy::SpotPriceCapacityOptimized),
             (None, _) => Some(AllocationStrategy::BestFitProgressive),
             (Some((s, at)), kind) => {
@@ -594,8 +651,17 @@ impl Builder<'_> {
                     (Some(a), _) => Some(a),
                 }
             }
-        };
-        let bid_percentage = match (self.opt(t, "bid_percentage"), kind) {
+        }
+    }
+
+    /// Spot only, 1-100, default 100; `Some(None)` on on-demand.
+    fn bid_percentage(
+        &mut self,
+        t: &Node,
+        path: &str,
+        kind: Option<ComputeType>,
+    ) -> Option<Option<u32>> {
+        match (self.opt(t, "bid_percentage"), kind) {
             (None, Some(ComputeType::Spot)) => Some(Some(100)),
             (None, _) => Some(None),
             (Some(n), Some(ComputeType::OnDemand)) => {
@@ -615,24 +681,17 @@ impl Builder<'_> {
                     "percent of the on-demand price",
                 )
                 .map(Some),
-        };
-        let state = self.state(t, path);
+        }
+    }
+
+    /// The environment's name, with room for a replacement's suffix, within Batch's limit.
+    fn compute_name_fits(&mut self, key: &str, t: &Node, path: &str, prefix: Option<&str>) {
         if let Some(p) = prefix.filter(|_| KEY.is_match(key)) {
             let name = format!("{p}-{key}{REPLACEMENT_SUFFIX}");
             self.check(name.len() <= 128, &t.key_at, path, || {
                 format!("compute environment name `{p}-{key}` (plus a replacement suffix) exceeds Batch's 128 characters")
             });
         }
-        Some(ComputeEnvironment {
-            kind: kind?,
-            min_vcpus: min_vcpus?.unwrap_or(0),
-            max_vcpus: max_vcpus?,
-            instance_types: instance_types?,
-            root_volume_gb: root_volume_gb?,
-            allocation_strategy: strategy?,
-            bid_percentage: bid_percentage?,
-            state,
-        })
     }
 
     fn queue(
@@ -727,80 +786,29 @@ impl Builder<'_> {
         }
     }
 
-    fn job(&mut self, _key: &str, t: &Node, path: &str, refs: &Refs<'_>) -> Option<Job> {
-        let queue = self.req_str(t, path, "queue").filter(|(q, at)| {
-            let known: Vec<&str> = refs.queues.keys().map(String::as_str).collect();
-            let ok = refs.queues.contains_key(q) || refs.declared("queues", q);
-            self.check(ok, at, &join(path, "queue"), || {
-                format!("no queue `{q}` (defined: {})", list_or_none(&known))
-            })
-        });
-        let image = self
-            .req_str(t, path, "image")
-            .and_then(|(i, at)| self.image(&i, &at, &join(path, "image"), refs));
+    /// `[jobs.KEY]`, step by step: queue, image, command and resources, retry, environment and
+    /// secrets, matrix, then whether its queue can ever run it.
+    fn job(&mut self, t: &Node, path: &str, refs: &Refs<'_>) -> Option<Job> {
+        let queue = self.job_queue(t, path, refs);
+        let image = self.job_image(t, path, refs);
         let command = self
             .req(t, path, "command")
             .and_then(|n| self.strings_allow_repeats(n, &join(path, "command")));
         let vcpus = self.req_int(t, path, "vcpus", 1, u32::MAX as i64, "");
         let memory_mib = self.req_int(t, path, "memory_mib", 4, u32::MAX as i64, "Batch's minimum");
-        let gpus = self
-            .opt_int(t, path, "gpus", 0, u32::MAX as i64, "")
-            .map(|g| g.unwrap_or(0));
-        if let (Some(g), false) = (gpus, refs.gpu) {
-            if g > 0 {
-                let at = &t.get("gpus").expect("present").at;
-                self.err(at, &join(path, "gpus"), format!("asks for {g} GPU(s) while the stack has gpu = false: the job would wait in RUNNABLE forever (set gpus in a `gpu` sub-table, or gpu = true)"));
-            }
-        }
+        let gpus = self.job_gpus(t, path, refs);
         let timeout_s = self.opt_int(t, path, "timeout_s", 60, u32::MAX as i64, "Batch's minimum");
         let retry = self.retry(
             t.get("retry").filter(|n| !matches!(n.val, Val::Invalid)),
             &join(path, "retry"),
         );
         let env = self.env_vars(t, path, "env");
-        let secrets = self.env_vars(t, path, "secrets").map(|s| {
-            let key = join(path, "secrets");
-            s.into_iter()
-                .filter(|(name, (value, at))| {
-                    self.check(secret_ok(value), at, &join(&key, name), || {
-                        secret_problem(value)
-                    })
-                })
-                .map(|(name, (value, _))| (name, value))
-                .collect::<BTreeMap<_, _>>()
-        });
-        if let (Some(env), Some(secrets)) = (&env, &secrets) {
-            for name in secrets.keys().filter(|n| env.contains_key(*n)) {
-                let at = &t
-                    .get("secrets")
-                    .and_then(|s| s.get(name))
-                    .expect("present")
-                    .key_at;
-                self.err(
-                    at,
-                    &join(&join(path, "secrets"), name),
-                    format!("`{name}` is set both in `env` and in `secrets`"),
-                );
-            }
-        }
+        let secrets = self.job_secrets(t, path, env.as_ref());
         let matrix = match self.opt(t, "matrix") {
             None => Some(None),
             Some(n) => self.matrix(n, &join(path, "matrix")).map(Some),
         };
-        if let (Some((q, _)), Some(v)) = (&queue, vcpus) {
-            if let Some(queue) = refs.queues.get(q) {
-                let maxes: Vec<u32> = queue
-                    .compute
-                    .iter()
-                    .filter_map(|c| refs.compute.get(c))
-                    .map(|c| c.max_vcpus)
-                    .collect();
-                if !maxes.is_empty() && maxes.iter().all(|m| v > *m) {
-                    let at = &t.get("vcpus").expect("present").at;
-                    self.err(at, &join(path, "vcpus"), format!("asks for {v} vCPUs but every compute environment of queue `{q}` has max_vcpus below that ({}): the job would wait in RUNNABLE forever", maxes.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")));
-                }
-            }
-        }
+        self.job_fits_its_queue(t, path, refs, (&queue, vcpus));
         if let (Some(image), Some(command)) = (&image, &command) {
             if runs_cuda(command) && !image_has_cuda(image, refs.gpu) {
                 let at = &t.get("command").expect("present").at;
@@ -820,6 +828,97 @@ impl Builder<'_> {
             secrets: secrets?,
             matrix: matrix?,
         })
+    }
+
+    /// `queue`: a queue the stack defines.
+    fn job_queue(&mut self, t: &Node, path: &str, refs: &Refs<'_>) -> Option<(String, Origin)> {
+        self.req_str(t, path, "queue").filter(|(q, at)| {
+            let known: Vec<&str> = refs.queues.keys().map(String::as_str).collect();
+            let ok = refs.queues.contains_key(q) || refs.declared("queues", q);
+            self.check(ok, at, &join(path, "queue"), || {
+                format!("no queue `{q}` (defined: {})", list_or_none(&known))
+            })
+        })
+    }
+
+    /// `image`: see [`Self::image`].
+    fn job_image(&mut self, t: &Node, path: &str, refs: &Refs<'_>) -> Option<Image> {
+        self.req_str(t, path, "image")
+            .and_then(|(i, at)| self.image(&i, &at, &join(path, "image"), refs))
+    }
+
+    /// `gpus` (default 0), refused above 0 while the stack has no GPU.
+    fn job_gpus(&mut self, t: &Node, path: &str, refs: &Refs<'_>) -> Option<u32> {
+        let gpus = self
+            .opt_int(t, path, "gpus", 0, u32::MAX as i64, "")
+            .map(|g| g.unwrap_or(0));
+        if let (Some(g), false) = (gpus, refs.gpu) {
+            if g > 0 {
+                let at = &t.get("gpus").expect("present").at;
+                self.err(at, &join(path, "gpus"), format!("asks for {g} GPU(s) while the stack has gpu = false: the job would wait in RUNNABLE forever (set gpus in a `gpu` sub-table, or gpu = true)"));
+            }
+        }
+        gpus
+    }
+
+    /// `secrets`: names or ARNs, none also set in `env`.
+    fn job_secrets(
+        &mut self,
+        t: &Node,
+        path: &str,
+        env: Option<&BTreeMap<String, (String, Origin)>>,
+    ) -> Option<BTreeMap<String, String>> {
+        let secrets = self.env_vars(t, path, "secrets").map(|s| {
+            let key = join(path, "secrets");
+            s.into_iter()
+                .filter(|(name, (value, at))| {
+                    self.check(secret_ok(value), at, &join(&key, name), || {
+                        secret_problem(value)
+                    })
+                })
+                .map(|(name, (value, _))| (name, value))
+                .collect::<BTreeMap<_, _>>()
+        });
+        if let (Some(env), Some(secrets)) = (env, &secrets) {
+            for name in secrets.keys().filter(|n| env.contains_key(*n)) {
+                let at = &t
+                    .get("secrets")
+                    .and_then(|s| s.get(name))
+                    .expect("present")
+                    .key_at;
+                self.err(
+                    at,
+                    &join(&join(path, "secrets"), name),
+                    format!("`{name}` is set both in `env` and in `secrets`"),
+                );
+            }
+        }
+        secrets
+    }
+
+    /// A job whose vCPUs exceed every `max_vcpus` of its queue's compute would wait in RUNNABLE
+    /// forever.
+    fn job_fits_its_queue(
+        &mut self,
+        t: &Node,
+        path: &str,
+        refs: &Refs<'_>,
+        (queue, vcpus): (&Option<(String, Origin)>, Option<u32>),
+    ) {
+        if let (Some((q, _)), Some(v)) = (queue, vcpus) {
+            if let Some(queue) = refs.queues.get(q) {
+                let maxes: Vec<u32> = queue
+                    .compute
+                    .iter()
+                    .filter_map(|c| refs.compute.get(c))
+                    .map(|c| c.max_vcpus)
+                    .collect();
+                if !maxes.is_empty() && maxes.iter().all(|m| v > *m) {
+                    let at = &t.get("vcpus").expect("present").at;
+                    self.err(at, &join(path, "vcpus"), format!("asks for {v} vCPUs but every compute environment of queue `{q}` has max_vcpus below that ({}): the job would wait in RUNNABLE forever", maxes.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")));
+                }
+            }
+        }
     }
 
     /// `command`: not empty; repeated arguments are fine.
@@ -882,73 +981,83 @@ impl Builder<'_> {
                 ok = false;
                 continue;
             }
-            let action = match self.req_str(rule, &rpath, "action") {
-                Some((a, _)) if a.eq_ignore_ascii_case("retry") => Some(RetryAction::Retry),
-                Some((a, _)) if a.eq_ignore_ascii_case("exit") => Some(RetryAction::Exit),
-                Some((a, at)) => {
-                    self.err(
-                        &at,
-                        &join(&rpath, "action"),
-                        format!("`{a}` is not a retry action (retry | exit)"),
-                    );
-                    None
-                }
-                None => None,
-            };
-            let matcher =
-                |b: &mut Self, key: &str, re: &Regex, what: &str| -> Option<Option<String>> {
-                    match b.opt_str(rule, &rpath, key) {
-                        None => Some(None),
-                        Some((s, at)) => {
-                            let good = re.is_match(&s) && !s.is_empty() && s.len() <= 512;
-                            b.check(good, &at, &join(&rpath, key), || {
-                                format!("`{s}` is not a valid {key}: {what}")
-                            })
-                            .then_some(Some(s))
-                        }
-                    }
-                };
-            let status = matcher(
-                self,
-                "on_status_reason",
-                &STATUS_REASON,
-                "letters, digits, `.`, `:` and spaces, optionally ending with `*`, at most 512",
-            );
-            let reason = matcher(
-                self,
-                "on_reason",
-                &STATUS_REASON,
-                "letters, digits, `.`, `:` and spaces, optionally ending with `*`, at most 512",
-            );
-            let exit = matcher(
-                self,
-                "on_exit_code",
-                &EXIT_CODE,
-                "digits, optionally ending with `*`, at most 512",
-            );
-            let (Some(status), Some(reason), Some(exit), Some(action)) =
-                (status, reason, exit, action)
-            else {
-                ok = false;
-                continue;
-            };
-            if status.is_none() && reason.is_none() && exit.is_none() {
-                self.err(
-                    &rule.at,
-                    &rpath,
-                    "a retry rule needs at least one of on_status_reason, on_reason, on_exit_code",
-                );
-                ok = false;
-                continue;
+            match self.rule(rule, &rpath) {
+                Some(rule) => rules.push(rule),
+                None => ok = false,
             }
-            rules.push(RetryRule {
-                on_status_reason: status,
-                on_reason: reason,
-                on_exit_code: exit,
-                action,
-            });
         }
         ok.then_some(rules)
+    }
+
+    /// One retry rule: an action and at least one matcher in Batch's grammar.
+    fn rule(&mut self, rule: &Node, rpath: &str) -> Option<RetryRule> {
+        let action = self.retry_action(rule, rpath);
+        const REASON: &str =
+            "letters, digits, `.`, `:` and spaces, optionally ending with `*`, at most 512";
+        let status = self.rule_matcher(rule, rpath, "on_status_reason", &STATUS_REASON, REASON);
+        let reason = self.rule_matcher(rule, rpath, "on_reason", &STATUS_REASON, REASON);
+        let exit = self.rule_matcher(
+            rule,
+            rpath,
+            "on_exit_code",
+            &EXIT_CODE,
+            "digits, optionally ending with `*`, at most 512",
+        );
+        let (Some(status), Some(reason), Some(exit), Some(action)) = (status, reason, exit, action)
+        else {
+            return None;
+        };
+        if status.is_none() && reason.is_none() && exit.is_none() {
+            self.err(
+                &rule.at,
+                rpath,
+                "a retry rule needs at least one of on_status_reason, on_reason, on_exit_code",
+            );
+            return None;
+        }
+        Some(RetryRule {
+            on_status_reason: status,
+            on_reason: reason,
+            on_exit_code: exit,
+            action,
+        })
+    }
+
+    fn retry_action(&mut self, rule: &Node, rpath: &str) -> Option<RetryAction> {
+        match self.req_str(rule, rpath, "action") {
+            Some((a, _)) if a.eq_ignore_ascii_case("retry") => Some(RetryAction::Retry),
+            Some((a, _)) if a.eq_ignore_ascii_case("exit") => Some(RetryAction::Exit),
+            Some((a, at)) => {
+                self.err(
+                    &at,
+                    &join(rpath, "action"),
+                    format!("`{a}` is not a retry action (retry | exit)"),
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// An optional matcher `key` of a rule, in the grammar `re` (`what` describes it).
+    fn rule_matcher(
+        &mut self,
+        rule: &Node,
+        rpath: &str,
+        key: &str,
+        re: &Regex,
+        what: &str,
+    ) -> Option<Option<String>> {
+        match self.opt_str(rule, key) {
+            None => Some(None),
+            Some((s, at)) => {
+                let good = re.is_match(&s) && !s.is_empty() && s.len() <= 512;
+                self.check(good, &at, &join(rpath, key), || {
+                    format!("`{s}` is not a valid {key}: {what}")
+                })
+                .then_some(Some(s))
+            }
+        }
     }
 
     /// `env` and `secrets`: variable names a container accepts and that the tool or Batch do
@@ -1090,7 +1199,7 @@ impl Builder<'_> {
     }
 
     /// Names derived from the prefix alone (roles, instance profile, security group, log group).
-    fn stack_names(&mut self, _name: &str, at: &Origin, prefix: &str) {
+    fn stack_names(&mut self, at: &Origin, prefix: &str) {
         let checks = [
             (format!("{prefix}-batch-service"), 64, "IAM role"),
             (format!("{prefix}-instance"), 128, "instance profile"),

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use sha2::{Digest, Sha256};
 
 use super::{now_rfc3339, Store};
-use crate::resources::{error_code, SdkContext};
+use crate::resources::SdkContext;
 
 const TTL: chrono::Duration = chrono::Duration::hours(1);
 const RENEW_EVERY: Duration = Duration::from_secs(600);
@@ -97,7 +97,10 @@ impl Lock {
             .await;
         match put {
             Ok(_) => {}
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
                 let info = read(store).await?.unwrap_or(LockInfo {
                     holder: "another process".into(),
                     operation: "unknown".into(),
@@ -162,7 +165,12 @@ impl Lock {
         match out {
             Ok(_) => Ok(()),
             // Someone forced it away; nothing of ours to release.
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e).ctx("releasing the state lock"),
         }
     }

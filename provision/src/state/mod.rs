@@ -1,11 +1,12 @@
-//! State in DynamoDB (DESIGN.md §4): one item per resource, a `meta` item with the serial, and a
-//! `lock` item taken with a conditional write. Partition `{stack}/{env}`, so one table serves
-//! every stack and environment.
+//! State in DynamoDB (docs/design.md, "State"): one item per resource, a `meta` item with the
+//! serial, and a `lock` item taken with a conditional write. Partition `{stack}/{env}`, so one
+//! table serves every stack and environment.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType, TableStatus,
@@ -13,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::resources::{error_code, Attrs, Handle, Kind, SdkContext};
+use crate::resources::{Attrs, Handle, Kind, SdkContext};
 
 pub mod lock;
 
@@ -93,6 +94,11 @@ impl Store {
     }
 
     pub async fn table_exists(&self) -> Result<bool> {
+        Ok(self.table_status().await?.is_some())
+    }
+
+    /// The table's status (absent: there is no table).
+    pub async fn table_status(&self) -> Result<Option<TableStatus>> {
         match self
             .client
             .describe_table()
@@ -100,16 +106,31 @@ impl Store {
             .send()
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(false),
+            Ok(out) => Ok(Some(
+                out.table()
+                    .and_then(|t| t.table_status())
+                    .cloned()
+                    .unwrap_or(TableStatus::Creating),
+            )),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e).ctx(format!("reading state table {}", self.table)),
         }
     }
 
-    /// Creates the table when missing (first apply), and waits until it is ACTIVE. Two
-    /// first applies at once both get here: the loser of the create waits like the winner.
-    pub async fn ensure_table(&self) -> Result<()> {
-        if !self.table_exists().await? {
+    /// Creates the table when missing (first apply), and waits until it is ACTIVE; `status` is
+    /// what [`Store::table_status`] answered (read beside the credentials check: an existing
+    /// table costs no further call). Two first applies at once both get here: the loser of the
+    /// create waits like the winner.
+    pub async fn ensure_table(&self, status: Option<TableStatus>) -> Result<()> {
+        if status == Some(TableStatus::Active) {
+            return Ok(());
+        }
+        if status.is_none() {
             let created = self
                 .client
                 .create_table()
@@ -143,24 +164,26 @@ impl Store {
                 .await;
             match created {
                 Ok(_) => {}
-                Err(e) if error_code(&e) == Some("ResourceInUseException") => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_in_use_exception()) => {}
                 Err(e) => return Err(e).ctx(format!("creating state table {}", self.table)),
             }
         }
-        for _ in 0..300 {
-            let out = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .ctx("reading state table")?;
-            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        bail!("state table {} did not become ACTIVE", self.table)
+        // The SDK's waiter: DescribeTable until ACTIVE (at once when it already is).
+        self.client
+            .wait_until_table_exists()
+            .table_name(&self.table)
+            .wait(Duration::from_secs(300))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "state table {} did not become ACTIVE: {}",
+                    self.table,
+                    aws_smithy_types::error::display::DisplayErrorContext(e)
+                )
+            })?;
+        Ok(())
     }
 
     /// Reads every item of this stack and environment (no table: empty state).
@@ -192,7 +215,10 @@ impl Store {
                 .await
             {
                 Ok(out) => out,
-                Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                {
                     return Ok(Snapshot::default())
                 }
                 Err(e) => return Err(e).ctx(format!("reading state of {}", self.pk)),

@@ -59,8 +59,7 @@ impl Stack {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().unwrap();
-        out
+        self.command(args).output().unwrap()
     }
 
     /// Runs and asserts exit code `code`; returns stdout.
@@ -90,8 +89,8 @@ impl Stack {
 }
 
 async fn clients() -> Clients {
-    testkit::emulator().set_process_env();
-    Clients::new("us-east-1").await.expect("clients")
+    let loader = provision::aws::with_retries(testkit::emulator().config_loader());
+    Clients::from_config(loader.load().await)
 }
 
 /// Address → action of a JSON plan's changes.
@@ -530,7 +529,8 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
     );
     assert_eq!(log.options().unwrap()["awslogs-stream-prefix"], "prepare");
     assert_eq!(def.retry_strategy().unwrap().attempts(), Some(3));
-    assert_eq!(def.retry_strategy().unwrap().evaluate_on_exit().len(), 2);
+    // The default rules: Host EC2* retries, exit code 1 exits, exit code 75 retries.
+    assert_eq!(def.retry_strategy().unwrap().evaluate_on_exit().len(), 3);
     assert_eq!(
         def.timeout().unwrap().attempt_duration_seconds(),
         Some(18000)

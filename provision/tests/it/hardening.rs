@@ -1048,7 +1048,8 @@ async fn generated_policies_are_least_privilege() {
         }
     }
 
-    // Seed 004's stack: secrets (one with its own KMS key) and a KMS-encrypted bucket.
+    // The topic-modeling stack (stacks/topics.toml): secrets (one with its own KMS key) and a
+    // KMS-encrypted bucket.
     let w = World::new("lp", "topics.toml", &testkit::emulator().endpoint);
     let c = w.clients().await;
     let acct = w.account().to_string();
@@ -1081,7 +1082,7 @@ async fn generated_policies_are_least_privilege() {
     let p = w.p();
     let bucket = format!("arn:aws:s3:::{p}-results-{acct}");
     let bucket_key = format!("arn:aws:kms:us-east-1:{acct}:alias/ftm-data");
-    let mut secret_arns = vec![
+    let mut secret_arns = [
         wrds.arn().unwrap().to_string(),
         grok.arn().unwrap().to_string(),
     ];

@@ -1,5 +1,6 @@
-//! The emulator harness works: a client built exactly as the tool builds it (standard chain,
-//! AWS_ENDPOINT_URL, region) reaches the moto server the harness started.
+//! The emulator harness works: clients built as the tool builds them (its retries and timeouts),
+//! given the emulator's endpoint, region and credentials, reach the moto server the harness
+//! started.
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType,
@@ -7,11 +8,8 @@ use aws_sdk_dynamodb::types::{
 
 #[tokio::test]
 async fn sdk_round_trip_through_the_tools_client() {
-    let emulator = testkit::emulator();
-    emulator.set_process_env();
-    let clients = provision::aws::Clients::new("us-east-1")
-        .await
-        .expect("clients");
+    let loader = provision::aws::with_retries(testkit::emulator().config_loader());
+    let clients = provision::aws::Clients::from_config(loader.load().await);
     let table = testkit::unique_name("harness");
     clients
         .dynamodb()

@@ -1,7 +1,7 @@
-//! `runtime generate`: seeded synthetic ticks in the §6 raw schema and hive layout, with a
-//! planted signal: a persistent hidden "pressure" tilts the book sizes (obi), the aggressor
-//! side of trades (ofi, tfi) and the drift of the price, so the next moves lean with obi and
-//! order flow and a model can beat chance.
+//! `runtime generate`: seeded synthetic ticks in the raw schema (docs/design.md, "Raw ticks") and
+//! hive layout, with a planted signal: a persistent hidden "pressure" tilts the book sizes (obi),
+//! the aggressor side of trades (ofi, tfi) and the drift of the price, so the next moves lean with
+//! obi and order flow and a model can beat chance.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,8 +16,7 @@ use crate::cli::GenerateArgs;
 use crate::io::{Location, OutputDir};
 
 pub fn run(args: GenerateArgs) -> Result<ExitCode> {
-    let start = parse_date(&args.start_date, "--start-date")?;
-    let end = parse_date(&args.end_date, "--end-date")?;
+    let (start, end) = (args.start_date, args.end_date);
     if start > end {
         bail!("--start-date {start} is after --end-date {end}");
     }
@@ -77,27 +76,19 @@ pub(crate) fn parse_date(s: &str, flag: &str) -> Result<NaiveDate> {
         .with_context(|| format!("{flag} `{s}` is not a date (YYYY-MM-DD)"))
 }
 
-/// `100ms`, `1s`, `250us`, `2m`.
+/// `100ms`, `1s`, `250us`, `2m`, `1.5s` (humantime's grammar), or a bare number of seconds;
+/// whole microseconds, at least one.
 fn parse_freq(s: &str) -> Result<Duration> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse::<f64>()
-        .with_context(|| format!("--freq `{s}`: expected a number and a unit, e.g. 100ms"))?;
-    let micros = match unit {
-        "us" | "µs" => n,
-        "ms" => n * 1e3,
-        "s" | "" => n * 1e6,
-        "m" | "min" => n * 60e6,
-        _ => bail!("--freq `{s}`: unknown unit `{unit}` (us, ms, s, m)"),
+    let step = match s.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Duration::from_secs_f64(seconds),
+        _ => humantime::parse_duration(s)
+            .with_context(|| format!("--freq `{s}`: expected a number and a unit, e.g. 100ms"))?,
     };
-    if micros < 1.0 {
+    if step < Duration::from_micros(1) {
         bail!("--freq `{s}` must be at least 1us");
     }
-    Ok(Duration::from_micros(micros as u64))
+    Ok(Duration::from_micros(step.as_micros() as u64))
 }
 
 const TICK: f64 = 0.01;
@@ -213,5 +204,9 @@ mod tests {
         assert_eq!(parse_freq("250us").unwrap(), Duration::from_micros(250));
         assert!(parse_freq("fast").is_err());
         assert!(parse_freq("10parsecs").is_err());
+        assert_eq!(parse_freq("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_freq("1.5ms").unwrap(), Duration::from_micros(1500));
+        assert_eq!(parse_freq("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_freq("0.1us").is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! `runtime prepare`: raw ticks → §6 features, labels, splits, scaler, one dataset per
-//! instrument under `{output}/datasets/instrument={id}/start_date={d}/end_date={d}/`.
+//! `runtime prepare`: raw ticks → features (docs/design.md, "Features"), labels, splits, scaler,
+//! one dataset per instrument under
+//! `{output}/datasets/instrument={id}/start_date={d}/end_date={d}/`.
 //!
 //! Bad input is caught before anything is written: the flags first, then every pending
 //! instrument's input (its files are listed and, where local, their columns, types and rows in
@@ -86,19 +87,21 @@ impl Options {
             args.instrument
         };
         ensure!(
-            !instruments.is_empty(),
+            !instruments.is_empty() || fanout::ids_provisioned(),
             "no instrument: give --instrument ID[,ID...]"
         );
-        let start = args
-            .start_date
-            .or(config.string("start_date")?)
-            .context("no start date: give --start-date YYYY-MM-DD")?;
-        let end = args
-            .end_date
-            .or(config.string("end_date")?)
-            .context("no end date: give --end-date YYYY-MM-DD")?;
-        let start = parse_date(&start, "--start-date")?;
-        let end = parse_date(&end, "--end-date")?;
+        // The flags are dates already (clap parsed them); a `--config` value is parsed here.
+        let (start_config, end_config) = (config.string("start_date")?, config.string("end_date")?);
+        let day = |flag: Option<NaiveDate>, configured: Option<String>, name: &str| match flag {
+            Some(day) => Ok(day),
+            None => parse_date(
+                &configured
+                    .with_context(|| format!("no {name} date: give --{name}-date YYYY-MM-DD"))?,
+                &format!("--{name}-date"),
+            ),
+        };
+        let start = day(args.start_date, start_config, "start")?;
+        let end = day(args.end_date, end_config, "end")?;
         ensure!(
             start <= end,
             "--start-date {start} is after --end-date {end}"
@@ -194,7 +197,7 @@ impl Options {
 
 pub fn run(args: PrepareArgs) -> Result<ExitCode> {
     let opts = Options::resolve(args)?;
-    let units = fanout::share(&opts.instruments, &opts.array)?;
+    let units = fanout::share_or_provisioned(&opts.instruments, &opts.array)?;
     if units.is_empty() {
         tracing::info!("this array child's share of the instruments is empty");
         println!("{}", json!({ "done": [], "skipped": [], "failed": [] }));

@@ -12,7 +12,7 @@ use crate::cli::TrainArgs;
 use crate::fanout;
 use crate::io::config::Config;
 use crate::train::store::Store;
-use crate::train::{self, DatasetRef, DeviceKind, ModelKind, Options, RunOutcome};
+use crate::train::{self, DatasetRef, ModelKind, Options, RunOutcome};
 
 const DEFAULT_EPOCHS: usize = 10;
 const DEFAULT_BATCH_SIZE: usize = 32;
@@ -129,7 +129,7 @@ impl Resolved {
         let unknown: Vec<String> = config
             .unknown_keys(CONFIG_KEYS)
             .into_iter()
-            // seed 000's file also configures `prepare`
+            // a `batch_config.json` also configures `prepare`
             .filter(|k| {
                 !matches!(
                     k.as_str(),
@@ -144,7 +144,8 @@ impl Resolved {
             .output
             .or(config.string("output")?)
             .context("no output: give --output ROOT (models go under ROOT/models/)")?;
-        // Seed 000's file names one root for both: prepare writes ROOT/datasets, train reads it.
+        // A `batch_config.json` names one root for both: prepare writes ROOT/datasets, train reads
+        // it.
         let datasets = args
             .datasets
             .or(config.string("datasets")?)
@@ -199,10 +200,7 @@ impl Resolved {
         if !(lr.is_finite() && lr > 0.0) {
             bail!("--lr must be a positive number, got {lr}");
         }
-        let device: DeviceKind = args
-            .device
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("--device: {e}"))?;
+        let device = args.device;
         let array = fanout::array_position(&args.array)?;
         let workers = std::thread::available_parallelism()
             .map(|n| n.get().clamp(1, 4))

@@ -1,5 +1,5 @@
-//! DESIGN.md §6, exactly: order-flow features, labels, the time split, the scaler and the
-//! `sample` flags. Pure functions of a frame; no I/O here.
+//! docs/design.md, "Runtime data contract", exactly: order-flow features, labels, the time split,
+//! the scaler and the `sample` flags. Pure functions of a frame; no I/O here.
 
 use std::collections::BTreeMap;
 

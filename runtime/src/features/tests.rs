@@ -1,4 +1,5 @@
-//! §6 on small frames whose values are worked out by hand (or by the definitions, row by row).
+//! The features contract (docs/design.md, "Runtime data contract") on small frames whose values are
+//! worked out by hand (or by the definitions, row by row).
 
 use super::*;
 

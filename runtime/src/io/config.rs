@@ -1,6 +1,7 @@
 //! `--config FILE`: flags read from a JSON or TOML file (keys are the flags' names, `-` or `_`),
-//! and seed 000's `batch_config.json` as it stands (DESIGN.md §6). Flags given on the command
-//! line or in the environment win; the commands apply that rule, this module only reads.
+//! and the order-flow pipeline's `batch_config.json` as it stands (docs/data.md). Flags given on
+//! the command line or in the environment win; the commands apply that rule, this module only
+//! reads.
 
 use std::collections::BTreeMap;
 
@@ -16,8 +17,8 @@ pub struct Config {
     values: BTreeMap<String, Value>,
 }
 
-/// Seed 000's nested keys and the flags they stand for.
-const SEED_000: &[(&str, &str, &str)] = &[
+/// `batch_config.json`'s nested keys and the flags they stand for.
+const BATCH_CONFIG_KEYS: &[(&str, &str, &str)] = &[
     ("data", "metadata_location", "input"),
     ("data", "instrument_filter", "instrument"),
     ("data", "start_date", "start_date"),
@@ -59,8 +60,8 @@ impl Config {
             }
             values.insert(key.replace('-', "_"), value.clone());
         }
-        // Seed 000's layout; a flat key of the same flag, if both are present, wins.
-        for (section, key, flag) in SEED_000 {
+        // `batch_config.json`'s layout; a flat key of the same flag, if both are present, wins.
+        for (section, key, flag) in BATCH_CONFIG_KEYS {
             if let Some(v) = top.get(*section).and_then(|s| s.get(*key)) {
                 if !v.is_null() {
                     values.entry(flag.to_string()).or_insert_with(|| v.clone());
@@ -173,7 +174,7 @@ impl Config {
         }
     }
 
-    /// A list: a JSON/TOML array, or a comma-separated string (seed 000's `"72089"`).
+    /// A list: a JSON/TOML array, or a comma-separated string (`batch_config.json`'s `"72089"`).
     pub fn strings(&self, flag: &str) -> Result<Vec<String>> {
         let scalar = |v: &Value| match v {
             Value::String(s) => Ok(s.trim().to_string()),
@@ -208,7 +209,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_seed_000_batch_config() {
+    fn reads_a_pipeline_batch_config() {
         let text = r#"{
           "data": {
             "metadata_location": "s3://your-data-bucket/metadata/your-table.metadata.json",

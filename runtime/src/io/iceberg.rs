@@ -1,8 +1,8 @@
-//! Iceberg input (seed 000): a table given by its `metadata.json` location. The `iceberg` crate
-//! plans the data files, pruning by partition with the instrument and time range; polars reads
-//! the files. The table's metadata, manifest list and manifests are fetched through this
-//! crate's own I/O (local or S3) into an in-memory `FileIO`, so no other storage backend is
-//! needed.
+//! Iceberg input (the order-flow pipeline's users keep their ticks there): a table given by its
+//! `metadata.json` location. The `iceberg` crate plans the data files, pruning by partition with
+//! the instrument and time range; polars reads the files. The table's metadata, manifest list and
+//! manifests are fetched through this crate's own I/O (local or S3) into an in-memory `FileIO`, so
+//! no other storage backend is needed.
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::TryStreamExt;

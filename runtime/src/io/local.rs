@@ -63,27 +63,42 @@ fn sibling(path: &Path, tag: &str) -> PathBuf {
     path.with_file_name(format!(".{name}.{tag}-{}-{n:08x}", std::process::id()))
 }
 
+/// A hidden temporary file beside `path` (same filesystem, so persisting it is a rename),
+/// removed when dropped unless persisted. Created with the mode `std::fs::write` gives (0666
+/// less the umask), not tempfile's private 0600: the outputs are shared files.
+fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    Ok(builder.tempfile_in(parent)?)
+}
+
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = sibling(path, "tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
+    let mut tmp = temp_beside(path)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path)?;
     Ok(())
 }
 
 pub(super) fn copy_atomic(src: &Path, path: &Path) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = sibling(path, "tmp");
-    std::fs::copy(src, &tmp)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
+    let mut tmp = temp_beside(path)?;
+    let mut from = std::fs::File::open(src)?;
+    std::io::copy(&mut from, tmp.as_file_mut())?;
+    // As `std::fs::copy`: the copy gets the source's permission bits.
+    tmp.as_file()
+        .set_permissions(from.metadata()?.permissions())?;
+    tmp.persist(path)?;
     Ok(())
 }
 

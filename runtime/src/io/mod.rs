@@ -1,6 +1,6 @@
 //! Where the runtime reads and writes: local paths and `s3://bucket/prefix` URIs behind one
-//! synchronous API (DESIGN.md §3). S3 calls run on a private tokio runtime, so callers must not
-//! use these functions from inside an async task.
+//! synchronous API (docs/design.md, "Locations and endpoints"). S3 calls run on a private tokio
+//! runtime, so callers must not use these functions from inside an async task.
 //!
 //! Output directories are written through [`OutputDir`]: files are staged in a local temporary
 //! directory and appear at the target only on [`OutputDir::commit`]. Locally the commit is a
@@ -13,7 +13,7 @@ pub mod iceberg;
 mod local;
 mod s3;
 pub mod ticks;
-pub use s3::upload_in_parts;
+pub use s3::{upload_in_parts, use_config_loader};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

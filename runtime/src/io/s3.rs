@@ -1,17 +1,21 @@
-//! S3 through the SDK's standard chain (env, profile, container credentials). Path-style
-//! addressing when an endpoint is configured, as S3-compatible stores need (DESIGN.md §3).
+//! S3 through the SDK's standard chain (env, profile, container credentials). Path-style addressing
+//! when an endpoint is configured, as S3-compatible stores need (docs/design.md, "Locations and
+//! endpoints").
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{anyhow, Context, Result};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use futures::{StreamExt, TryStreamExt};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Location;
+use crate::exit::Transient;
 
 /// Files above this size go up in parts (S3 takes at most 5 GiB in one PUT; parts also retry
 /// on their own and upload in parallel).
@@ -19,6 +23,8 @@ const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
 /// Part size: S3 needs at least 5 MiB for all parts but the last, at most 10 000 parts.
 const PART_SIZE: u64 = 16 * 1024 * 1024;
 const PARALLEL_PARTS: usize = 4;
+/// Attempts per call, first try included, when `AWS_MAX_ATTEMPTS` is not set.
+const MAX_ATTEMPTS: u32 = 8;
 
 /// The runtime every S3 call of the process runs on.
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -43,30 +49,56 @@ fn bad_endpoint_variable() -> Option<String> {
     {
         return None;
     }
-    let mut vars: Vec<(String, String)> = std::env::vars().collect();
+    // `vars_os`: `vars` panics on any variable that is not UTF-8, even one this has no use for.
+    let mut vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value)))
+        .filter(|(name, _)| name == "AWS_ENDPOINT_URL" || name.starts_with("AWS_ENDPOINT_URL_"))
+        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
+        .collect();
     vars.sort();
     vars.into_iter().find_map(|(name, value)| {
-        let endpoint = name == "AWS_ENDPOINT_URL" || name.starts_with("AWS_ENDPOINT_URL_");
         let url = value
             .split_once("://")
             .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/'));
-        (endpoint && !url).then(|| {
+        (!url).then(|| {
             format!("{name}={value:?} is not an endpoint URL: give a scheme and a host (http://127.0.0.1:5000) or unset {name}")
         })
     })
+}
+
+/// A configuration given by [`use_config_loader`], taken by the first S3 call.
+static LOADER: Mutex<Option<aws_config::ConfigLoader>> = Mutex::new(None);
+
+/// Makes the S3 calls of this process load their configuration from `loader` instead of the
+/// SDK's standard chain alone, for programs (and tests) that hold their endpoint, region and
+/// credentials themselves rather than in the process environment. Takes effect when called
+/// before the first S3 call.
+pub fn use_config_loader(loader: aws_config::ConfigLoader) {
+    *LOADER.lock().unwrap_or_else(|e| e.into_inner()) = Some(loader);
 }
 
 async fn client() -> Result<Client> {
     static CLIENT: tokio::sync::OnceCell<Client> = tokio::sync::OnceCell::const_new();
     CLIENT
         .get_or_try_init(|| async {
-            if let Some(problem) = bad_endpoint_variable() {
-                return Err(anyhow!(problem));
+            let given = LOADER.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let mut loader = match given {
+                Some(loader) => loader,
+                None => {
+                    if let Some(problem) = bad_endpoint_variable() {
+                        return Err(anyhow!(problem));
+                    }
+                    aws_config::defaults(aws_config::BehaviorVersion::latest())
+                }
+            };
+            // 8 attempts unless the standard variable says otherwise (a job that would
+            // rather fail fast, with exit code 75, and let Batch retry it later).
+            if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() {
+                loader = loader.retry_config(
+                    aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS),
+                );
             }
-            let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(8))
-                .load()
-                .await;
+            let config = loader.load().await;
             let mut builder = aws_sdk_s3::config::Builder::from(&config);
             if config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
             {
@@ -76,6 +108,49 @@ async fn client() -> Result<Client> {
         })
         .await
         .cloned()
+}
+
+/// An S3 call's error after the SDK's own retries, as [`Transient`] when trying again later may
+/// succeed (the exit code tells Batch's retry strategy so, `crate::exit`).
+fn sdk_error<E>(err: SdkError<E, HttpResponse>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let transient = is_transient(&err);
+    let message = aws_sdk_s3::error::DisplayErrorContext(err).to_string();
+    if transient {
+        anyhow::Error::new(Transient(message))
+    } else {
+        anyhow!(message)
+    }
+}
+
+/// Whether an S3 error may pass on its own, by the error's kind as the SDK reports it: no
+/// answer (the connection failed, was reset or timed out), an answer that could not be read,
+/// a server error (5xx), or a throttling or timeout error code (the codes the SDK's own retry
+/// classifier treats so). Everything else (no such bucket or key, access denied, a bad
+/// request, a bad endpoint URL) is the same on every try.
+fn is_transient<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
+    match err {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(failure) => !failure.is_user(),
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status();
+            let code = service.err().code();
+            status.is_server_error()
+                || status.as_u16() == 429
+                || code.is_some_and(|c| {
+                    THROTTLING_ERRORS.contains(&c) || TRANSIENT_ERRORS.contains(&c)
+                })
+        }
+        _ => false,
+    }
+}
+
+/// A response body that broke off: the network's fault, transient.
+fn body_error(err: aws_sdk_s3::primitives::ByteStreamError) -> anyhow::Error {
+    anyhow::Error::new(Transient(format!("reading the response body: {err}")))
 }
 
 fn prefix_of(key: &str) -> String {
@@ -96,7 +171,7 @@ async fn list_keys(bucket: &str, prefix: &str) -> Result<Vec<String>> {
         .send()
         .try_collect()
         .await
-        .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+        .map_err(sdk_error)?;
     Ok(pages
         .into_iter()
         .flat_map(|p| p.contents.unwrap_or_default())
@@ -135,7 +210,7 @@ pub(super) fn list_dirs(bucket: &str, key: &str) -> Result<Vec<String>> {
             .send()
             .try_collect()
             .await
-            .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(sdk_error)?;
         let mut out: Vec<String> = pages
             .into_iter()
             .flat_map(|p| p.common_prefixes.unwrap_or_default())
@@ -162,9 +237,7 @@ async fn exists_async(bucket: &str, key: &str) -> Result<bool> {
     {
         Ok(_) => Ok(true),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
-        Err(e) => Err(anyhow!(
-            aws_sdk_s3::error::DisplayErrorContext(e).to_string()
-        )),
+        Err(e) => Err(sdk_error(e)),
     }
 }
 
@@ -183,7 +256,7 @@ async fn get_object(
         .key(key)
         .send()
         .await
-        .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))
+        .map_err(sdk_error)
 }
 
 pub(crate) async fn read_async(bucket: &str, key: &str) -> Result<Vec<u8>> {
@@ -191,7 +264,8 @@ pub(crate) async fn read_async(bucket: &str, key: &str) -> Result<Vec<u8>> {
         .await?
         .body
         .collect()
-        .await?
+        .await
+        .map_err(body_error)?
         .into_bytes()
         .to_vec())
 }
@@ -202,10 +276,13 @@ pub(super) fn read(bucket: &str, key: &str) -> Result<Vec<u8>> {
 
 pub(super) fn download(bucket: &str, key: &str, to: &Path) -> Result<()> {
     block_on(async {
-        let mut body = get_object(bucket, key).await?.body.into_async_read();
+        let mut body = get_object(bucket, key).await?.body;
         let mut file = tokio::fs::File::create(to).await?;
-        tokio::io::copy(&mut body, &mut file).await?;
-        tokio::io::AsyncWriteExt::flush(&mut file).await?;
+        // The body's errors (a connection reset mid-download) are transient; the disk's are not.
+        while let Some(chunk) = body.try_next().await.map_err(body_error)? {
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
         Ok(())
     })
 }
@@ -223,7 +300,7 @@ async fn put_object(bucket: &str, key: &str, body: ByteStream) -> Result<()> {
         .body(body)
         .send()
         .await
-        .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+        .map_err(sdk_error)?;
     Ok(())
 }
 
@@ -255,7 +332,7 @@ pub(crate) async fn multipart(
         .key(key)
         .send()
         .await
-        .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+        .map_err(sdk_error)?;
     let upload_id = created
         .upload_id
         .context("CreateMultipartUpload returned no upload id")?;
@@ -281,7 +358,7 @@ pub(crate) async fn multipart(
                     .body(ByteStream::from(buf))
                     .send()
                     .await
-                    .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+                    .map_err(sdk_error)?;
                 Ok(CompletedPart::builder()
                     .set_e_tag(part.e_tag)
                     .part_number(number)
@@ -305,7 +382,7 @@ pub(crate) async fn multipart(
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string())),
+            .map_err(sdk_error),
         Err(e) => Err(e),
     };
     if completed.is_err() {
@@ -342,7 +419,7 @@ pub(super) fn delete_keys(bucket: &str, keys: &[String]) -> Result<()> {
                 )
                 .send()
                 .await
-                .map_err(|e| anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+                .map_err(sdk_error)?;
             if let Some(err) = out.errors.unwrap_or_default().first() {
                 return Err(anyhow!(
                     "deleting s3://{bucket}/{}: {}",

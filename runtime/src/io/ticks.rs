@@ -1,7 +1,8 @@
-//! Raw ticks (DESIGN.md §6 schema) of one instrument and date range, from a hive-partitioned
-//! Parquet root (`instrument={id}/date={d}/*.parquet`, local or S3) or an Iceberg table's
-//! `metadata.json`. Seed 000's column names are accepted as aliases, any column may be renamed
-//! with `--column std=theirs`, and `side` is derived by the tick rule when the input lacks it.
+//! Raw ticks (docs/design.md, "Raw ticks") of one instrument and date range, from a
+//! hive-partitioned Parquet root (`instrument={id}/date={d}/*.parquet`, local or S3) or an Iceberg
+//! table's `metadata.json`. The order-flow pipeline's column names are accepted as aliases, any
+//! column may be renamed with `--column std=theirs`, and `side` is derived by the tick rule when
+//! the input lacks it.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +22,7 @@ pub const REQUIRED: [&str; 7] = [
     "trade_price",
     "trade_quantity",
 ];
-/// Seed 000's names for the standard columns.
+/// The order-flow pipeline's Iceberg names for the standard columns.
 pub const ALIASES: [(&str, &str); 3] = [
     ("ts", "timestamp"),
     ("bid_size", "bid_quantity"),
@@ -439,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn standard_names_then_renames_then_seed_000_aliases() {
+    fn standard_names_then_renames_then_pipeline_aliases() {
         let none = Renames::default();
         let seed = names(&["timestamp", "bid_quantity", "ask_quantity", "bid_price"]);
         assert_eq!(none.resolve("ts", &seed).as_deref(), Some("timestamp"));

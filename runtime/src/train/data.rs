@@ -31,7 +31,8 @@ pub struct Split {
 }
 
 impl Split {
-    /// Parses one `{split}.parquet` of DESIGN.md §6 and checks it can feed `lookback`-long windows.
+    /// Parses one `{split}.parquet` (docs/design.md, "Labels, split, scaler, samples") and
+    /// checks it can feed `lookback`-long windows.
     pub fn from_parquet(bytes: Vec<u8>, what: &str, lookback: usize) -> Result<Split> {
         let df = ParquetReader::new(Cursor::new(bytes))
             .finish()

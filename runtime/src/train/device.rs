@@ -1,15 +1,14 @@
 //! The compute device: burn's Flex backend on the CPU, CUDA with the `cuda` feature.
 
-use std::str::FromStr;
-
 use anyhow::Result;
 
 use super::fit::{fit as fit_on, Job, Outcome};
 use super::summary::ModelSummary;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceKind {
     Cpu,
+    #[value(alias = "gpu")]
     Cuda,
 }
 
@@ -27,18 +26,6 @@ impl DeviceKind {
         match self {
             DeviceKind::Cpu => Ok(()),
             DeviceKind::Cuda => check_cuda(),
-        }
-    }
-}
-
-impl FromStr for DeviceKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "cpu" => Ok(DeviceKind::Cpu),
-            "cuda" | "gpu" => Ok(DeviceKind::Cuda),
-            _ => Err(format!("unknown device {s:?}: expected cpu or cuda")),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module};
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -45,6 +45,155 @@ pub struct Job<'a> {
     pub stop: &'a AtomicBool,
 }
 
+/// The training steps of `epoch` from batch `state.batch` on, each added to `state.partial`.
+/// Returns the trained model and whether the epoch's batches all ran (`false`: SIGTERM stopped
+/// it at a batch boundary; the caller checkpoints).
+fn train_steps<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
+    job: &Job<'_>,
+    device: &B::Device,
+    ce: &CrossEntropyLoss<B>,
+    (mut model, optim): (Model<B>, &mut O),
+    state: &mut State,
+    epoch: usize,
+) -> Result<(Model<B>, bool)> {
+    let name = job.kind.name();
+    let order = Arc::new(epoch_order(&job.data.train.samples, job.seed, epoch));
+    let loader = Loader::new(
+        job.data.train.clone(),
+        order,
+        job.batch_size,
+        job.lookback,
+        state.batch,
+        job.workers,
+    );
+    let mut step_started = Instant::now();
+    for (k, batch) in loader {
+        let len = batch.len;
+        let (x, y) = tensors::<B>(batch, device);
+        let logits = model.forward(x);
+        let loss = ce.forward(logits.clone(), y.clone());
+        let correct: i64 = logits
+            .argmax(1)
+            .reshape([len])
+            .equal(y)
+            .int()
+            .sum()
+            .into_scalar()
+            .elem();
+        let loss_value: f64 = loss.clone().into_scalar().elem();
+        if !loss_value.is_finite() {
+            bail!("{name}: the training loss became {loss_value} at epoch {epoch} batch {k} (try a lower --lr)");
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(job.lr, model, grads);
+        let p = &mut state.partial;
+        p.loss_sum += loss_value * len as f64;
+        p.correct += correct as u64;
+        p.seen += len as u64;
+        p.train_seconds += step_started.elapsed().as_secs_f64();
+        state.batch = k + 1;
+        if job.stop.load(Ordering::SeqCst) {
+            return Ok((model, false));
+        }
+        step_started = Instant::now();
+    }
+    Ok((model, true))
+}
+
+/// Writes the epoch's weights as the best model when its validation loss is the lowest yet.
+fn keep_if_best<B: Backend>(
+    job: &Job<'_>,
+    rec: &Rec,
+    state: &mut State,
+    stats: &EpochStats,
+    valid: Model<B>,
+) -> Result<()> {
+    if state.best_val_loss.is_none_or(|best| stats.val_loss < best) {
+        state.best_val_loss = Some(stats.val_loss);
+        state.best_epoch = Some(stats.epoch);
+        job.store.write(
+            &job.key(&job.best_file()),
+            &rec.record(valid.into_record(), ())?,
+        )?;
+    }
+    Ok(())
+}
+
+/// A run's state before its first epoch.
+fn fresh_state(job: &Job<'_>) -> State {
+    State {
+        model: job.kind.name().to_string(),
+        epochs_done: 0,
+        batch: 0,
+        partial: Partial::default(),
+        history: Vec::new(),
+        best_epoch: None,
+        best_val_loss: None,
+        seed: job.seed,
+        batch_size: job.batch_size,
+        lr: job.lr,
+        lookback: job.lookback,
+    }
+}
+
+/// A checkpoint written with other arguments is refused rather than silently mixed.
+fn check_resumable(job: &Job<'_>, s: &State, ckpt_key: &str) -> Result<()> {
+    if (s.seed, s.batch_size, s.lookback, s.model.as_str())
+        != (job.seed, job.batch_size, job.lookback, job.kind.name())
+        || s.lr != job.lr
+    {
+        bail!(
+            "{} was written by a run with --seed {} --batch-size {} --lr {} (lookback {}); \
+             rerun with those arguments to resume, or remove the models directory to start over",
+            job.store.uri(ckpt_key),
+            s.seed,
+            s.batch_size,
+            s.lr,
+            s.lookback
+        );
+    }
+    Ok(())
+}
+
+/// An epoch's figures from its training sums `p` and its validation `val`.
+fn epoch_stats(epoch: usize, p: &Partial, val: &Eval, seconds: f64) -> EpochStats {
+    EpochStats {
+        epoch,
+        train_loss: p.loss_sum / p.seen.max(1) as f64,
+        train_accuracy: p.correct as f64 / p.seen.max(1) as f64,
+        val_loss: val.loss,
+        val_accuracy: val.accuracy,
+        samples_per_s: if p.train_seconds > 0.0 {
+            p.seen as f64 / p.train_seconds
+        } else {
+            0.0
+        },
+        seconds,
+    }
+}
+
+/// The test split on the best model, read back from the file users get, so the figure is
+/// reproducible; `None` when stopped by SIGTERM.
+fn test_best<B: AutodiffBackend>(job: &Job<'_>, device: &B::Device) -> Result<Option<Eval>> {
+    let best_key = job.key(&job.best_file());
+    let bytes = job
+        .store
+        .read(&best_key)?
+        .with_context(|| format!("{} is missing", job.store.uri(&best_key)))?;
+    let best = load_model::<B::InnerBackend>(job.kind, &bytes, device)?;
+    Ok(evaluate(
+        &best,
+        &job.data.test,
+        job.lookback,
+        job.batch_size,
+        job.workers,
+        device,
+        Some(job.stop),
+    ))
+}
+
+// One per model and run: the size of the `Done` variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     Done(ModelSummary),
     /// Stopped by SIGTERM after writing a checkpoint.
@@ -100,38 +249,13 @@ pub fn fit<B: AutodiffBackend>(
     let name = job.kind.name();
     let mut model: Model<B> = job.kind.init(job.seed, device);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<B, Model<B>>();
-    let mut state = State {
-        model: name.to_string(),
-        epochs_done: 0,
-        batch: 0,
-        partial: Partial::default(),
-        history: Vec::new(),
-        best_epoch: None,
-        best_val_loss: None,
-        seed: job.seed,
-        batch_size: job.batch_size,
-        lr: job.lr,
-        lookback: job.lookback,
-    };
+    let mut state = fresh_state(job);
     let ckpt_key = job.checkpoint_key();
     if let Some(bytes) = job.store.read(&ckpt_key)? {
         let ckpt = Checkpoint::decode(&bytes)
             .with_context(|| format!("reading {}", job.store.uri(&ckpt_key)))?;
         let s = &ckpt.state;
-        if (s.seed, s.batch_size, s.lookback, s.model.as_str())
-            != (job.seed, job.batch_size, job.lookback, name)
-            || s.lr != job.lr
-        {
-            bail!(
-                "{} was written by a run with --seed {} --batch-size {} --lr {} (lookback {}); \
-                 rerun with those arguments to resume, or remove the models directory to start over",
-                job.store.uri(&ckpt_key),
-                s.seed,
-                s.batch_size,
-                s.lr,
-                s.lookback
-            );
-        }
+        check_resumable(job, s, &ckpt_key)?;
         model = model.load_record(
             rec.load(ckpt.model, device)
                 .context("checkpoint model record")?,
@@ -167,53 +291,19 @@ pub fn fit<B: AutodiffBackend>(
         let started = Instant::now();
         let base_seconds = state.partial.seconds;
         if state.batch < batches {
-            let order = Arc::new(epoch_order(&job.data.train.samples, job.seed, epoch));
-            let loader = Loader::new(
-                job.data.train.clone(),
-                order,
-                job.batch_size,
-                job.lookback,
-                state.batch,
-                job.workers,
-            );
-            let mut step_started = Instant::now();
-            for (k, batch) in loader {
-                let len = batch.len;
-                let (x, y) = tensors::<B>(batch, device);
-                let logits = model.forward(x);
-                let loss = ce.forward(logits.clone(), y.clone());
-                let correct: i64 = logits
-                    .argmax(1)
-                    .reshape([len])
-                    .equal(y)
-                    .int()
-                    .sum()
-                    .into_scalar()
-                    .elem();
-                let loss_value: f64 = loss.clone().into_scalar().elem();
-                if !loss_value.is_finite() {
-                    bail!("{name}: the training loss became {loss_value} at epoch {epoch} batch {k} (try a lower --lr)");
-                }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(job.lr, model, grads);
-                let p = &mut state.partial;
-                p.loss_sum += loss_value * len as f64;
-                p.correct += correct as u64;
-                p.seen += len as u64;
-                p.train_seconds += step_started.elapsed().as_secs_f64();
-                state.batch = k + 1;
-                if job.stop.load(Ordering::SeqCst) {
-                    state.partial.seconds = base_seconds + started.elapsed().as_secs_f64();
-                    save(&model, &optim, &state)?;
-                    tracing::warn!(
-                        model = name,
-                        epoch,
-                        batch = k + 1,
-                        "SIGTERM: checkpointed mid-epoch"
-                    );
-                    return Ok(Outcome::Interrupted);
-                }
-                step_started = Instant::now();
+            let finished;
+            (model, finished) =
+                train_steps(job, device, &ce, (model, &mut optim), &mut state, epoch)?;
+            if !finished {
+                state.partial.seconds = base_seconds + started.elapsed().as_secs_f64();
+                save(&model, &optim, &state)?;
+                tracing::warn!(
+                    model = name,
+                    epoch,
+                    batch = state.batch,
+                    "SIGTERM: checkpointed mid-epoch"
+                );
+                return Ok(Outcome::Interrupted);
             }
         }
         let valid = model.valid();
@@ -236,19 +326,12 @@ pub fn fit<B: AutodiffBackend>(
             return Ok(Outcome::Interrupted);
         };
         let p = std::mem::take(&mut state.partial);
-        let stats = EpochStats {
+        let stats = epoch_stats(
             epoch,
-            train_loss: p.loss_sum / p.seen.max(1) as f64,
-            train_accuracy: p.correct as f64 / p.seen.max(1) as f64,
-            val_loss: val.loss,
-            val_accuracy: val.accuracy,
-            samples_per_s: if p.train_seconds > 0.0 {
-                p.seen as f64 / p.train_seconds
-            } else {
-                0.0
-            },
-            seconds: base_seconds + started.elapsed().as_secs_f64(),
-        };
+            &p,
+            &val,
+            base_seconds + started.elapsed().as_secs_f64(),
+        );
         tracing::info!(
             model = name,
             epoch,
@@ -258,14 +341,7 @@ pub fn fit<B: AutodiffBackend>(
             samples_per_s = format!("{:.0}", stats.samples_per_s),
             "epoch done"
         );
-        if state.best_val_loss.is_none_or(|best| stats.val_loss < best) {
-            state.best_val_loss = Some(stats.val_loss);
-            state.best_epoch = Some(epoch);
-            job.store.write(
-                &job.key(&job.best_file()),
-                &rec.record(valid.into_record(), ())?,
-            )?;
-        }
+        keep_if_best(job, &rec, &mut state, &stats, valid)?;
         state.history.push(stats);
         state.epochs_done = epoch;
         state.batch = 0;
@@ -285,22 +361,7 @@ pub fn fit<B: AutodiffBackend>(
         }
     }
 
-    // Test on the best model, read back from the file users get, so the figure is reproducible.
-    let best_key = job.key(&job.best_file());
-    let bytes = job
-        .store
-        .read(&best_key)?
-        .with_context(|| format!("{} is missing", job.store.uri(&best_key)))?;
-    let best = load_model::<B::InnerBackend>(job.kind, &bytes, device)?;
-    let Some(test) = evaluate(
-        &best,
-        &job.data.test,
-        job.lookback,
-        job.batch_size,
-        job.workers,
-        device,
-        Some(job.stop),
-    ) else {
+    let Some(test) = test_best::<B>(job, device)? else {
         return Ok(Outcome::Interrupted);
     };
     let mut summary = job.summary(&state, parameters);

@@ -12,7 +12,7 @@
 //! - the input gradient follows as one GEMM, the weight and bias gradients as products per step,
 //!   batched, summed over the steps.
 //!
-//! The same math and layouts as the CPU op in `fused.rs` (PyTorch gate order `i, f, g, o`, zero
+//! The same math and layouts as the CPU op in `fused/mod.rs` (PyTorch gate order `i, f, g, o`, zero
 //! initial state, time-major input); [`supported`] says which backends take this path.
 
 use std::any::TypeId;

@@ -1,8 +1,8 @@
 //! A whole-sequence GRU as one autodiff op on the CPU backend, built like the LSTM op in
-//! `fused.rs` (whose GEMM, chunking, buffer-pool and activation helpers it shares): the input
-//! projection of all steps is one GEMM, each step one recurrent GEMM and a fused gate loop per
-//! row range on its own thread, and the backward pass walks the saved gates once and forms the
-//! weight gradients as one GEMM each over all steps.
+//! `fused/` (whose GEMM, chunking, buffer-pool and activation helpers in `fused/kernels.rs` it
+//! shares): the input projection of all steps is one GEMM, each step one recurrent GEMM and a
+//! fused gate loop per row range on its own thread, and the backward pass walks the saved gates
+//! once and forms the weight gradients as one GEMM each over all steps.
 //!
 //! PyTorch's formulation, as `model::GruCell`: gates `r, z, n`;
 //! `r = σ(W_ir x + b_ir + W_hr h + b_hr)`, `z` likewise,
@@ -21,11 +21,12 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use std::any::TypeId;
 
 #[cfg(target_arch = "x86_64")]
-use super::fused::wide_simd;
-use super::fused::{
-    cast, gemm_raw, gemm_rows, map_chunks, multiversion, pool, register_projection_grads, sigmoid,
-    slice, tanh, tensor, transposed, Ad, Dims, Rows,
+use super::fused::kernels::wide_simd;
+use super::fused::kernels::{
+    gemm_raw, gemm_rows, map_chunks, multiversion, pool, register_projection_grads, sigmoid, slice,
+    tanh, tensor, transposed, Dims, Rows,
 };
+use super::fused::{cast, Ad};
 
 /// The last hidden state of a GRU over `x`: `[steps, batch, in]` (time-major); `w_ih`:
 /// `[in, 3H]`, `w_hh`: `[H, 3H]`, `b_ih`, `b_hh`: `[3H]`. Only for backends where
@@ -163,6 +164,8 @@ fn gru_forward(
         (slice(x), slice(w_ih), slice(w_hh), slice(b_ih), slice(b_hh));
     // The input projection of every step in one GEMM; the gate loop then activates it in place.
     let mut all_gates = pool::take(steps * batch * gates);
+    // SAFETY: `x` is (steps × batch) × input, `w_ih` input × gates, `all_gates`
+    // (steps × batch) × gates and a buffer of its own.
     unsafe {
         gemm_rows(
             (steps * batch, gates, input),
@@ -190,12 +193,17 @@ fn gru_forward(
         // h_{t-1} · W_hh for this chunk's rows (zero at t = 0).
         let mut recurrent = vec![0.0f32; nb * gates];
         for t in 0..steps {
-            // SAFETY (all slices below): chunks own disjoint rows; slots t and t-1 differ.
+            // The slices below are safe for one reason: chunks own disjoint rows of the
+            // buffers, which outlive the scope, and slots t and t-1 differ.
+            // SAFETY: see above.
             let g = unsafe { g_ptr.slice((t * batch + r0) * gates..(t * batch + r1) * gates) };
             let h_prev: &[f32] = if t == 0 {
                 &zeros[..nb * hidden]
             } else {
+                // SAFETY: see above.
                 let h_prev = unsafe { h_ptr.slice(state(t - 1)) };
+                // SAFETY: `h_prev` is nb × hidden, `w_hh` hidden × gates, `recurrent` nb × gates
+                // and this chunk's own buffer.
                 unsafe {
                     gemm_raw(
                         (nb, gates, hidden),
@@ -208,6 +216,7 @@ fn gru_forward(
                 };
                 h_prev
             };
+            // SAFETY: see above.
             let (rn, h) = unsafe { (rn_ptr.slice(state(t)), h_ptr.slice(state(t))) };
             gru_forward_rows(g, &recurrent, &b_ih, &b_hh, h_prev, rn, h, hidden);
         }
@@ -292,6 +301,8 @@ impl Backward<Flex, 5> for GruBackward {
                 gru_backward_rows(a, rn, h_prev, &mut dh, di, dr, &mut db_i, &mut db_h, hidden);
                 if t > 0 {
                     // dh_{t-1} = dh ⊙ z (already in `dh`) + d_recurrent_t · W_hhᵀ
+                    // SAFETY: `dr` is this chunk's nb × gates rows, `w_hh_t` gates × hidden,
+                    // `dh` nb × hidden and owned by this chunk.
                     unsafe {
                         gemm_raw(
                             (nb, hidden, gates),

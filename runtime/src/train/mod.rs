@@ -1,4 +1,5 @@
-//! Training (DESIGN.md §6): models, windowed batches, the loop, checkpoints, summary, plot.
+//! Training (docs/design.md, "Runtime data contract"; docs/training.md): models, windowed batches,
+//! the loop, checkpoints, summary, plot.
 //!
 //! `run` takes checked options and the datasets of this job's share and trains every requested
 //! model on each, resuming from checkpoints and skipping what is complete.

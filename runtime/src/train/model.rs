@@ -1,4 +1,5 @@
-//! The three models of DESIGN.md §6, written on burn's tensor API with fused gate weights.
+//! The three models of docs/design.md ("Models and training summary"), written on burn's tensor API
+//! with fused gate weights.
 //!
 //! Why not `burn::nn::Lstm`: it runs eight small matmuls per step and assembles the whole output
 //! sequence with `slice_assign`, whose backward allocates a zero tensor of the full sequence at
@@ -23,7 +24,7 @@ use burn::tensor::{Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// The model inputs, in this order (DESIGN.md §6).
+/// The model inputs, in this order (docs/design.md, "Features").
 pub const FEATURES: [&str; 8] = [
     "ret_1",
     "spread",
@@ -59,7 +60,8 @@ impl ModelKind {
         }
     }
 
-    /// Seed 000's spelling (`CNN_LSTM_best.pt`), kept for the best-checkpoint file name.
+    /// The spelling of the order-flow pipeline's `batch_train.py` (`CNN_LSTM_best.pt`), kept for
+    /// the best-checkpoint file name.
     pub fn upper(self) -> &'static str {
         match self {
             ModelKind::CnnLstm => "CNN_LSTM",

@@ -16,7 +16,7 @@ pub fn curves_svg(model: &str, epochs: &[EpochStats]) -> Result<String> {
         let series = |f: fn(&EpochStats) -> f64| -> Vec<(f64, f64)> {
             epochs.iter().map(|e| (e.epoch as f64, f(e))).collect()
         };
-        let panels: [(&DrawingArea<_, _>, &str, [Vec<(f64, f64)>; 2]); 2] = [
+        let panels = [
             (
                 &left,
                 "loss",

@@ -1,4 +1,5 @@
-//! `training_summary.json` (DESIGN.md §6): one per dataset, one entry per model.
+//! `training_summary.json` (docs/design.md, "Models and training summary"): one per dataset, one
+//! entry per model.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,6 @@
-//! The data path end to end (DESIGN.md §3, §6): generate, prepare, collect against local
-//! directories, S3 on moto, and an Iceberg table written by pyiceberg.
+//! The data path end to end (docs/design.md, "Command line" and "Runtime data contract"): generate,
+//! prepare, collect against local directories, S3 on moto, and an Iceberg table written by
+//! pyiceberg.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -130,7 +131,7 @@ const FEATURES: [&str; 8] = [
     "vol",
 ];
 
-/// Checks one dataset directory against §6: columns, types, counts, scaler on train.
+/// Checks one dataset directory against the data contract: columns, types, counts, scaler on train.
 fn check_dataset(dir: &Path, lookback: usize) -> Value {
     let config = json_file(&dir.join("preparation_config.json"));
     let scaler = json_file(&dir.join("scaler.json"));
@@ -536,15 +537,16 @@ fn an_endpoint_variable_that_is_not_a_url_is_refused_before_any_call() {
 fn aliases_renames_and_tick_rule_side() {
     let tmp = tempfile::tempdir().unwrap();
     let day = generated_day(tmp.path());
-    // Seed 000's names and no side, in one flat file holding two instruments out of order.
-    let mut other = day
+    // The order-flow pipeline's Iceberg names and no side, in one flat file holding two
+    // instruments out of order.
+    let other = day
         .clone()
         .lazy()
         .with_column(lit(2i64).cast(DataType::Int64).alias("instrument_id"))
         .collect()
         .unwrap();
     let mut seed = day
-        .vstack(&mut other)
+        .vstack(&other)
         .unwrap()
         .lazy()
         .drop(by_name(["side"], true, false))
@@ -815,13 +817,12 @@ fn collect_gathers_results_with_partition_keys() {
 
 fn bucket() -> String {
     let emu = testkit::emulator();
-    emu.set_process_env();
+    // The in-process `io` calls below reach the emulator too.
+    io::use_config_loader(emu.config_loader());
     let name = testkit::unique_name("data");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
+        let conf = emu.config_loader().load().await;
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&conf)
                 .force_path_style(true)
@@ -956,7 +957,7 @@ if len(sys.argv) > 2:
 else:
     cat = SqlCatalog("seed", uri=f"sqlite:///{wh}/catalog.db", warehouse=f"file://{wh}")
 cat.create_namespace("market")
-# Seed 000's column names: timestamp, bid_quantity, ask_quantity, and no side.
+# The order-flow pipeline's column names: timestamp, bid_quantity, ask_quantity, and no side.
 names = ["timestamp", "instrument_id", "trade_price", "trade_quantity", "bid_price", "ask_price", "bid_quantity", "ask_quantity"]
 types = [TimestampType(), LongType()] + [DoubleType()] * 6
 schema = Schema(*[NestedField(i + 1, n, t, required=False) for i, (n, t) in enumerate(zip(names, types))])
@@ -1031,7 +1032,7 @@ fn iceberg_table_on_s3(dir: &Path, warehouse: &str) -> String {
 }
 
 #[test]
-fn iceberg_table_in_seed_000_names() {
+fn iceberg_table_in_the_pipeline_names() {
     let tmp = tempfile::tempdir().unwrap();
     let metadata = iceberg_table(tmp.path());
     assert!(metadata.ends_with(".metadata.json"), "{metadata}");
@@ -1093,12 +1094,12 @@ fn iceberg_table_on_s3_end_to_end() {
 }
 
 #[test]
-fn seed_000_batch_config_drives_a_run() {
+fn pipeline_batch_config_drives_a_run() {
     let bucket = bucket();
     let emu = testkit::emulator();
     let tmp = tempfile::tempdir().unwrap();
     let metadata = iceberg_table(tmp.path());
-    // Seed 000's batch_config.json as it stands, pointed at this table and bucket.
+    // The order-flow pipeline's batch_config.json as it stands, pointed at this table and bucket.
     let config = serde_json::json!({
       "data": {
         "metadata_location": metadata,

@@ -1,4 +1,7 @@
 //! The runtime crate's one integration-test binary.
 
 mod data;
+mod operations;
+mod shard;
+mod snapshots;
 mod train;

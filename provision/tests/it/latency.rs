@@ -1,0 +1,168 @@
+//! Round trips at AWS's latency: against AWS every request costs 20-150 ms, so what a user
+//! waits for is how many requests happen one after another. The proxy holds every request a
+//! fixed time, each on its own thread, and records when each arrived and was answered; the
+//! critical path is the longest chain of requests each sent only after the one before it was
+//! answered. Counted structurally, never timed.
+//!
+//! These tests pin the no-op plan of the reference stack: its request count (a change that
+//! adds a call shows here) and its critical path (3 round trips; `docs/engine.md` says where
+//! each goes).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use testkit::faults::{FaultProxy, RoundTrips};
+
+/// Long enough that requests sent together always overlap: a debug build on a loaded machine
+/// takes up to a few hundred milliseconds to send the ~30 requests of one round trip, and a
+/// request sent after another's answer is counted as waiting for it.
+const LATENCY: Duration = Duration::from_millis(1000);
+
+/// The reference stack under a unique name, in an account of its own behind a proxy.
+struct Reference {
+    proxy: FaultProxy,
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Reference {
+    fn new(prefix: &str) -> Reference {
+        let proxy = FaultProxy::start(&testkit::emulator().endpoint, &testkit::unique_account());
+        let text = std::fs::read_to_string(testkit::workspace_root().join("stacks/orderflow.toml"))
+            .unwrap();
+        let re = regex::Regex::new(r#"(?m)^name = "[a-z0-9-]+""#).unwrap();
+        let name = testkit::unique_name(prefix);
+        let text = re.replace(&text, format!("name = \"{name}\"").as_str());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stack.toml");
+        std::fs::write(&path, text.as_ref()).unwrap();
+        Reference {
+            proxy,
+            _dir: dir,
+            path,
+        }
+    }
+
+    /// Runs `provision {args} --stack ... --env dev`, expecting exit `code`; returns the
+    /// shape of its traffic.
+    fn run(&self, args: &[&str], code: i32) -> RoundTrips {
+        self.proxy.clear_timeline();
+        let out = self
+            .proxy
+            .command(env!("CARGO_BIN_EXE_provision"))
+            .args(args)
+            .arg("--stack")
+            .arg(&self.path)
+            .args(["--env", "dev"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "provision {args:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.proxy.round_trips()
+    }
+}
+
+/// Every request with when it arrived and was answered (ms from the first), for a failure
+/// message.
+fn timeline(proxy: &FaultProxy) -> String {
+    let spans = proxy.timeline();
+    let Some(t0) = spans.first().map(|s| s.arrived) else {
+        return String::new();
+    };
+    let ms = |t: std::time::Instant| (t - t0).as_secs_f64() * 1000.0;
+    spans
+        .iter()
+        .map(|s| format!("{:8.1} {:8.1}  {}\n", ms(s.arrived), ms(s.answered), s.call))
+        .collect()
+}
+
+/// Calls by service, for a failure message that says what changed.
+fn by_service(trips: &RoundTrips) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for call in trips.waves.iter().flatten() {
+        let service = call.split(' ').next().unwrap_or("").to_string();
+        *out.entry(service).or_insert(0) += 1;
+    }
+    out
+}
+
+#[test]
+fn no_op_plan_of_the_reference_stack_is_33_requests_in_3_round_trips() {
+    let stack = Reference::new("rtt");
+    stack.run(&["apply", "--auto-approve"], 0);
+    stack.proxy.set_latency(LATENCY);
+
+    let plan = stack.run(&["plan", "--detailed-exitcode"], 0);
+    let shown = format!(
+        "{:?}\nwaves: {:#?}\n{}",
+        by_service(&plan),
+        plan.waves,
+        timeline(&stack.proxy)
+    );
+    // STS, the VPC, the state; subnets, route tables, S3 endpoints; then the 15 recorded
+    // resources: security group 1, bucket 4, repository 2, log group 1, roles 4 x 3 + the job role's inline
+    // policy, instance profile 1, compute environments 1 (one call for both) + the spot
+    // launch template, queue 1, job definitions 2.
+    assert_eq!(plan.requests, 33, "a no-op plan's calls changed: {shown}");
+    assert!(
+        plan.critical_path <= 3,
+        "{} round trips one after another: {:?}\n{shown}",
+        plan.critical_path,
+        plan.path
+    );
+    // Concurrency survives the latency: the resources are read together.
+    assert!(plan.max_in_flight >= 20, "{shown}");
+
+    // Without refresh only the stack facts and the state are read: one round trip for the
+    // account, the VPC and the state, one for the VPC's subnets, route tables and endpoints.
+    let state_only = stack.run(&["plan", "--refresh=false", "--detailed-exitcode"], 0);
+    let shown = format!("{:#?}", state_only.waves);
+    assert_eq!(state_only.requests, 6, "{shown}");
+    assert_eq!(state_only.critical_path, 2, "{shown}");
+
+    stack.proxy.set_latency(Duration::ZERO);
+    stack.run(&["destroy", "--auto-approve"], 0);
+}
+
+#[test]
+fn jittered_latency_holds_every_request_and_keeps_them_concurrent() {
+    let proxy = FaultProxy::start(&testkit::emulator().endpoint, &testkit::unique_account());
+    proxy.set_jittered_latency(Duration::from_millis(100), Duration::from_millis(50), 7);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                // Any answer will do (moto's for an unknown path): the proxy times it.
+                let addr = proxy.endpoint.trim_start_matches("http://");
+                let mut conn = TcpStream::connect(addr).unwrap();
+                conn.write_all(
+                    b"GET /latency-probe HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                )
+                .unwrap();
+                let mut answer = String::new();
+                conn.read_to_string(&mut answer).unwrap();
+                assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+            });
+        }
+    });
+    let trips = proxy.round_trips();
+    assert_eq!(trips.requests, 8);
+    // Sent together, answered together: one round trip, all eight in flight at once.
+    assert_eq!(trips.critical_path, 1, "{trips:?}");
+    assert_eq!(trips.max_in_flight, 8, "{trips:?}");
+    for span in proxy.timeline() {
+        let held = span.answered - span.arrived;
+        assert!(
+            held >= Duration::from_millis(100),
+            "a request was answered before its latency: {held:?}"
+        );
+    }
+}

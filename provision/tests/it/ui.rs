@@ -1,0 +1,883 @@
+//! `provision ui` as a user runs it: the real binary serving the dashboard of an applied stack
+//! on moto. The JSON endpoints are checked over plain HTTP; the pages in a headless chromium
+//! driven over WebDriver, with one screenshot per page under `target/tmp/ui-screenshots/`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_provision");
+
+/// An applied copy of the reference stack with jobs, a log and results, shared by the tests.
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub prefix: String,
+    pub prepare_id: String,
+    pub array_id: String,
+    pub bucket: String,
+}
+
+fn provision(args: &[&str], stack: &std::path::Path) -> Command {
+    let mut cmd = testkit::emulator().command(BIN);
+    cmd.args(args)
+        .arg("--stack")
+        .arg(stack)
+        .args(["--env", "dev"]);
+    cmd.env_remove("PROVISION_STACK")
+        .env_remove("PROVISION_ENV");
+    cmd
+}
+
+fn ok(mut cmd: Command) -> String {
+    let out = cmd.output().expect("run provision");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{cmd:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The fixture, set up once (on a thread of its own: tests run on different runtimes).
+pub fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        std::thread::spawn(|| tokio::runtime::Runtime::new().unwrap().block_on(set_up()))
+            .join()
+            .expect("the dashboard's fixture")
+    })
+}
+
+/// Training summary of two models over three epochs, as `runtime train` writes it.
+fn summary() -> Value {
+    let epochs = |loss: [f64; 3], acc: [f64; 3]| {
+        (0..3)
+            .map(|i| {
+                json!({"epoch": i + 1, "train_loss": loss[i] + 0.05, "train_accuracy": acc[i] - 0.02,
+                       "val_loss": loss[i], "val_accuracy": acc[i], "samples_per_s": 1000.0 + i as f64,
+                       "seconds": 1.5})
+            })
+            .collect::<Vec<_>>()
+    };
+    json!({"models": {
+        "cnn_lstm": {"epochs": epochs([1.05, 0.98, 1.01], [0.41, 0.47, 0.45]), "best_epoch": 2,
+                     "test_loss": 0.99, "test_accuracy": 0.46, "confusion_matrix": [[1,0,0],[0,1,0],[0,0,1]],
+                     "parameters": 26000, "device": "cpu"},
+        "gru": {"epochs": epochs([1.08, 1.02, 0.97], [0.38, 0.42, 0.49]), "best_epoch": 3,
+                "test_loss": 0.98, "test_accuracy": 0.48, "confusion_matrix": [[1,0,0],[0,1,0],[0,0,1]],
+                "parameters": 14000, "device": "cpu"}
+    }})
+}
+
+async fn set_up() -> Fixture {
+    let emulator = testkit::emulator();
+    emulator.set_process_env();
+    let name = testkit::unique_name("ui");
+    let text =
+        std::fs::read_to_string(testkit::workspace_root().join("stacks/orderflow.toml")).unwrap();
+    let text = text
+        .replace("name = \"orderflow\"", &format!("name = \"{name}\""))
+        .replace("s3_endpoint = true", "s3_endpoint = false");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stack.toml");
+    std::fs::write(&path, text).unwrap();
+    let prefix = format!("{name}-dev");
+
+    ok(provision(&["apply", "--auto-approve"], &path));
+    let prepare_id = ok(provision(&["submit", "prepare"], &path))
+        .trim()
+        .to_string();
+    let array_id = ok(provision(&["submit", "train", "--array-size", "3"], &path))
+        .trim()
+        .to_string();
+    let outputs: Value =
+        serde_json::from_str(&ok(provision(&["output", "--json"], &path))).unwrap();
+    let bucket = outputs["buckets"]["data"].as_str().unwrap().to_string();
+
+    let clients = provision::aws::Clients::new("us-east-1").await.unwrap();
+    // The prepare job's log, in the stream Batch names for it.
+    let report = clients
+        .batch()
+        .describe_jobs()
+        .jobs(&prepare_id)
+        .send()
+        .await
+        .unwrap();
+    let stream = provision::jobs::describe::log_stream(&report.jobs()[0])
+        .expect("moto names a log stream")
+        .to_string();
+    let group = format!("/aws/batch/{prefix}");
+    clients
+        .logs()
+        .create_log_stream()
+        .log_group_name(&group)
+        .log_stream_name(&stream)
+        .send()
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let events = ["reading s3://raw", "prepared 2 datasets"].map(|m| {
+        aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+            .timestamp(now)
+            .message(m)
+            .build()
+            .unwrap()
+    });
+    clients
+        .logs()
+        .put_log_events()
+        .log_group_name(&group)
+        .log_stream_name(&stream)
+        .set_log_events(Some(events.to_vec()))
+        .send()
+        .await
+        .unwrap();
+
+    // What prepare and train leave in the bucket.
+    let dataset = "instrument=72089/start_date=2024-01-01/end_date=2024-01-02";
+    let config = json!({"rows": 1000, "lookback": 32, "horizon": 10, "created_at": "2024-01-03T00:00:00Z",
+        "splits": {"train": {"rows": 700, "class_counts": {"0": 200, "1": 300, "2": 200}},
+                   "validation": {"rows": 150, "class_counts": {"0": 50, "1": 50, "2": 50}},
+                   "test": {"rows": 150, "class_counts": {"0": 40, "1": 70, "2": 40}}}});
+    let objects = [
+        (
+            format!("ml/models/{dataset}/training_summary.json"),
+            serde_json::to_vec(&summary()).unwrap(),
+        ),
+        (
+            format!("ml/datasets/{dataset}/preparation_config.json"),
+            serde_json::to_vec(&config).unwrap(),
+        ),
+        (
+            format!("ml/datasets/{dataset}/train.parquet"),
+            vec![0; 2048],
+        ),
+    ];
+    for (key, body) in objects {
+        clients
+            .s3()
+            .put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    }
+    // Drift: the queue's priority changed outside the tool.
+    clients
+        .batch()
+        .update_job_queue()
+        .job_queue(format!("{prefix}-main"))
+        .priority(7)
+        .send()
+        .await
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        path,
+        prefix,
+        prepare_id,
+        array_id,
+        bucket,
+    }
+}
+
+/// A running `provision ui`, stopped when dropped (also when a test panics).
+pub struct Ui {
+    child: Child,
+    pub url: String,
+}
+
+impl Ui {
+    pub fn start(mut cmd: Command) -> Ui {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("start provision ui");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.trim().trim_end_matches('/').to_string();
+        assert!(
+            url.starts_with("http://127.0.0.1:"),
+            "provision ui prints its URL first: {line:?}"
+        );
+        Ui { child, url }
+    }
+
+    pub fn for_fixture(f: &Fixture) -> Ui {
+        Ui::start(provision(&["ui", "--port", "0"], &f.path))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let (status, body) = http("GET", &format!("{}{path}", self.url));
+        let json =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"));
+        (status, json)
+    }
+
+    pub fn get_ok(&self, path: &str) -> Value {
+        let (status, json) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {json}");
+        json
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Ui {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.0 request (no chunked answers, the connection closes after the body).
+pub fn http(method: &str, url: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(stream, "{method} /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+#[test]
+fn ui_json_endpoints_answer_from_the_clis_code() {
+    let f = fixture();
+    let ui = Ui::for_fixture(f);
+
+    let (status, page) = http("GET", &format!("{}/", ui.url));
+    assert_eq!(status, 200);
+    assert!(page.contains("/assets/app.js"));
+    let (status, script) = http("GET", &format!("{}/assets/app.js", ui.url));
+    assert_eq!(status, 200);
+    assert!(script.contains("function jobsPage"));
+    assert_eq!(
+        http("GET", &format!("{}/jobs/{}", ui.url, f.array_id)).0,
+        200
+    );
+
+    let overview = ui.get_ok("/api/overview");
+    assert_eq!(overview["env"], "dev");
+    assert_eq!(overview["gpu"], false);
+    assert_eq!(overview["queues"], json!(["main"]));
+
+    // The graph: the plan's resources; the queue changed outside the tool shows as drift.
+    let graph = ui.get_ok("/api/stack");
+    assert_eq!(graph["gpu"], false);
+    assert_eq!(graph["image_type"], "ECS_AL2023");
+    let nodes = graph["nodes"].as_array().unwrap();
+    let node = |address: &str| {
+        nodes
+            .iter()
+            .find(|n| n["address"] == address)
+            .unwrap_or_else(|| panic!("{address} in {nodes:?}"))
+    };
+    assert_eq!(node("queue.main")["action"], "update");
+    assert_eq!(node("queue.main")["drift"], true);
+    assert_eq!(
+        node("queue.main")["deps"],
+        json!(["compute.spot", "compute.ondemand"])
+    );
+    assert_eq!(node("compute.spot")["action"], "no-op");
+    assert_eq!(node("compute.spot")["live"]["image_type"], "ECS_AL2023");
+    assert_eq!(node("bucket.data")["name"], f.bucket);
+    assert!(nodes.len() >= 12, "{}", nodes.len());
+    assert_eq!(
+        graph["summary"],
+        json!({"add": 0, "change": 1, "destroy": 0})
+    );
+
+    // The jobs table, as `provision jobs --json` lists it.
+    let jobs = ui.get_ok("/api/jobs");
+    let list = jobs["jobs"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{jobs}");
+    let array = list.iter().find(|j| j["job_id"] == f.array_id).unwrap();
+    assert_eq!(array["array"]["size"], 3);
+    assert_eq!(array["array"]["by_status"], json!({"SUCCEEDED": 3}));
+    assert!(jobs["poll_after_ms"].as_u64().unwrap() >= 5000);
+    assert_eq!(jobs["calls"], 7 + 1);
+    let again = ui.get_ok("/api/jobs");
+    assert_eq!(
+        again["cached"], true,
+        "a second page within the interval costs no request"
+    );
+    let filtered = ui.get_ok("/api/jobs?status=failed&queue=main&since=1d");
+    assert_eq!(filtered["jobs"], json!([]));
+    let (status, bad) = ui.get("/api/jobs?status=done");
+    assert_eq!(status, 400);
+    assert!(
+        bad["error"].as_str().unwrap().contains("SUCCEEDED, FAILED"),
+        "{bad}"
+    );
+    let (status, bad) = ui.get("/api/jobs?queue=gpu");
+    assert_eq!(status, 400);
+    assert_eq!(
+        bad["error"],
+        "no queue `gpu` in the stack; its queues: main"
+    );
+
+    let children = ui.get_ok(&format!("/api/jobs/{}/children", f.array_id));
+    let indexes: Vec<i64> = children["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["index"].as_i64().unwrap())
+        .collect();
+    assert_eq!(indexes, [0, 1, 2]);
+
+    let job = ui.get_ok(&format!("/api/jobs/{}", f.prepare_id));
+    assert_eq!(job["job"]["status"], "SUCCEEDED");
+    assert_eq!(job["queue"], format!("{}-main", f.prefix));
+    assert_eq!(job["command"], json!(["runtime", "prepare"]));
+    let env = job["environment"].as_array().unwrap();
+    assert!(env
+        .iter()
+        .any(|e| e["name"] == "CHECKPOINT_INTERVAL" && e["value"] == "50"));
+    let (status, missing) = ui.get("/api/jobs/no-such-job");
+    assert_eq!(status, 502);
+    assert!(
+        missing["error"].as_str().unwrap().contains("no such job"),
+        "{missing}"
+    );
+
+    let logs = ui.get_ok(&format!("/api/jobs/{}/logs", f.prepare_id));
+    let lines: Vec<&str> = logs["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(lines, ["reading s3://raw", "prepared 2 datasets"]);
+    assert_eq!(logs["group"], format!("/aws/batch/{}", f.prefix));
+    let token = logs["next_token"].as_str().unwrap();
+    let rest = ui.get_ok(&format!(
+        "/api/jobs/{}/logs?token={}",
+        f.prepare_id,
+        token
+            .replace('/', "%2F")
+            .replace('+', "%2B")
+            .replace('=', "%3D")
+    ));
+    assert_eq!(
+        rest["events"],
+        json!([]),
+        "following from the token repeats nothing"
+    );
+    assert_eq!(rest["at_end"], true);
+    let parent_log = ui.get_ok(&format!("/api/jobs/{}/logs", f.array_id));
+    assert!(parent_log["note"].as_str().unwrap().contains("each child"));
+
+    let results = ui.get_ok("/api/results");
+    let models = results["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    let cnn = models.iter().find(|m| m["model"] == "cnn_lstm").unwrap();
+    assert_eq!(
+        cnn["dataset"],
+        "instrument=72089/start_date=2024-01-01/end_date=2024-01-02"
+    );
+    assert_eq!(cnn["best_epoch"], 2);
+    assert_eq!(cnn["best_val_loss"], 0.98);
+    assert_eq!(cnn["test_accuracy"], 0.46);
+    assert_eq!(cnn["epochs"].as_array().unwrap().len(), 3);
+    let datasets = results["datasets"].as_array().unwrap();
+    assert_eq!(datasets.len(), 1);
+    assert_eq!(datasets[0]["splits"]["train"]["rows"], 700);
+    assert_eq!(
+        datasets[0]["files"],
+        json!({"preparation_config.json": datasets[0]["files"]["preparation_config.json"], "train.parquet": 2048})
+    );
+
+    // The estimate `provision cost` makes, with what the buckets hold now.
+    let cost = ui.get_ok("/api/cost");
+    assert_eq!(cost["s3_measured"], true);
+    assert!(cost["storage"]["s3_gb"].as_f64().unwrap() > 0.0, "{cost}");
+    assert_eq!(cost["compute"].as_array().unwrap().len(), 2);
+    assert!(cost["full_scale_per_hour"].as_f64().unwrap() > 0.0);
+    assert_eq!(cost["idle_per_hour"], 0.0);
+
+    // Read-only: nothing but GET is routed.
+    for path in ["/api/jobs", "/api/stack", "/"] {
+        assert_eq!(
+            http("POST", &format!("{}{path}", ui.url)).0,
+            405,
+            "POST {path}"
+        );
+    }
+    assert_eq!(http("DELETE", &format!("{}/api/jobs/x", ui.url)).0, 405);
+    assert_eq!(http("GET", &format!("{}/nope", ui.url)).0, 404);
+}
+
+#[test]
+fn ui_refuses_a_taken_port_and_a_bad_stack_before_any_aws_call() {
+    // Nothing listens at this endpoint: any AWS call would fail differently.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::copy(
+        testkit::workspace_root().join("stacks/orderflow.toml"),
+        &good,
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[stack]\nname = \"ok-name\"\nregion = \"us-east-1\"\n[queues.main]\npriority = \"high\"\n",
+    )
+    .unwrap();
+
+    let run = |stack: &std::path::Path, args: &[&str]| {
+        let mut cmd = testkit::emulator().command(BIN);
+        cmd.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .arg("ui")
+            .arg("--stack")
+            .arg(stack)
+            .args(args);
+        let start = Instant::now();
+        let out = cmd.output().unwrap();
+        assert!(start.elapsed() < Duration::from_secs(10));
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+            out.stdout,
+        )
+    };
+    let (code, stderr, stdout) = run(&good, &["--port", &port]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!(
+            "error: port {port} on 127.0.0.1 is in use: pick another with --port"
+        )),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty());
+    let (code, stderr, stdout) = run(&bad, &["--port", "0"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("bad.toml:5:"), "{stderr}");
+    assert!(stdout.is_empty());
+}
+
+#[test]
+fn ui_answers_with_an_error_when_the_emulator_stops_and_keeps_serving() {
+    let emulator = testkit::start_with_env(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stack.toml");
+    let name = testkit::unique_name("uistop");
+    let text = std::fs::read_to_string(testkit::workspace_root().join("stacks/orderflow.toml"))
+        .unwrap()
+        .replace("name = \"orderflow\"", &format!("name = \"{name}\""));
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = testkit::emulator().command(BIN);
+    cmd.env("AWS_ENDPOINT_URL", &emulator.endpoint)
+        .args(["ui", "--port", "0", "--stack"])
+        .arg(&path);
+    let mut ui = Ui::start(cmd);
+    // Up: the stack is not applied, so its queue is missing; the page says which command fixes it.
+    let (status, body) = ui.get("/api/jobs");
+    assert_eq!(status, 502);
+    assert!(
+        body["error"].as_str().unwrap().contains("provision apply"),
+        "{body}"
+    );
+
+    drop(emulator);
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let (status, body) = ui.get("/api/jobs");
+    assert!(matches!(status, 502 | 504), "{status} {body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(25),
+        "answered in {:?}",
+        start.elapsed()
+    );
+    // Still serving: the pages and what needs no AWS.
+    assert_eq!(http("GET", &format!("{}/jobs", ui.url)).0, 200);
+    assert_eq!(ui.get_ok("/api/overview")["stack"], name);
+    assert!(ui.alive());
+
+    if let Some(browser) = browser::Browser::start() {
+        let url = ui.url.clone();
+        browser.run(|client| async move {
+            client.goto(&format!("{url}/jobs")).await?;
+            let banner = browser::wait_visible(&client, "#error").await?;
+            let text = banner.text().await?;
+            assert!(!text.is_empty());
+            browser::screenshot(&client, "error").await?;
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn ui_pages_in_a_headless_browser() {
+    let Some(browser) = browser::Browser::start() else {
+        return;
+    };
+    let f = fixture();
+    let ui = Ui::for_fixture(f);
+    let url = ui.url.clone();
+    let prepare = f.prepare_id.clone();
+    browser.run(|client| async move {
+        use fantoccini::Locator::Css;
+        // The stack graph: a box per resource, the drifted queue marked.
+        client.goto(&format!("{url}/")).await?;
+        browser::wait_visible(&client, "#graph svg g.node").await?;
+        let boxes = client.find_all(Css("#graph svg g.node")).await?;
+        assert!(boxes.len() >= 12, "{} boxes", boxes.len());
+        client
+            .find(Css("g.node.drifted[data-address='queue.main']"))
+            .await?;
+        let gpu = client.find(Css("#gpu-switch")).await?.text().await?;
+        assert!(gpu.contains("gpu = false"), "{gpu}");
+        browser::screenshot(&client, "stack").await?;
+
+        // The jobs table: the array expands into its children.
+        client.goto(&format!("{url}/jobs")).await?;
+        browser::wait_visible(&client, "#jobs tbody tr.job").await?;
+        assert_eq!(client.find_all(Css("#jobs tbody tr.job")).await?.len(), 2);
+        client
+            .find(Css("#jobs button.expand"))
+            .await?
+            .click()
+            .await?;
+        browser::wait_visible(&client, "#jobs tbody tr.child").await?;
+        assert_eq!(client.find_all(Css("#jobs tbody tr.child")).await?.len(), 3);
+        let status = client.find(Css("#jobs-status")).await?.text().await?;
+        assert!(status.contains("2 of 2 jobs"), "{status}");
+        browser::screenshot(&client, "jobs").await?;
+
+        // One job: its attempts and its log.
+        client.goto(&format!("{url}/jobs/{prepare}")).await?;
+        browser::wait_visible(&client, "#attempts").await?;
+        browser::wait_text(&client, "#log", "prepared 2 datasets").await?;
+        client
+            .execute("document.getElementById('log').scrollIntoView()", vec![])
+            .await?;
+        browser::screenshot(&client, "job").await?;
+
+        // Results: the table and a curve per model and measure.
+        client.goto(&format!("{url}/results")).await?;
+        browser::wait_visible(&client, "#models tbody tr").await?;
+        assert_eq!(client.find_all(Css("#models tbody tr")).await?.len(), 2);
+        assert_eq!(client.find_all(Css(".chart svg.curve")).await?.len(), 4);
+        assert_eq!(client.find_all(Css("#datasets tbody tr")).await?.len(), 1);
+        browser::screenshot(&client, "results").await?;
+
+        // Cost: a row per compute environment.
+        client.goto(&format!("{url}/cost")).await?;
+        browser::wait_visible(&client, "#compute-cost tbody tr").await?;
+        assert_eq!(
+            client.find_all(Css("#compute-cost tbody tr")).await?.len(),
+            2
+        );
+        browser::screenshot(&client, "cost").await?;
+        Ok(())
+    });
+}
+
+/// Headless chromium over WebDriver (chromedriver), when the machine has both.
+pub mod browser {
+    use std::future::Future;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use fantoccini::elements::Element;
+    use fantoccini::error::CmdError;
+    use fantoccini::{Client, ClientBuilder, Locator};
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    pub struct Browser {
+        driver: Child,
+        url: String,
+    }
+
+    impl Drop for Browser {
+        fn drop(&mut self) {
+            let _ = self.driver.kill();
+            let _ = self.driver.wait();
+        }
+    }
+
+    impl Browser {
+        /// Starts chromedriver, or says why the page tests are skipped and returns `None`.
+        pub fn start() -> Option<Browser> {
+            let found = |name: &str| {
+                std::env::var_os("PATH")
+                    .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+                    .unwrap_or(false)
+            };
+            if !(found("chromium") && found("chromedriver")) {
+                eprintln!(
+                    "SKIPPED: the dashboard's page tests need chromium and chromedriver; \
+                     scripts/setup-browser.sh installs them (Debian: apt-get install chromium \
+                     chromium-driver)"
+                );
+                return None;
+            }
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let driver = Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start chromedriver");
+            let start = Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(start.elapsed() < WAIT, "chromedriver did not start");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Some(Browser {
+                driver,
+                url: format!("http://127.0.0.1:{port}"),
+            })
+        }
+
+        /// Runs `test` with a fresh headless session, closed afterwards.
+        pub fn run<F, Fut>(&self, test: F)
+        where
+            F: FnOnce(Client) -> Fut,
+            Fut: Future<Output = Result<(), CmdError>>,
+        {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let client = self.connect().await;
+                let result = test(client.clone()).await;
+                let _ = client.close().await;
+                result.expect("the page test");
+            });
+        }
+
+        pub async fn connect(&self) -> Client {
+            let mut caps = serde_json::Map::new();
+            caps.insert(
+                "goog:chromeOptions".into(),
+                serde_json::json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-dev-shm-usage", "--window-size=1400,1000"]}),
+            );
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps)
+                .connect(&self.url)
+                .await
+                .expect("a chromium session")
+        }
+    }
+
+    /// Waits until `css` matches a displayed element.
+    pub async fn wait_visible(client: &Client, css: &str) -> Result<Element, CmdError> {
+        let start = Instant::now();
+        loop {
+            if let Ok(el) = client.find(Locator::Css(css)).await {
+                if el.is_displayed().await.unwrap_or(false) {
+                    return Ok(el);
+                }
+            }
+            if start.elapsed() > WAIT {
+                let error = match client.find(Locator::Css("#error")).await {
+                    Ok(e) => e.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                panic!("{css} did not show within {WAIT:?} (page error: {error:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the text of `css` contains `text`.
+    pub async fn wait_text(client: &Client, css: &str, text: &str) -> Result<(), CmdError> {
+        let start = Instant::now();
+        loop {
+            let el = wait_visible(client, css).await?;
+            if el.text().await?.contains(text) {
+                return Ok(());
+            }
+            assert!(start.elapsed() < WAIT, "{css} never showed {text:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Where the screenshots go: `target/tmp/ui-screenshots/`.
+    pub fn screenshot_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots")
+    }
+
+    pub async fn screenshot(client: &Client, page: &str) -> Result<(), CmdError> {
+        let png = client.screenshot().await?;
+        let dir = screenshot_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{page}.png")), png).unwrap();
+        Ok(())
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn timed_get(url: &str) -> Duration {
+    let start = Instant::now();
+    let (status, _) = http("GET", url);
+    assert_eq!(status, 200, "{url}");
+    start.elapsed()
+}
+
+/// `make bench-ui`: the first page against the emulator and the jobs page with 1,000 jobs,
+/// written to bench/ui.md.
+#[test]
+#[ignore = "benchmark: make bench-ui"]
+fn bench_dashboard() {
+    const JOBS: usize = 1000;
+    let f = fixture();
+    // 1,000 more jobs in the stack's queue.
+    std::thread::spawn({
+        let prefix = f.prefix.clone();
+        move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let batch = crate::joblist::batch().await;
+                let queue = format!("{prefix}-main");
+                let definition = format!("{prefix}-prepare");
+                crate::joblist::submit_many(&batch, &queue, &definition, JOBS - 2, None).await;
+                crate::joblist::wait_succeeded(&batch, &queue, JOBS - 2).await;
+            })
+        }
+    })
+    .join()
+    .unwrap();
+    let ui = Ui::for_fixture(f);
+    let shell = median(
+        (0..20)
+            .map(|_| timed_get(&format!("{}/", ui.url)))
+            .collect(),
+    );
+    let overview = median(
+        (0..20)
+            .map(|_| timed_get(&format!("{}/api/overview", ui.url)))
+            .collect(),
+    );
+    let graph = median(
+        (0..5)
+            .map(|_| timed_get(&format!("{}/api/stack", ui.url)))
+            .collect(),
+    );
+    // Each `since` is a query of its own, so none of these is answered from the cache.
+    let jobs_api = median(
+        (0..5)
+            .map(|i| timed_get(&format!("{}/api/jobs?since={}h", ui.url, 100 + i)))
+            .collect(),
+    );
+    let listed = ui.get_ok("/api/jobs?since=99h")["jobs"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(listed >= JOBS, "{listed}");
+
+    let mut browser_rows = Vec::new();
+    if let Some(browser) = browser::Browser::start() {
+        let url = ui.url.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        browser.run(|client| async move {
+            use fantoccini::Locator::Css;
+            for (page, path, css) in [
+                ("stack graph (`/`)", "/", "#graph svg g.node"),
+                (
+                    "jobs table, 1,000 jobs (`/jobs`)",
+                    "/jobs",
+                    "#jobs tbody tr.job",
+                ),
+                ("results (`/results`)", "/results", "#models tbody tr"),
+            ] {
+                let mut samples = Vec::new();
+                for _ in 0..3 {
+                    client.goto(&format!("{url}{path}")).await?;
+                    browser::wait_visible(&client, css).await?;
+                    let body = client.find(Css("body")).await?;
+                    let ms: f64 = body
+                        .attr("data-rendered-ms")
+                        .await?
+                        .unwrap_or_default()
+                        .parse()
+                        .unwrap_or(f64::NAN);
+                    samples.push(Duration::from_secs_f64(ms / 1000.0));
+                    if path == "/jobs" {
+                        let rows = client.find_all(Css("#jobs tbody tr.job")).await?.len();
+                        assert!(rows >= JOBS, "{rows} rows");
+                    }
+                }
+                tx.send((page, median(samples))).unwrap();
+            }
+            Ok(())
+        });
+        browser_rows = rx.try_iter().collect();
+    }
+
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+    let mut md = String::from(
+        "# `provision ui`: page times against the emulator\n\n\
+         Written by `make bench-ui` (an ignored test, `ui::bench_dashboard`): the debug binary \
+         serving an applied copy of `stacks/orderflow.toml` on moto, with 1,000 jobs in its \
+         queue. Server times are medians of HTTP requests from the test; page times are \
+         medians of 3 loads in headless chromium, from the start of navigation to the page \
+         showing its data (the page's own `performance.now()` when it rendered).\n\n\
+         | what | time | target |\n|---|---|---|\n",
+    );
+    md.push_str(&format!("| HTML shell `/` (server) | {} | |\n", ms(shell)));
+    md.push_str(&format!(
+        "| `/api/overview` (no AWS call) | {} | |\n",
+        ms(overview)
+    ));
+    md.push_str(&format!(
+        "| `/api/stack`: plan of the stack, state and a live read of every resource | {} | |\n",
+        ms(graph)
+    ));
+    md.push_str(&format!(
+        "| `/api/jobs` listing {listed} jobs (uncached) | {} | |\n",
+        ms(jobs_api)
+    ));
+    for (page, time) in &browser_rows {
+        let target = if page.starts_with("stack") {
+            "first page under 200 ms"
+        } else if page.starts_with("jobs") {
+            "under 1 s"
+        } else {
+            ""
+        };
+        md.push_str(&format!("| page: {page} | {} | {target} |\n", ms(*time)));
+    }
+    if browser_rows.is_empty() {
+        md.push_str("\n(No browser here: page times not measured.)\n");
+    }
+    let path = testkit::workspace_root().join("bench/ui.md");
+    std::fs::write(&path, md).unwrap();
+    eprintln!("wrote {}", path.display());
+}
