@@ -338,6 +338,9 @@ def logs_filter_log_events_as_aws():
                         next_token, filter_pattern, True)
 
     LogsBackend.filter_log_events = filter_log_events
+
+
+@patch
 def batch_list_jobs_pages_and_time_filters():
     """AWS: ListJobs answers at most `maxResults` jobs per call (default 100, at most 1000) and
     a `nextToken` for the rest; the AFTER_CREATED_AT / BEFORE_CREATED_AT filters select by

@@ -409,6 +409,9 @@ pub struct UploadArgs {
     /// List what would go up; upload nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct CostArgs {
     #[command(flatten)]
     pub stack: StackArgs,

@@ -18,8 +18,8 @@ mod run_local;
 mod state;
 mod status;
 mod submit;
-mod upload;
 mod ui;
+mod upload;
 mod validate;
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {

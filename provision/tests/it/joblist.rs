@@ -76,23 +76,14 @@ memory_mib = 512
 }
 
 pub async fn batch() -> aws_sdk_batch::Client {
-    testkit::emulator().set_process_env();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&testkit::emulator().endpoint)
-        .load()
-        .await;
+    let config = testkit::emulator().config_loader().load().await;
     aws_sdk_batch::Client::new(&config)
 }
 
 /// Registers the stack's queues and job definition as `apply` names them; returns the job
 /// definition's name.
 pub async fn register(batch: &aws_sdk_batch::Client, stack: &Stack) -> String {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&testkit::emulator().endpoint)
-        .load()
-        .await;
+    let config = testkit::emulator().config_loader().load().await;
     let iam = aws_sdk_iam::Client::new(&config);
     let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"batch.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
     let role = iam

@@ -96,7 +96,7 @@ fn by_service(trips: &RoundTrips) -> BTreeMap<String, usize> {
 }
 
 #[test]
-fn no_op_plan_of_the_reference_stack_is_33_requests_in_3_round_trips() {
+fn no_op_plan_of_the_reference_stack_is_34_requests_in_3_round_trips() {
     let stack = Reference::new("rtt");
     stack.run(&["apply", "--auto-approve"], 0);
     stack.proxy.set_latency(LATENCY);
@@ -108,11 +108,11 @@ fn no_op_plan_of_the_reference_stack_is_33_requests_in_3_round_trips() {
         plan.waves,
         timeline(&stack.proxy)
     );
-    // STS, the VPC, the state; subnets, route tables, S3 endpoints; then the 15 recorded
+    // STS, the VPC, the state, the repository's image digests (ECR); subnets, route tables, S3 endpoints; then the 15 recorded
     // resources: security group 1, bucket 4, repository 2, log group 1, roles 4 x 3 + the job role's inline
     // policy, instance profile 1, compute environments 1 (one call for both) + the spot
     // launch template, queue 1, job definitions 2.
-    assert_eq!(plan.requests, 33, "a no-op plan's calls changed: {shown}");
+    assert_eq!(plan.requests, 34, "a no-op plan's calls changed: {shown}");
     assert!(
         plan.critical_path <= 3,
         "{} round trips one after another: {:?}\n{shown}",
@@ -123,10 +123,10 @@ fn no_op_plan_of_the_reference_stack_is_33_requests_in_3_round_trips() {
     assert!(plan.max_in_flight >= 20, "{shown}");
 
     // Without refresh only the stack facts and the state are read: one round trip for the
-    // account, the VPC and the state, one for the VPC's subnets, route tables and endpoints.
+    // account, the VPC, the image digests and the state, one for the VPC's subnets, route tables and endpoints.
     let state_only = stack.run(&["plan", "--refresh=false", "--detailed-exitcode"], 0);
     let shown = format!("{:#?}", state_only.waves);
-    assert_eq!(state_only.requests, 6, "{shown}");
+    assert_eq!(state_only.requests, 7, "{shown}");
     assert_eq!(state_only.critical_path, 2, "{shown}");
 
     stack.proxy.set_latency(Duration::ZERO);

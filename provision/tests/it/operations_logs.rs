@@ -291,7 +291,6 @@ async fn status_links_each_job_and_its_log_stream_to_the_console() {
 #[tokio::test]
 async fn following_a_hundred_children_takes_a_handful_of_calls() {
     let emulator = testkit::emulator();
-    emulator.set_process_env();
     let proxy = testkit::faults::FaultProxy::start(&emulator.endpoint, &testkit::unique_account());
     let moto = Moto {
         endpoint: proxy.endpoint.clone(),
@@ -381,7 +380,6 @@ async fn following_a_hundred_children_takes_a_handful_of_calls() {
 
 #[test]
 fn plan_shows_the_default_retry_rules() {
-    testkit::emulator().set_process_env();
     let name = testkit::unique_name("retry");
     let text = std::fs::read_to_string(testkit::workspace_root().join("stacks/orderflow.toml"))
         .unwrap()

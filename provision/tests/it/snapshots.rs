@@ -40,7 +40,8 @@ fn settings(name: &str, account: &str) -> insta::Settings {
         "$1-[id]",
     );
     settings.add_filter(
-        r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
+        // No leading word boundary: the console's log link escapes `/` as `$252F` before one.
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
         "[uuid]",
     );
     settings.add_filter(

@@ -78,7 +78,6 @@ fn summary() -> Value {
 
 async fn set_up() -> Fixture {
     let emulator = testkit::emulator();
-    emulator.set_process_env();
     let name = testkit::unique_name("ui");
     let text =
         std::fs::read_to_string(testkit::workspace_root().join("stacks/orderflow.toml")).unwrap();
@@ -101,7 +100,7 @@ async fn set_up() -> Fixture {
         serde_json::from_str(&ok(provision(&["output", "--json"], &path))).unwrap();
     let bucket = outputs["buckets"]["data"].as_str().unwrap().to_string();
 
-    let clients = provision::aws::Clients::new("us-east-1").await.unwrap();
+    let clients = provision::aws::Clients::from_config(emulator.config_loader().load().await);
     // The prepare job's log, in the stream Batch names for it.
     let report = clients
         .batch()

@@ -264,17 +264,12 @@ fn bad_summaries_and_outputs_exit_1() {
 #[test]
 fn summaries_on_s3_tabulate_too() {
     let emu = testkit::emulator();
-    emu.set_process_env();
     let tmp = tempfile::tempdir().unwrap();
     write_models(tmp.path());
     let bucket = testkit::unique_name("results");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&emu.endpoint)
-            .load()
-            .await;
+        let conf = emu.config_loader().load().await;
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&conf)
                 .force_path_style(true)
