@@ -383,6 +383,8 @@ def batch_list_jobs_pages_and_time_filters():
             # A queue lists array parents, not their children (those: by arrayJobId).
             jobs = [j for j in jobs if not is_child(j)]
         for f in filters or []:
+            if f["name"] not in ("AFTER_CREATED_AT", "BEFORE_CREATED_AT"):
+                continue  # JOB_NAME and the others: moto's own list_jobs applied them
             values = [int(v) for v in f.get("values", [])]
             if f["name"] == "AFTER_CREATED_AT":
                 jobs = [j for j in jobs if all(created(j) > v for v in values)]
