@@ -169,8 +169,14 @@ pub fn table(reports: &[JobReport]) -> String {
             ]
         })
         .collect();
+    aligned_table(header, &rows)
+}
+
+/// `header` and `rows` as columns padded to their widest cell (the last column unpadded), one
+/// line each: the tables of `status` and `jobs`.
+pub fn aligned_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -188,7 +194,7 @@ pub fn table(reports: &[JobReport]) -> String {
         out.push('\n');
     };
     line(header.to_vec());
-    for row in &rows {
+    for row in rows {
         line(row.iter().map(String::as_str).collect());
     }
     out
