@@ -96,32 +96,20 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     }
 
     let job_name = job_name(&stack.prefix(), &spec.key);
-    let mut request = batch
-        .submit_job()
-        .job_name(&job_name)
-        .job_queue(&queue_arn)
-        .job_definition(&definition_arn)
-        .container_overrides(overrides(&args, &selected.env));
-    for (key, value) in stack.tags() {
-        request = request.tags(key, value);
-    }
-    if let Some(size) = args.array_size {
-        request = request.array_properties(ArrayProperties::builder().size(size as i32).build());
-    }
-    for id in &args.depends_on {
-        request = request.depends_on(JobDependency::builder().job_id(id).build());
-    }
-    if let Some(timeout) = args.timeout_s {
-        request = request.timeout(
-            JobTimeout::builder()
-                .attempt_duration_seconds(timeout as i32)
-                .build(),
-        );
-    }
-    let out = request
-        .send()
-        .await
-        .with_context(|| format!("SubmitJob {job_name}"))?;
+    let target = (queue_arn.as_str(), definition_arn.as_str());
+    let array_size = args.array_size.map(|n| n as usize);
+    let out = submit_request(
+        batch,
+        &stack,
+        &args,
+        &job_name,
+        target,
+        &selected.env,
+        array_size,
+    )
+    .send()
+    .await
+    .with_context(|| format!("SubmitJob {job_name}"))?;
     let job_id = out
         .job_id()
         .context("SubmitJob returned no job id")?
@@ -206,6 +194,42 @@ fn check_overrides(args: &SubmitArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The SubmitJob request of one job: the stack's tags, the overrides, dependencies and timeout
+/// of `args`, and `array_size` children when it is an array. `target` is (queue, definition).
+fn submit_request(
+    batch: &aws_sdk_batch::Client,
+    stack: &crate::stack::Stack,
+    args: &SubmitArgs,
+    name: &str,
+    target: (&str, &str),
+    env: &std::collections::BTreeMap<String, String>,
+    array_size: Option<usize>,
+) -> aws_sdk_batch::operation::submit_job::builders::SubmitJobFluentBuilder {
+    let mut request = batch
+        .submit_job()
+        .job_name(name)
+        .job_queue(target.0)
+        .job_definition(target.1)
+        .container_overrides(overrides(args, env));
+    for (key, value) in stack.tags() {
+        request = request.tags(key, value);
+    }
+    if let Some(size) = array_size {
+        request = request.array_properties(ArrayProperties::builder().size(size as i32).build());
+    }
+    for id in &args.depends_on {
+        request = request.depends_on(JobDependency::builder().job_id(id).build());
+    }
+    if let Some(timeout) = args.timeout_s {
+        request = request.timeout(
+            JobTimeout::builder()
+                .attempt_duration_seconds(timeout as i32)
+                .build(),
+        );
+    }
+    request
 }
 
 fn overrides(
@@ -487,29 +511,8 @@ async fn submit_shard(
 ) -> anyhow::Result<Submitted> {
     let mut env = selected.env.clone();
     env.extend(job.env.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    let mut request = batch
-        .submit_job()
-        .job_name(&job.name)
-        .job_queue(&target.queue_arn)
-        .job_definition(&target.definition_arn)
-        .container_overrides(overrides(args, &env));
-    for (key, value) in stack.tags() {
-        request = request.tags(key, value);
-    }
-    if let Some(size) = job.array_size {
-        request = request.array_properties(ArrayProperties::builder().size(size as i32).build());
-    }
-    for id in &args.depends_on {
-        request = request.depends_on(JobDependency::builder().job_id(id).build());
-    }
-    if let Some(timeout) = args.timeout_s {
-        request = request.timeout(
-            JobTimeout::builder()
-                .attempt_duration_seconds(timeout as i32)
-                .build(),
-        );
-    }
-    let out = request
+    let arns = (target.queue_arn.as_str(), target.definition_arn.as_str());
+    let out = submit_request(batch, stack, args, &job.name, arns, &env, job.array_size)
         .send()
         .await
         .with_context(|| format!("SubmitJob {}", job.name))?;
