@@ -7,8 +7,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use aws_sdk_batch::types::{
-    ArrayProperties, CeState, CeType, ComputeEnvironmentOrder, ContainerProperties,
-    JobDefinitionType, JobStatus, JqState, ResourceRequirement, ResourceType,
+    ArrayProperties, CeState, CeType, ComputeEnvironmentOrder, JobStatus, JqState,
 };
 use futures::stream::{self, StreamExt};
 use provision::cli::StackArgs;
@@ -119,31 +118,7 @@ pub async fn register(batch: &aws_sdk_batch::Client, stack: &Stack) -> String {
             .expect("create job queue");
     }
     let name = format!("{}-work", stack.prefix());
-    batch
-        .register_job_definition()
-        .job_definition_name(&name)
-        .r#type(JobDefinitionType::Container)
-        .container_properties(
-            ContainerProperties::builder()
-                .image("busybox")
-                .command("true")
-                .resource_requirements(
-                    ResourceRequirement::builder()
-                        .r#type(ResourceType::Vcpu)
-                        .value("1")
-                        .build(),
-                )
-                .resource_requirements(
-                    ResourceRequirement::builder()
-                        .r#type(ResourceType::Memory)
-                        .value("512")
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("register job definition");
+    crate::jobs::register_busybox(batch, &name, 512).await;
     name
 }
 

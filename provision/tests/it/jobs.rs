@@ -228,6 +228,36 @@ pub(crate) async fn apply_like(moto: &Moto, stack: &Stack) {
     }
 }
 
+/// Registers a plain container job definition `name` (busybox, 1 vCPU, `memory_mib`): a
+/// revision made outside the tool.
+pub(crate) async fn register_busybox(batch: &aws_sdk_batch::Client, name: &str, memory_mib: u32) {
+    batch
+        .register_job_definition()
+        .job_definition_name(name)
+        .r#type(JobDefinitionType::Container)
+        .container_properties(
+            ContainerProperties::builder()
+                .image("busybox")
+                .command("true")
+                .resource_requirements(
+                    ResourceRequirement::builder()
+                        .r#type(ResourceType::Vcpu)
+                        .value("1")
+                        .build(),
+                )
+                .resource_requirements(
+                    ResourceRequirement::builder()
+                        .r#type(ResourceType::Memory)
+                        .value(memory_mib.to_string())
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("register job definition");
+}
+
 pub(crate) fn run(mut cmd: Command) -> Output {
     let out = cmd.output().expect("run provision");
     eprintln!(
@@ -438,31 +468,7 @@ async fn submit_uses_the_latest_active_revision() {
     // A changed job definition: apply registers revision 2 and deregisters revision 1.
     let batch = aws_sdk_batch::Client::new(&moto.config().await);
     let name = format!("{}-prepare", t.stack.prefix());
-    batch
-        .register_job_definition()
-        .job_definition_name(&name)
-        .r#type(JobDefinitionType::Container)
-        .container_properties(
-            ContainerProperties::builder()
-                .image("busybox")
-                .command("true")
-                .resource_requirements(
-                    ResourceRequirement::builder()
-                        .r#type(ResourceType::Vcpu)
-                        .value("1")
-                        .build(),
-                )
-                .resource_requirements(
-                    ResourceRequirement::builder()
-                        .r#type(ResourceType::Memory)
-                        .value("64")
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    register_busybox(&batch, &name, 64).await;
     batch
         .deregister_job_definition()
         .job_definition(format!("{name}:1"))
