@@ -19,6 +19,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use provision::engine::{graph, Node};
+use provision::resources::Address;
 use testkit::faults::{FaultProxy, RoundTrips};
 
 /// One command's measurement.
@@ -91,13 +92,13 @@ impl Bench {
 /// The longest chain of dependencies, in resources: no apply can create the stack in fewer
 /// steps one after another.
 fn depth(nodes: &[Node]) -> usize {
-    let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut depth: BTreeMap<&Address, usize> = BTreeMap::new();
     // Dependencies first: each node's deps are already measured.
     for node in nodes {
         let d = 1 + node
             .deps
             .iter()
-            .filter_map(|dep| depth.get(dep.as_str()))
+            .filter_map(|dep| depth.get(dep))
             .max()
             .unwrap_or(&0);
         depth.insert(&node.address, d);

@@ -8,7 +8,8 @@ use anyhow::{bail, Result};
 
 use crate::aws::Clients;
 use crate::resources::{
-    bucket, compute_environment, iam, job_definition, job_queue, log_group, repository, Kind, Live,
+    bucket, compute_environment, iam, job_definition, job_queue, log_group, repository, Address,
+    Kind, Live,
 };
 use crate::stack::Stack;
 
@@ -133,8 +134,8 @@ pub async fn tag(
 
 /// `, or adopt it with `provision import --stack F [--env E] ADDRESS NAME``: how to adopt a
 /// resource the plan refused as someone else's (empty for kinds import does not adopt).
-pub fn import_hint(stack: &Stack, kind: Kind, address: &str, name: &str) -> String {
-    if !IMPORTABLE.contains(&kind) {
+pub fn import_hint(stack: &Stack, address: &Address, name: &str) -> String {
+    if !IMPORTABLE.contains(&address.kind) {
         return String::new();
     }
     let mut cmd = format!("provision import --stack {}", stack.source.display());

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::resources::Address;
+
 /// Plan, apply and destroy AWS Batch ML stacks from a TOML file; submit and watch their jobs.
 ///
 /// AWS endpoint, region and credentials come from the SDK's standard chain (AWS_PROFILE,
@@ -154,14 +156,14 @@ pub enum StateCommand {
         #[command(flatten)]
         stack: StackArgs,
         /// The resource address, as the plan prints it.
-        address: String,
+        address: Address,
     },
     /// Forget one resource without deleting it (the next plan no longer manages it).
     Rm {
         #[command(flatten)]
         stack: StackArgs,
         /// The resource address, as the plan prints it.
-        address: String,
+        address: Address,
     },
     /// Remove the stack's lock.
     Unlock {
@@ -443,7 +445,7 @@ pub struct ImportArgs {
     pub auto_approve: bool,
     /// The address the resource takes, as the plan prints it (`bucket.data`, `queue.main`,
     /// `compute.spot`, `role.job`, `repository.runtime`, `log_group.jobs`, `job_definition.train`).
-    pub address: String,
+    pub address: Address,
     /// The existing resource: its name or ARN.
     #[arg(value_name = "NAME_OR_ARN")]
     pub resource: String,

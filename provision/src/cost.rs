@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::resources::{Address, Kind};
 use crate::stack::model::{ComputeType, Stack};
 
 /// The shipped table: On-Demand list prices and typical Spot prices in us-east-1.
@@ -183,7 +184,7 @@ pub async fn refresh_spot_prices(
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ComputeCost {
     /// `compute.KEY`.
-    pub address: String,
+    pub address: Address,
     /// How this environment buys instances: `spot` or `on-demand`.
     pub pricing: ComputeType,
     pub min_vcpus: u32,
@@ -274,7 +275,7 @@ fn compute_cost(
     let (known, unpriced) = table.expand(&ce.instance_types);
     let cheapest = cheapest_per_vcpu(&known, ce.kind);
     ComputeCost {
-        address: format!("compute.{key}"),
+        address: Address::new(Kind::ComputeEnvironment, key),
         pricing: ce.kind,
         min_vcpus: ce.min_vcpus,
         max_vcpus: ce.max_vcpus,
@@ -415,7 +416,7 @@ pub struct JobNeeds {
 pub struct JobCost {
     pub needs: JobNeeds,
     /// `compute.KEY` that offers the type.
-    pub compute: String,
+    pub compute: Address,
     pub pricing: ComputeType,
     pub instance_type: String,
     pub per_hour: f64,
@@ -516,7 +517,7 @@ pub fn job_cost(
             if best.as_ref().is_none_or(|b| per_hour < b.per_hour) {
                 best = Some(JobCost {
                     needs,
-                    compute: format!("compute.{key}"),
+                    compute: Address::new(Kind::ComputeEnvironment, key),
                     pricing: ce.kind,
                     instance_type: name.to_string(),
                     per_hour,
@@ -588,7 +589,7 @@ fn no_fit(
         },
         computes: compute_keys
             .iter()
-            .map(|k| format!("compute.{k}"))
+            .map(|k| Address::new(Kind::ComputeEnvironment, k).to_string())
             .collect::<Vec<_>>()
             .join(", "),
         suggestion,
@@ -742,7 +743,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(cost.instance_type, "m5.2xlarge");
-        assert_eq!(cost.compute, "compute.spot");
+        assert_eq!(cost.compute.to_string(), "compute.spot");
         assert!((cost.at_most.unwrap() - 2.0 * cost.per_hour).abs() < 1e-9);
         let small = job_cost(&s, "prep", "main", needs(2, 4096, 0), &table)
             .unwrap()

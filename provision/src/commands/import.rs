@@ -11,7 +11,7 @@ use crate::adopt;
 use crate::aws::Clients;
 use crate::cli::ImportArgs;
 use crate::engine::{self, plan, Facts, Node, Refs};
-use crate::resources::{ReadAhead, Spec, TagRead};
+use crate::resources::{Address, ReadAhead, Spec, TagRead};
 use crate::stack::Stack;
 use crate::state::{self, Lock, Snapshot, Store};
 
@@ -45,9 +45,9 @@ pub async fn run(args: ImportArgs) -> Result<ExitCode> {
 }
 
 /// The stack's node at `address`, when its kind can be imported.
-fn importable_node(stack: &Stack, address: &str) -> Result<Node> {
+fn importable_node(stack: &Stack, address: &Address) -> Result<Node> {
     let nodes = engine::graph(stack);
-    let Some(node) = nodes.into_iter().find(|n| n.address == address) else {
+    let Some(node) = nodes.into_iter().find(|n| &n.address == address) else {
         bail!(
             "`{address}` is not an address of {}/{} (the plan prints every address, e.g. bucket.KEY, queue.KEY)",
             stack.name,

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::aws::Clients;
 use crate::cli::OutputArgs;
-use crate::engine::{self, LOG_GROUP};
+use crate::engine::{self, log_group_address};
 use crate::resources::Kind;
 use crate::state::by_kind;
 
@@ -39,7 +39,7 @@ pub async fn run(args: OutputArgs) -> Result<ExitCode> {
         "queues": map(Kind::JobQueue, true),
         "job_definitions": map(Kind::JobDefinition, true),
         "gpu": snapshot.gpu.unwrap_or(stack.gpu),
-        "log_group": snapshot.records.get(LOG_GROUP).map(|r| r.handle.name.clone()),
+        "log_group": snapshot.records.get(&log_group_address()).map(|r| r.handle.name.clone()),
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outputs)?);

@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::aws::Clients;
 use crate::cli::{StateArgs, StateCommand};
 use crate::engine;
+use crate::resources::Address;
 use crate::state::{lock, Lock, Store};
 
 pub async fn run(args: StateArgs) -> Result<ExitCode> {
@@ -79,7 +80,7 @@ pub async fn run(args: StateArgs) -> Result<ExitCode> {
 
 /// `state rm`: removes `address` from the state under the lock; the resource stays in AWS,
 /// and the serial moves so a plan saved before is refused.
-async fn forget(store: &Store, address: &str) -> Result<()> {
+async fn forget(store: &Store, address: &Address) -> Result<()> {
     if !store.table_exists().await? {
         bail!(
             "{address} is not in the state of {}: nothing was ever applied",
@@ -93,7 +94,7 @@ async fn forget(store: &Store, address: &str) -> Result<()> {
     released
 }
 
-async fn forget_locked(store: &Store, address: &str) -> Result<()> {
+async fn forget_locked(store: &Store, address: &Address) -> Result<()> {
     let snapshot = store.load().await?;
     let Some(rec) = snapshot.records.get(address) else {
         bail!(

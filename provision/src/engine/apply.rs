@@ -19,7 +19,9 @@ use super::plan::{Action, Item, Plan};
 use super::progress::Reporter;
 use super::{spec, Refs};
 use crate::aws::Clients;
-use crate::resources::{self, bucket, is_unknown, repository, Attrs, Extra, Handle, Kind, Spec};
+use crate::resources::{
+    self, bucket, is_unknown, repository, Address, Attrs, Extra, Handle, Kind, Spec,
+};
 use crate::state::{record, Record, Store};
 
 /// What an apply or destroy did.
@@ -66,9 +68,9 @@ where
 
 /// One deletion: a removed resource, or the old half of a replacement.
 struct Deletion {
-    address: String,
+    address: Address,
     handle: Handle,
-    deps: Vec<String>,
+    deps: Vec<Address>,
     /// Deposed (old half of a replacement): its address keeps a record.
     deposed: bool,
 }
@@ -163,7 +165,7 @@ fn intent(item: &Item, desired: &Spec) -> Option<Record> {
 /// records as they are written.
 struct Applied {
     refs: Mutex<Refs>,
-    records: Mutex<BTreeMap<String, Record>>,
+    records: Mutex<BTreeMap<Address, Record>>,
 }
 
 /// Applies `plan`: forward phase, then delete phase; records every step in `store`.
@@ -361,7 +363,7 @@ async fn act(
         Action::Update => ("Modifying", "Modifications complete"),
         _ => ("Creating replacement", "Replacement created"),
     };
-    let task = reporter.start(&item.address, verb);
+    let task = reporter.start(&item.address.to_string(), verb);
     let tags = plan.stack.tags();
     let result = {
         let progress = |s: &str| task.status(s);
@@ -409,7 +411,7 @@ async fn act(
 
 /// Deposed handles that are gone leave their records.
 async fn forget_deposed(store: &Store, deleted: &[&Deletion], applied: &Applied) -> Result<()> {
-    let mut by_address: BTreeMap<&str, Vec<&Handle>> = BTreeMap::new();
+    let mut by_address: BTreeMap<&Address, Vec<&Handle>> = BTreeMap::new();
     for d in deleted {
         if d.deposed {
             by_address.entry(&d.address).or_default().push(&d.handle);
@@ -474,7 +476,7 @@ async fn delete_phase<'a>(
             let label = if d.deposed {
                 format!("{} ({})", d.address, d.handle.name)
             } else {
-                d.address.clone()
+                d.address.to_string()
             };
             let task = reporter.start(&label, "Destroying");
             let result = {
@@ -522,16 +524,16 @@ pub async fn destroy(
     let deleted = delete_phase(c, &dels, store, reporter, &mut report).await;
     if report.errors.is_empty() && !plan.snapshot.records.is_empty() {
         // The entries the delete phase did not forget (resources gone already), all at once.
-        let forgotten: Vec<&str> = deleted
+        let forgotten: Vec<&Address> = deleted
             .iter()
             .filter(|d| !d.deposed)
-            .map(|d| d.address.as_str())
+            .map(|d| &d.address)
             .collect();
         let removed = futures::future::join_all(
             plan.snapshot
                 .records
                 .keys()
-                .filter(|address| !forgotten.contains(&address.as_str()))
+                .filter(|address| !forgotten.contains(address))
                 .map(|address| store.remove(address)),
         )
         .await;

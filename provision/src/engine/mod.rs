@@ -15,7 +15,7 @@ use crate::resources::iam::Role;
 use crate::resources::vpc_endpoint::filter;
 use crate::resources::{
     bucket, compute_environment, iam, job_definition, job_queue, log_group, repository,
-    security_group, vpc_endpoint, Kind, SdkContext, Spec, UNKNOWN,
+    security_group, vpc_endpoint, Address, Kind, SdkContext, Spec, UNKNOWN,
 };
 use crate::stack::{Image, Stack, Vpc};
 use crate::state::Store;
@@ -48,13 +48,13 @@ pub struct Facts {
 /// and the current name of each compute environment (its replacement suffix).
 #[derive(Debug, Clone, Default)]
 pub struct Refs {
-    pub ids: BTreeMap<String, String>,
-    pub suffixes: BTreeMap<String, Option<u32>>,
+    pub ids: BTreeMap<Address, String>,
+    pub suffixes: BTreeMap<Address, Option<u32>>,
 }
 
 impl Refs {
     /// The id of the resource at `address`, or [`UNKNOWN`] until it exists.
-    pub fn id(&self, address: &str) -> String {
+    pub fn id(&self, address: &Address) -> String {
         self.ids
             .get(address)
             .cloned()
@@ -65,28 +65,36 @@ impl Refs {
 /// One resource of the desired graph.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
-    pub address: String,
+    pub address: Address,
     pub kind: Kind,
     /// The key after the kind (`spot` in `compute.spot`).
     pub key: String,
-    pub deps: Vec<String>,
+    pub deps: Vec<Address>,
 }
 
-pub const ENDPOINT: &str = "vpc_endpoint.s3";
-pub const SECURITY_GROUP: &str = "security_group.batch";
-pub const LOG_GROUP: &str = "log_group.jobs";
-pub const INSTANCE_PROFILE: &str = "instance_profile.instance";
+/// The stack's one S3 endpoint, security group, log group and instance profile.
+pub fn endpoint_address() -> Address {
+    Address::new(Kind::VpcEndpoint, "s3")
+}
 
-fn address(kind: Kind, key: &str) -> String {
-    format!("{}.{key}", kind.as_str())
+pub fn security_group_address() -> Address {
+    Address::new(Kind::SecurityGroup, "batch")
+}
+
+pub fn log_group_address() -> Address {
+    Address::new(Kind::LogGroup, "jobs")
+}
+
+pub fn instance_profile_address() -> Address {
+    Address::new(Kind::InstanceProfile, "instance")
 }
 
 /// Every resource the stack declares, dependencies first.
 pub fn graph(stack: &Stack) -> Vec<Node> {
     let mut nodes = Vec::new();
-    let mut push = |kind: Kind, key: &str, deps: Vec<String>| {
+    let mut push = |kind: Kind, key: &str, deps: Vec<Address>| {
         nodes.push(Node {
-            address: address(kind, key),
+            address: Address::new(kind, key),
             kind,
             key: key.to_string(),
             deps,
@@ -111,7 +119,7 @@ pub fn graph(stack: &Stack) -> Vec<Node> {
             stack
                 .buckets
                 .keys()
-                .map(|k| address(Kind::Bucket, k))
+                .map(|k| Address::new(Kind::Bucket, k))
                 .collect()
         } else {
             vec![]
@@ -124,9 +132,9 @@ pub fn graph(stack: &Stack) -> Vec<Node> {
         vec![Role::Instance.address()],
     );
     for key in stack.compute.keys() {
-        let mut deps = vec![INSTANCE_PROFILE.to_string(), Role::BatchService.address()];
+        let mut deps = vec![instance_profile_address(), Role::BatchService.address()];
         if own_sg {
-            deps.push(SECURITY_GROUP.into());
+            deps.push(security_group_address());
         }
         push(Kind::ComputeEnvironment, key, deps);
     }
@@ -137,7 +145,7 @@ pub fn graph(stack: &Stack) -> Vec<Node> {
             queue
                 .compute
                 .iter()
-                .map(|c| address(Kind::ComputeEnvironment, c))
+                .map(|c| Address::new(Kind::ComputeEnvironment, c))
                 .collect(),
         );
     }
@@ -145,10 +153,10 @@ pub fn graph(stack: &Stack) -> Vec<Node> {
         let mut deps = vec![
             Role::Job.address(),
             Role::Execution.address(),
-            LOG_GROUP.to_string(),
+            log_group_address(),
         ];
         if let Image::Repository(repo) = &def.job.image {
-            deps.push(address(Kind::Repository, &repo.key));
+            deps.push(Address::new(Kind::Repository, &repo.key));
         }
         push(Kind::JobDefinition, &def.key, deps);
     }
@@ -187,7 +195,7 @@ pub fn kms_arn(key: &str, facts: &Facts, region: &str) -> String {
 pub fn compute_name(stack: &Stack, refs: &Refs, key: &str) -> String {
     let suffix = refs
         .suffixes
-        .get(&address(Kind::ComputeEnvironment, key))
+        .get(&Address::new(Kind::ComputeEnvironment, key))
         .copied()
         .flatten();
     stack.compute_environment_name(key, suffix)

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::aws::Clients;
 use crate::resources::{
-    self, is_unknown, owned_by, Extra, Handle, Kind, Live, ReadAhead, Spec, TagRead,
+    self, is_unknown, owned_by, Address, Extra, Handle, Kind, Live, ReadAhead, Spec, TagRead,
 };
 use crate::stack::Stack;
 use crate::state::{Record, Snapshot};
@@ -45,13 +45,13 @@ pub struct AttrDiff {
 /// One resource's part of the plan.
 #[derive(Debug, Clone)]
 pub struct Item {
-    pub address: String,
+    pub address: Address,
     pub kind: Kind,
     pub action: Action,
     /// Live differs from what the last apply recorded (changed outside the tool).
     pub drift: bool,
     pub diffs: Vec<AttrDiff>,
-    pub deps: Vec<String>,
+    pub deps: Vec<Address>,
     /// The node, for desired resources (absent for removed and deposed ones).
     pub node: Option<Node>,
     /// Name before (update, replace, delete) or to create.
@@ -247,7 +247,7 @@ pub async fn plan(
         lives.extend(live);
     }
     // Every route table has an S3 endpoint already: a recorded one of ours is removed.
-    if let Some(record) = snapshot.records.get(super::ENDPOINT) {
+    if let Some(record) = snapshot.records.get(&super::endpoint_address()) {
         if !nodes.iter().any(|n| n.address == record.address) {
             removals.extend(read_removal_of(c, record, refresh).await?);
         }
@@ -270,7 +270,7 @@ fn recorded_suffixes(nodes: &[Node], snapshot: &Snapshot) -> Refs {
 }
 
 /// Live state by address, for desired resources (absent: does not exist).
-type Lives = BTreeMap<String, Option<Live>>;
+type Lives = BTreeMap<Address, Option<Live>>;
 
 /// Reads every desired resource at once (names do not depend on ids), but the S3 endpoint,
 /// which needs the VPC's endpoint listing (see [`plan`]) unless `facts` hold it.
@@ -321,9 +321,9 @@ async fn read_desired(
 /// A resource to delete: one the state records and the stack no longer declares, a deposed
 /// one, or (for `destroy`) one the stack declares that only its tags tell is ours.
 struct Removal {
-    address: String,
+    address: Address,
     handle: Handle,
-    deps: Vec<String>,
+    deps: Vec<Address>,
     record: Option<Record>,
     /// The old half of a replacement (its address keeps a record).
     deposed: bool,
@@ -399,10 +399,10 @@ async fn read_removals(
     declared: &[Node],
     refresh: Refresh,
 ) -> Result<Vec<Removal>> {
-    let declared: BTreeSet<&str> = declared.iter().map(|n| n.address.as_str()).collect();
+    let declared: BTreeSet<&Address> = declared.iter().map(|n| &n.address).collect();
     let mut removals = Vec::new();
     for record in snapshot.records.values() {
-        if !declared.contains(record.address.as_str()) {
+        if !declared.contains(&record.address) {
             removals.push(Removal::of(record, None));
         }
         for deposed in &record.deposed {
@@ -476,7 +476,7 @@ fn desired_item(
                     stack.name,
                     crate::stack::names::TAG_ENV,
                     stack.env,
-                    crate::adopt::import_hint(stack, node.kind, &node.address, desired.name())
+                    crate::adopt::import_hint(stack, &node.address, desired.name())
                 );
             }
             let diffs = diff(node.kind, &desired.attributes(), &live.attrs);

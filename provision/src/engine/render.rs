@@ -12,7 +12,7 @@ fn heading(item: &Item) -> (&'static str, String) {
     let what = if item.deposed {
         format!("{} (deposed {})", item.address, item.name)
     } else {
-        item.address.clone()
+        item.address.to_string()
     };
     match item.action {
         Action::Create => ("+", format!("# {what} will be created")),

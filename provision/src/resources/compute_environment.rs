@@ -15,9 +15,11 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::{json, Value};
 
 use super::iam::Role;
-use super::{launch_template, wait_for, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
+use super::{
+    launch_template, wait_for, Address, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext,
+};
 use crate::aws::Clients;
-use crate::engine::{Facts, Refs, INSTANCE_PROFILE, SECURITY_GROUP};
+use crate::engine::{instance_profile_address, security_group_address, Facts, Refs};
 use crate::stack::Stack;
 use crate::stack::{AllocationStrategy, ComputeType, State};
 
@@ -72,10 +74,10 @@ impl Spec {
     /// replacement suffix and the ids of the profile, the service role and the security group).
     pub fn desired(stack: &Stack, facts: &Facts, refs: &Refs, key: &str) -> Spec {
         let ce = &stack.compute[key];
-        let address = format!("{}.{key}", Kind::ComputeEnvironment.as_str());
+        let address = Address::new(Kind::ComputeEnvironment, key);
         let suffix = refs.suffixes.get(&address).copied().flatten();
         let security_groups = if stack.network.security_groups.is_empty() {
-            vec![refs.id(SECURITY_GROUP)]
+            vec![refs.id(&security_group_address())]
         } else {
             stack.network.security_groups.clone()
         };
@@ -89,7 +91,7 @@ impl Spec {
             bid_percentage: ce.bid_percentage,
             subnets: facts.subnets.clone(),
             security_groups,
-            instance_role: refs.id(INSTANCE_PROFILE),
+            instance_role: refs.id(&instance_profile_address()),
             service_role: refs.id(&Role::BatchService.address()),
             image_type: crate::stack::ComputeEnvironment::image_type(stack.gpu).to_string(),
             launch_template: ce

@@ -8,7 +8,7 @@ use aws_sdk_iam::types::Tag;
 use futures::future::try_join_all;
 use serde_json::{json, Value};
 
-use super::{Attrs, Extra, Handle, Kind, Live, SdkContext};
+use super::{Address, Attrs, Extra, Handle, Kind, Live, SdkContext};
 use crate::aws::Clients;
 use crate::engine::{kms_arn, Facts};
 use crate::stack::Stack;
@@ -109,8 +109,8 @@ impl Role {
     }
 
     /// The plan's address of the role.
-    pub fn address(self) -> String {
-        format!("{}.{}", Kind::Role.as_str(), self.key())
+    pub fn address(self) -> Address {
+        Address::new(Kind::Role, self.key())
     }
 }
 

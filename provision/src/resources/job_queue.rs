@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use aws_sdk_batch::types::{CeStatus, ComputeEnvironmentOrder, JobQueueDetail, JqState, JqStatus};
 use serde_json::json;
 
-use super::{wait_for, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
+use super::{wait_for, Address, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
 use crate::aws::Clients;
 use crate::engine::Refs;
 use crate::stack::Stack;
@@ -35,7 +35,7 @@ impl Spec {
             compute: q
                 .compute
                 .iter()
-                .map(|c| refs.id(&format!("{}.{c}", Kind::ComputeEnvironment.as_str())))
+                .map(|c| refs.id(&Address::new(Kind::ComputeEnvironment, c)))
                 .collect(),
         }
     }

@@ -14,6 +14,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod address;
 pub mod bucket;
 pub mod compute_environment;
 pub mod iam;
@@ -24,6 +25,8 @@ pub mod log_group;
 pub mod repository;
 pub mod security_group;
 pub mod vpc_endpoint;
+
+pub use address::{Address, BadAddress};
 
 use crate::aws::Clients;
 
@@ -94,6 +97,19 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::VpcEndpoint,
+        Kind::SecurityGroup,
+        Kind::Bucket,
+        Kind::Repository,
+        Kind::LogGroup,
+        Kind::Role,
+        Kind::InstanceProfile,
+        Kind::ComputeEnvironment,
+        Kind::JobQueue,
+        Kind::JobDefinition,
+    ];
+
     /// The plan's `type` and the address prefix (`bucket.data`, `compute.spot`, ...).
     pub fn as_str(self) -> &'static str {
         match self {

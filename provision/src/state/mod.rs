@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::resources::{Attrs, Handle, Kind, SdkContext};
+use crate::resources::{Address, Attrs, Handle, Kind, SdkContext};
 
 pub mod lock;
 
@@ -25,14 +25,14 @@ const RESOURCE_PREFIX: &str = "resource#";
 /// What was applied for one address.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    pub address: String,
+    pub address: Address,
     pub handle: Handle,
     /// The attributes as applied (desired, every reference resolved).
     pub attributes: Attrs,
     /// SHA-256 of `attributes` (canonical JSON).
     pub hash: String,
     /// Addresses this resource depends on: a removed resource is deleted after its dependents.
-    pub deps: Vec<String>,
+    pub deps: Vec<Address>,
     /// Replacement counter of a compute environment (`-r{N}` suffix); `None` for the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suffix: Option<u32>,
@@ -57,7 +57,7 @@ pub struct Snapshot {
     pub serial: u64,
     /// GPU mode of the last apply.
     pub gpu: Option<bool>,
-    pub records: BTreeMap<String, Record>,
+    pub records: BTreeMap<Address, Record>,
     /// Whether the table exists at all (plan before the first apply: it does not).
     pub table_exists: bool,
 }
@@ -265,7 +265,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn remove(&self, address: &str) -> Result<()> {
+    pub async fn remove(&self, address: &Address) -> Result<()> {
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -306,14 +306,14 @@ impl Store {
 
 /// A new record for `address` after an action.
 pub fn record(
-    address: &str,
+    address: &Address,
     handle: Handle,
     attributes: Attrs,
-    deps: Vec<String>,
+    deps: Vec<Address>,
     suffix: Option<u32>,
 ) -> Record {
     Record {
-        address: address.to_string(),
+        address: address.clone(),
         handle,
         hash: hash_attrs(&attributes),
         attributes,
@@ -326,18 +326,11 @@ pub fn record(
 
 /// Addresses by kind, for `output`.
 pub fn by_kind(
-    records: &BTreeMap<String, Record>,
+    records: &BTreeMap<Address, Record>,
     kind: Kind,
 ) -> impl Iterator<Item = (&str, &Record)> {
     records
         .values()
         .filter(move |r| r.handle.kind == kind)
-        .map(|r| {
-            let key = r
-                .address
-                .split_once('.')
-                .map(|(_, k)| k)
-                .unwrap_or(&r.address);
-            (key, r)
-        })
+        .map(|r| (r.address.key.as_str(), r))
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::aws::Clients;
 use crate::engine::plan::{self, Action, AttrDiff, Summary};
-use crate::resources::Attrs;
+use crate::resources::{Address, Attrs};
 use crate::stack::{ComputeEnvironment, Stack};
 
 #[derive(Debug, Serialize)]
@@ -26,7 +26,7 @@ pub struct StackGraph {
 
 #[derive(Debug, Serialize)]
 pub struct GraphNode {
-    pub address: String,
+    pub address: Address,
     pub kind: &'static str,
     /// The name in AWS.
     pub name: String,
@@ -37,7 +37,7 @@ pub struct GraphNode {
     /// Whether the state records it.
     pub recorded: bool,
     pub exists: bool,
-    pub deps: Vec<String>,
+    pub deps: Vec<Address>,
     pub diffs: Vec<AttrDiff>,
     /// What AWS answered for it (absent: it does not exist).
     pub live: Option<Attrs>,

@@ -1,5 +1,6 @@
 //! The provision crate's one integration-test binary (one build, one moto server).
 
+mod addresses;
 mod delivery;
 mod engine;
 mod hardening;
