@@ -14,7 +14,8 @@ use aws_sdk_s3::types::{
 };
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
+use super::error_codes::S3Code;
+use super::{Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
 use crate::engine::Facts;
 use crate::stack::Stack;
@@ -88,7 +89,9 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
     let versioning = match versioning {
         Ok(out) => out,
         Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => return Ok(None),
-        Err(e) if matches!(error_code(&e), Some("NotFound" | "NoSuchBucket")) => return Ok(None),
+        Err(e) if S3Code::NoSuchBucket.matches(&e) || S3Code::NotFound.matches(&e) => {
+            return Ok(None)
+        }
         Err(e) => return Err(e).ctx(format!("reading versioning of bucket {name}")),
     };
     let tags = match tagging {
@@ -99,7 +102,7 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
                 .map(|t| (t.key().to_string(), t.value().to_string()))
                 .collect(),
         ),
-        Some(Err(e)) if error_code(&e) == Some("NoSuchTagSet") => Some(BTreeMap::new()),
+        Some(Err(e)) if S3Code::NoSuchTagSet.matches(&e) => Some(BTreeMap::new()),
         Some(Err(e)) => return Err(e).ctx(format!("reading tags of bucket {name}")),
     };
     let versioning = versioning.status() == Some(&BucketVersioningStatus::Enabled);
@@ -110,7 +113,7 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
             .find(|r| r.id() == Some(EXPIRY_RULE) && r.status() == &ExpirationStatus::Enabled)
             .and_then(|r| r.noncurrent_version_expiration())
             .and_then(|e| e.noncurrent_days()),
-        Err(e) if error_code(&e) == Some("NoSuchLifecycleConfiguration") => None,
+        Err(e) if S3Code::NoSuchLifecycleConfiguration.matches(&e) => None,
         Err(e) => return Err(e).ctx(format!("reading lifecycle of bucket {name}")),
     };
     let encryption = match encryption {
@@ -127,9 +130,7 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
                 )),
             })
             .unwrap_or(Value::Null),
-        Err(e) if error_code(&e) == Some("ServerSideEncryptionConfigurationNotFoundError") => {
-            Value::Null
-        }
+        Err(e) if S3Code::NoEncryptionConfiguration.matches(&e) => Value::Null,
         Err(e) => return Err(e).ctx(format!("reading encryption of bucket {name}")),
     };
     let blocked = match pab {
@@ -139,7 +140,7 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
                 && p.block_public_policy() == Some(true)
                 && p.restrict_public_buckets() == Some(true)
         }),
-        Err(e) if error_code(&e) == Some("NoSuchPublicAccessBlockConfiguration") => false,
+        Err(e) if S3Code::NoSuchPublicAccessBlockConfiguration.matches(&e) => false,
         Err(e) => return Err(e).ctx(format!("reading public access block of bucket {name}")),
     };
     Ok(Some(Live {
@@ -298,7 +299,7 @@ async fn put_lifecycle(c: &Clients, spec: &Spec) -> Result<()> {
                 .await
             {
                 Ok(_) => {}
-                Err(e) if error_code(&e) == Some("NoSuchLifecycleConfiguration") => {}
+                Err(e) if S3Code::NoSuchLifecycleConfiguration.matches(&e) => {}
                 Err(e) => return Err(e).ctx(format!("removing lifecycle of bucket {}", spec.name)),
             }
         }
@@ -340,7 +341,7 @@ pub async fn is_empty(c: &Clients, name: &str) -> Result<bool> {
         .await
     {
         Ok(out) => out,
-        Err(e) if error_code(&e) == Some("NoSuchBucket") => return Ok(true),
+        Err(e) if S3Code::NoSuchBucket.matches(&e) => return Ok(true),
         Err(e) => return Err(e).ctx(format!("listing bucket {name}")),
     };
     Ok(out.versions().is_empty() && out.delete_markers().is_empty())
@@ -358,7 +359,7 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
             .await
         {
             Ok(out) => out,
-            Err(e) if error_code(&e) == Some("NoSuchBucket") => return Ok(()),
+            Err(e) if S3Code::NoSuchBucket.matches(&e) => return Ok(()),
             Err(e) => return Err(e).ctx(format!("listing bucket {name}")),
         };
         let mut ids = Vec::new();
@@ -404,7 +405,7 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
     }
     match c.s3().delete_bucket().bucket(name).send().await {
         Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("NoSuchBucket") => Ok(()),
+        Err(e) if S3Code::NoSuchBucket.matches(&e) => Ok(()),
         Err(e) => Err(e)
             .ctx(format!("deleting bucket {name}"))
             .context("the bucket may have been written to during destroy"),
@@ -421,7 +422,7 @@ pub async fn tag(c: &Clients, name: &str, tags: &BTreeMap<String, String>) -> Re
                 .iter()
                 .map(|t| (t.key().to_string(), t.value().to_string()))
                 .collect(),
-            Err(e) if error_code(&e) == Some("NoSuchTagSet") => BTreeMap::new(),
+            Err(e) if S3Code::NoSuchTagSet.matches(&e) => BTreeMap::new(),
             Err(e) => return Err(e).ctx(format!("reading tags of bucket {name}")),
         };
     merged.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -455,7 +456,7 @@ pub async fn stored_bytes(c: &Clients, name: &str) -> Result<u64> {
             .await
         {
             Ok(out) => out,
-            Err(e) if error_code(&e) == Some("NoSuchBucket") => return Ok(0),
+            Err(e) if S3Code::NoSuchBucket.matches(&e) => return Ok(0),
             Err(e) => return Err(e).ctx(format!("listing bucket {name}")),
         };
         total += out

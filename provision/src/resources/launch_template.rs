@@ -12,8 +12,9 @@ use aws_sdk_ec2::types::{
     RequestLaunchTemplateData, ResourceType, VolumeType,
 };
 
+use super::error_codes::Ec2Code;
 use super::vpc_endpoint::tag_spec;
-use super::{error_code, SdkContext};
+use super::SdkContext;
 use crate::aws::Clients;
 
 /// Root device of the ECS-optimized Amazon Linux 2023 AMIs (CPU and NVIDIA).
@@ -36,9 +37,7 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Template>> {
         .await
     {
         Ok(out) => out,
-        Err(e) if error_code(&e) == Some("InvalidLaunchTemplateName.NotFoundException") => {
-            return Ok(None)
-        }
+        Err(e) if Ec2Code::LaunchTemplateNotFound.matches(&e) => return Ok(None),
         Err(e) => return Err(e).ctx(format!("reading launch template {name}")),
     };
     let Some(template) = out.launch_templates().first() else {
@@ -86,7 +85,7 @@ pub async fn root_volume_gb(c: &Clients, name: &str) -> Result<Option<Option<i32
         .await
     {
         Ok(out) => Ok(Some(root_volume(&out))),
-        Err(e) if error_code(&e) == Some("InvalidLaunchTemplateName.NotFoundException") => Ok(None),
+        Err(e) if Ec2Code::LaunchTemplateNotFound.matches(&e) => Ok(None),
         Err(e) => Err(e).ctx(format!("reading launch template {name}")),
     }
 }
@@ -159,9 +158,7 @@ async fn create(
         .await
     {
         Ok(out) => out,
-        Err(e) if error_code(&e) == Some("InvalidLaunchTemplateName.AlreadyExistsException") => {
-            return Ok(None)
-        }
+        Err(e) if Ec2Code::LaunchTemplateExists.matches(&e) => return Ok(None),
         Err(e) => return Err(e).ctx(format!("creating launch template {name}")),
     };
     Ok(Some(
@@ -181,7 +178,7 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("InvalidLaunchTemplateName.NotFoundException") => Ok(()),
+        Err(e) if Ec2Code::LaunchTemplateNotFound.matches(&e) => Ok(()),
         Err(e) => Err(e).ctx(format!("deleting launch template {name}")),
     }
 }

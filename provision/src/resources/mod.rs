@@ -17,6 +17,7 @@ use serde_json::Value;
 mod address;
 pub mod bucket;
 pub mod compute_environment;
+pub mod error_codes;
 pub mod iam;
 pub mod job_definition;
 pub mod job_queue;
@@ -353,16 +354,6 @@ pub async fn read_handle(c: &Clients, handle: &Handle) -> Result<Option<Live>> {
         Kind::JobQueue => job_queue::read(c, &handle.name).await,
         Kind::JobDefinition => job_definition::read(c, &handle.name).await,
     }
-}
-
-/// The error code of an SDK error, for the errors the SDK does not model as types (EC2's, and
-/// S3's missing-configuration codes such as `NoSuchLifecycleConfiguration`). Modeled errors are
-/// matched with the SDK's typed checks: `e.as_service_error().is_some_and(|s| s.is_...())`.
-pub fn error_code<E>(err: &E) -> Option<&str>
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
-{
-    err.code()
 }
 
 /// An SDK error with its service message, for `anyhow` context.

@@ -7,7 +7,7 @@ use anyhow::Result;
 use aws_sdk_ecr::types::{ImageScanningConfiguration, Tag};
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
+use super::{Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
 use crate::aws::Clients;
 use crate::stack::Stack;
 
@@ -309,7 +309,12 @@ pub async fn image_bytes(c: &Clients, name: &str) -> Result<u64> {
     while let Some(page) = pages.next().await {
         let page = match page {
             Ok(page) => page,
-            Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => return Ok(0),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_repository_not_found_exception()) =>
+            {
+                return Ok(0)
+            }
             Err(e) => return Err(e).ctx(format!("listing images of repository {name}")),
         };
         total += page

@@ -8,8 +8,9 @@ use anyhow::Result;
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, SecurityGroup};
 use serde_json::json;
 
+use super::error_codes::Ec2Code;
 use super::vpc_endpoint::{filter, tag_spec};
-use super::{error_code, wait_for, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
+use super::{wait_for, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
 use crate::aws::Clients;
 use crate::engine::Facts;
 use crate::stack::Stack;
@@ -229,10 +230,8 @@ pub async fn delete(c: &Clients, handle: &Handle, progress: Progress<'_>) -> Res
                 .await
             {
                 Ok(_) => Ok(Ok(())),
-                Err(e) if error_code(&e) == Some("InvalidGroup.NotFound") => Ok(Ok(())),
-                Err(e) if error_code(&e) == Some("DependencyViolation") => {
-                    Ok(Err("in use".to_string()))
-                }
+                Err(e) if Ec2Code::SecurityGroupNotFound.matches(&e) => Ok(Ok(())),
+                Err(e) if Ec2Code::DependencyViolation.matches(&e) => Ok(Err("in use".to_string())),
                 Err(e) => Err(e).ctx(format!("deleting security group {}", handle.name)),
             }
         },

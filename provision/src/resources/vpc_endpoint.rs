@@ -9,6 +9,7 @@ use aws_sdk_ec2::types::{
 };
 use serde_json::json;
 
+use super::error_codes::Ec2Code;
 use super::{Attrs, Extra, Handle, Kind, Live, SdkContext};
 use crate::aws::Clients;
 use crate::engine::Facts;
@@ -153,9 +154,7 @@ pub async fn read_id(c: &Clients, id: &str) -> Result<Option<Live>> {
         .await
     {
         Ok(out) => out,
-        Err(e) if super::error_code(&e) == Some("InvalidVpcEndpointId.NotFound") => {
-            return Ok(None)
-        }
+        Err(e) if Ec2Code::VpcEndpointNotFound.matches(&e) => return Ok(None),
         Err(e) => return Err(e).ctx(format!("reading VPC endpoint {id}")),
     };
     Ok(out.vpc_endpoints().iter().find(|e| !gone(e)).map(live))
