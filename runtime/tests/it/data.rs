@@ -2,6 +2,7 @@
 //! prepare, collect against local directories, S3 on moto, and an Iceberg table written by
 //! pyiceberg.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -9,35 +10,7 @@ use polars::prelude::*;
 use runtime::io::{self, Location};
 use serde_json::Value;
 
-fn runtime() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runtime"));
-    // A clean environment for the flags that also read variables.
-    for var in [
-        "INPUT",
-        "OUTPUT",
-        "INSTRUMENT",
-        "START_DATE",
-        "END_DATE",
-        "LOOKBACK",
-        "HORIZON",
-        "THRESHOLD_BPS",
-        "UNDERSAMPLE",
-        "SEED",
-        "COLUMN",
-        "CONFIG",
-        "ARRAY_SIZE",
-        "AWS_BATCH_JOB_ARRAY_INDEX",
-        "AWS_BATCH_JOB_ARRAY_SIZE",
-        "ALLOW_FAILURES",
-        "CHECKPOINT_INTERVAL",
-        "FREQ",
-        "HOURS_PER_DAY",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("RUNTIME_LOG", "warn");
-    cmd
-}
+use crate::common::runtime;
 
 fn run_ok(cmd: &mut Command) -> Value {
     let out = cmd.output().expect("run runtime");
@@ -816,21 +789,7 @@ fn collect_gathers_results_with_partition_keys() {
 // ---- S3 (moto) ----
 
 fn bucket() -> String {
-    let emu = testkit::emulator();
-    // The in-process `io` calls below reach the emulator too.
-    io::use_config_loader(emu.config_loader());
-    let name = testkit::unique_name("data");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let conf = emu.config_loader().load().await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&conf)
-                .force_path_style(true)
-                .build(),
-        );
-        s3.create_bucket().bucket(&name).send().await.unwrap();
-    });
-    name
+    crate::common::new_bucket("data")
 }
 
 #[test]
@@ -986,11 +945,13 @@ for day in (dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2)):
 print(table.metadata_location)
 "#;
 
-fn iceberg_table(dir: &Path) -> String {
-    let out = Command::new(testkit::venv_python())
+/// Runs [`MAKE_TABLE`] with `python` (its arguments: the catalog's directory, then the S3
+/// warehouse if any); returns the metadata location it prints last.
+fn make_table(mut python: Command, args: &[&OsStr]) -> String {
+    let out = python
         .arg("-c")
         .arg(MAKE_TABLE)
-        .arg(dir)
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -1007,28 +968,15 @@ fn iceberg_table(dir: &Path) -> String {
         .to_string()
 }
 
+fn iceberg_table(dir: &Path) -> String {
+    make_table(Command::new(testkit::venv_python()), &[dir.as_os_str()])
+}
+
 fn iceberg_table_on_s3(dir: &Path, warehouse: &str) -> String {
-    let emu = testkit::emulator();
-    let out = emu
-        .command(testkit::venv_python())
-        .arg("-c")
-        .arg(MAKE_TABLE)
-        .arg(dir)
-        .arg(warehouse)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pyiceberg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string()
+    make_table(
+        testkit::emulator().command(testkit::venv_python()),
+        &[dir.as_os_str(), OsStr::new(warehouse)],
+    )
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The runtime crate's one integration-test binary.
 
+mod common;
 mod data;
 mod operations;
 mod shard;

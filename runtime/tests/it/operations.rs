@@ -7,14 +7,7 @@ use std::process::{Command, Output};
 use polars::prelude::*;
 use serde_json::{json, Value};
 
-fn runtime() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runtime"));
-    for var in ["INPUT", "OUTPUT", "SUMMARIES", "AWS_MAX_ATTEMPTS"] {
-        cmd.env_remove(var);
-    }
-    cmd.env("RUNTIME_LOG", "warn");
-    cmd
-}
+use crate::common::runtime;
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run runtime");
@@ -269,12 +262,7 @@ fn summaries_on_s3_tabulate_too() {
     let bucket = testkit::unique_name("results");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let conf = emu.config_loader().load().await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&conf)
-                .force_path_style(true)
-                .build(),
-        );
+        let s3 = crate::common::emulator_s3().await;
         s3.create_bucket().bucket(&bucket).send().await.unwrap();
         for id in [7, 22] {
             let key = format!(

@@ -8,22 +8,8 @@ use std::process::Command;
 use serde_json::Value;
 
 fn runtime(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runtime"));
-    for var in [
-        "INSTRUMENT",
-        "ARRAY_SIZE",
-        "AWS_BATCH_JOB_ARRAY_INDEX",
-        "AWS_BATCH_JOB_ARRAY_SIZE",
-        "SHARD_INDEX",
-        "SHARD_COUNT",
-        "SHARD_IDS",
-        "SHARD_MANIFEST",
-        "START_DATE",
-        "END_DATE",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("RUNTIME_LOG", "warn").args(args);
+    let mut cmd = crate::common::runtime();
+    cmd.args(args);
     cmd
 }
 

@@ -554,20 +554,7 @@ fn bad_input_exits_1_and_writes_nothing() {
 // ---- end to end on S3 (moto): generate → prepare → train as a two-child array ----
 
 fn s3_bucket() -> String {
-    let emu = testkit::emulator();
-    // The in-process `io` calls of the test reach the emulator too.
-    runtime::io::use_config_loader(emu.config_loader());
-    let name = testkit::unique_name("train");
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let conf = emu.config_loader().load().await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&conf)
-                .force_path_style(true)
-                .build(),
-        );
-        s3.create_bucket().bucket(&name).send().await.unwrap();
-    });
-    name
+    crate::common::new_bucket("train")
 }
 
 fn runtime_on_emulator(args: &[&str]) -> Output {
