@@ -1,91 +1,17 @@
 //! The engine end to end: the real `provision` binary against moto, every attribute read back
 //! with the SDK. Each test works on its own copy of the reference stack under a unique name.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
 use aws_sdk_dynamodb::types::AttributeValue;
 use provision::aws::Clients;
 
+use crate::common::{attached_policies, bucket_tags, compute_env, job_queue, Provision, StackCopy};
+
 const ACCOUNT: &str = "123456789012";
 
-/// A uniquely named copy of `stacks/orderflow.toml` and helpers to run commands on it.
-struct Stack {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    name: String,
-}
-
-impl Stack {
-    /// Without the S3 endpoint: tests run in parallel in one default VPC, and AWS allows
-    /// one S3 gateway endpoint per route table, so only one test owns it.
-    fn new(prefix: &str) -> Self {
-        Self::with_endpoint(prefix, false)
-    }
-
-    fn with_endpoint(prefix: &str, endpoint: bool) -> Self {
-        let name = testkit::unique_name(prefix);
-        let text = std::fs::read_to_string(testkit::workspace_root().join("stacks/orderflow.toml"))
-            .unwrap();
-        let text = text.replace("name = \"orderflow\"", &format!("name = \"{name}\""));
-        let text = if endpoint {
-            text
-        } else {
-            text.replace("s3_endpoint = true", "s3_endpoint = false")
-        };
-        assert!(
-            text.contains(&name),
-            "the reference stack's name line changed"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("stack.toml");
-        std::fs::write(&path, text).unwrap();
-        Stack {
-            _dir: dir,
-            path,
-            name,
-        }
-    }
-
-    fn p(&self) -> String {
-        format!("{}-dev", self.name)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = testkit::emulator().command(env!("CARGO_BIN_EXE_provision"));
-        cmd.args(args);
-        cmd.arg("--stack").arg(&self.path).args(["--env", "dev"]);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Runs and asserts exit code `code`; returns stdout.
-    fn expect(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "provision {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-        );
-        stdout
-    }
-
-    fn apply(&self, extra: &[&str]) -> String {
-        let mut args = vec!["apply", "--auto-approve"];
-        args.extend_from_slice(extra);
-        self.expect(&args, 0)
-    }
-
-    fn plan_json(&self, extra: &[&str]) -> serde_json::Value {
-        let mut args = vec!["plan", "--json"];
-        args.extend_from_slice(extra);
-        serde_json::from_str(&self.expect(&args, 0)).unwrap()
-    }
+/// Without the S3 endpoint: tests run in parallel in one default VPC, and AWS allows one S3
+/// gateway endpoint per route table, so only one test owns it.
+fn orderflow(prefix: &str) -> StackCopy {
+    StackCopy::orderflow_without_endpoint(prefix)
 }
 
 async fn clients() -> Clients {
@@ -110,7 +36,7 @@ fn actions(plan: &serde_json::Value) -> Vec<(String, String)> {
     out
 }
 
-async fn serial(c: &Clients, stack: &Stack) -> Option<u64> {
+async fn serial(c: &Clients, stack: &StackCopy) -> Option<u64> {
     let out = c
         .dynamodb()
         .get_item()
@@ -129,7 +55,7 @@ async fn serial(c: &Clients, stack: &Stack) -> Option<u64> {
 /// The VPC endpoints carrying `stack`'s tag.
 async fn stack_endpoints(
     c: &Clients,
-    stack: &Stack,
+    stack: &StackCopy,
 ) -> aws_sdk_ec2::operation::describe_vpc_endpoints::DescribeVpcEndpointsOutput {
     c.ec2()
         .describe_vpc_endpoints()
@@ -147,7 +73,7 @@ async fn stack_endpoints(
 /// The state's resource items of `stack`.
 async fn resource_items(
     c: &Clients,
-    stack: &Stack,
+    stack: &StackCopy,
 ) -> Vec<std::collections::HashMap<String, AttributeValue>> {
     let out = c
         .dynamodb()
@@ -160,37 +86,6 @@ async fn resource_items(
         .await
         .unwrap();
     out.items().to_vec()
-}
-
-async fn compute_env(
-    c: &Clients,
-    name: &str,
-) -> Option<aws_sdk_batch::types::ComputeEnvironmentDetail> {
-    let out = c
-        .batch()
-        .describe_compute_environments()
-        .compute_environments(name)
-        .send()
-        .await
-        .unwrap();
-    out.compute_environments()
-        .iter()
-        .find(|e| e.compute_environment_name() == Some(name))
-        .cloned()
-}
-
-async fn queue(c: &Clients, name: &str) -> Option<aws_sdk_batch::types::JobQueueDetail> {
-    let out = c
-        .batch()
-        .describe_job_queues()
-        .job_queues(name)
-        .send()
-        .await
-        .unwrap();
-    out.job_queues()
-        .iter()
-        .find(|q| q.job_queue_name() == Some(name))
-        .cloned()
 }
 
 async fn active_defs(c: &Clients, name: &str) -> Vec<aws_sdk_batch::types::JobDefinition> {
@@ -242,7 +137,7 @@ async fn root_volume(c: &Clients, lt: &str) -> Option<i32> {
 #[tokio::test]
 async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothing() {
     let c = clients().await;
-    let s = Stack::with_endpoint("eng", true);
+    let s = StackCopy::new("eng", "orderflow.toml");
     let p = s.p();
     let out = s.apply(&[]);
     assert!(
@@ -312,21 +207,9 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
             .noncurrent_days(),
         Some(30)
     );
-    let tags = c
-        .s3()
-        .get_bucket_tagging()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    assert!(tags
-        .tag_set()
-        .iter()
-        .any(|t| t.key() == "provision:stack" && t.value() == s.name));
-    assert!(tags
-        .tag_set()
-        .iter()
-        .any(|t| t.key() == "provision:env" && t.value() == "dev"));
+    let tags = bucket_tags(&c, &bucket).await;
+    assert_eq!(tags.get("provision:stack"), Some(&s.name));
+    assert_eq!(tags.get("provision:env").map(String::as_str), Some("dev"));
 
     // Repository: scan on push, lifecycle keeping 5 images.
     let repo = format!("{p}-runtime");
@@ -385,23 +268,13 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
         let got = c.iam().get_role().role_name(&name).send().await.unwrap();
         let trust = got.role().unwrap().assume_role_policy_document().unwrap();
         assert!(trust.contains(service), "{name} trust: {trust}");
-        let attached = c
-            .iam()
-            .list_attached_role_policies()
-            .role_name(&name)
-            .send()
+        let arns: Vec<String> = attached_policies(&c, &name)
             .await
-            .unwrap();
-        let arns: Vec<&str> = attached
-            .attached_policies()
-            .iter()
-            .filter_map(|a| a.policy_arn())
+            .into_iter()
+            .map(|(_, arn)| arn)
             .collect();
         match managed {
-            Some(m) => assert_eq!(
-                arns,
-                [format!("arn:aws:iam::aws:policy/service-role/{m}").as_str()]
-            ),
+            Some(m) => assert_eq!(arns, [format!("arn:aws:iam::aws:policy/service-role/{m}")]),
             None => assert!(arns.is_empty()),
         }
     }
@@ -473,7 +346,7 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
     assert!(cr.launch_template().is_none());
 
     // Queue: priority, order = preference.
-    let q = queue(&c, &format!("{p}-main")).await.expect("queue");
+    let q = job_queue(&c, &format!("{p}-main")).await.expect("queue");
     assert_eq!(q.priority(), Some(1));
     let mut order: Vec<(i32, String)> = q
         .compute_environment_order()
@@ -546,7 +419,7 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
 
     // Outputs.
     let outputs: serde_json::Value =
-        serde_json::from_str(&s.expect(&["output", "--json"], 0)).unwrap();
+        serde_json::from_str(&s.expect(&["output", "--json"], 0).0).unwrap();
     assert_eq!(outputs["buckets"]["data"], bucket);
     assert_eq!(outputs["queues"]["main"], q.job_queue_arn().unwrap());
     assert_eq!(
@@ -571,15 +444,15 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
     );
 
     // State commands.
-    let list = s.expect(&["state", "list"], 0);
+    let list = s.expect(&["state", "list"], 0).0;
     assert_eq!(list.lines().count(), 15, "{list}");
     let shown: serde_json::Value =
-        serde_json::from_str(&s.expect(&["state", "show", "compute.spot"], 0)).unwrap();
+        serde_json::from_str(&s.expect(&["state", "show", "compute.spot"], 0).0).unwrap();
     assert_eq!(shown["id"], spot.compute_environment_arn().unwrap());
     s.expect(&["state", "show", "compute.nope"], 1);
 
     // Destroy: nothing of the stack is left, the state holds no resource.
-    let out = s.expect(&["destroy", "--auto-approve"], 0);
+    let out = s.expect(&["destroy", "--auto-approve"], 0).0;
     assert!(out.contains("15 destroyed"), "{out}");
     assert!(c.s3().head_bucket().bucket(&bucket).send().await.is_err());
     assert!(c
@@ -609,7 +482,7 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
         .is_err());
     assert!(compute_env(&c, &format!("{p}-spot")).await.is_none());
     assert!(compute_env(&c, &format!("{p}-ondemand")).await.is_none());
-    assert!(queue(&c, &format!("{p}-main")).await.is_none());
+    assert!(job_queue(&c, &format!("{p}-main")).await.is_none());
     assert!(active_defs(&c, &format!("{p}-prepare")).await.is_empty());
     assert!(active_defs(&c, &format!("{p}-train")).await.is_empty());
     assert!(c
@@ -649,13 +522,14 @@ async fn apply_reads_back_every_attribute_is_idempotent_and_destroy_leaves_nothi
     assert_eq!(resource_items(&c, &s).await.len(), 0);
     assert!(s
         .expect(&["plan"], 0)
+        .0
         .contains("Plan: 15 to add, 0 to change, 0 to destroy."));
 }
 
 #[tokio::test]
 async fn changes_update_in_place_register_a_revision_or_replace_create_before_destroy() {
     let c = clients().await;
-    let s = Stack::new("chg");
+    let s = orderflow("chg");
     let p = s.p();
     s.apply(&[]);
     let spot_arn = compute_env(&c, &format!("{p}-spot"))
@@ -698,7 +572,10 @@ async fn changes_update_in_place_register_a_revision_or_replace_create_before_de
     );
     assert_eq!(spot.compute_resources().unwrap().maxv_cpus(), Some(32));
     assert_eq!(
-        queue(&c, &format!("{p}-main")).await.unwrap().priority(),
+        job_queue(&c, &format!("{p}-main"))
+            .await
+            .unwrap()
+            .priority(),
         Some(5)
     );
     let lg = c
@@ -758,7 +635,7 @@ async fn changes_update_in_place_register_a_revision_or_replace_create_before_de
         root_volume(&c, &format!("{p}-spot")).await.is_none(),
         "old launch template deleted"
     );
-    let q = queue(&c, &format!("{p}-main")).await.unwrap();
+    let q = job_queue(&c, &format!("{p}-main")).await.unwrap();
     let mut order: Vec<(i32, String)> = q
         .compute_environment_order()
         .iter()
@@ -780,7 +657,7 @@ async fn changes_update_in_place_register_a_revision_or_replace_create_before_de
         .iter()
         .any(|r| r.r#type().unwrap().as_str() == "GPU" && r.value() == Some("1")));
     let outputs: serde_json::Value =
-        serde_json::from_str(&s.expect(&["output", "--json"], 0)).unwrap();
+        serde_json::from_str(&s.expect(&["output", "--json"], 0).0).unwrap();
     assert_eq!(outputs["gpu"], true);
 
     // And back.
@@ -806,7 +683,7 @@ async fn changes_update_in_place_register_a_revision_or_replace_create_before_de
 #[tokio::test]
 async fn protected_non_empty_bucket_refuses_destroy_before_deleting_anything() {
     let c = clients().await;
-    let s = Stack::new("prot");
+    let s = orderflow("prot");
     let p = s.p();
     s.apply(&["--set", "protect=true"]);
     let bucket = format!("{p}-data-{ACCOUNT}");
@@ -844,7 +721,7 @@ async fn protected_non_empty_bucket_refuses_destroy_before_deleting_anything() {
             .is_ok(),
         "nothing was deleted"
     );
-    assert!(queue(&c, &format!("{p}-main")).await.is_some());
+    assert!(job_queue(&c, &format!("{p}-main")).await.is_some());
     assert_eq!(resource_items(&c, &s).await.len(), 14);
     // Without protect, destroy empties the bucket (every version) and deletes it.
     s.expect(&["destroy", "--auto-approve"], 0);
@@ -854,7 +731,7 @@ async fn protected_non_empty_bucket_refuses_destroy_before_deleting_anything() {
 
 #[tokio::test]
 async fn concurrent_applies_exactly_one_proceeds_and_the_other_names_the_holder() {
-    let s = Stack::new("lock");
+    let s = orderflow("lock");
     let a = s
         .command(&["apply", "--auto-approve"])
         .stdout(std::process::Stdio::piped())
@@ -908,14 +785,14 @@ async fn concurrent_applies_exactly_one_proceeds_and_the_other_names_the_holder(
 
 #[tokio::test]
 async fn saved_plan_applies_once_and_is_refused_after_the_state_moved() {
-    let s = Stack::new("saved");
+    let s = orderflow("saved");
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("p.plan");
     let saved_s = saved.to_str().unwrap();
     s.expect(&["plan", "--out", saved_s], 0);
     let stale = dir.path().join("stale.plan");
     std::fs::copy(&saved, &stale).unwrap();
-    let out = s.expect(&["apply", saved_s], 0);
+    let out = s.expect(&["apply", saved_s], 0).0;
     assert!(out.contains("14 added"), "{out}");
     let out = s.run(&["apply", stale.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -944,7 +821,7 @@ async fn saved_plan_applies_once_and_is_refused_after_the_state_moved() {
 async fn lost_state_is_adopted_by_tags_drift_is_shown_and_foreign_resources_are_refused() {
     let c = clients().await;
     // A log group of the same name that the stack does not own: plan refuses to adopt it.
-    let foreign = Stack::new("forgn");
+    let foreign = orderflow("forgn");
     c.logs()
         .create_log_group()
         .log_group_name(format!("/aws/batch/{}", foreign.p()))
@@ -959,7 +836,7 @@ async fn lost_state_is_adopted_by_tags_drift_is_shown_and_foreign_resources_are_
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let s = Stack::new("adopt");
+    let s = orderflow("adopt");
     let p = s.p();
     s.apply(&[]);
     // A crash before the state was written: every resource item is gone, the resources are not.
@@ -1003,7 +880,10 @@ async fn lost_state_is_adopted_by_tags_drift_is_shown_and_foreign_resources_are_
     );
     s.apply(&[]);
     assert_eq!(
-        queue(&c, &format!("{p}-main")).await.unwrap().priority(),
+        job_queue(&c, &format!("{p}-main"))
+            .await
+            .unwrap()
+            .priority(),
         Some(1)
     );
     s.expect(&["destroy", "--auto-approve"], 0);

@@ -6,127 +6,57 @@
 //! plain inventory of the account.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use aws_config::retry::RetryConfig;
-use aws_config::BehaviorVersion;
 use provision::aws::Clients;
 use provision::resources::iam::decode_policy;
-use serde_json::Value;
-use testkit::faults::FaultProxy;
+use serde_json::{json, Value};
 
-/// One test's world: a private account behind a proxy and a uniquely named stack file.
-struct World {
-    proxy: FaultProxy,
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    name: String,
+use crate::common::{attached_policies, compute_env, job_queue, Provision, StackCopy, World};
+
+/// A copy of `stacks/{file}` named uniquely, in an account of its own behind a proxy to
+/// `upstream`.
+fn world(prefix: &str, file: &str, upstream: &str) -> World {
+    World::new(StackCopy::new(prefix, file), upstream)
 }
 
-impl World {
-    /// A copy of `stacks/{file}` named uniquely, reached through a proxy to `upstream`.
-    fn new(prefix: &str, file: &str, upstream: &str) -> World {
-        let proxy = FaultProxy::start(upstream, &testkit::unique_account());
-        let name = testkit::unique_name(prefix);
-        let text =
-            std::fs::read_to_string(testkit::workspace_root().join("stacks").join(file)).unwrap();
-        let re = regex::Regex::new(r#"(?m)^name = "[a-z0-9-]+""#).unwrap();
-        assert!(re.is_match(&text), "{file} has no name line");
-        let text = re
-            .replace(&text, format!("name = \"{name}\"").as_str())
-            .to_string();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("stack.toml");
-        std::fs::write(&path, text).unwrap();
-        World {
-            proxy,
-            _dir: dir,
-            path,
-            name,
-        }
-    }
+fn orderflow(prefix: &str) -> World {
+    World::on_emulator(StackCopy::new(prefix, "orderflow.toml"))
+}
 
-    fn orderflow(prefix: &str) -> World {
-        World::new(prefix, "orderflow.toml", &testkit::emulator().endpoint)
-    }
+/// `state list` as address → id.
+fn state_ids(w: &World) -> BTreeMap<String, String> {
+    w.state_list()
+        .into_iter()
+        .map(|(address, _, id)| (address, id))
+        .collect()
+}
 
-    fn rewrite(&self, f: impl FnOnce(String) -> String) {
-        let text = std::fs::read_to_string(&self.path).unwrap();
-        std::fs::write(&self.path, f(text)).unwrap();
-    }
+/// Each item's name, where it has one.
+fn names<'a, T: 'a>(
+    items: impl IntoIterator<Item = &'a T>,
+    name: impl Fn(&'a T) -> Option<&'a str>,
+) -> Vec<String> {
+    items
+        .into_iter()
+        .filter_map(name)
+        .map(String::from)
+        .collect()
+}
 
-    fn p(&self) -> String {
-        format!("{}-dev", self.name)
-    }
-
-    fn account(&self) -> &str {
-        &self.proxy.account
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = self.proxy.command(env!("CARGO_BIN_EXE_provision"));
-        cmd.args(args)
-            .arg("--stack")
-            .arg(&self.path)
-            .args(["--env", "dev"]);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).stdin(Stdio::null()).output().unwrap()
-    }
-
-    /// Runs, asserts the exit code, returns (stdout, stderr).
-    fn expect(&self, args: &[&str], code: i32) -> (String, String) {
-        let out = self.run(args);
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "provision {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-        );
-        (stdout, stderr)
-    }
-
-    fn apply(&self, extra: &[&str]) -> String {
-        let mut args = vec!["apply", "--auto-approve"];
-        args.extend_from_slice(extra);
-        self.expect(&args, 0).0
-    }
-
-    fn plan_json(&self, extra: &[&str]) -> Value {
-        let mut args = vec!["plan", "--json"];
-        args.extend_from_slice(extra);
-        serde_json::from_str(&self.expect(&args, 0).0).unwrap()
-    }
-
-    /// SDK clients in the world's account (through the proxy, retrying like the tool).
-    async fn clients(&self) -> Clients {
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&self.proxy.endpoint)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
-            .retry_config(RetryConfig::standard().with_max_attempts(10))
-            .load()
-            .await;
-        Clients::from_config(config)
-    }
-
-    /// `state list` as address → id.
-    fn state(&self) -> BTreeMap<String, String> {
-        let (out, _) = self.expect(&["state", "list"], 0);
-        out.lines()
-            .map(|l| {
-                let cols: Vec<&str> = l.split('\t').collect();
-                (cols[0].to_string(), cols[2].to_string())
-            })
-            .collect()
-    }
+/// Each item as `name id`.
+fn names_and_ids<'a, T: 'a>(
+    items: impl IntoIterator<Item = &'a T>,
+    name_and_id: impl Fn(&'a T) -> [Option<&'a str>; 2],
+) -> Vec<String> {
+    items
+        .into_iter()
+        .map(|item| {
+            let [name, id] = name_and_id(item);
+            format!("{} {}", name.unwrap_or(""), id.unwrap_or(""))
+        })
+        .collect()
 }
 
 /// Everything the account holds that a stack could have created: kind → sorted list of
@@ -134,95 +64,51 @@ impl World {
 async fn inventory(c: &Clients) -> BTreeMap<&'static str, Vec<String>> {
     let mut inv: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     let roles = c.iam().list_roles().send().await.unwrap();
-    inv.insert(
-        "role",
-        roles
-            .roles()
-            .iter()
-            .map(|r| r.role_name().to_string())
-            .collect(),
-    );
+    inv.insert("role", names(roles.roles(), |r| Some(r.role_name())));
     let profiles = c.iam().list_instance_profiles().send().await.unwrap();
     inv.insert(
         "instance_profile",
-        profiles
-            .instance_profiles()
-            .iter()
-            .map(|p| p.instance_profile_name().to_string())
-            .collect(),
+        names(profiles.instance_profiles(), |p| {
+            Some(p.instance_profile_name())
+        }),
     );
     let buckets = c.s3().list_buckets().send().await.unwrap();
-    inv.insert(
-        "bucket",
-        buckets
-            .buckets()
-            .iter()
-            .filter_map(|b| b.name())
-            .map(String::from)
-            .collect(),
-    );
+    inv.insert("bucket", names(buckets.buckets(), |b| b.name()));
     let repos = c.ecr().describe_repositories().send().await.unwrap();
     inv.insert(
         "repository",
-        repos
-            .repositories()
-            .iter()
-            .filter_map(|r| r.repository_name())
-            .map(String::from)
-            .collect(),
+        names(repos.repositories(), |r| r.repository_name()),
     );
     let groups = c.logs().describe_log_groups().send().await.unwrap();
     inv.insert(
         "log_group",
-        groups
-            .log_groups()
-            .iter()
-            .filter_map(|g| g.log_group_name())
-            .map(String::from)
-            .collect(),
+        names(groups.log_groups(), |g| g.log_group_name()),
     );
     let sgs = c.ec2().describe_security_groups().send().await.unwrap();
     inv.insert(
         "security_group",
-        sgs.security_groups()
-            .iter()
-            .filter(|g| g.group_name() != Some("default"))
-            .map(|g| {
-                format!(
-                    "{} {}",
-                    g.group_name().unwrap_or(""),
-                    g.group_id().unwrap_or("")
-                )
-            })
-            .collect(),
+        names_and_ids(
+            sgs.security_groups()
+                .iter()
+                .filter(|g| g.group_name() != Some("default")),
+            |g| [g.group_name(), g.group_id()],
+        ),
     );
     let endpoints = c.ec2().describe_vpc_endpoints().send().await.unwrap();
     inv.insert(
         "vpc_endpoint",
-        endpoints
-            .vpc_endpoints()
-            .iter()
-            .filter(|e| {
+        names_and_ids(
+            endpoints.vpc_endpoints().iter().filter(|e| {
                 !e.state()
                     .is_some_and(|s| s.as_str().eq_ignore_ascii_case("deleted"))
-            })
-            .map(|e| {
-                format!(
-                    "{} {}",
-                    e.service_name().unwrap_or(""),
-                    e.vpc_endpoint_id().unwrap_or("")
-                )
-            })
-            .collect(),
+            }),
+            |e| [e.service_name(), e.vpc_endpoint_id()],
+        ),
     );
     let lts = c.ec2().describe_launch_templates().send().await.unwrap();
     inv.insert(
         "launch_template",
-        lts.launch_templates()
-            .iter()
-            .filter_map(|t| t.launch_template_name())
-            .map(String::from)
-            .collect(),
+        names(lts.launch_templates(), |t| t.launch_template_name()),
     );
     let ces = c
         .batch()
@@ -232,31 +118,16 @@ async fn inventory(c: &Clients) -> BTreeMap<&'static str, Vec<String>> {
         .unwrap();
     inv.insert(
         "compute",
-        ces.compute_environments()
-            .iter()
-            .map(|e| {
-                format!(
-                    "{} {}",
-                    e.compute_environment_name().unwrap_or(""),
-                    e.compute_environment_arn().unwrap_or("")
-                )
-            })
-            .collect(),
+        names_and_ids(ces.compute_environments(), |e| {
+            [e.compute_environment_name(), e.compute_environment_arn()]
+        }),
     );
     let queues = c.batch().describe_job_queues().send().await.unwrap();
     inv.insert(
         "queue",
-        queues
-            .job_queues()
-            .iter()
-            .map(|q| {
-                format!(
-                    "{} {}",
-                    q.job_queue_name().unwrap_or(""),
-                    q.job_queue_arn().unwrap_or("")
-                )
-            })
-            .collect(),
+        names_and_ids(queues.job_queues(), |q| {
+            [q.job_queue_name(), q.job_queue_arn()]
+        }),
     );
     let defs = c
         .batch()
@@ -267,17 +138,12 @@ async fn inventory(c: &Clients) -> BTreeMap<&'static str, Vec<String>> {
         .unwrap();
     inv.insert(
         "job_definition",
-        defs.job_definitions()
-            .iter()
-            .filter(|d| d.status() == Some("ACTIVE"))
-            .map(|d| {
-                format!(
-                    "{} {}",
-                    d.job_definition_name().unwrap_or(""),
-                    d.job_definition_arn().unwrap_or("")
-                )
-            })
-            .collect(),
+        names_and_ids(
+            defs.job_definitions()
+                .iter()
+                .filter(|d| d.status() == Some("ACTIVE")),
+            |d| [d.job_definition_name(), d.job_definition_arn()],
+        ),
     );
     for v in inv.values_mut() {
         v.sort();
@@ -291,7 +157,7 @@ async fn assert_exactly_the_stack(w: &World, c: &Clients) {
     let p = w.p();
     let acct = w.account();
     let inv = inventory(c).await;
-    let state = w.state();
+    let state = state_ids(w);
     let names = |kind: &str| -> Vec<String> {
         inv[kind]
             .iter()
@@ -417,7 +283,7 @@ fn recover(w: &World, pid: u32, extra: &[&str], log: &[String]) {
 /// whole recovery: the lock of the dead process (see [`recover`]), exactly one copy of every
 /// resource, all recorded, a clean plan, and a destroy that leaves nothing.
 async fn crash_at(n: usize) {
-    let w = World::orderflow("crash");
+    let w = orderflow("crash");
     let c = w.clients().await;
     let (pid, log) = kill_apply(&w, &[], "", n);
     if n > 2 {
@@ -443,7 +309,7 @@ async fn crash_during_compute_replacement_neither_duplicates_nor_orphans() {
     // Batch transitions take 1 s here, so the second kill lands while the old environment is
     // DELETING and the tool still waits on it.
     let emulator = testkit::start_with_env(&[("MOTO_BATCH_TRANSITION_SECONDS", "1")]);
-    let w = World::new("crrep", "orderflow.toml", &emulator.endpoint);
+    let w = world("crrep", "orderflow.toml", &emulator.endpoint);
     let c = w.clients().await;
     let p = w.p();
     w.apply(&[]);
@@ -468,20 +334,14 @@ async fn crash_during_compute_replacement_neither_duplicates_nor_orphans() {
         let c = c.clone();
         async move {
             assert_eq!(envs(c.clone()).await, expected);
-            let state = w.state();
+            let state = state_ids(w);
             assert_eq!(
                 state.len(),
                 15,
                 "a deposed environment stayed in the state: {state:#?}"
             );
-            let q = c
-                .batch()
-                .describe_job_queues()
-                .job_queues(format!("{}-main", w.p()))
-                .send()
-                .await
-                .unwrap();
-            let live: BTreeSet<String> = q.job_queues()[0]
+            let q = job_queue(&c, &format!("{}-main", w.p())).await.unwrap();
+            let live: BTreeSet<String> = q
                 .compute_environment_order()
                 .iter()
                 .filter_map(|o| o.compute_environment())
@@ -556,7 +416,7 @@ async fn crash_near_the_end() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_lock_of_a_dead_process_is_taken_over() {
-    let w = World::orderflow("expire");
+    let w = orderflow("expire");
     let c = w.clients().await;
     // The first apply creates the table; then a lock as a process that died an hour ago left it.
     w.apply(&["--set", "logs.retention_days=7"]);
@@ -565,7 +425,7 @@ async fn expired_lock_of_a_dead_process_is_taken_over() {
         c.dynamodb()
             .put_item()
             .table_name("provision-state")
-            .item("pk", S(format!("{}/dev", w.name)))
+            .item("pk", S(format!("{}/dev", w.stack.name)))
             .item("sk", S("lock".into()))
             .item("holder", S("ci@runner pid 4242".into()))
             .item("operation", S("apply".into()))
@@ -607,27 +467,33 @@ fn attribute<'a>(change: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no attribute {name} in {change:#}"))
 }
 
+/// An attribute's values (before, after) in a change.
+fn before_after(change: &Value, name: &str) -> (Value, Value) {
+    let attribute = attribute(change, name);
+    (attribute["before"].clone(), attribute["after"].clone())
+}
+
+/// A change of `action` that the plan marks as drift (made outside the tool).
+fn assert_drifted(change: &Value, action: &str) {
+    assert_eq!(
+        (change["action"].as_str(), change["drift"].as_bool()),
+        (Some(action), Some(true)),
+        "{change:#}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn compute_replacement_keeps_the_queue_served_under_aws_batch_rules() {
     // A server of its own where Batch transitions take 2 s (CREATING, UPDATING, DELETING), an
     // ENABLED or attached environment cannot be deleted and a queue takes only VALID ones.
     let emulator = testkit::start_with_env(&[("MOTO_BATCH_TRANSITION_SECONDS", "2")]);
-    let w = World::new("cerep", "orderflow.toml", &emulator.endpoint);
+    let w = world("cerep", "orderflow.toml", &emulator.endpoint);
     let c = w.clients().await;
     let p = w.p();
     w.apply(&[]);
     let ce = |name: String| {
         let c = c.clone();
-        async move {
-            let out = c
-                .batch()
-                .describe_compute_environments()
-                .compute_environments(&name)
-                .send()
-                .await
-                .unwrap();
-            out.compute_environments().first().cloned()
-        }
+        async move { compute_env(&c, &name).await }
     };
     let spot = ce(format!("{p}-spot")).await.unwrap();
 
@@ -652,21 +518,12 @@ async fn compute_replacement_keeps_the_queue_served_under_aws_batch_rules() {
     let watcher = {
         let c = c.clone();
         let stop = stop.clone();
-        let queue = format!("{p}-main");
+        let name = format!("{p}-main");
         tokio::spawn(async move {
             let mut samples = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let q = c
-                    .batch()
-                    .describe_job_queues()
-                    .job_queues(&queue)
-                    .send()
+                let q = job_queue(&c, &name)
                     .await
-                    .unwrap();
-                let q = q
-                    .job_queues()
-                    .first()
-                    .cloned()
                     .expect("the queue exists throughout");
                 let arns: Vec<String> = q
                     .compute_environment_order()
@@ -737,14 +594,8 @@ async fn compute_replacement_keeps_the_queue_served_under_aws_batch_rules() {
     let ondemand = ce(format!("{p}-ondemand-r1")).await.expect("replacement");
     assert!(ce(format!("{p}-spot")).await.is_none() && ce(format!("{p}-ondemand")).await.is_none());
     assert_eq!(spot.compute_resources().unwrap().maxv_cpus(), Some(32));
-    let q = c
-        .batch()
-        .describe_job_queues()
-        .job_queues(format!("{p}-main"))
-        .send()
-        .await
-        .unwrap();
-    let mut order: Vec<(i32, String)> = q.job_queues()[0]
+    let q = job_queue(&c, &format!("{p}-main")).await.unwrap();
+    let mut order: Vec<(i32, String)> = q
         .compute_environment_order()
         .iter()
         .map(|o| {
@@ -786,7 +637,7 @@ async fn compute_replacement_keeps_the_queue_served_under_aws_batch_rules() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drift_shows_live_and_desired_values_and_apply_restores_them() {
-    let w = World::orderflow("drift");
+    let w = orderflow("drift");
     let c = w.clients().await;
     let p = w.p();
     let bucket = format!("{p}-data-{}", w.account());
@@ -848,7 +699,8 @@ async fn drift_shows_live_and_desired_values_and_apply_restores_them() {
         "requests: {state_only} without refresh, {refreshing} with"
     );
     // ... while a change of the stack file still shows.
-    w.rewrite(|t| t.replace("retention_days = 30", "retention_days = 14"));
+    w.stack
+        .rewrite(|t| t.replace("retention_days = 30", "retention_days = 14"));
     let ch = changes(&w.plan_json(&["--refresh=false"]));
     assert_eq!(ch.keys().collect::<Vec<_>>(), ["log_group.jobs"], "{ch:#?}");
     assert_eq!(
@@ -858,66 +710,28 @@ async fn drift_shows_live_and_desired_values_and_apply_restores_them() {
     );
     let (_, err) = w.expect(&["plan", "--refresh=false", "--out", "saved.plan"], 1);
     assert!(err.contains("drop --refresh=false"), "{err}");
-    w.rewrite(|t| t.replace("retention_days = 14", "retention_days = 30"));
+    w.stack
+        .rewrite(|t| t.replace("retention_days = 14", "retention_days = 30"));
 
     let plan = w.plan_json(&[]);
     let ch = changes(&plan);
     let queue = &ch["queue.main"];
-    assert_eq!(
-        (queue["action"].as_str(), queue["drift"].as_bool()),
-        (Some("update"), Some(true)),
-        "{queue:#}"
-    );
-    assert_eq!(
-        (
-            attribute(queue, "priority")["before"].as_u64(),
-            attribute(queue, "priority")["after"].as_u64()
-        ),
-        (Some(7), Some(1))
-    );
+    assert_drifted(queue, "update");
+    assert_eq!(before_after(queue, "priority"), (json!(7), json!(1)));
     let role = &ch["role.job"];
-    assert_eq!(
-        (role["action"].as_str(), role["drift"].as_bool()),
-        (Some("update"), Some(true)),
-        "{role:#}"
-    );
+    assert_drifted(role, "update");
     let policies = role["attributes"].to_string();
     assert!(
         policies.contains("s3:*") && policies.contains(&format!("arn:aws:s3:::{bucket}")),
         "live and desired policy: {role:#}"
     );
     let b = &ch["bucket.data"];
-    assert_eq!(
-        (b["action"].as_str(), b["drift"].as_bool()),
-        (Some("update"), Some(true)),
-        "{b:#}"
-    );
-    assert_eq!(
-        (
-            attribute(b, "versioning")["before"].as_bool(),
-            attribute(b, "versioning")["after"].as_bool()
-        ),
-        (Some(false), Some(true))
-    );
+    assert_drifted(b, "update");
+    assert_eq!(before_after(b, "versioning"), (json!(false), json!(true)));
     let lg = &ch["log_group.jobs"];
-    assert_eq!(
-        (lg["action"].as_str(), lg["drift"].as_bool()),
-        (Some("update"), Some(true)),
-        "{lg:#}"
-    );
-    assert_eq!(
-        (
-            attribute(lg, "retention_days")["before"].as_u64(),
-            attribute(lg, "retention_days")["after"].as_u64()
-        ),
-        (Some(1), Some(30))
-    );
-    let repo = &ch["repository.runtime"];
-    assert_eq!(
-        (repo["action"].as_str(), repo["drift"].as_bool()),
-        (Some("create"), Some(true)),
-        "{repo:#}"
-    );
+    assert_drifted(lg, "update");
+    assert_eq!(before_after(lg, "retention_days"), (json!(1), json!(30)));
+    assert_drifted(&ch["repository.runtime"], "create");
     // Nothing else moved.
     assert_eq!(ch.len(), 5, "{plan:#}");
 
@@ -935,14 +749,8 @@ async fn drift_shows_live_and_desired_values_and_apply_restores_them() {
     );
 
     w.apply(&[]);
-    let q = c
-        .batch()
-        .describe_job_queues()
-        .job_queues(format!("{p}-main"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(q.job_queues()[0].priority(), Some(1));
+    let q = job_queue(&c, &format!("{p}-main")).await.unwrap();
+    assert_eq!(q.priority(), Some(1));
     let doc = c
         .iam()
         .get_role_policy()
@@ -986,7 +794,7 @@ async fn drift_shows_live_and_desired_values_and_apply_restores_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn apply_and_destroy_converge_with_ten_percent_of_requests_failing() {
-    let w = World::orderflow("fault");
+    let w = orderflow("fault");
     let c = w.clients().await;
     w.proxy.set_faults(100, 0x5eed);
     let out = w.apply(&[]);
@@ -1050,7 +858,7 @@ async fn generated_policies_are_least_privilege() {
 
     // The topic-modeling stack (stacks/topics.toml): secrets (one with its own KMS key) and a
     // KMS-encrypted bucket.
-    let w = World::new("lp", "topics.toml", &testkit::emulator().endpoint);
+    let w = world("lp", "topics.toml", &testkit::emulator().endpoint);
     let c = w.clients().await;
     let acct = w.account().to_string();
     let wrds = c
@@ -1071,7 +879,7 @@ async fn generated_policies_are_least_privilege() {
         .send()
         .await
         .unwrap();
-    w.rewrite(|t| {
+    w.stack.rewrite(|t| {
         t.replace(
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:grok-api-key-AbCdEf",
             "grok-api-key",
@@ -1100,7 +908,7 @@ async fn generated_policies_are_least_privilege() {
         assert_eq!(statements.len(), 1, "{name} trust: {trust}");
         assert_eq!(
             statements[0]["Principal"],
-            serde_json::json!({ "Service": service }),
+            json!({ "Service": service }),
             "{name} trust: {trust}"
         );
         assert_eq!(
@@ -1150,18 +958,8 @@ async fn generated_policies_are_least_privilege() {
                 }
             }
         }
-        let attached = c
-            .iam()
-            .list_attached_role_policies()
-            .role_name(&name)
-            .send()
-            .await
-            .unwrap();
-        let managed: Vec<&str> = attached
-            .attached_policies()
-            .iter()
-            .filter_map(|a| a.policy_name())
-            .collect();
+        let attached = attached_policies(&c, &name).await;
+        let managed: Vec<&str> = attached.iter().map(|(name, _)| name.as_str()).collect();
         let set = |items: &[&str]| {
             items
                 .iter()
@@ -1219,7 +1017,7 @@ async fn generated_policies_are_least_privilege() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
-    let w = World::orderflow("bad");
+    let w = orderflow("bad");
     let c = w.clients().await;
     let bin = env!("CARGO_BIN_EXE_provision");
 
@@ -1229,7 +1027,7 @@ async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
         .proxy
         .command(bin)
         .args(["apply", "--auto-approve", "--stack"])
-        .arg(&w.path)
+        .arg(&w.stack.path)
         .args(["--env", "staging"])
         .output()
         .unwrap();
@@ -1267,14 +1065,15 @@ async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
     );
 
     // A saved plan of another stack: refused before any request.
-    let other = World::orderflow("other");
+    let other = orderflow("other");
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("other.plan");
     other.expect(&["plan", "--out", saved.to_str().unwrap()], 0);
     let before = w.proxy.counts().requests;
     let (_, stderr) = w.expect(&["apply", saved.to_str().unwrap()], 1);
     assert!(
-        stderr.contains(&format!("saved for {}/dev", other.name)) && stderr.contains(&w.name),
+        stderr.contains(&format!("saved for {}/dev", other.stack.name))
+            && stderr.contains(&w.stack.name),
         "{stderr}"
     );
     assert_eq!(w.proxy.counts().requests, before);
@@ -1419,7 +1218,7 @@ async fn bad_input_beyond_the_stack_file_is_refused_before_any_change() {
 async fn waits_time_out_naming_what_they_wait_for_and_the_next_apply_converges() {
     // Batch takes 6 s to bring an environment to VALID here; the apply may wait 1 s.
     let emulator = testkit::start_with_env(&[("MOTO_BATCH_TRANSITION_SECONDS", "6")]);
-    let w = World::new("wait", "orderflow.toml", &emulator.endpoint);
+    let w = world("wait", "orderflow.toml", &emulator.endpoint);
     let c = w.clients().await;
     let p = w.p();
     let out = w

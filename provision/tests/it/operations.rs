@@ -3,110 +3,24 @@
 //! refusal of a job no instance can hold, `import` of an existing resource and `state rm`.
 //! The real binary against moto, each test in its own account behind a counting proxy.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-
-use aws_config::retry::RetryConfig;
-use aws_config::BehaviorVersion;
 use aws_sdk_batch::types::JobDetail;
 use provision::aws::Clients;
 use serde_json::Value;
-use testkit::faults::FaultProxy;
+
+use crate::common::{bucket_tags, job_queue, Provision, StackCopy, World};
 
 /// One test's world: a private account behind a proxy and a uniquely named copy of the
 /// reference stack (without the S3 endpoint, which one route table allows only once).
-struct World {
-    proxy: FaultProxy,
-    dir: tempfile::TempDir,
-    path: PathBuf,
-    name: String,
+fn world(prefix: &str) -> World {
+    World::on_emulator(StackCopy::orderflow_without_endpoint(prefix))
 }
 
-impl World {
-    fn new(prefix: &str) -> World {
-        let proxy = FaultProxy::start(&testkit::emulator().endpoint, &testkit::unique_account());
-        let name = testkit::unique_name(prefix);
-        let text = std::fs::read_to_string(testkit::workspace_root().join("stacks/orderflow.toml"))
-            .unwrap()
-            .replace("name = \"orderflow\"", &format!("name = \"{name}\""))
-            .replace("s3_endpoint = true", "s3_endpoint = false");
-        assert!(
-            text.contains(&name),
-            "the reference stack's name line changed"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("stack.toml");
-        std::fs::write(&path, text).unwrap();
-        World {
-            proxy,
-            dir,
-            path,
-            name,
-        }
-    }
-
-    fn p(&self) -> String {
-        format!("{}-dev", self.name)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = self.proxy.command(env!("CARGO_BIN_EXE_provision"));
-        cmd.args(args)
-            .arg("--stack")
-            .arg(&self.path)
-            .args(["--env", "dev"])
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    /// Runs, asserts the exit code, returns (stdout, stderr).
-    fn expect(&self, args: &[&str], code: i32) -> (String, String) {
-        let out: Output = self.command(args).output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "provision {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-        );
-        (stdout, stderr)
-    }
-
-    fn apply(&self) {
-        self.expect(&["apply", "--auto-approve"], 0);
-    }
-
-    /// A file in the world's directory.
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-
-    fn requests(&self) -> usize {
-        self.proxy.counts().requests
-    }
-
-    async fn clients(&self) -> Clients {
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&self.proxy.endpoint)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
-            .retry_config(RetryConfig::standard().with_max_attempts(10))
-            .load()
-            .await;
-        Clients::from_config(config)
-    }
-
-    /// `state list` addresses.
-    fn state_addresses(&self) -> Vec<String> {
-        let (out, _) = self.expect(&["state", "list"], 0);
-        out.lines()
-            .map(|l| l.split('\t').next().unwrap().to_string())
-            .collect()
-    }
+/// `state list` addresses.
+fn state_addresses(w: &World) -> Vec<String> {
+    w.state_list()
+        .into_iter()
+        .map(|(address, _, _)| address)
+        .collect()
 }
 
 async fn describe(c: &Clients, id: &str) -> JobDetail {
@@ -167,8 +81,8 @@ async fn read_manifest(c: &Clients, uri: &str) -> Value {
 
 #[tokio::test]
 async fn five_thousand_ids_fan_out_as_one_array_with_a_manifest() {
-    let w = World::new("fan");
-    w.apply();
+    let w = world("fan");
+    w.apply(&[]);
     let c = w.clients().await;
     let ids = firm_ids();
     let file = w.file("firms.txt", &(ids.join("\n") + "\n"));
@@ -204,8 +118,8 @@ async fn five_thousand_ids_fan_out_as_one_array_with_a_manifest() {
 
 #[tokio::test]
 async fn separate_jobs_carry_their_ids_inline_or_read_the_manifest() {
-    let w = World::new("fanj");
-    w.apply();
+    let w = world("fanj");
+    w.apply(&[]);
     let c = w.clients().await;
     let ids = firm_ids();
     let file = w.file("firms.json", &serde_json::to_string(&ids).unwrap());
@@ -259,8 +173,8 @@ async fn separate_jobs_carry_their_ids_inline_or_read_the_manifest() {
 
 #[tokio::test]
 async fn date_ranges_split_into_one_job_per_batch() {
-    let w = World::new("fand");
-    w.apply();
+    let w = world("fand");
+    w.apply(&[]);
     let c = w.clients().await;
     let (out, _) = w.expect(
         &[
@@ -314,7 +228,7 @@ async fn date_ranges_split_into_one_job_per_batch() {
 
 #[test]
 fn bad_ids_and_impossible_jobs_submit_nothing() {
-    let w = World::new("fanb");
+    let w = world("fanb");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec![w.file("empty.txt", "\n\n")], "holds no ids"),
         (vec![w.file("comma.txt", "a\nb,c\n")], "contains a comma"),
@@ -363,7 +277,7 @@ fn bad_ids_and_impossible_jobs_submit_nothing() {
 
 #[test]
 fn a_job_no_instance_can_hold_is_refused_with_the_fix() {
-    let w = World::new("cost");
+    let w = world("cost");
     let before = w.requests();
     // The order-flow users' CDK prepare job asked for 128 GiB; the queue's largest type has 32 GiB.
     let (_, err) = w.expect(&["submit", "prepare", "--memory-mib", "131072"], 1);
@@ -379,7 +293,7 @@ fn a_job_no_instance_can_hold_is_refused_with_the_fix() {
 
 #[test]
 fn cost_estimates_full_scale_idle_and_storage_offline() {
-    let w = World::new("costs");
+    let w = world("costs");
     let before = w.requests();
     let (out, _) = w.expect(&["cost", "--json", "--s3-gb", "100"], 0);
     let cost: Value = serde_json::from_str(&out).unwrap();
@@ -434,7 +348,7 @@ fn cost_estimates_full_scale_idle_and_storage_offline() {
 
 #[test]
 fn plan_prints_the_estimate_and_keeps_its_json() {
-    let w = World::new("costp");
+    let w = world("costp");
     let (text, _) = w.expect(&["plan"], 0);
     assert!(text.contains("Plan: "), "{text}");
     assert!(text.contains("Estimated cost: $"), "{text}");
@@ -455,7 +369,7 @@ fn plan_prints_the_estimate_and_keeps_its_json() {
 
 #[tokio::test]
 async fn import_adopts_an_untagged_resource_the_plan_names() {
-    let w = World::new("imp");
+    let w = world("imp");
     let c = w.clients().await;
     // Someone made the log group by hand, untagged, with the stack's name for it.
     let group = format!("/aws/batch/{}", w.p());
@@ -469,7 +383,7 @@ async fn import_adopts_an_untagged_resource_the_plan_names() {
     assert!(
         err.contains(&format!(
             "provision import --stack {} --env dev log_group.jobs {group}",
-            w.path.display()
+            w.stack.path.display()
         )),
         "the plan names the import command: {err}"
     );
@@ -507,7 +421,7 @@ async fn import_adopts_an_untagged_resource_the_plan_names() {
         out.contains("retention_days"),
         "shows what apply will change: {out}"
     );
-    assert!(w.state_addresses().contains(&"log_group.jobs".to_string()));
+    assert!(state_addresses(&w).contains(&"log_group.jobs".to_string()));
     let arn = c
         .logs()
         .describe_log_groups()
@@ -529,7 +443,7 @@ async fn import_adopts_an_untagged_resource_the_plan_names() {
         .unwrap();
     assert_eq!(
         tags.tags().unwrap().get("provision:stack"),
-        Some(&w.name),
+        Some(&w.stack.name),
         "{tags:?}"
     );
     // Importing it again is refused; the plan now updates it in place, and apply converges.
@@ -543,31 +457,24 @@ async fn import_adopts_an_untagged_resource_the_plan_names() {
         .find(|c| c["address"] == "log_group.jobs")
         .unwrap();
     assert_eq!(change["action"], "update");
-    w.apply();
+    w.apply(&[]);
 }
 
 #[tokio::test]
 async fn state_rm_forgets_without_deleting() {
-    let w = World::new("srm");
-    w.apply();
+    let w = world("srm");
+    w.apply(&[]);
     let c = w.clients().await;
     let (out, _) = w.expect(&["state", "rm", "queue.main"], 0);
     assert!(out.contains("not deleted"), "{out}");
-    assert!(!w.state_addresses().contains(&"queue.main".to_string()));
-    let queue = format!("{}-main", w.p());
-    let live = c
-        .batch()
-        .describe_job_queues()
-        .job_queues(&queue)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(live.job_queues().len(), 1, "the queue is still there");
+    assert!(!state_addresses(&w).contains(&"queue.main".to_string()));
+    let live = job_queue(&c, &format!("{}-main", w.p())).await;
+    assert!(live.is_some(), "the queue is still there");
     let (_, err) = w.expect(&["state", "rm", "queue.main"], 1);
     assert!(err.contains("not in the state"), "{err}");
     // The tagged queue is adopted back by the next apply (crash recovery's adoption by tags).
-    w.apply();
-    assert!(w.state_addresses().contains(&"queue.main".to_string()));
+    w.apply(&[]);
+    assert!(state_addresses(&w).contains(&"queue.main".to_string()));
 }
 
 /// Takes `address` out of the state and strips the stack's tags from it, as if it had been
@@ -616,8 +523,8 @@ async fn orphan(w: &World, c: &Clients, address: &str, name: &str, arn: &str) {
 
 #[tokio::test]
 async fn import_adopts_every_kind_by_name_or_arn() {
-    let w = World::new("impk");
-    w.apply();
+    let w = world("impk");
+    w.apply(&[]);
     let c = w.clients().await;
     let p = w.p();
     let account = w.proxy.account.clone();
@@ -690,26 +597,12 @@ async fn import_adopts_every_kind_by_name_or_arn() {
     // Everything is the stack's again, tagged, and the plan has nothing to do.
     let (out, _) = w.expect(&["plan"], 0);
     assert!(out.contains("No changes."), "{out}");
-    let tags = c
-        .s3()
-        .get_bucket_tagging()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    assert!(tags
-        .tag_set()
-        .iter()
-        .any(|t| t.key() == "provision:stack" && t.value() == w.name));
-    let queue = c
-        .batch()
-        .describe_job_queues()
-        .job_queues(format!("{p}-main"))
-        .send()
-        .await
-        .unwrap();
+    let tags = bucket_tags(&c, &bucket).await;
+    assert_eq!(tags.get("provision:stack"), Some(&w.stack.name));
     assert_eq!(
-        queue.job_queues()[0]
+        job_queue(&c, &format!("{p}-main"))
+            .await
+            .unwrap()
             .tags()
             .unwrap()
             .get("provision:env")
@@ -745,8 +638,8 @@ async fn import_adopts_every_kind_by_name_or_arn() {
 
 #[tokio::test]
 async fn cost_measures_the_storage_the_stack_holds() {
-    let w = World::new("costm");
-    w.apply();
+    let w = world("costm");
+    w.apply(&[]);
     let c = w.clients().await;
     let bucket = format!("{}-data-{}", w.p(), w.proxy.account);
     // Two versions of one object: S3 bills both.
