@@ -20,7 +20,7 @@ use super::progress::Reporter;
 use super::{spec, Refs};
 use crate::aws::Clients;
 use crate::resources::{self, bucket, is_unknown, repository, Attrs, Extra, Handle, Kind, Spec};
-use crate::state::{record, Record, Store};
+use crate::state::{record, Finish, Record, Store};
 
 /// What an apply or destroy did.
 #[derive(Debug, Default)]
@@ -31,6 +31,11 @@ pub struct Report {
     /// Whether the state changed (the serial is bumped then).
     pub state_changed: bool,
     pub errors: Vec<anyhow::Error>,
+    /// State writes left for the end, to go with the lock's release in one request: the
+    /// records of the last actions (nothing else was running when they finished) and the
+    /// entries of deleted resources. A crash before leaves what the next plan converges from
+    /// anyway: a tagged resource it adopts, an entry of something gone it drops.
+    pub last_writes: Finish,
 }
 
 /// Runs `run(i)` for every task once all tasks in `waits[i]` succeeded, as many at once as
@@ -164,6 +169,8 @@ fn intent(item: &Item, desired: &Spec) -> Option<Record> {
 struct Applied {
     refs: Mutex<Refs>,
     records: Mutex<BTreeMap<String, Record>>,
+    /// Ids of the resources this apply created or updated, by address.
+    acted: Mutex<BTreeMap<String, String>>,
 }
 
 /// Applies `plan`: forward phase, then delete phase; records every step in `store`.
@@ -179,6 +186,7 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
     let applied = Applied {
         refs: Mutex::new(plan.refs.clone()),
         records: Mutex::new(plan.snapshot.records.clone()),
+        acted: Mutex::new(BTreeMap::new()),
     };
     let mut report = Report::default();
     record_unchanged(c, plan, store, &applied, &mut report).await?;
@@ -188,7 +196,7 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
         .iter()
         .filter(|i| matches!(i.action, Action::Create | Action::Update | Action::Replace))
         .collect();
-    let errors = forward_phase(c, plan, &forward, store, reporter, &applied).await;
+    let (errors, deferred) = forward_phase(c, plan, &forward, store, reporter, &applied).await;
     for item in &forward {
         report.state_changed = true;
         match item.action {
@@ -197,13 +205,18 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
             _ => {}
         }
     }
-    if !errors.is_empty() {
+    let mut last: Vec<String> = deferred;
+    if errors.is_empty() {
+        let deleted = delete_phase(c, &dels, &mut report, reporter).await;
+        last.extend(forget_deposed(&deleted, &applied));
+    } else {
         report.errors = errors;
-        return Ok(report);
     }
-
-    let deleted = delete_phase(c, &dels, store, reporter, &mut report).await;
-    forget_deposed(store, &deleted, &applied).await?;
+    let records = applied.records.lock().unwrap();
+    report.last_writes.puts = last
+        .iter()
+        .filter_map(|address| records.get(address).cloned())
+        .collect();
     Ok(report)
 }
 
@@ -285,7 +298,7 @@ async fn forward_phase(
     store: &Store,
     reporter: &Reporter,
     applied: &Applied,
-) -> Vec<anyhow::Error> {
+) -> (Vec<anyhow::Error>, Vec<String>) {
     let n = forward.len();
     let mut waits: Vec<Vec<usize>> = forward
         .iter()
@@ -298,18 +311,29 @@ async fn forward_phase(
         .collect();
     waits.extend((0..n).map(|i| vec![i]));
     let results: Mutex<Vec<Option<Record>>> = Mutex::new(vec![None; n]);
-    run_dag(&waits, |i| {
+    let acted = std::sync::atomic::AtomicUsize::new(0);
+    // Records of the last actions: nothing runs any more when they finish, so their write
+    // would be a round trip of its own; it goes with the release instead.
+    let deferred: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let errors = run_dag(&waits, |i| {
         let results = &results;
+        let acted = &acted;
+        let deferred = &deferred;
         async move {
             if i < n {
-                let rec = act(c, plan, forward[i], store, reporter, applied).await?;
-                results.lock().unwrap()[i] = Some(rec);
+                let rec = act(c, plan, forward[i], store, reporter, applied).await;
+                acted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                results.lock().unwrap()[i] = Some(rec?);
                 return Ok(());
             }
             let rec = results.lock().unwrap()[i - n]
                 .take()
                 .context("a result recorded twice")?;
-            store.put(&rec).await?;
+            if acted.load(std::sync::atomic::Ordering::SeqCst) == n {
+                deferred.lock().unwrap().push(rec.address.clone());
+            } else {
+                store.put(&rec).await?;
+            }
             applied
                 .records
                 .lock()
@@ -318,7 +342,8 @@ async fn forward_phase(
             Ok(())
         }
     })
-    .await
+    .await;
+    (errors, deferred.into_inner().unwrap())
 }
 
 /// One forward action: the spec rebuilt from the ids known now, the intent recorded where a
@@ -335,12 +360,21 @@ async fn act(
         .node
         .as_ref()
         .context("a forward action without a node")?;
-    let desired = spec(
+    let mut desired = spec(
         &plan.stack,
         &plan.facts,
         &applied.refs.lock().unwrap(),
         node,
     )?;
+    if let Spec::JobQueue(queue) = &mut desired {
+        // Environments this apply created or updated were waited VALID by their own action.
+        let acted = applied.acted.lock().unwrap();
+        queue.known_valid = item
+            .deps
+            .iter()
+            .filter_map(|d| acted.get(d).cloned())
+            .collect();
+    }
     let attrs = desired.attributes();
     if let Some((name, _)) = attrs.iter().find(|(_, v)| is_unknown(v)) {
         bail!(
@@ -393,6 +427,11 @@ async fn act(
         .unwrap()
         .ids
         .insert(item.address.clone(), handle.id.clone());
+    applied
+        .acted
+        .lock()
+        .unwrap()
+        .insert(item.address.clone(), handle.id.clone());
     let mut rec = record(&item.address, handle, attrs, item.deps.clone(), item.suffix);
     if let Some(old) = &item.record {
         rec.deposed = old.deposed.clone();
@@ -407,47 +446,40 @@ async fn act(
     Ok(rec)
 }
 
-/// Deposed handles that are gone leave their records.
-async fn forget_deposed(store: &Store, deleted: &[&Deletion], applied: &Applied) -> Result<()> {
+/// Deposed handles that are gone leave their records; returns the addresses whose records
+/// changed, for the last writes.
+fn forget_deposed(deleted: &[&Deletion], applied: &Applied) -> Vec<String> {
     let mut by_address: BTreeMap<&str, Vec<&Handle>> = BTreeMap::new();
     for d in deleted {
         if d.deposed {
             by_address.entry(&d.address).or_default().push(&d.handle);
         }
     }
+    let mut records = applied.records.lock().unwrap();
+    let mut changed = Vec::new();
     for (address, gone) in by_address {
-        let updated = {
-            let mut records = applied.records.lock().unwrap();
-            records.get_mut(address).map(|rec| {
-                rec.deposed.retain(|h| !gone.contains(&h));
-                rec.clone()
-            })
-        };
-        if let Some(rec) = updated {
-            store.put(&rec).await?;
+        if let Some(rec) = records.get_mut(address) {
+            rec.deposed.retain(|h| !gone.contains(&h));
+            changed.push(address.to_string());
         }
     }
-    Ok(())
+    changed
 }
 
-/// Deletes in reverse dependency order; returns what was deleted. Removed (not deposed)
-/// resources leave the state as they go.
+/// Deletes in reverse dependency order; returns what was deleted. The entries of removed (not
+/// deposed) resources are forgotten with the release (see [`Report::last_writes`]).
 async fn delete_phase<'a>(
     c: &Clients,
     dels: &'a [Deletion],
-    store: &Store,
-    reporter: &Reporter,
     report: &mut Report,
+    reporter: &Reporter,
 ) -> Vec<&'a Deletion> {
     if dels.is_empty() {
         return vec![];
     }
     report.state_changed = true;
-    // Task i deletes dels[i], task n + i forgets it in the state. X's deletion waits for the
-    // deletion of every other that depends on X, not for its state entry (a crash in between
-    // leaves an entry for something gone, which the next plan drops).
-    let n = dels.len();
-    let mut waits: Vec<Vec<usize>> = dels
+    // X's deletion waits for the deletion of every other that depends on X.
+    let waits: Vec<Vec<usize>> = dels
         .iter()
         .enumerate()
         .map(|(i, x)| {
@@ -458,19 +490,11 @@ async fn delete_phase<'a>(
                 .collect()
         })
         .collect();
-    waits.extend((0..n).map(|i| vec![i]));
     let done: Mutex<Vec<usize>> = Mutex::new(Vec::new());
     let errors = run_dag(&waits, |i| {
-        let d = &dels[i % n];
+        let d = &dels[i];
         let done = &done;
         async move {
-            if i >= n {
-                if !d.deposed {
-                    store.remove(&d.address).await?;
-                }
-                done.lock().unwrap().push(i - n);
-                return Ok(());
-            }
             let label = if d.deposed {
                 format!("{} ({})", d.address, d.handle.name)
             } else {
@@ -482,7 +506,10 @@ async fn delete_phase<'a>(
                 resources::delete(c, &d.handle, &progress).await
             };
             match result {
-                Ok(()) => task.finish("Destruction complete"),
+                Ok(()) => {
+                    task.finish("Destruction complete");
+                    done.lock().unwrap().push(i);
+                }
                 Err(e) => {
                     task.finish("failed");
                     return Err(e.context(format!("{label} (destroying)")));
@@ -505,37 +532,28 @@ async fn delete_phase<'a>(
         .filter(|(i, d)| done.contains(i) && d.deposed)
         .count();
     report.errors.extend(errors);
+    report.last_writes.removes.extend(
+        done.iter()
+            .map(|&i| &dels[i])
+            .filter(|d| !d.deposed)
+            .map(|d| d.address.clone()),
+    );
     done.into_iter().map(|i| &dels[i]).collect()
 }
 
 /// Destroys everything `plan` (a destroy plan) lists, then clears the stack's records.
-pub async fn destroy(
-    c: &Clients,
-    plan: &Plan,
-    store: &Store,
-    reporter: &Reporter,
-) -> Result<Report> {
+pub async fn destroy(c: &Clients, plan: &Plan, reporter: &Reporter) -> Result<Report> {
     let dels = deletions(plan);
     let protected: Vec<&Handle> = dels.iter().map(|d| &d.handle).collect();
     check_protected(c, plan.stack.protect, &protected).await?;
     let mut report = Report::default();
-    let deleted = delete_phase(c, &dels, store, reporter, &mut report).await;
+    delete_phase(c, &dels, &mut report, reporter).await;
     if report.errors.is_empty() && !plan.snapshot.records.is_empty() {
-        // The entries the delete phase did not forget (resources gone already), all at once.
-        let forgotten: Vec<&str> = deleted
-            .iter()
-            .filter(|d| !d.deposed)
-            .map(|d| d.address.as_str())
-            .collect();
-        let removed = futures::future::join_all(
-            plan.snapshot
-                .records
-                .keys()
-                .filter(|address| !forgotten.contains(&address.as_str()))
-                .map(|address| store.remove(address)),
-        )
-        .await;
-        removed.into_iter().collect::<Result<Vec<()>>>()?;
+        // The entries of resources gone already too.
+        report
+            .last_writes
+            .removes
+            .extend(plan.snapshot.records.keys().cloned());
         report.state_changed = true;
     }
     Ok(report)

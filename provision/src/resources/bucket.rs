@@ -172,31 +172,34 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
                 .is_some_and(|s| s.is_bucket_already_owned_by_you()) => {}
         Err(e) => return Err(e).ctx(format!("creating bucket {}", spec.name)),
     }
-    // S3 takes no tags on CreateBucket for general purpose buckets everywhere yet; tag first
-    // thing so that a crash after this point still leaves an adoptable bucket.
+    // S3 takes no tags on CreateBucket for general purpose buckets everywhere yet, so they are
+    // a call of their own, beside the settings: the state recorded the bucket before it was
+    // created (an intent), so a crash before the tags still leaves a bucket the next plan
+    // knows. The expiry of non-current versions waits for versioning, which it applies to.
     let tag_set = tags
         .iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect::<Result<Vec<_>, _>>()?;
-    c.s3()
-        .put_bucket_tagging()
-        .bucket(&spec.name)
-        .tagging(Tagging::builder().set_tag_set(Some(tag_set)).build()?)
-        .send()
-        .await
-        .ctx(format!("tagging bucket {}", spec.name))?;
-    // Independent settings at once; the expiry of non-current versions after versioning.
+    let tagging = Tagging::builder().set_tag_set(Some(tag_set)).build()?;
     tokio::try_join!(
+        async {
+            c.s3()
+                .put_bucket_tagging()
+                .bucket(&spec.name)
+                .tagging(tagging)
+                .send()
+                .await
+                .ctx(format!("tagging bucket {}", spec.name))
+        },
         put_public_access_block(c, spec),
         put_encryption(c, spec),
         async {
             if spec.versioning {
                 put_versioning(c, spec).await?;
             }
-            Ok(())
+            put_lifecycle(c, spec).await
         },
     )?;
-    put_lifecycle(c, spec).await?;
     Ok(handle(spec))
 }
 

@@ -22,6 +22,9 @@ pub struct Spec {
     pub state: State,
     /// Compute environment ARNs, order = preference.
     pub compute: Vec<String>,
+    /// Those this apply saw VALID already (it created or updated them and waited): no need
+    /// to ask again before the queue names them.
+    pub known_valid: Vec<String>,
 }
 
 impl Spec {
@@ -37,6 +40,7 @@ impl Spec {
                 .iter()
                 .map(|c| refs.id(&format!("{}.{c}", Kind::ComputeEnvironment.as_str())))
                 .collect(),
+            known_valid: Vec::new(),
         }
     }
 
@@ -112,6 +116,15 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
 /// Waits until every environment the queue will name is VALID: Batch refuses a queue on an
 /// environment still CREATING or UPDATING (one adopted after an interrupted apply may be).
 async fn wait_environments(c: &Clients, spec: &Spec, progress: Progress<'_>) -> Result<()> {
+    let unknown: Vec<String> = spec
+        .compute
+        .iter()
+        .filter(|arn| !spec.known_valid.contains(arn))
+        .cloned()
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
     wait_for(
         &format!("the compute environments of job queue {}", spec.name),
         WAIT,
@@ -120,7 +133,7 @@ async fn wait_environments(c: &Clients, spec: &Spec, progress: Progress<'_>) -> 
             let out = c
                 .batch()
                 .describe_compute_environments()
-                .set_compute_environments(Some(spec.compute.clone()))
+                .set_compute_environments(Some(unknown.clone()))
                 .send()
                 .await
                 .ctx(format!(
@@ -128,7 +141,7 @@ async fn wait_environments(c: &Clients, spec: &Spec, progress: Progress<'_>) -> 
                     spec.name
                 ))?;
             let mut pending = Vec::new();
-            for arn in &spec.compute {
+            for arn in &unknown {
                 let env = out
                     .compute_environments()
                     .iter()

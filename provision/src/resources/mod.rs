@@ -279,7 +279,7 @@ impl Spec {
             Spec::InstanceProfile(s) => iam::create_profile(c, s, tags).await,
             Spec::ComputeEnvironment(s) => compute_environment::create(c, s, tags, progress).await,
             Spec::JobQueue(s) => job_queue::create(c, s, tags, progress).await,
-            Spec::JobDefinition(s) => job_definition::register(c, s, tags).await,
+            Spec::JobDefinition(s) => job_definition::register(c, s, tags, true).await,
         }
     }
 
@@ -302,7 +302,7 @@ impl Spec {
             Spec::InstanceProfile(s) => iam::update_profile(c, s, live).await,
             Spec::ComputeEnvironment(s) => compute_environment::update(c, s, live, progress).await,
             Spec::JobQueue(s) => job_queue::update(c, s, live, progress).await,
-            Spec::JobDefinition(s) => job_definition::register(c, s, tags).await,
+            Spec::JobDefinition(s) => job_definition::register(c, s, tags, false).await,
         }
     }
 }
