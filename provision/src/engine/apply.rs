@@ -38,32 +38,69 @@ pub struct Report {
     pub last_writes: Finish,
 }
 
-/// Runs `run(i)` for every task once all tasks in `waits[i]` succeeded, as many at once as
-/// are ready. After a failure nothing new starts; running tasks finish.
-async fn run_dag<F, Fut>(waits: &[Vec<usize>], run: F) -> Vec<anyhow::Error>
+/// What a task waits for: another task's success, or only its readiness (see [`Ready`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    Done(usize),
+    Ready(usize),
+}
+
+/// Lets a running task tell its [`After::Ready`] dependents that what they need is there (a
+/// role exists, its policies still to come; an environment is gone, its launch template still
+/// to go) before the task finishes. A task that never says so is ready when it succeeds.
+#[derive(Clone)]
+struct Ready {
+    task: usize,
+    tx: tokio::sync::mpsc::UnboundedSender<usize>,
+}
+
+impl Ready {
+    fn signal(&self) {
+        let _ = self.tx.send(self.task);
+    }
+}
+
+/// Runs `run(i, ready)` for every task once all it waits for (`waits[i]`) is done or ready, as
+/// many at once as are ready. After a failure nothing new starts; running tasks finish.
+async fn run_dag<F, Fut>(waits: &[Vec<After>], run: F) -> Vec<anyhow::Error>
 where
-    F: Fn(usize) -> Fut,
+    F: Fn(usize, Ready) -> Fut,
     Fut: Future<Output = Result<()>>,
 {
     let n = waits.len();
     let mut done = vec![false; n];
+    let mut ready = vec![false; n];
     let mut started = vec![false; n];
     let mut errors = Vec::new();
     let mut running = FuturesUnordered::new();
+    let (tx, mut signals) = tokio::sync::mpsc::unbounded_channel();
     let run = &run;
     loop {
         if errors.is_empty() {
             for i in 0..n {
-                if !started[i] && waits[i].iter().all(|&j| done[j]) {
+                let waited = waits[i].iter().all(|w| match *w {
+                    After::Done(j) => done[j],
+                    After::Ready(j) => done[j] || ready[j],
+                });
+                if !started[i] && waited {
                     started[i] = true;
-                    running.push(async move { (i, run(i).await) });
+                    let signal = Ready {
+                        task: i,
+                        tx: tx.clone(),
+                    };
+                    running.push(async move { (i, run(i, signal).await) });
                 }
             }
         }
-        match running.next().await {
-            None => break,
-            Some((i, Ok(()))) => done[i] = true,
-            Some((_, Err(e))) => errors.push(e),
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some(j) = signals.recv() => ready[j] = true,
+            Some((i, result)) = running.next() => match result {
+                Ok(()) => done[i] = true,
+                Err(e) => errors.push(e),
+            },
         }
     }
     errors
@@ -76,6 +113,9 @@ struct Deletion {
     deps: Vec<String>,
     /// Deposed (old half of a replacement): its address keeps a record.
     deposed: bool,
+    /// What the plan read of it (a removal's, not a replacement's: that read is the new
+    /// half's), so that the delete need not read it again.
+    live: Option<resources::Live>,
 }
 
 /// Refuses, before anything is deleted, when `protect` is on and a bucket or repository to
@@ -113,12 +153,14 @@ fn deletions(plan: &Plan) -> Vec<Deletion> {
                 handle: item.handle.clone().expect("a delete has a handle"),
                 deps: item.deps.clone(),
                 deposed: item.deposed,
+                live: item.live.clone(),
             }),
             Action::Replace => out.push(Deletion {
                 address: item.address.clone(),
                 handle: item.handle.clone().expect("a replace has the old handle"),
                 deps: item.deps.clone(),
                 deposed: true,
+                live: None,
             }),
             _ => {}
         }
@@ -300,28 +342,35 @@ async fn forward_phase(
     applied: &Applied,
 ) -> (Vec<anyhow::Error>, Vec<String>) {
     let n = forward.len();
-    let mut waits: Vec<Vec<usize>> = forward
+    let mut waits: Vec<Vec<After>> = forward
         .iter()
         .map(|item| {
             item.deps
                 .iter()
                 .filter_map(|d| forward.iter().position(|other| &other.address == d))
+                .map(|j| {
+                    if needs_only_existence(item.kind, forward[j].kind) {
+                        After::Ready(j)
+                    } else {
+                        After::Done(j)
+                    }
+                })
                 .collect()
         })
         .collect();
-    waits.extend((0..n).map(|i| vec![i]));
+    waits.extend((0..n).map(|i| vec![After::Done(i)]));
     let results: Mutex<Vec<Option<Record>>> = Mutex::new(vec![None; n]);
     let acted = std::sync::atomic::AtomicUsize::new(0);
     // Records of the last actions: nothing runs any more when they finish, so their write
     // would be a round trip of its own; it goes with the release instead.
     let deferred: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let errors = run_dag(&waits, |i| {
+    let errors = run_dag(&waits, |i, ready| {
         let results = &results;
         let acted = &acted;
         let deferred = &deferred;
         async move {
             if i < n {
-                let rec = act(c, plan, forward[i], store, reporter, applied).await;
+                let rec = act(c, plan, forward[i], store, reporter, applied, ready).await;
                 acted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 results.lock().unwrap()[i] = Some(rec?);
                 return Ok(());
@@ -346,6 +395,20 @@ async fn forward_phase(
     (errors, deferred.into_inner().unwrap())
 }
 
+/// Whether a `dependent` needs of its `dependency` only that it exists (its id), not that it is
+/// complete: an instance profile takes a role without its policies, a job definition names
+/// its roles (Batch reads their policies when a job runs, not at registration), and a role's
+/// policy names buckets by ARN (IAM does not look at them). The compute environment is the one
+/// that needs its roles whole: Batch checks them when it creates it.
+fn needs_only_existence(dependent: Kind, dependency: Kind) -> bool {
+    matches!(
+        (dependent, dependency),
+        (Kind::InstanceProfile, Kind::Role)
+            | (Kind::JobDefinition, Kind::Role)
+            | (Kind::Role, Kind::Bucket)
+    )
+}
+
 /// One forward action: the spec rebuilt from the ids known now, the intent recorded where a
 /// crash could hide what is created, then the create or update. Returns the record to write.
 async fn act(
@@ -355,6 +418,7 @@ async fn act(
     store: &Store,
     reporter: &Reporter,
     applied: &Applied,
+    ready: Ready,
 ) -> Result<Record> {
     let node = item
         .node
@@ -397,6 +461,17 @@ async fn act(
     };
     let task = reporter.start(&item.address, verb);
     let tags = plan.stack.tags();
+    // A create tells when the resource exists (before its settings): its id is then known
+    // to the dependents that need no more (see `needs_only_existence`).
+    let exists = |id: &str| {
+        applied
+            .refs
+            .lock()
+            .unwrap()
+            .ids
+            .insert(item.address.clone(), id.to_string());
+        ready.signal();
+    };
     let result = {
         let progress = |s: &str| task.status(s);
         match item.action {
@@ -408,7 +483,7 @@ async fn act(
                 let changed: Vec<String> = item.diffs.iter().map(|d| d.name.clone()).collect();
                 desired.update(c, live, &changed, &tags, &progress).await
             }
-            _ => desired.create(c, &tags, &progress).await,
+            _ => desired.create(c, &tags, &progress, &exists).await,
         }
     };
     let handle = match result {
@@ -478,20 +553,21 @@ async fn delete_phase<'a>(
         return vec![];
     }
     report.state_changed = true;
-    // X's deletion waits for the deletion of every other that depends on X.
-    let waits: Vec<Vec<usize>> = dels
+    // X's deletion waits for every other that depends on X to be gone (or ready: see
+    // `resources::delete_known`, an environment gone before its launch template).
+    let waits: Vec<Vec<After>> = dels
         .iter()
         .enumerate()
         .map(|(i, x)| {
             dels.iter()
                 .enumerate()
                 .filter(|(j, y)| *j != i && y.address != x.address && y.deps.contains(&x.address))
-                .map(|(j, _)| j)
+                .map(|(j, _)| After::Ready(j))
                 .collect()
         })
         .collect();
     let done: Mutex<Vec<usize>> = Mutex::new(Vec::new());
-    let errors = run_dag(&waits, |i| {
+    let errors = run_dag(&waits, |i, ready| {
         let d = &dels[i];
         let done = &done;
         async move {
@@ -503,7 +579,8 @@ async fn delete_phase<'a>(
             let task = reporter.start(&label, "Destroying");
             let result = {
                 let progress = |s: &str| task.status(s);
-                resources::delete(c, &d.handle, &progress).await
+                let gone = |_: &str| ready.signal();
+                resources::delete_known(c, &d.handle, d.live.as_ref(), &progress, &gone).await
             };
             match result {
                 Ok(()) => {
@@ -576,9 +653,9 @@ mod tests {
     #[tokio::test]
     async fn dag_runs_dependencies_first_and_stops_after_a_failure() {
         // 0 <- 1 <- 2, and 3 independent.
-        let waits = vec![vec![], vec![0], vec![1], vec![]];
+        let waits = vec![vec![], vec![After::Done(0)], vec![After::Done(1)], vec![]];
         let order = Mutex::new(Vec::new());
-        let errors = run_dag(&waits, |i| {
+        let errors = run_dag(&waits, |i, _| {
             let order = &order;
             async move {
                 order.lock().unwrap().push(i);
@@ -593,7 +670,7 @@ mod tests {
         assert_eq!(order.len(), 4);
 
         let ran = Mutex::new(Vec::new());
-        let errors = run_dag(&waits, |i| {
+        let errors = run_dag(&waits, |i, _| {
             let ran = &ran;
             async move {
                 ran.lock().unwrap().push(i);
@@ -609,5 +686,33 @@ mod tests {
             !ran.into_inner().unwrap().contains(&2),
             "dependents of a failure never start"
         );
+    }
+
+    #[tokio::test]
+    async fn a_task_that_says_it_is_ready_lets_its_ready_dependents_start_before_it_ends() {
+        // 0 finishes only once 1 ran; 1 waits for 0 to be ready. 2 waits for 0 to be done.
+        let waits = vec![vec![], vec![After::Ready(0)], vec![After::Done(0)]];
+        let one_ran = tokio::sync::Notify::new();
+        let order = Mutex::new(Vec::new());
+        let errors = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            run_dag(&waits, |i, ready| {
+                let (one_ran, order) = (&one_ran, &order);
+                async move {
+                    if i == 0 {
+                        ready.signal();
+                        one_ran.notified().await;
+                    } else if i == 1 {
+                        one_ran.notify_one();
+                    }
+                    order.lock().unwrap().push(i);
+                    Ok(())
+                }
+            }),
+        )
+        .await
+        .expect("a ready dependent did not start before its dependency ended");
+        assert!(errors.is_empty());
+        assert_eq!(order.into_inner().unwrap(), vec![1, 0, 2]);
     }
 }

@@ -14,7 +14,7 @@ use aws_sdk_s3::types::{
 };
 use serde_json::{json, Value};
 
-use super::{error_code, Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
+use super::{error_code, Attrs, Extra, Handle, Kind, Live, Milestone, SdkContext, TagRead};
 use crate::aws::Clients;
 use crate::engine::Facts;
 use crate::stack::Stack;
@@ -154,7 +154,13 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
     }))
 }
 
-pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -> Result<Handle> {
+/// Creates the bucket, then tags and sets it up; `exists` is told its name in between.
+pub async fn create(
+    c: &Clients,
+    spec: &Spec,
+    tags: &BTreeMap<String, String>,
+    exists: Milestone<'_>,
+) -> Result<Handle> {
     let mut req = c.s3().create_bucket().bucket(&spec.name);
     // us-east-1 is the one region that refuses an explicit location constraint.
     if spec.region != "us-east-1" {
@@ -172,6 +178,7 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
                 .is_some_and(|s| s.is_bucket_already_owned_by_you()) => {}
         Err(e) => return Err(e).ctx(format!("creating bucket {}", spec.name)),
     }
+    exists(&spec.name);
     // S3 takes no tags on CreateBucket for general purpose buckets everywhere yet, so they are
     // a call of their own, beside the settings: the state recorded the bucket before it was
     // created (an intent), so a crash before the tags still leaves a bucket the next plan

@@ -15,7 +15,9 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::{json, Value};
 
 use super::iam::Role;
-use super::{launch_template, wait_for, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext};
+use super::{
+    launch_template, wait_for, Attrs, Extra, Handle, Kind, Live, Milestone, Progress, SdkContext,
+};
 use crate::aws::Clients;
 use crate::engine::{Facts, Refs, INSTANCE_PROFILE, SECURITY_GROUP};
 use crate::stack::Stack;
@@ -408,40 +410,83 @@ async fn wait_valid(c: &Clients, name: &str, progress: Progress<'_>) -> Result<(
 pub async fn delete(c: &Clients, handle: &Handle, progress: Progress<'_>) -> Result<()> {
     let name = &handle.name;
     if let Some(env) = describe(c, name).await? {
-        if env.state() == Some(&CeState::Enabled) {
-            c.batch()
-                .update_compute_environment()
-                .compute_environment(name)
-                .state(CeState::Disabled)
-                .send()
-                .await
-                .ctx(format!("disabling compute environment {name}"))?;
-        }
         if env.status() != Some(&CeStatus::Deleting) {
-            wait_valid(c, name, progress).await?;
-            c.batch()
-                .delete_compute_environment()
-                .compute_environment(name)
-                .send()
-                .await
-                .ctx(format!("deleting compute environment {name}"))?;
+            let enabled = env.state() == Some(&CeState::Enabled);
+            disable_and_delete(c, name, enabled, progress).await?;
         }
-        wait_for(
-            &format!("compute environment {name} to be deleted"),
-            WAIT,
-            progress,
-            || async {
-                Ok(match describe(c, name).await? {
-                    None => Ok(()),
-                    Some(env) => Err(env
-                        .status()
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_default()),
-                })
-            },
-        )
-        .await?;
+        wait_deleted(c, name, progress).await?;
     }
+    delete_launch_template(c, handle).await
+}
+
+/// [`delete`] from what the plan read (`live`): no describe first. Should Batch refuse (the
+/// environment gone or busy meanwhile), the full path reads it and goes on from there.
+pub async fn delete_known(
+    c: &Clients,
+    handle: &Handle,
+    live: &Live,
+    progress: Progress<'_>,
+    gone: Milestone<'_>,
+) -> Result<()> {
+    let enabled =
+        live.attrs.get("state").and_then(|v| v.as_str()) == Some(CeState::Enabled.as_str());
+    if disable_and_delete(c, &handle.name, enabled, progress)
+        .await
+        .is_err()
+    {
+        return delete(c, handle, progress).await;
+    }
+    wait_deleted(c, &handle.name, progress).await?;
+    // What waited for the environment (its security group, roles, profile) can go now.
+    gone("");
+    delete_launch_template(c, handle).await
+}
+
+/// Disables the environment when it is enabled, waits until Batch has done so, deletes it.
+async fn disable_and_delete(
+    c: &Clients,
+    name: &str,
+    enabled: bool,
+    progress: Progress<'_>,
+) -> Result<()> {
+    if enabled {
+        c.batch()
+            .update_compute_environment()
+            .compute_environment(name)
+            .state(CeState::Disabled)
+            .send()
+            .await
+            .ctx(format!("disabling compute environment {name}"))?;
+    }
+    wait_valid(c, name, progress).await?;
+    c.batch()
+        .delete_compute_environment()
+        .compute_environment(name)
+        .send()
+        .await
+        .ctx(format!("deleting compute environment {name}"))?;
+    Ok(())
+}
+
+async fn wait_deleted(c: &Clients, name: &str, progress: Progress<'_>) -> Result<()> {
+    wait_for(
+        &format!("compute environment {name} to be deleted"),
+        WAIT,
+        progress,
+        || async {
+            Ok(match describe(c, name).await? {
+                None => Ok(()),
+                Some(env) => Err(env
+                    .status()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default()),
+            })
+        },
+    )
+    .await
+}
+
+async fn delete_launch_template(c: &Clients, handle: &Handle) -> Result<()> {
     if let Some(lt) = &handle.extra.launch_template {
         launch_template::delete(c, lt).await?;
     }

@@ -8,7 +8,7 @@ use aws_sdk_iam::types::Tag;
 use futures::future::try_join_all;
 use serde_json::{json, Value};
 
-use super::{Attrs, Extra, Handle, Kind, Live, SdkContext};
+use super::{Attrs, Extra, Handle, Kind, Live, Milestone, SdkContext};
 use crate::aws::Clients;
 use crate::engine::{kms_arn, Facts};
 use crate::stack::Stack;
@@ -294,10 +294,13 @@ fn iam_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>> {
         .collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Creates the role, tagged, then attaches and puts its policies; `exists` is told its ARN
+/// in between.
 pub async fn create_role(
     c: &Clients,
     spec: &RoleSpec,
     tags: &BTreeMap<String, String>,
+    exists: Milestone<'_>,
 ) -> Result<Handle> {
     let out = c
         .iam()
@@ -309,6 +312,7 @@ pub async fn create_role(
         .await
         .ctx(format!("creating role {}", spec.name))?;
     let arn = out.role.map(|r| r.arn).unwrap_or_default();
+    exists(&arn);
     let empty = Live {
         id: arn,
         attrs: Attrs::new(),
@@ -493,6 +497,78 @@ pub async fn delete_role(c: &Clients, name: &str) -> Result<()> {
     }
 }
 
+/// [`delete_role`] from what the plan read (`live`: its managed and inline policies): the
+/// removals at once, then the role, two round trips. Should DeleteRole still find something
+/// attached (an instance profile, a policy added since the read), the full path lists it all.
+pub async fn delete_role_known(c: &Clients, name: &str, live: &Live) -> Result<()> {
+    let managed: Vec<String> = live
+        .attrs
+        .get("managed_policies")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    let inline: Vec<String> = live
+        .attrs
+        .get("inline_policies")
+        .and_then(|v| v.as_object())
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let detach = managed.iter().map(|arn| async move {
+        gone_is_done(
+            c.iam()
+                .detach_role_policy()
+                .role_name(name)
+                .policy_arn(arn)
+                .send()
+                .await,
+        )
+        .ctx(format!("detaching {arn} from role {name}"))
+    });
+    let delete = inline.iter().map(|policy| async move {
+        gone_is_done(
+            c.iam()
+                .delete_role_policy()
+                .role_name(name)
+                .policy_name(policy)
+                .send()
+                .await,
+        )
+        .ctx(format!("deleting policy {policy} of role {name}"))
+    });
+    tokio::try_join!(try_join_all(detach), try_join_all(delete))?;
+    match c.iam().delete_role().role_name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_delete_conflict_exception()) =>
+        {
+            delete_role(c, name).await
+        }
+        Err(e) => Err(e).ctx(format!("deleting role {name}")),
+    }
+}
+
+/// A removal that found nothing to remove (NoSuchEntity) has nothing left to do.
+fn gone_is_done<T, E>(
+    result: std::result::Result<T, aws_sdk_iam::error::SdkError<E>>,
+) -> std::result::Result<(), aws_sdk_iam::error::SdkError<E>>
+where
+    E: aws_sdk_iam::error::ProvideErrorMetadata,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if aws_sdk_iam::error::ProvideErrorMetadata::code(&e) == Some("NoSuchEntity") => {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileSpec {
     pub name: String,
@@ -639,6 +715,58 @@ pub async fn delete_profile(c: &Clients, name: &str) -> Result<()> {
                 .is_some_and(|s| s.is_no_such_entity_exception()) =>
         {
             Ok(())
+        }
+        Err(e) => Err(e).ctx(format!("deleting instance profile {name}")),
+    }
+}
+
+/// [`delete_profile`] from what the plan read (`live`: its roles): the roles removed, then the
+/// profile, two round trips. Should it still hold a role (added since the read), the full path
+/// reads it again.
+pub async fn delete_profile_known(
+    c: &Clients,
+    name: &str,
+    live: &Live,
+    roles_gone: Milestone<'_>,
+) -> Result<()> {
+    let roles: Vec<String> = live
+        .attrs
+        .get("roles")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    try_join_all(roles.iter().map(|role| async move {
+        gone_is_done(
+            c.iam()
+                .remove_role_from_instance_profile()
+                .instance_profile_name(name)
+                .role_name(role)
+                .send()
+                .await,
+        )
+        .ctx(format!("removing role {role} from instance profile {name}"))
+    }))
+    .await?;
+    // Its roles can go now.
+    roles_gone("");
+    match c
+        .iam()
+        .delete_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_delete_conflict_exception()) =>
+        {
+            delete_profile(c, name).await
         }
         Err(e) => Err(e).ctx(format!("deleting instance profile {name}")),
     }

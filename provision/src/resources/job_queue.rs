@@ -253,23 +253,58 @@ pub async fn delete(c: &Clients, name: &str, progress: Progress<'_>) -> Result<(
         return Ok(());
     };
     if queue.status() != Some(&JqStatus::Deleting) {
-        if queue.state() == Some(&JqState::Enabled) {
-            c.batch()
-                .update_job_queue()
-                .job_queue(name)
-                .state(JqState::Disabled)
-                .send()
-                .await
-                .ctx(format!("disabling job queue {name}"))?;
-            wait_valid(c, name, progress).await?;
-        }
+        let enabled = queue.state() == Some(&JqState::Enabled);
+        disable_and_delete(c, name, enabled, progress).await?;
+    }
+    wait_deleted(c, name, progress).await
+}
+
+/// [`delete`] from what the plan read (`live`): no describe first. Should Batch refuse (the
+/// queue gone or busy meanwhile), the full path reads it and goes on from there.
+pub async fn delete_known(
+    c: &Clients,
+    name: &str,
+    live: &Live,
+    progress: Progress<'_>,
+) -> Result<()> {
+    let enabled =
+        live.attrs.get("state").and_then(|v| v.as_str()) == Some(JqState::Enabled.as_str());
+    if disable_and_delete(c, name, enabled, progress)
+        .await
+        .is_err()
+    {
+        return delete(c, name, progress).await;
+    }
+    wait_deleted(c, name, progress).await
+}
+
+/// Disables the queue when it is enabled (and waits until Batch has), then deletes it.
+async fn disable_and_delete(
+    c: &Clients,
+    name: &str,
+    enabled: bool,
+    progress: Progress<'_>,
+) -> Result<()> {
+    if enabled {
         c.batch()
-            .delete_job_queue()
+            .update_job_queue()
             .job_queue(name)
+            .state(JqState::Disabled)
             .send()
             .await
-            .ctx(format!("deleting job queue {name}"))?;
+            .ctx(format!("disabling job queue {name}"))?;
+        wait_valid(c, name, progress).await?;
     }
+    c.batch()
+        .delete_job_queue()
+        .job_queue(name)
+        .send()
+        .await
+        .ctx(format!("deleting job queue {name}"))?;
+    Ok(())
+}
+
+async fn wait_deleted(c: &Clients, name: &str, progress: Progress<'_>) -> Result<()> {
     wait_for(
         &format!("job queue {name} to be deleted"),
         WAIT,

@@ -180,6 +180,12 @@ impl Extra {
 /// Reports progress of long waits (a compute environment turning VALID).
 pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
+/// Tells the engine, before an action ends, that what its dependents wait for is there: a
+/// created resource exists (with this id; its settings still to come), or a deleted one is
+/// gone (what it owned, or held, still to go; the id is empty). The engine starts the
+/// dependents that need no more at once.
+pub type Milestone<'a> = &'a (dyn Fn(&str) + Send + Sync);
+
 impl Spec {
     pub fn kind(&self) -> Kind {
         match self {
@@ -268,14 +274,15 @@ impl Spec {
         c: &Clients,
         tags: &BTreeMap<String, String>,
         progress: Progress<'_>,
+        exists: Milestone<'_>,
     ) -> Result<Handle> {
         match self {
             Spec::VpcEndpoint(s) => vpc_endpoint::create(c, s, tags).await,
             Spec::SecurityGroup(s) => security_group::create(c, s, tags).await,
-            Spec::Bucket(s) => bucket::create(c, s, tags).await,
+            Spec::Bucket(s) => bucket::create(c, s, tags, exists).await,
             Spec::Repository(s) => repository::create(c, s, tags).await,
             Spec::LogGroup(s) => log_group::create(c, s, tags).await,
-            Spec::Role(s) => iam::create_role(c, s, tags).await,
+            Spec::Role(s) => iam::create_role(c, s, tags, exists).await,
             Spec::InstanceProfile(s) => iam::create_profile(c, s, tags).await,
             Spec::ComputeEnvironment(s) => compute_environment::create(c, s, tags, progress).await,
             Spec::JobQueue(s) => job_queue::create(c, s, tags, progress).await,
@@ -304,6 +311,32 @@ impl Spec {
             Spec::JobQueue(s) => job_queue::update(c, s, live, progress).await,
             Spec::JobDefinition(s) => job_definition::register(c, s, tags, false).await,
         }
+    }
+}
+
+/// [`delete`], told what the plan's read just found (`live`), so that it does not read again
+/// what it must remove or change first: a role's policies, a profile's roles, the state of a
+/// queue or compute environment. Where AWS then refuses, it falls back to [`delete`].
+/// `gone` is told when what dependents wait for is gone: a compute environment (its launch
+/// template still to go), a profile's roles (the profile still to go).
+pub async fn delete_known(
+    c: &Clients,
+    handle: &Handle,
+    live: Option<&Live>,
+    progress: Progress<'_>,
+    gone: Milestone<'_>,
+) -> Result<()> {
+    let Some(live) = live else {
+        return delete(c, handle, progress).await;
+    };
+    match handle.kind {
+        Kind::Role => iam::delete_role_known(c, &handle.name, live).await,
+        Kind::InstanceProfile => iam::delete_profile_known(c, &handle.name, live, gone).await,
+        Kind::ComputeEnvironment => {
+            compute_environment::delete_known(c, handle, live, progress, gone).await
+        }
+        Kind::JobQueue => job_queue::delete_known(c, &handle.name, live, progress).await,
+        _ => delete(c, handle, progress).await,
     }
 }
 
