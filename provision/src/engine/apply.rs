@@ -213,6 +213,8 @@ struct Applied {
     records: Mutex<BTreeMap<String, Record>>,
     /// Ids of the resources this apply created or updated, by address.
     acted: Mutex<BTreeMap<String, String>>,
+    /// What was made ahead of a create (see `Spec::create_ahead`), by address.
+    ahead: Mutex<BTreeMap<String, String>>,
 }
 
 /// Applies `plan`: forward phase, then delete phase; records every step in `store`.
@@ -229,6 +231,7 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
         refs: Mutex::new(plan.refs.clone()),
         records: Mutex::new(plan.snapshot.records.clone()),
         acted: Mutex::new(BTreeMap::new()),
+        ahead: Mutex::new(BTreeMap::new()),
     };
     let mut report = Report::default();
     record_unchanged(c, plan, store, &applied, &mut report).await?;
@@ -359,6 +362,12 @@ async fn forward_phase(
         })
         .collect();
     waits.extend((0..n).map(|i| vec![After::Done(i)]));
+    // Task 2n + i makes ahead what forward[i]'s create needs of nobody (see
+    // `Spec::create_ahead`); the create waits for it.
+    for (i, wait) in waits.iter_mut().take(n).enumerate() {
+        wait.push(After::Done(2 * n + i));
+    }
+    waits.extend((0..n).map(|_| vec![]));
     let results: Mutex<Vec<Option<Record>>> = Mutex::new(vec![None; n]);
     let acted = std::sync::atomic::AtomicUsize::new(0);
     // Records of the last actions: nothing runs any more when they finish, so their write
@@ -369,6 +378,9 @@ async fn forward_phase(
         let acted = &acted;
         let deferred = &deferred;
         async move {
+            if i >= 2 * n {
+                return create_ahead(c, plan, forward[i - 2 * n], applied).await;
+            }
             if i < n {
                 let rec = act(c, plan, forward[i], store, reporter, applied, ready).await;
                 acted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -393,6 +405,33 @@ async fn forward_phase(
     })
     .await;
     (errors, deferred.into_inner().unwrap())
+}
+
+/// The part of a create that needs no other resource, made at once (see
+/// `Spec::create_ahead`). Only for plain creates: a replacement records its intent first (the
+/// new name), and what it made ahead of that could be lost by a crash.
+async fn create_ahead(c: &Clients, plan: &Plan, item: &Item, applied: &Applied) -> Result<()> {
+    let Some(node) = item.node.as_ref().filter(|_| item.action == Action::Create) else {
+        return Ok(());
+    };
+    let desired = spec(
+        &plan.stack,
+        &plan.facts,
+        &applied.refs.lock().unwrap(),
+        node,
+    )?;
+    let made = desired
+        .create_ahead(c, &plan.stack.tags())
+        .await
+        .with_context(|| format!("{} (creating)", item.address))?;
+    if let Some(made) = made {
+        applied
+            .ahead
+            .lock()
+            .unwrap()
+            .insert(item.address.clone(), made);
+    }
+    Ok(())
 }
 
 /// Whether a `dependent` needs of its `dependency` only that it exists (its id), not that it is
@@ -430,6 +469,9 @@ async fn act(
         &applied.refs.lock().unwrap(),
         node,
     )?;
+    if let Some(made) = applied.ahead.lock().unwrap().get(&item.address) {
+        desired.made_ahead(made.clone());
+    }
     if let Spec::JobQueue(queue) = &mut desired {
         // Environments this apply created or updated were waited VALID by their own action.
         let acted = applied.acted.lock().unwrap();
@@ -566,11 +608,28 @@ async fn delete_phase<'a>(
                 .collect()
         })
         .collect();
+    // Task n + i does ahead what dels[i] can before its dependents are gone (see
+    // `resources::delete_ahead`); the delete waits for it.
+    let n = dels.len();
+    let mut waits = waits;
+    for (i, wait) in waits.iter_mut().enumerate() {
+        wait.push(After::Done(n + i));
+    }
+    waits.extend((0..n).map(|_| vec![]));
+    let ahead: Vec<std::sync::atomic::AtomicBool> = (0..n)
+        .map(|_| std::sync::atomic::AtomicBool::new(false))
+        .collect();
     let done: Mutex<Vec<usize>> = Mutex::new(Vec::new());
     let errors = run_dag(&waits, |i, ready| {
-        let d = &dels[i];
+        let d = &dels[i % n];
         let done = &done;
+        let ahead = &ahead;
         async move {
+            if i >= n {
+                let did = resources::delete_ahead(c, &d.handle, d.live.as_ref(), &|_| {}).await;
+                ahead[i - n].store(did, std::sync::atomic::Ordering::SeqCst);
+                return Ok(());
+            }
             let label = if d.deposed {
                 format!("{} ({})", d.address, d.handle.name)
             } else {
@@ -580,7 +639,9 @@ async fn delete_phase<'a>(
             let result = {
                 let progress = |s: &str| task.status(s);
                 let gone = |_: &str| ready.signal();
-                resources::delete_known(c, &d.handle, d.live.as_ref(), &progress, &gone).await
+                let ahead = ahead[i].load(std::sync::atomic::Ordering::SeqCst);
+                resources::delete_known(c, &d.handle, d.live.as_ref(), ahead, &progress, &gone)
+                    .await
             };
             match result {
                 Ok(()) => {

@@ -573,6 +573,8 @@ where
 pub struct ProfileSpec {
     pub name: String,
     pub role: String,
+    /// The profile's ARN when it was made ahead ([`create_profile_ahead`]).
+    pub made: Option<String>,
 }
 
 impl ProfileSpec {
@@ -580,6 +582,7 @@ impl ProfileSpec {
         ProfileSpec {
             name: stack.instance_profile_name(),
             role: stack.role_name(Role::Instance.key()),
+            made: None,
         }
     }
 
@@ -627,11 +630,13 @@ pub async fn read_profile(c: &Clients, name: &str) -> Result<Option<Live>> {
     }))
 }
 
-pub async fn create_profile(
+/// What a profile's create needs of no other resource: the profile itself, made while its
+/// role is being made (the role goes in once it exists). Its ARN.
+pub async fn create_profile_ahead(
     c: &Clients,
     spec: &ProfileSpec,
     tags: &BTreeMap<String, String>,
-) -> Result<Handle> {
+) -> Result<String> {
     let out = c
         .iam()
         .create_instance_profile()
@@ -640,7 +645,18 @@ pub async fn create_profile(
         .send()
         .await
         .ctx(format!("creating instance profile {}", spec.name))?;
-    let arn = out.instance_profile.map(|p| p.arn).unwrap_or_default();
+    Ok(out.instance_profile.map(|p| p.arn).unwrap_or_default())
+}
+
+pub async fn create_profile(
+    c: &Clients,
+    spec: &ProfileSpec,
+    tags: &BTreeMap<String, String>,
+) -> Result<Handle> {
+    let arn = match &spec.made {
+        Some(arn) => arn.clone(),
+        None => create_profile_ahead(c, spec, tags).await?,
+    };
     let empty = Live {
         id: arn,
         attrs: Attrs::from([("roles".into(), json!([]))]),

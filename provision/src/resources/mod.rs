@@ -268,6 +268,31 @@ impl Spec {
         }
     }
 
+    /// The part of a create that needs no other resource, run as soon as the forward phase
+    /// starts, beside everything else: a compute environment's launch template, an instance
+    /// profile itself (its role goes in once the role exists). What it made, for
+    /// [`Spec::made_ahead`]; `None` when there is no such part.
+    pub async fn create_ahead(
+        &self,
+        c: &Clients,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Option<String>> {
+        match self {
+            Spec::ComputeEnvironment(s) => compute_environment::create_ahead(c, s, tags).await,
+            Spec::InstanceProfile(s) => Ok(Some(iam::create_profile_ahead(c, s, tags).await?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Tells the spec what [`Spec::create_ahead`] made, so that its create does not again.
+    pub fn made_ahead(&mut self, made: String) {
+        match self {
+            Spec::ComputeEnvironment(s) => s.launch_template_made = true,
+            Spec::InstanceProfile(s) => s.made = Some(made),
+            _ => {}
+        }
+    }
+
     /// Creates the resource, tagged at creation; returns what [`Spec::read`] would.
     pub async fn create(
         &self,
@@ -318,11 +343,13 @@ impl Spec {
 /// what it must remove or change first: a role's policies, a profile's roles, the state of a
 /// queue or compute environment. Where AWS then refuses, it falls back to [`delete`].
 /// `gone` is told when what dependents wait for is gone: a compute environment (its launch
-/// template still to go), a profile's roles (the profile still to go).
+/// template still to go), a profile's roles (the profile still to go). `ahead`: what
+/// [`delete_ahead`] did.
 pub async fn delete_known(
     c: &Clients,
     handle: &Handle,
     live: Option<&Live>,
+    ahead: bool,
     progress: Progress<'_>,
     gone: Milestone<'_>,
 ) -> Result<()> {
@@ -333,10 +360,27 @@ pub async fn delete_known(
         Kind::Role => iam::delete_role_known(c, &handle.name, live).await,
         Kind::InstanceProfile => iam::delete_profile_known(c, &handle.name, live, gone).await,
         Kind::ComputeEnvironment => {
-            compute_environment::delete_known(c, handle, live, progress, gone).await
+            compute_environment::delete_known(c, handle, live, ahead, progress, gone).await
         }
         Kind::JobQueue => job_queue::delete_known(c, &handle.name, live, progress).await,
         _ => delete(c, handle, progress).await,
+    }
+}
+
+/// The part of a delete that need not wait for the resource's dependents to go, run as soon as
+/// the delete phase starts (from what the plan read, `live`): a compute environment disabled
+/// while its queues are still being deleted. Whether it did anything.
+pub async fn delete_ahead(
+    c: &Clients,
+    handle: &Handle,
+    live: Option<&Live>,
+    progress: Progress<'_>,
+) -> bool {
+    match (handle.kind, live) {
+        (Kind::ComputeEnvironment, Some(live)) => {
+            compute_environment::delete_ahead(c, &handle.name, live, progress).await
+        }
+        _ => false,
     }
 }
 

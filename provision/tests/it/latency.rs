@@ -134,15 +134,16 @@ fn no_op_plan_of_the_reference_stack_is_34_requests_in_3_round_trips() {
 }
 
 #[test]
-fn apply_from_nothing_takes_13_round_trips_and_destroy_15() {
+fn apply_from_nothing_takes_11_round_trips_and_destroy_13() {
     let stack = Reference::new("rtt-ad");
     stack.proxy.set_latency(LATENCY);
 
     // The preamble (the table's status, the state and the facts; the table created and
-    // waited for beside the reads; the lock), the forward phase down the compute chain (role,
-    // profile, environments and their wait, queue and its wait), the one write that records
-    // the end and releases the lock. Moto makes environments and queues VALID at once: one
-    // poll each.
+    // waited for beside the reads; the lock), the forward phase down the compute chain (the
+    // roles, the profile and the launch template at once; the service role's policy and the
+    // profile's role; the environments and their wait; the queue and its wait), the one write
+    // that records the end and releases the lock. Moto makes environments and queues VALID at
+    // once: one poll each.
     let apply = stack.run(&["apply", "--auto-approve"], 0);
     let shown = format!(
         "{:?}\nwaves: {:#?}\n{}",
@@ -152,7 +153,7 @@ fn apply_from_nothing_takes_13_round_trips_and_destroy_15() {
     );
     assert_eq!(apply.requests, 85, "apply's calls changed: {shown}");
     assert!(
-        apply.critical_path <= 13,
+        apply.critical_path <= 11,
         "{} round trips one after another: {:?}\n{shown}",
         apply.critical_path,
         apply.path
@@ -165,9 +166,9 @@ fn apply_from_nothing_takes_13_round_trips_and_destroy_15() {
         "{shown}"
     );
 
-    // The plan's reads, then the delete phase down the same chain in reverse (queue disabled
-    // and deleted, environments disabled and deleted, then profile and roles from what the
-    // plan read of them), the end with the release.
+    // The plan's reads, then the delete phase down the same chain in reverse (the queue and
+    // the environments disabled at once, the queue deleted, the environments deleted, then
+    // profile and roles from what the plan read of them), the end with the release.
     let destroy = stack.run(&["destroy", "--auto-approve"], 0);
     let shown = format!(
         "{:?}\nwaves: {:#?}\n{}",
@@ -177,7 +178,7 @@ fn apply_from_nothing_takes_13_round_trips_and_destroy_15() {
     );
     assert_eq!(destroy.requests, 73, "destroy's calls changed: {shown}");
     assert!(
-        destroy.critical_path <= 15,
+        destroy.critical_path <= 13,
         "{} round trips one after another: {:?}\n{shown}",
         destroy.critical_path,
         destroy.path
