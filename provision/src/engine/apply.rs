@@ -234,7 +234,7 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
         ahead: Mutex::new(BTreeMap::new()),
     };
     let mut report = Report::default();
-    record_unchanged(c, plan, store, &applied, &mut report).await?;
+    let unchanged = record_unchanged(c, plan, store, &applied, &mut report).await?;
 
     let forward: Vec<&Item> = plan
         .items
@@ -250,7 +250,8 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
             _ => {}
         }
     }
-    let mut last: Vec<String> = deferred;
+    let mut last: Vec<String> = unchanged;
+    last.extend(deferred);
     if errors.is_empty() {
         let deleted = delete_phase(c, &dels, &mut report, reporter).await;
         last.extend(forget_deposed(&deleted, &applied));
@@ -266,15 +267,17 @@ pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter)
 }
 
 /// Resources that need no change but whose state entry is missing or stale (adopted by tags,
-/// or recorded before a crash): recorded without touching AWS. Entries of resources gone
-/// already are dropped.
+/// or recorded before a crash): recorded without touching AWS, with the release (their
+/// addresses are returned for the last writes). Entries of resources gone already are dropped
+/// then too.
 async fn record_unchanged(
     c: &Clients,
     plan: &Plan,
     store: &Store,
     applied: &Applied,
     report: &mut Report,
-) -> Result<()> {
+) -> Result<Vec<String>> {
+    let mut stale_records = Vec::new();
     let records = &applied.records;
     for item in plan.items.iter().filter(|i| i.action == Action::NoOp) {
         match (&item.node, &item.live) {
@@ -297,14 +300,14 @@ async fn record_unchanged(
                     if let Some(old) = &item.record {
                         rec.deposed = old.deposed.clone();
                     }
-                    store.put(&rec).await?;
                     records.lock().unwrap().insert(item.address.clone(), rec);
+                    stale_records.push(item.address.clone());
                     report.state_changed = true;
                 }
             }
             (None, None) if !item.deposed => {
-                store.remove(&item.address).await?;
                 records.lock().unwrap().remove(&item.address);
+                report.last_writes.removes.push(item.address.clone());
                 report.state_changed = true;
             }
             // A deposed resource already gone (a crash after its delete, before the record
@@ -329,7 +332,7 @@ async fn record_unchanged(
             _ => {}
         }
     }
-    Ok(())
+    Ok(stale_records)
 }
 
 /// Creates, updates and replaces (the new half) in dependency order, independent ones at

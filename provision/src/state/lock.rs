@@ -202,15 +202,7 @@ impl Lock {
     /// now, and the read is what a read under the lock would have answered. `seen` is the
     /// lock item the read answered (absent: none); `None` when the read did not finish.
     pub fn saw_unchanged(&self, seen: Option<&Option<LockSeen>>) -> bool {
-        match seen {
-            None => false,
-            Some(seen) => {
-                *seen == self.previous
-                    || seen.as_ref().is_some_and(|l| {
-                        l.token.as_deref() == Some(&self.token) && l.released.is_none()
-                    })
-            }
-        }
+        seen.is_some_and(|seen| unchanged(seen, &self.previous, &self.token))
     }
 
     /// The conditional update that marks this lock released (see the module's note).
@@ -288,20 +280,25 @@ impl Lock {
             .client
             .transact_write_items()
             .set_transact_items(Some(items))
+            // A retry of a transaction that went through is then answered, not applied again
+            // (the serial would move twice).
+            .client_request_token(&self.token[..36.min(self.token.len())])
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if lock_condition_failed(&e) => {
-                // Forced away: nothing of ours to release; the writes still belong.
-                Store::write_each(&store, writes).await?;
-                if let Some(gpu) = finish.bump {
-                    store.bump_serial(gpu).await?;
-                }
-                Ok(())
-            }
-            Err(e) => Err(e).ctx("recording the end of the run and releasing the state lock"),
+        let forced = match out {
+            Ok(_) => return Ok(()),
+            Err(e) => lock_condition_failed(&e),
+        };
+        // The same writes one by one; then, unless the lock was forced away meanwhile (nothing
+        // of ours to release), the plain release.
+        Store::write_each(&store, writes).await?;
+        if let Some(gpu) = finish.bump {
+            store.bump_serial(gpu).await?;
         }
+        if forced {
+            return Ok(());
+        }
+        self.release().await
     }
 }
 
@@ -322,6 +319,15 @@ fn lock_condition_failed(
             .is_some_and(|code| code == "ConditionalCheckFailed"),
         _ => false,
     }
+}
+
+/// Whether a read that saw the lock item as `seen` was made while nobody else held the lock:
+/// it saw the item our write replaced (`previous`), or our own lock (`token`).
+fn unchanged(seen: &Option<LockSeen>, previous: &Option<LockSeen>, token: &str) -> bool {
+    seen == previous
+        || seen
+            .as_ref()
+            .is_some_and(|l| l.token.as_deref() == Some(token) && l.released.is_none())
 }
 
 /// The lock being taken on a task of its own, beside the reads of a plan (see the module's
@@ -425,4 +431,52 @@ pub async fn remove(store: &Store) -> Result<()> {
         .await
         .ctx("removing the state lock")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(token: &str, expires: &str, released: bool) -> Option<LockSeen> {
+        Some(LockSeen {
+            token: Some(token.into()),
+            expires: Some(expires.into()),
+            released: released.then(|| token.to_string()),
+        })
+    }
+
+    #[test]
+    fn a_state_read_counts_only_when_nobody_held_the_lock_since() {
+        let released_by_a = lock("a", "2026-01-01T00:00:00Z", true);
+        // The read saw what our write replaced: nobody came between.
+        assert!(unchanged(&released_by_a, &released_by_a, "me"));
+        assert!(unchanged(&None, &None, "me"));
+        // The read saw our own lock: it came after our write.
+        assert!(unchanged(
+            &lock("me", "2026-01-01T01:00:00Z", false),
+            &released_by_a,
+            "me"
+        ));
+        // A held the lock when the state was read and released it before our write: its
+        // writes may be half seen.
+        assert!(!unchanged(
+            &lock("a", "2026-01-01T01:00:00Z", false),
+            &released_by_a,
+            "me"
+        ));
+        // Nobody had ever locked when the state was read; A did (and released) before us.
+        assert!(!unchanged(&None, &released_by_a, "me"));
+        // B took A's released lock, wrote and released between our read and our write.
+        assert!(!unchanged(
+            &released_by_a,
+            &lock("b", "2026-01-01T00:05:00Z", true),
+            "me"
+        ));
+        // An expired lock renewed between the read and the takeover is another version.
+        assert!(!unchanged(
+            &lock("a", "2026-01-01T00:00:00Z", false),
+            &lock("a", "2026-01-01T00:10:00Z", false),
+            "me"
+        ));
+    }
 }
