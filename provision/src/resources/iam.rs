@@ -520,8 +520,8 @@ pub async fn delete_role_known(c: &Clients, name: &str, live: &Live) -> Result<(
                 .policy_arn(arn)
                 .send()
                 .await,
+            format!("detaching {arn} from role {name}"),
         )
-        .ctx(format!("detaching {arn} from role {name}"))
     });
     let delete = inline.iter().map(|policy| async move {
         gone_is_done(
@@ -531,8 +531,8 @@ pub async fn delete_role_known(c: &Clients, name: &str, live: &Live) -> Result<(
                 .policy_name(policy)
                 .send()
                 .await,
+            format!("deleting policy {policy} of role {name}"),
         )
-        .ctx(format!("deleting policy {policy} of role {name}"))
     });
     tokio::try_join!(try_join_all(detach), try_join_all(delete))?;
     match c.iam().delete_role().role_name(name).send().await {
@@ -554,18 +554,14 @@ pub async fn delete_role_known(c: &Clients, name: &str, live: &Live) -> Result<(
 }
 
 /// A removal that found nothing to remove (NoSuchEntity) has nothing left to do.
-fn gone_is_done<T, E>(
-    result: std::result::Result<T, aws_sdk_iam::error::SdkError<E>>,
-) -> std::result::Result<(), aws_sdk_iam::error::SdkError<E>>
+fn gone_is_done<T, E>(result: std::result::Result<T, E>, what: String) -> Result<()>
 where
-    E: aws_sdk_iam::error::ProvideErrorMetadata,
+    E: aws_sdk_iam::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match result {
         Ok(_) => Ok(()),
-        Err(e) if aws_sdk_iam::error::ProvideErrorMetadata::code(&e) == Some("NoSuchEntity") => {
-            Ok(())
-        }
-        Err(e) => Err(e),
+        Err(e) if e.code() == Some("NoSuchEntity") => Ok(()),
+        Err(e) => Err(e).ctx(what),
     }
 }
 
@@ -684,16 +680,36 @@ pub async fn update_profile(c: &Clients, spec: &ProfileSpec, live: &Live) -> Res
             ))?;
     }
     if !roles.contains(&spec.role) {
-        c.iam()
-            .add_role_to_instance_profile()
-            .instance_profile_name(&spec.name)
-            .role_name(&spec.role)
-            .send()
-            .await
-            .ctx(format!(
-                "adding role {} to instance profile {}",
-                spec.role, spec.name
-            ))?;
+        // The role may have been created a moment ago (the profile waits only for it to
+        // exist): IAM is eventually consistent, so a NoSuchEntity is asked again a few times.
+        let add = || {
+            c.iam()
+                .add_role_to_instance_profile()
+                .instance_profile_name(&spec.name)
+                .role_name(&spec.role)
+                .send()
+        };
+        super::wait_for(
+            &format!("role {} to propagate", spec.role),
+            std::time::Duration::from_secs(60),
+            &|_: &str| {},
+            || async {
+                match add().await {
+                    Ok(_) => Ok(Ok(())),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_no_such_entity_exception()) =>
+                    {
+                        Ok(Err(super::describe_error(&e)))
+                    }
+                    Err(e) => Err(e).ctx(format!(
+                        "adding role {} to instance profile {}",
+                        spec.role, spec.name
+                    )),
+                }
+            },
+        )
+        .await?;
     }
     Ok(Handle {
         kind: Kind::InstanceProfile,
@@ -758,8 +774,8 @@ pub async fn delete_profile_known(
                 .role_name(role)
                 .send()
                 .await,
+            format!("removing role {role} from instance profile {name}"),
         )
-        .ctx(format!("removing role {role} from instance profile {name}"))
     }))
     .await?;
     // Its roles can go now.

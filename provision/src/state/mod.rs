@@ -94,7 +94,7 @@ impl Finish {
         removes.sort();
         removes.dedup();
         put.into_values()
-            .map(|r| Write::Put(r.clone()))
+            .map(|r| Write::Put(Box::new(r.clone())))
             .chain(removes.into_iter().map(|a| Write::Delete(a.clone())))
             .collect()
     }
@@ -103,7 +103,7 @@ impl Finish {
 /// One state entry written or forgotten.
 #[derive(Debug, Clone)]
 pub enum Write {
-    Put(Record),
+    Put(Box<Record>),
     Delete(String),
 }
 
