@@ -611,14 +611,35 @@ async fn delete_phase<'a>(
                 .collect()
         })
         .collect();
-    // Task n + i does ahead what dels[i] can before its dependents are gone (see
-    // `resources::delete_ahead`); the delete waits for it.
+    // Task n + i does ahead what dels[i] can before all its dependents are gone (see
+    // `resources::delete_ahead`); the delete waits for it. A compute environment's is
+    // disabling it, at once; a role's is removing its policies, once what uses the role is
+    // gone: its dependents, but for an instance profile what uses the profile (the profile
+    // itself only has to let the role go before the role is deleted).
     let n = dels.len();
+    let ahead_waits: Vec<Vec<After>> = dels
+        .iter()
+        .enumerate()
+        .map(|(i, x)| match x.handle.kind {
+            Kind::Role => waits[i]
+                .iter()
+                .flat_map(|w| match *w {
+                    After::Ready(j) | After::Done(j)
+                        if dels[j].handle.kind == Kind::InstanceProfile =>
+                    {
+                        waits[j].clone()
+                    }
+                    other => vec![other],
+                })
+                .collect(),
+            _ => vec![],
+        })
+        .collect();
     let mut waits = waits;
     for (i, wait) in waits.iter_mut().enumerate() {
         wait.push(After::Done(n + i));
     }
-    waits.extend((0..n).map(|_| vec![]));
+    waits.extend(ahead_waits);
     let ahead: Vec<std::sync::atomic::AtomicBool> = (0..n)
         .map(|_| std::sync::atomic::AtomicBool::new(false))
         .collect();

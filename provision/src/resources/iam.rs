@@ -498,9 +498,33 @@ pub async fn delete_role(c: &Clients, name: &str) -> Result<()> {
 }
 
 /// [`delete_role`] from what the plan read (`live`: its managed and inline policies): the
-/// removals at once, then the role, two round trips. Should DeleteRole still find something
-/// attached (an instance profile, a policy added since the read), the full path lists it all.
-pub async fn delete_role_known(c: &Clients, name: &str, live: &Live) -> Result<()> {
+/// removals at once (unless [`strip_role`] made them, `stripped`), then the role, two round
+/// trips. Should DeleteRole still find something attached (an instance profile, a policy added
+/// since the read), the full path lists it all.
+pub async fn delete_role_known(c: &Clients, name: &str, live: &Live, stripped: bool) -> Result<()> {
+    if !stripped {
+        strip_role(c, name, live).await?;
+    }
+    match c.iam().delete_role().role_name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_delete_conflict_exception()) =>
+        {
+            delete_role(c, name).await
+        }
+        Err(e) => Err(e).ctx(format!("deleting role {name}")),
+    }
+}
+
+/// Detaches and deletes the policies the plan read of role `name` (`live`), all at once.
+pub async fn strip_role(c: &Clients, name: &str, live: &Live) -> Result<()> {
     let managed: Vec<String> = live
         .attrs
         .get("managed_policies")
@@ -535,22 +559,7 @@ pub async fn delete_role_known(c: &Clients, name: &str, live: &Live) -> Result<(
         )
     });
     tokio::try_join!(try_join_all(detach), try_join_all(delete))?;
-    match c.iam().delete_role().role_name(name).send().await {
-        Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_no_such_entity_exception()) =>
-        {
-            Ok(())
-        }
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_delete_conflict_exception()) =>
-        {
-            delete_role(c, name).await
-        }
-        Err(e) => Err(e).ctx(format!("deleting role {name}")),
-    }
+    Ok(())
 }
 
 /// A removal that found nothing to remove (NoSuchEntity) has nothing left to do.

@@ -357,7 +357,7 @@ pub async fn delete_known(
         return delete(c, handle, progress).await;
     };
     match handle.kind {
-        Kind::Role => iam::delete_role_known(c, &handle.name, live).await,
+        Kind::Role => iam::delete_role_known(c, &handle.name, live, ahead).await,
         Kind::InstanceProfile => iam::delete_profile_known(c, &handle.name, live, gone).await,
         Kind::ComputeEnvironment => {
             compute_environment::delete_known(c, handle, live, ahead, progress, gone).await
@@ -367,9 +367,11 @@ pub async fn delete_known(
     }
 }
 
-/// The part of a delete that need not wait for the resource's dependents to go, run as soon as
-/// the delete phase starts (from what the plan read, `live`): a compute environment disabled
-/// while its queues are still being deleted. Whether it did anything.
+/// The part of a delete that need not wait for all of the resource's dependents to go (from
+/// what the plan read, `live`): a compute environment disabled while its queues are still being
+/// deleted (the engine runs it at once); a role's policies removed while the instance profile
+/// that holds it is being emptied (the engine runs it once what uses the profile is gone).
+/// Whether it did it: otherwise the delete does it all.
 pub async fn delete_ahead(
     c: &Clients,
     handle: &Handle,
@@ -380,6 +382,7 @@ pub async fn delete_ahead(
         (Kind::ComputeEnvironment, Some(live)) => {
             compute_environment::delete_ahead(c, &handle.name, live, progress).await
         }
+        (Kind::Role, Some(live)) => iam::strip_role(c, &handle.name, live).await.is_ok(),
         _ => false,
     }
 }
