@@ -403,7 +403,7 @@ impl Request {
             return !matches!(self.method.as_str(), "GET" | "HEAD");
         }
         let action = self.action().to_ascii_lowercase();
-        const VERBS: [&str; 19] = [
+        const VERBS: [&str; 21] = [
             "create",
             "put",
             "update",
@@ -423,6 +423,9 @@ impl Request {
             "enable",
             "disable",
             "associate",
+            // DynamoDB's writes of many items at once.
+            "transactwrite",
+            "batchwrite",
         ];
         VERBS.iter().any(|v| action.starts_with(v))
     }

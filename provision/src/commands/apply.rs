@@ -7,8 +7,8 @@ use anyhow::{bail, Result};
 use crate::aws::Clients;
 use crate::cli::ApplyArgs;
 use crate::engine::saved::SavedPlan;
-use crate::engine::{self, apply, plan, progress::Reporter, render};
-use crate::state::Lock;
+use crate::engine::{self, apply, plan, progress::Reporter, render, Locked};
+use crate::state::Finish;
 
 pub async fn run(args: ApplyArgs) -> Result<ExitCode> {
     let stack = engine::load_stack(&args.stack)?;
@@ -23,14 +23,14 @@ pub async fn run(args: ApplyArgs) -> Result<ExitCode> {
 
     let clients = Clients::new(&stack.region).await?;
     let store = engine::store(&clients, &stack);
-    // The table's status is read beside the credentials check, whose error wins.
-    let (account, table) =
-        engine::join_first_error_wins(crate::aws::check_access(&clients), store.table_status())
-            .await?;
-    store.ensure_table(table).await?;
-    let lock = Lock::acquire(&store, "apply").await?;
-    let result = locked(&clients, &stack, &account, &store, saved, approved).await;
-    let released = lock.release().await;
+    let (lock, planned) = engine::plan_locked(&clients, &stack, &store, Locked::Apply).await?;
+    let mut finish = Finish::default();
+    let result = match planned {
+        Ok(plan) => locked(&clients, &stack, &store, plan, saved, approved, &mut finish).await,
+        Err(e) => Err(e),
+    };
+    // The serial's bump and the last records go with the release, in one write.
+    let released = lock.release_with(finish).await;
     let code = result?;
     released?;
     Ok(code)
@@ -39,14 +39,12 @@ pub async fn run(args: ApplyArgs) -> Result<ExitCode> {
 async fn locked(
     clients: &Clients,
     stack: &crate::stack::Stack,
-    account: &str,
     store: &crate::state::Store,
+    plan: plan::Plan,
     saved: Option<SavedPlan>,
     approved: bool,
+    finish: &mut Finish,
 ) -> Result<ExitCode> {
-    // apply always reads AWS: it must not act on a stale picture.
-    let account = std::future::ready(Ok(account.to_string()));
-    let plan = plan::plan(clients, stack, account, plan::Refresh::Live).await?;
     if let Some(saved) = &saved {
         if saved.serial != plan.snapshot.serial {
             bail!(
@@ -68,9 +66,10 @@ async fn locked(
         return Ok(ExitCode::from(1));
     }
     let reporter = Reporter::new();
-    let report = apply::apply(clients, &plan, store, &reporter).await?;
+    let mut report = apply::apply(clients, &plan, store, &reporter).await?;
+    *finish = std::mem::take(&mut report.last_writes);
     if report.state_changed {
-        store.bump_serial(Some(stack.gpu)).await?;
+        finish.bump = Some(Some(stack.gpu));
     }
     if !report.errors.is_empty() {
         return Err(apply::join_errors(report.errors)

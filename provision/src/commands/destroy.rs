@@ -2,37 +2,22 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::aws::Clients;
 use crate::cli::DestroyArgs;
-use crate::engine::{self, apply, plan, progress::Reporter, render};
-use crate::state::Lock;
+use crate::engine::{self, apply, progress::Reporter, render, Locked};
+use crate::state::Finish;
 
 pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
     let stack = engine::load_stack(&args.stack)?;
     engine::require_confirmation_possible(args.auto_approve, "destroy")?;
     let clients = Clients::new(&stack.region).await?;
     let store = engine::store(&clients, &stack);
-    // The table is looked up beside the credentials check, whose error wins.
-    let (account, table) =
-        engine::join_first_error_wins(crate::aws::check_access(&clients), store.table_status())
-            .await?;
-    // No table: nothing was ever applied with this table in this region (every apply creates
-    // it before its first change). Most likely the stack's region or state_table is not the
-    // one that was applied; creating an empty table there would only hide that.
-    if table.is_none() {
-        bail!(
-            "state table {} does not exist in {}: nothing was applied to {} there; check [stack] region and state_table",
-            store.table,
-            stack.region,
-            store.pk
-        );
-    }
-    let lock = Lock::acquire(&store, "destroy").await?;
+    let (lock, planned) = engine::plan_locked(&clients, &stack, &store, Locked::Destroy).await?;
+    let mut finish = Finish::default();
     let result = async {
-        let account = std::future::ready(Ok(account.clone()));
-        let plan = plan::destroy_plan(&clients, &stack, account).await?;
+        let plan = planned?;
         print!("{}", render::text(&plan));
         if plan.has_changes()
             && !args.auto_approve
@@ -45,9 +30,10 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
         let reporter = Reporter::new();
-        let report = apply::destroy(&clients, &plan, &store, &reporter).await?;
+        let mut report = apply::destroy(&clients, &plan, &reporter).await?;
+        finish = std::mem::take(&mut report.last_writes);
         if report.state_changed {
-            store.bump_serial(None).await?;
+            finish.bump = Some(None);
         }
         if !report.errors.is_empty() {
             return Err(apply::join_errors(report.errors)
@@ -60,7 +46,8 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     }
     .await;
-    let released = lock.release().await;
+    // The serial's bump and the entries to forget go with the release, in one write.
+    let released = lock.release_with(finish).await;
     let code = result?;
     released?;
     Ok(code)

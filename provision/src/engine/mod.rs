@@ -18,7 +18,8 @@ use crate::resources::{
     security_group, vpc_endpoint, Address, Kind, SdkContext, Spec, UNKNOWN,
 };
 use crate::stack::{Image, Stack, Vpc};
-use crate::state::Store;
+use crate::state::lock::Taking;
+use crate::state::{Lock, LockError, LockSeen, Snapshot, Store};
 
 pub mod apply;
 pub mod plan;
@@ -506,6 +507,76 @@ pub fn graph_for(stack: &Stack, facts: &Facts) -> Vec<Node> {
         .into_iter()
         .filter(|n| n.kind != Kind::VpcEndpoint || !facts.route_tables.is_empty())
         .collect()
+}
+
+/// What takes the lock before it plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locked {
+    Apply,
+    Destroy,
+}
+
+impl Locked {
+    fn operation(self) -> &'static str {
+        match self {
+            Locked::Apply => "apply",
+            Locked::Destroy => "destroy",
+        }
+    }
+
+    async fn plan(
+        self,
+        c: &Clients,
+        stack: &Stack,
+        state: impl std::future::Future<Output = Result<Snapshot>>,
+    ) -> Result<plan::Plan> {
+        let account = crate::aws::check_access(c);
+        match self {
+            // apply always reads AWS: it must not act on a stale picture.
+            Locked::Apply => plan::plan_from(c, stack, account, state, plan::Refresh::Live).await,
+            Locked::Destroy => plan::destroy_plan(c, stack, account, state).await,
+        }
+    }
+}
+
+/// Takes the state lock and plans, the lock's write beside the plan's first reads (the
+/// credentials check, the facts, the state): one round trip for all of them. On a first apply
+/// the state table is created (and waited for) beside the plan's reads of an empty state.
+/// When the state was read while another process still held the lock (see
+/// [`Lock::saw_unchanged`]), it plans again under the lock. Returns the lock, which the
+/// caller releases whatever the plan's outcome, and the plan.
+pub async fn plan_locked(
+    c: &Clients,
+    stack: &Stack,
+    store: &Store,
+    what: Locked,
+) -> Result<(Lock, Result<plan::Plan>)> {
+    let taking = Taking::start(store, what.operation(), what == Locked::Apply);
+    let seen: std::sync::Mutex<Option<Option<LockSeen>>> = std::sync::Mutex::new(None);
+    let state = async {
+        let snapshot = store.load().await?;
+        *seen.lock().unwrap() = Some(snapshot.lock.clone());
+        Ok(snapshot)
+    };
+    let planned = what.plan(c, stack, state).await;
+    let lock = match taking.taken().await {
+        Ok(lock) => lock,
+        Err(held @ LockError::Held { .. }) => return Err(held.into()),
+        // Only destroy leaves a missing table alone: creating an empty one would hide that the
+        // stack's region or state_table is not the one that was applied.
+        Err(LockError::NoTable { table }) => bail!(
+            "state table {table} does not exist in {}: nothing was applied to {} there; check [stack] region and state_table",
+            stack.region,
+            store.pk
+        ),
+        // The credentials check's error, if any, says why better than the lock's.
+        Err(other) => return Err(planned.err().unwrap_or_else(|| other.into())),
+    };
+    if lock.saw_unchanged(seen.into_inner().unwrap().as_ref()) {
+        return Ok((lock, planned));
+    }
+    let again = what.plan(c, stack, store.load()).await;
+    Ok((lock, again))
 }
 
 /// The state store of a stack.

@@ -217,10 +217,19 @@ pub async fn plan(
     account: impl std::future::Future<Output = Result<String>>,
     refresh: Refresh,
 ) -> Result<Plan> {
-    let store = store(c, stack);
+    plan_from(c, stack, account, store(c, stack).load(), refresh).await
+}
+
+/// [`plan`] with the state read by `state` (apply reads it beside taking the lock).
+pub async fn plan_from(
+    c: &Clients,
+    stack: &Stack,
+    account: impl std::future::Future<Output = Result<String>>,
+    state: impl std::future::Future<Output = Result<Snapshot>>,
+    refresh: Refresh,
+) -> Result<Plan> {
     // The facts lead: they carry the credentials check (see `join_first_error_wins`).
-    let (first, snapshot) =
-        join_first_error_wins(first_facts(c, stack, account), store.load()).await?;
+    let (first, snapshot) = join_first_error_wins(first_facts(c, stack, account), state).await?;
     let declared = graph(stack);
     let ((network, mut lives), mut removals) = tokio::try_join!(
         async {
@@ -551,10 +560,9 @@ pub async fn destroy_plan(
     c: &Clients,
     stack: &Stack,
     account: impl std::future::Future<Output = Result<String>>,
+    state: impl std::future::Future<Output = Result<Snapshot>>,
 ) -> Result<Plan> {
-    let store = store(c, stack);
-    let (first, snapshot) =
-        join_first_error_wins(first_facts(c, stack, account), store.load()).await?;
+    let (first, snapshot) = join_first_error_wins(first_facts(c, stack, account), state).await?;
     let ((network, found), recorded) = tokio::try_join!(
         async {
             tokio::try_join!(

@@ -15,7 +15,7 @@ use aws_sdk_s3::types::{
 use serde_json::{json, Value};
 
 use super::error_codes::S3Code;
-use super::{Attrs, Extra, Handle, Kind, Live, SdkContext, TagRead};
+use super::{Attrs, Extra, Handle, Kind, Live, Milestone, SdkContext, TagRead};
 use crate::aws::Clients;
 use crate::engine::Facts;
 use crate::stack::Stack;
@@ -155,7 +155,13 @@ pub async fn read(c: &Clients, name: &str, tags: TagRead) -> Result<Option<Live>
     }))
 }
 
-pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -> Result<Handle> {
+/// Creates the bucket, then tags and sets it up; `exists` is told its name in between.
+pub async fn create(
+    c: &Clients,
+    spec: &Spec,
+    tags: &BTreeMap<String, String>,
+    exists: Milestone<'_>,
+) -> Result<Handle> {
     let mut req = c.s3().create_bucket().bucket(&spec.name);
     // us-east-1 is the one region that refuses an explicit location constraint.
     if spec.region != "us-east-1" {
@@ -173,31 +179,35 @@ pub async fn create(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -
                 .is_some_and(|s| s.is_bucket_already_owned_by_you()) => {}
         Err(e) => return Err(e).ctx(format!("creating bucket {}", spec.name)),
     }
-    // S3 takes no tags on CreateBucket for general purpose buckets everywhere yet; tag first
-    // thing so that a crash after this point still leaves an adoptable bucket.
+    exists(&spec.name);
+    // S3 takes no tags on CreateBucket for general purpose buckets everywhere yet, so they are
+    // a call of their own, beside the settings: the state recorded the bucket before it was
+    // created (an intent), so a crash before the tags still leaves a bucket the next plan
+    // knows. The expiry of non-current versions waits for versioning, which it applies to.
     let tag_set = tags
         .iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect::<Result<Vec<_>, _>>()?;
-    c.s3()
-        .put_bucket_tagging()
-        .bucket(&spec.name)
-        .tagging(Tagging::builder().set_tag_set(Some(tag_set)).build()?)
-        .send()
-        .await
-        .ctx(format!("tagging bucket {}", spec.name))?;
-    // Independent settings at once; the expiry of non-current versions after versioning.
+    let tagging = Tagging::builder().set_tag_set(Some(tag_set)).build()?;
     tokio::try_join!(
+        async {
+            c.s3()
+                .put_bucket_tagging()
+                .bucket(&spec.name)
+                .tagging(tagging)
+                .send()
+                .await
+                .ctx(format!("tagging bucket {}", spec.name))
+        },
         put_public_access_block(c, spec),
         put_encryption(c, spec),
         async {
             if spec.versioning {
                 put_versioning(c, spec).await?;
             }
-            Ok(())
+            put_lifecycle(c, spec).await
         },
     )?;
-    put_lifecycle(c, spec).await?;
     Ok(handle(spec))
 }
 

@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 
 use super::iam::Role;
 use super::{
-    launch_template, wait_for, Address, Attrs, Extra, Handle, Kind, Live, Progress, SdkContext,
+    launch_template, wait_for, Address, Attrs, Extra, Handle, Kind, Live, Milestone, Progress,
+    SdkContext,
 };
 use crate::aws::Clients;
 use crate::engine::{instance_profile_address, security_group_address, Facts, Refs};
@@ -60,6 +61,8 @@ pub struct Spec {
     /// Launch template name and root volume size: present when the stack sets the size.
     pub launch_template: Option<(String, u32)>,
     pub state: State,
+    /// The launch template was made ahead ([`create_ahead`]): the create does not again.
+    pub launch_template_made: bool,
 }
 
 fn cr_type(kind: ComputeType) -> &'static str {
@@ -98,6 +101,7 @@ impl Spec {
                 .root_volume_gb
                 .map(|gb| (stack.launch_template_name(key, suffix), gb)),
             state: ce.state,
+            launch_template_made: false,
         }
     }
 
@@ -271,6 +275,20 @@ fn handle(spec: &Spec, arn: String) -> Handle {
     }
 }
 
+/// What a create needs of no other resource: the launch template, made while the roles and
+/// the profile the environment names are still being made. Its name when there is one.
+pub async fn create_ahead(
+    c: &Clients,
+    spec: &Spec,
+    tags: &BTreeMap<String, String>,
+) -> Result<Option<String>> {
+    let Some((lt, gb)) = &spec.launch_template else {
+        return Ok(None);
+    };
+    launch_template::ensure(c, lt, *gb, tags).await?;
+    Ok(Some(lt.clone()))
+}
+
 pub async fn create(
     c: &Clients,
     spec: &Spec,
@@ -301,7 +319,9 @@ pub async fn create(
         cr = cr.bid_percentage(bid as i32);
     }
     if let Some((lt, gb)) = &spec.launch_template {
-        launch_template::ensure(c, lt, *gb, tags).await?;
+        if !spec.launch_template_made {
+            launch_template::ensure(c, lt, *gb, tags).await?;
+        }
         cr = cr.launch_template(
             LaunchTemplateSpecification::builder()
                 .launch_template_name(lt)
@@ -410,40 +430,106 @@ async fn wait_valid(c: &Clients, name: &str, progress: Progress<'_>) -> Result<(
 pub async fn delete(c: &Clients, handle: &Handle, progress: Progress<'_>) -> Result<()> {
     let name = &handle.name;
     if let Some(env) = describe(c, name).await? {
-        if env.state() == Some(&CeState::Enabled) {
-            c.batch()
-                .update_compute_environment()
-                .compute_environment(name)
-                .state(CeState::Disabled)
-                .send()
-                .await
-                .ctx(format!("disabling compute environment {name}"))?;
-        }
         if env.status() != Some(&CeStatus::Deleting) {
-            wait_valid(c, name, progress).await?;
-            c.batch()
-                .delete_compute_environment()
-                .compute_environment(name)
-                .send()
-                .await
-                .ctx(format!("deleting compute environment {name}"))?;
+            let enabled = env.state() == Some(&CeState::Enabled);
+            disable_and_delete(c, name, enabled, progress).await?;
         }
-        wait_for(
-            &format!("compute environment {name} to be deleted"),
-            WAIT,
-            progress,
-            || async {
-                Ok(match describe(c, name).await? {
-                    None => Ok(()),
-                    Some(env) => Err(env
-                        .status()
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_default()),
-                })
-            },
-        )
-        .await?;
+        wait_deleted(c, name, progress).await?;
     }
+    delete_launch_template(c, handle).await
+}
+
+/// The part of a delete that need not wait for the queues to go: disabling the environment
+/// (AWS deletes only a disabled one; a queue may still name a disabled one) and waiting until
+/// Batch has. `false` when Batch refused (gone or busy): the delete then does it all.
+pub async fn delete_ahead(c: &Clients, name: &str, live: &Live, progress: Progress<'_>) -> bool {
+    disable(c, name, enabled(live), progress).await.is_ok()
+}
+
+/// [`delete`] from what the plan read (`live`; `disabled`: by [`delete_ahead`]): no describe
+/// first. Should Batch refuse (the environment gone or busy meanwhile), the full path reads it
+/// and goes on from there.
+pub async fn delete_known(
+    c: &Clients,
+    handle: &Handle,
+    live: &Live,
+    disabled: bool,
+    progress: Progress<'_>,
+    gone: Milestone<'_>,
+) -> Result<()> {
+    let deleted = async {
+        if !disabled {
+            disable(c, &handle.name, enabled(live), progress).await?;
+        }
+        delete_disabled(c, &handle.name).await
+    };
+    if deleted.await.is_err() {
+        return delete(c, handle, progress).await;
+    }
+    wait_deleted(c, &handle.name, progress).await?;
+    // What waited for the environment (its security group, roles, profile) can go now.
+    gone("");
+    delete_launch_template(c, handle).await
+}
+
+fn enabled(live: &Live) -> bool {
+    live.attrs.get("state").and_then(|v| v.as_str()) == Some(CeState::Enabled.as_str())
+}
+
+/// Disables the environment when it is enabled, waits until Batch has done so, deletes it.
+async fn disable_and_delete(
+    c: &Clients,
+    name: &str,
+    enabled: bool,
+    progress: Progress<'_>,
+) -> Result<()> {
+    disable(c, name, enabled, progress).await?;
+    delete_disabled(c, name).await
+}
+
+/// Disables the environment when it is enabled and waits until Batch is done with it.
+async fn disable(c: &Clients, name: &str, enabled: bool, progress: Progress<'_>) -> Result<()> {
+    if enabled {
+        c.batch()
+            .update_compute_environment()
+            .compute_environment(name)
+            .state(CeState::Disabled)
+            .send()
+            .await
+            .ctx(format!("disabling compute environment {name}"))?;
+    }
+    wait_valid(c, name, progress).await
+}
+
+async fn delete_disabled(c: &Clients, name: &str) -> Result<()> {
+    c.batch()
+        .delete_compute_environment()
+        .compute_environment(name)
+        .send()
+        .await
+        .ctx(format!("deleting compute environment {name}"))?;
+    Ok(())
+}
+
+async fn wait_deleted(c: &Clients, name: &str, progress: Progress<'_>) -> Result<()> {
+    wait_for(
+        &format!("compute environment {name} to be deleted"),
+        WAIT,
+        progress,
+        || async {
+            Ok(match describe(c, name).await? {
+                None => Ok(()),
+                Some(env) => Err(env
+                    .status()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default()),
+            })
+        },
+    )
+    .await
+}
+
+async fn delete_launch_template(c: &Clients, handle: &Handle) -> Result<()> {
     if let Some(lt) = &handle.extra.launch_template {
         launch_template::delete(c, lt).await?;
     }

@@ -8,7 +8,7 @@ use aws_sdk_iam::types::Tag;
 use futures::future::try_join_all;
 use serde_json::{json, Value};
 
-use super::{Address, Attrs, Extra, Handle, Kind, Live, SdkContext};
+use super::{Address, Attrs, Extra, Handle, Kind, Live, Milestone, SdkContext};
 use crate::aws::Clients;
 use crate::engine::{kms_arn, Facts};
 use crate::stack::Stack;
@@ -294,10 +294,13 @@ fn iam_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>> {
         .collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Creates the role, tagged, then attaches and puts its policies; `exists` is told its ARN
+/// in between.
 pub async fn create_role(
     c: &Clients,
     spec: &RoleSpec,
     tags: &BTreeMap<String, String>,
+    exists: Milestone<'_>,
 ) -> Result<Handle> {
     let out = c
         .iam()
@@ -309,6 +312,7 @@ pub async fn create_role(
         .await
         .ctx(format!("creating role {}", spec.name))?;
     let arn = out.role.map(|r| r.arn).unwrap_or_default();
+    exists(&arn);
     let empty = Live {
         id: arn,
         attrs: Attrs::new(),
@@ -493,10 +497,89 @@ pub async fn delete_role(c: &Clients, name: &str) -> Result<()> {
     }
 }
 
+/// [`delete_role`] from what the plan read (`live`: its managed and inline policies): the
+/// removals at once (unless [`strip_role`] made them, `stripped`), then the role, two round
+/// trips. Should DeleteRole still find something attached (an instance profile, a policy added
+/// since the read), the full path lists it all.
+pub async fn delete_role_known(c: &Clients, name: &str, live: &Live, stripped: bool) -> Result<()> {
+    if !stripped {
+        strip_role(c, name, live).await?;
+    }
+    match c.iam().delete_role().role_name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_delete_conflict_exception()) =>
+        {
+            delete_role(c, name).await
+        }
+        Err(e) => Err(e).ctx(format!("deleting role {name}")),
+    }
+}
+
+/// Detaches and deletes the policies the plan read of role `name` (`live`), all at once.
+pub async fn strip_role(c: &Clients, name: &str, live: &Live) -> Result<()> {
+    let managed: Vec<String> = live
+        .attrs
+        .get("managed_policies")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    let inline: Vec<String> = live
+        .attrs
+        .get("inline_policies")
+        .and_then(|v| v.as_object())
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let detach = managed.iter().map(|arn| async move {
+        gone_is_done(
+            c.iam()
+                .detach_role_policy()
+                .role_name(name)
+                .policy_arn(arn)
+                .send()
+                .await,
+            format!("detaching {arn} from role {name}"),
+        )
+    });
+    let delete = inline.iter().map(|policy| async move {
+        gone_is_done(
+            c.iam()
+                .delete_role_policy()
+                .role_name(name)
+                .policy_name(policy)
+                .send()
+                .await,
+            format!("deleting policy {policy} of role {name}"),
+        )
+    });
+    tokio::try_join!(try_join_all(detach), try_join_all(delete))?;
+    Ok(())
+}
+
+/// A removal that found nothing to remove (NoSuchEntity) has nothing left to do.
+fn gone_is_done<T, E>(result: std::result::Result<T, E>, what: String) -> Result<()>
+where
+    E: aws_sdk_iam::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("NoSuchEntity") => Ok(()),
+        Err(e) => Err(e).ctx(what),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileSpec {
     pub name: String,
     pub role: String,
+    /// The profile's ARN when it was made ahead ([`create_profile_ahead`]).
+    pub made: Option<String>,
 }
 
 impl ProfileSpec {
@@ -504,6 +587,7 @@ impl ProfileSpec {
         ProfileSpec {
             name: stack.instance_profile_name(),
             role: stack.role_name(Role::Instance.key()),
+            made: None,
         }
     }
 
@@ -551,11 +635,13 @@ pub async fn read_profile(c: &Clients, name: &str) -> Result<Option<Live>> {
     }))
 }
 
-pub async fn create_profile(
+/// What a profile's create needs of no other resource: the profile itself, made while its
+/// role is being made (the role goes in once it exists). Its ARN.
+pub async fn create_profile_ahead(
     c: &Clients,
     spec: &ProfileSpec,
     tags: &BTreeMap<String, String>,
-) -> Result<Handle> {
+) -> Result<String> {
     let out = c
         .iam()
         .create_instance_profile()
@@ -564,7 +650,18 @@ pub async fn create_profile(
         .send()
         .await
         .ctx(format!("creating instance profile {}", spec.name))?;
-    let arn = out.instance_profile.map(|p| p.arn).unwrap_or_default();
+    Ok(out.instance_profile.map(|p| p.arn).unwrap_or_default())
+}
+
+pub async fn create_profile(
+    c: &Clients,
+    spec: &ProfileSpec,
+    tags: &BTreeMap<String, String>,
+) -> Result<Handle> {
+    let arn = match &spec.made {
+        Some(arn) => arn.clone(),
+        None => create_profile_ahead(c, spec, tags).await?,
+    };
     let empty = Live {
         id: arn,
         attrs: Attrs::from([("roles".into(), json!([]))]),
@@ -592,16 +689,36 @@ pub async fn update_profile(c: &Clients, spec: &ProfileSpec, live: &Live) -> Res
             ))?;
     }
     if !roles.contains(&spec.role) {
-        c.iam()
-            .add_role_to_instance_profile()
-            .instance_profile_name(&spec.name)
-            .role_name(&spec.role)
-            .send()
-            .await
-            .ctx(format!(
-                "adding role {} to instance profile {}",
-                spec.role, spec.name
-            ))?;
+        // The role may have been created a moment ago (the profile waits only for it to
+        // exist): IAM is eventually consistent, so a NoSuchEntity is asked again a few times.
+        let add = || {
+            c.iam()
+                .add_role_to_instance_profile()
+                .instance_profile_name(&spec.name)
+                .role_name(&spec.role)
+                .send()
+        };
+        super::wait_for(
+            &format!("role {} to propagate", spec.role),
+            std::time::Duration::from_secs(60),
+            &|_: &str| {},
+            || async {
+                match add().await {
+                    Ok(_) => Ok(Ok(())),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_no_such_entity_exception()) =>
+                    {
+                        Ok(Err(super::describe_error(&e)))
+                    }
+                    Err(e) => Err(e).ctx(format!(
+                        "adding role {} to instance profile {}",
+                        spec.role, spec.name
+                    )),
+                }
+            },
+        )
+        .await?;
     }
     Ok(Handle {
         kind: Kind::InstanceProfile,
@@ -639,6 +756,58 @@ pub async fn delete_profile(c: &Clients, name: &str) -> Result<()> {
                 .is_some_and(|s| s.is_no_such_entity_exception()) =>
         {
             Ok(())
+        }
+        Err(e) => Err(e).ctx(format!("deleting instance profile {name}")),
+    }
+}
+
+/// [`delete_profile`] from what the plan read (`live`: its roles): the roles removed, then the
+/// profile, two round trips. Should it still hold a role (added since the read), the full path
+/// reads it again.
+pub async fn delete_profile_known(
+    c: &Clients,
+    name: &str,
+    live: &Live,
+    roles_gone: Milestone<'_>,
+) -> Result<()> {
+    let roles: Vec<String> = live
+        .attrs
+        .get("roles")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    try_join_all(roles.iter().map(|role| async move {
+        gone_is_done(
+            c.iam()
+                .remove_role_from_instance_profile()
+                .instance_profile_name(name)
+                .role_name(role)
+                .send()
+                .await,
+            format!("removing role {role} from instance profile {name}"),
+        )
+    }))
+    .await?;
+    // Its roles can go now.
+    roles_gone("");
+    match c
+        .iam()
+        .delete_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_delete_conflict_exception()) =>
+        {
+            delete_profile(c, name).await
         }
         Err(e) => Err(e).ctx(format!("deleting instance profile {name}")),
     }

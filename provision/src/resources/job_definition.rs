@@ -262,8 +262,14 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
     }))
 }
 
-/// Registers a revision from the spec, then deregisters every other ACTIVE revision.
-pub async fn register(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>) -> Result<Handle> {
+/// Registers a revision from the spec, then deregisters every other ACTIVE revision; with
+/// `first`, the plan's read found none, so there is none to list.
+pub async fn register(
+    c: &Clients,
+    spec: &Spec,
+    tags: &BTreeMap<String, String>,
+    first: bool,
+) -> Result<Handle> {
     let mut requirements = vec![
         ResourceRequirement::builder()
             .r#type(ResourceType::Vcpu)
@@ -346,7 +352,12 @@ pub async fn register(c: &Clients, spec: &Spec, tags: &BTreeMap<String, String>)
         .await
         .ctx(format!("registering job definition {}", spec.name))?;
     let arn = out.job_definition_arn().unwrap_or_default().to_string();
-    for old in active(c, &spec.name).await? {
+    let others = if first {
+        vec![]
+    } else {
+        active(c, &spec.name).await?
+    };
+    for old in others {
         let old_arn = old.job_definition_arn().unwrap_or_default();
         if old_arn != arn {
             c.batch()

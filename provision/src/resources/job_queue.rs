@@ -22,6 +22,9 @@ pub struct Spec {
     pub state: State,
     /// Compute environment ARNs, order = preference.
     pub compute: Vec<String>,
+    /// Those this apply saw VALID already (it created or updated them and waited): no need
+    /// to ask again before the queue names them.
+    pub known_valid: Vec<String>,
 }
 
 impl Spec {
@@ -37,6 +40,7 @@ impl Spec {
                 .iter()
                 .map(|c| refs.id(&Address::new(Kind::ComputeEnvironment, c)))
                 .collect(),
+            known_valid: Vec::new(),
         }
     }
 
@@ -112,6 +116,15 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
 /// Waits until every environment the queue will name is VALID: Batch refuses a queue on an
 /// environment still CREATING or UPDATING (one adopted after an interrupted apply may be).
 async fn wait_environments(c: &Clients, spec: &Spec, progress: Progress<'_>) -> Result<()> {
+    let unknown: Vec<String> = spec
+        .compute
+        .iter()
+        .filter(|arn| !spec.known_valid.contains(arn))
+        .cloned()
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
     wait_for(
         &format!("the compute environments of job queue {}", spec.name),
         WAIT,
@@ -120,7 +133,7 @@ async fn wait_environments(c: &Clients, spec: &Spec, progress: Progress<'_>) -> 
             let out = c
                 .batch()
                 .describe_compute_environments()
-                .set_compute_environments(Some(spec.compute.clone()))
+                .set_compute_environments(Some(unknown.clone()))
                 .send()
                 .await
                 .ctx(format!(
@@ -128,7 +141,7 @@ async fn wait_environments(c: &Clients, spec: &Spec, progress: Progress<'_>) -> 
                     spec.name
                 ))?;
             let mut pending = Vec::new();
-            for arn in &spec.compute {
+            for arn in &unknown {
                 let env = out
                     .compute_environments()
                     .iter()
@@ -240,23 +253,58 @@ pub async fn delete(c: &Clients, name: &str, progress: Progress<'_>) -> Result<(
         return Ok(());
     };
     if queue.status() != Some(&JqStatus::Deleting) {
-        if queue.state() == Some(&JqState::Enabled) {
-            c.batch()
-                .update_job_queue()
-                .job_queue(name)
-                .state(JqState::Disabled)
-                .send()
-                .await
-                .ctx(format!("disabling job queue {name}"))?;
-            wait_valid(c, name, progress).await?;
-        }
+        let enabled = queue.state() == Some(&JqState::Enabled);
+        disable_and_delete(c, name, enabled, progress).await?;
+    }
+    wait_deleted(c, name, progress).await
+}
+
+/// [`delete`] from what the plan read (`live`): no describe first. Should Batch refuse (the
+/// queue gone or busy meanwhile), the full path reads it and goes on from there.
+pub async fn delete_known(
+    c: &Clients,
+    name: &str,
+    live: &Live,
+    progress: Progress<'_>,
+) -> Result<()> {
+    let enabled =
+        live.attrs.get("state").and_then(|v| v.as_str()) == Some(JqState::Enabled.as_str());
+    if disable_and_delete(c, name, enabled, progress)
+        .await
+        .is_err()
+    {
+        return delete(c, name, progress).await;
+    }
+    wait_deleted(c, name, progress).await
+}
+
+/// Disables the queue when it is enabled (and waits until Batch has), then deletes it.
+async fn disable_and_delete(
+    c: &Clients,
+    name: &str,
+    enabled: bool,
+    progress: Progress<'_>,
+) -> Result<()> {
+    if enabled {
         c.batch()
-            .delete_job_queue()
+            .update_job_queue()
             .job_queue(name)
+            .state(JqState::Disabled)
             .send()
             .await
-            .ctx(format!("deleting job queue {name}"))?;
+            .ctx(format!("disabling job queue {name}"))?;
+        wait_valid(c, name, progress).await?;
     }
+    c.batch()
+        .delete_job_queue()
+        .job_queue(name)
+        .send()
+        .await
+        .ctx(format!("deleting job queue {name}"))?;
+    Ok(())
+}
+
+async fn wait_deleted(c: &Clients, name: &str, progress: Progress<'_>) -> Result<()> {
     wait_for(
         &format!("job queue {name} to be deleted"),
         WAIT,

@@ -197,6 +197,12 @@ impl Extra {
 /// Reports progress of long waits (a compute environment turning VALID).
 pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
+/// Tells the engine, before an action ends, that what its dependents wait for is there: a
+/// created resource exists (with this id; its settings still to come), or a deleted one is
+/// gone (what it owned, or held, still to go; the id is empty). The engine starts the
+/// dependents that need no more at once.
+pub type Milestone<'a> = &'a (dyn Fn(&str) + Send + Sync);
+
 impl Spec {
     pub fn kind(&self) -> Kind {
         match self {
@@ -279,24 +285,50 @@ impl Spec {
         }
     }
 
+    /// The part of a create that needs no other resource, run as soon as the forward phase
+    /// starts, beside everything else: a compute environment's launch template, an instance
+    /// profile itself (its role goes in once the role exists). What it made, for
+    /// [`Spec::made_ahead`]; `None` when there is no such part.
+    pub async fn create_ahead(
+        &self,
+        c: &Clients,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Option<String>> {
+        match self {
+            Spec::ComputeEnvironment(s) => compute_environment::create_ahead(c, s, tags).await,
+            Spec::InstanceProfile(s) => Ok(Some(iam::create_profile_ahead(c, s, tags).await?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Tells the spec what [`Spec::create_ahead`] made, so that its create does not again.
+    pub fn made_ahead(&mut self, made: String) {
+        match self {
+            Spec::ComputeEnvironment(s) => s.launch_template_made = true,
+            Spec::InstanceProfile(s) => s.made = Some(made),
+            _ => {}
+        }
+    }
+
     /// Creates the resource, tagged at creation; returns what [`Spec::read`] would.
     pub async fn create(
         &self,
         c: &Clients,
         tags: &BTreeMap<String, String>,
         progress: Progress<'_>,
+        exists: Milestone<'_>,
     ) -> Result<Handle> {
         match self {
             Spec::VpcEndpoint(s) => vpc_endpoint::create(c, s, tags).await,
             Spec::SecurityGroup(s) => security_group::create(c, s, tags).await,
-            Spec::Bucket(s) => bucket::create(c, s, tags).await,
+            Spec::Bucket(s) => bucket::create(c, s, tags, exists).await,
             Spec::Repository(s) => repository::create(c, s, tags).await,
             Spec::LogGroup(s) => log_group::create(c, s, tags).await,
-            Spec::Role(s) => iam::create_role(c, s, tags).await,
+            Spec::Role(s) => iam::create_role(c, s, tags, exists).await,
             Spec::InstanceProfile(s) => iam::create_profile(c, s, tags).await,
             Spec::ComputeEnvironment(s) => compute_environment::create(c, s, tags, progress).await,
             Spec::JobQueue(s) => job_queue::create(c, s, tags, progress).await,
-            Spec::JobDefinition(s) => job_definition::register(c, s, tags).await,
+            Spec::JobDefinition(s) => job_definition::register(c, s, tags, true).await,
         }
     }
 
@@ -319,8 +351,56 @@ impl Spec {
             Spec::InstanceProfile(s) => iam::update_profile(c, s, live).await,
             Spec::ComputeEnvironment(s) => compute_environment::update(c, s, live, progress).await,
             Spec::JobQueue(s) => job_queue::update(c, s, live, progress).await,
-            Spec::JobDefinition(s) => job_definition::register(c, s, tags).await,
+            Spec::JobDefinition(s) => job_definition::register(c, s, tags, false).await,
         }
+    }
+}
+
+/// [`delete`], told what the plan's read just found (`live`), so that it does not read again
+/// what it must remove or change first: a role's policies, a profile's roles, the state of a
+/// queue or compute environment. Where AWS then refuses, it falls back to [`delete`].
+/// `gone` is told when what dependents wait for is gone: a compute environment (its launch
+/// template still to go), a profile's roles (the profile still to go). `ahead`: what
+/// [`delete_ahead`] did.
+pub async fn delete_known(
+    c: &Clients,
+    handle: &Handle,
+    live: Option<&Live>,
+    ahead: bool,
+    progress: Progress<'_>,
+    gone: Milestone<'_>,
+) -> Result<()> {
+    let Some(live) = live else {
+        return delete(c, handle, progress).await;
+    };
+    match handle.kind {
+        Kind::Role => iam::delete_role_known(c, &handle.name, live, ahead).await,
+        Kind::InstanceProfile => iam::delete_profile_known(c, &handle.name, live, gone).await,
+        Kind::ComputeEnvironment => {
+            compute_environment::delete_known(c, handle, live, ahead, progress, gone).await
+        }
+        Kind::JobQueue => job_queue::delete_known(c, &handle.name, live, progress).await,
+        _ => delete(c, handle, progress).await,
+    }
+}
+
+/// The part of a delete that need not wait for all of the resource's dependents to go (from
+/// what the plan read, `live`): a compute environment disabled while its queues are still being
+/// deleted (the engine runs it at once); a role's policies removed while the instance profile
+/// that holds it is being emptied (the engine runs it once what uses the profile is gone).
+/// Whether it did it: otherwise the delete does it all.
+pub async fn delete_ahead(
+    c: &Clients,
+    handle: &Handle,
+    live: Option<&Live>,
+    progress: Progress<'_>,
+) -> bool {
+    match (handle.kind, live) {
+        (Kind::ComputeEnvironment, Some(live)) => {
+            compute_environment::delete_ahead(c, &handle.name, live, progress).await
+        }
+        (Kind::Role, Some(live)) => iam::strip_role(c, &handle.name, live).await.is_ok(),
+        _ => false,
     }
 }
 

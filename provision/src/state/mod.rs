@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType, Put,
+    ScalarAttributeType, TableStatus, TransactWriteItem, Update,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -18,7 +18,7 @@ use crate::resources::{Address, Attrs, Handle, Kind, SdkContext};
 
 pub mod lock;
 
-pub use lock::{Lock, LockError, LockInfo};
+pub use lock::{Lock, LockError, LockInfo, LockSeen};
 
 const RESOURCE_PREFIX: &str = "resource#";
 
@@ -60,6 +60,50 @@ pub struct Snapshot {
     pub records: BTreeMap<Address, Record>,
     /// Whether the table exists at all (plan before the first apply: it does not).
     pub table_exists: bool,
+    /// The lock item as this read saw it (absent: none), for [`Lock::saw_unchanged`].
+    pub lock: Option<LockSeen>,
+}
+
+/// What an apply or destroy writes at its end, in one request with the lock's release
+/// ([`Lock::release_with`]).
+#[derive(Debug, Default)]
+pub struct Finish {
+    /// Bump the serial, recording this GPU mode (see [`Store::bump_serial`]).
+    pub bump: Option<Option<bool>>,
+    /// Records not written yet: those of the last actions, which nothing waited for.
+    pub puts: Vec<Record>,
+    /// Entries to forget: resources deleted, or found gone.
+    pub removes: Vec<Address>,
+}
+
+impl Finish {
+    fn is_empty(&self) -> bool {
+        self.bump.is_none() && self.puts.is_empty() && self.removes.is_empty()
+    }
+
+    fn writes(&self) -> Vec<Write> {
+        let put: BTreeMap<&Address, &Record> = self.puts.iter().map(|r| (&r.address, r)).collect();
+        // One action per item in a transaction: the last record of an address wins, and an
+        // address both written and forgotten is written.
+        let mut removes: Vec<&Address> = self
+            .removes
+            .iter()
+            .filter(|a| !put.contains_key(a))
+            .collect();
+        removes.sort();
+        removes.dedup();
+        put.into_values()
+            .map(|r| Write::Put(Box::new(r.clone())))
+            .chain(removes.into_iter().map(|a| Write::Delete(a.clone())))
+            .collect()
+    }
+}
+
+/// One state entry written or forgotten.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Put(Box<Record>),
+    Delete(Address),
 }
 
 /// The state table, seen from one stack and environment.
@@ -205,10 +249,15 @@ impl Store {
                 // Only what the snapshot keeps: the rest of an item is for people reading the
                 // table, and leaving it out roughly halves the answer. A record names its own
                 // address, so not even the sort key: the meta item is the one with a serial.
-                .projection_expression("#record, #serial, #gpu")
+                // And the lock's version, to tell whether this read is what a read under
+                // the lock would have answered (see `Lock::saw_unchanged`).
+                .projection_expression("#record, #serial, #gpu, #token, #expires, #released")
                 .expression_attribute_names("#record", "record")
                 .expression_attribute_names("#serial", "serial")
                 .expression_attribute_names("#gpu", "gpu")
+                .expression_attribute_names("#token", "token")
+                .expression_attribute_names("#expires", "expires")
+                .expression_attribute_names("#released", "released")
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
@@ -223,9 +272,10 @@ impl Store {
                 }
                 Err(e) => return Err(e).ctx(format!("reading state of {}", self.pk)),
             };
-            // The lock item projects to nothing.
             for item in out.items() {
-                if let Some(serial) = item.get("serial") {
+                if let Some(lock) = LockSeen::of(item) {
+                    snapshot.lock = Some(lock);
+                } else if let Some(serial) = item.get("serial") {
                     snapshot.serial = serial.as_n().ok().and_then(|n| n.parse().ok()).unwrap_or(0);
                     snapshot.gpu = item.get("gpu").and_then(|v| v.as_bool().ok()).copied();
                 } else if let Some(json) = get_s(item, "record") {
@@ -247,21 +297,66 @@ impl Store {
         Ok(snapshot)
     }
 
+    /// A record's item: the JSON record, and its handle and hash for people reading the table.
+    fn record_item(&self, record: &Record) -> Result<HashMap<String, AttributeValue>> {
+        Ok(HashMap::from([
+            ("pk".to_string(), s(&self.pk)),
+            (
+                "sk".to_string(),
+                s(format!("{RESOURCE_PREFIX}{}", record.address)),
+            ),
+            ("kind".to_string(), s(record.handle.kind.as_str())),
+            ("name".to_string(), s(&record.handle.name)),
+            ("id".to_string(), s(&record.handle.id)),
+            ("hash".to_string(), s(&record.hash)),
+            ("updated".to_string(), s(&record.updated)),
+            ("record".to_string(), s(serde_json::to_string(record)?)),
+        ]))
+    }
+
     pub async fn put(&self, record: &Record) -> Result<()> {
         self.client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(&self.pk))
-            .item("sk", s(format!("{RESOURCE_PREFIX}{}", record.address)))
-            .item("kind", s(record.handle.kind.as_str()))
-            .item("name", s(&record.handle.name))
-            .item("id", s(&record.handle.id))
-            .item("hash", s(&record.hash))
-            .item("updated", s(&record.updated))
-            .item("record", s(serde_json::to_string(record)?))
+            .set_item(Some(self.record_item(record)?))
             .send()
             .await
             .ctx(format!("recording {} in the state", record.address))?;
+        Ok(())
+    }
+
+    /// `write` as one action of a transaction.
+    fn transact_item(&self, write: &Write) -> Result<TransactWriteItem> {
+        Ok(match write {
+            Write::Put(record) => TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(self.record_item(record)?))
+                        .build()?,
+                )
+                .build(),
+            Write::Delete(address) => TransactWriteItem::builder()
+                .delete(
+                    Delete::builder()
+                        .table_name(&self.table)
+                        .key("pk", s(&self.pk))
+                        .key("sk", s(format!("{RESOURCE_PREFIX}{address}")))
+                        .build()?,
+                )
+                .build(),
+        })
+    }
+
+    /// `writes` each on its own, all at once.
+    async fn write_each(&self, writes: Vec<Write>) -> Result<()> {
+        futures::future::try_join_all(writes.iter().map(|w| async move {
+            match w {
+                Write::Put(record) => self.put(record).await,
+                Write::Delete(address) => self.remove(address).await,
+            }
+        }))
+        .await?;
         Ok(())
     }
 
@@ -275,6 +370,23 @@ impl Store {
             .await
             .ctx(format!("removing {address} from the state"))?;
         Ok(())
+    }
+
+    /// The serial's bump as one action of a transaction (see [`Store::bump_serial`]).
+    fn bump(&self, gpu: Option<bool>) -> Result<Update> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(&self.pk))
+            .key("sk", s("meta"))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":now", s(now_rfc3339()));
+        let update = match gpu {
+            Some(gpu) => update
+                .update_expression("ADD serial :one SET updated = :now, gpu = :gpu")
+                .expression_attribute_values(":gpu", AttributeValue::Bool(gpu)),
+            None => update.update_expression("ADD serial :one SET updated = :now REMOVE gpu"),
+        };
+        Ok(update.build()?)
     }
 
     /// Bumps the serial (a saved plan made before is refused from now on); records the GPU mode.

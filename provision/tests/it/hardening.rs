@@ -386,7 +386,8 @@ async fn crash_during_compute_replacement_neither_duplicates_nor_orphans() {
 }
 
 // The reference stack takes 48 mutating calls from an empty account (the state table, the
-// lock, 15 resources and their records, the serial, the unlock); independent resources are
+// lock, 15 resources and most of their records, then one write for the last records, the
+// serial and the unlock); independent resources are
 // created concurrently, so other calls are in flight at the kill. The points fall before the
 // lock, among the first resources (the bucket between its create and its tags), in the middle
 // (roles, profile, compute) and near the end (compute, job definitions, queue).

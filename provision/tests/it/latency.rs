@@ -6,7 +6,7 @@
 //!
 //! These tests pin the no-op plan of the reference stack: its request count (a change that
 //! adds a call shows here) and its critical path (3 round trips; `docs/engine.md` says where
-//! each goes).
+//! each goes); and likewise `apply` from nothing and `destroy`.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -131,6 +131,59 @@ fn no_op_plan_of_the_reference_stack_is_34_requests_in_3_round_trips() {
 
     stack.proxy.set_latency(Duration::ZERO);
     stack.run(&["destroy", "--auto-approve"], 0);
+}
+
+#[test]
+fn apply_from_nothing_takes_11_round_trips_and_destroy_12() {
+    let stack = Reference::new("rtt-ad");
+    stack.proxy.set_latency(LATENCY);
+
+    // The preamble (the table's status, the state and the facts; the table created and
+    // waited for beside the reads; the lock), the forward phase down the compute chain (the
+    // roles, the profile and the launch template at once; the service role's policy and the
+    // profile's role; the environments and their wait; the queue and its wait), the one write
+    // that records the end and releases the lock. Moto makes environments and queues VALID at
+    // once: one poll each.
+    let apply = stack.run(&["apply", "--auto-approve"], 0);
+    let shown = format!(
+        "{:?}\nwaves: {:#?}\n{}",
+        by_service(&apply),
+        apply.waves,
+        timeline(&stack.proxy)
+    );
+    assert_eq!(apply.requests, 85, "apply's calls changed: {shown}");
+    assert!(
+        apply.critical_path <= 11,
+        "{} round trips one after another: {:?}\n{shown}",
+        apply.critical_path,
+        apply.path
+    );
+    // The state is written as it goes, and its end goes with the lock's release.
+    let last = apply.waves.last().unwrap();
+    assert_eq!(
+        last,
+        &["dynamodb TransactWriteItems".to_string()],
+        "{shown}"
+    );
+
+    // The plan's reads, then the delete phase down the same chain in reverse (the queue and
+    // the environments disabled at once, the queue deleted, the environments deleted, then
+    // the profile emptied beside the roles' policies, profile and roles, all from what the plan
+    // read of them), the end with the release.
+    let destroy = stack.run(&["destroy", "--auto-approve"], 0);
+    let shown = format!(
+        "{:?}\nwaves: {:#?}\n{}",
+        by_service(&destroy),
+        destroy.waves,
+        timeline(&stack.proxy)
+    );
+    assert_eq!(destroy.requests, 73, "destroy's calls changed: {shown}");
+    assert!(
+        destroy.critical_path <= 12,
+        "{} round trips one after another: {:?}\n{shown}",
+        destroy.critical_path,
+        destroy.path
+    );
 }
 
 #[test]
