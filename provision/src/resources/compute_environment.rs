@@ -512,18 +512,16 @@ async fn delete_disabled(c: &Clients, name: &str) -> Result<()> {
 }
 
 async fn wait_deleted(c: &Clients, name: &str, progress: Progress<'_>) -> Result<()> {
-    wait_for(
-        &format!("compute environment {name} to be deleted"),
+    super::wait_deleted(
+        &format!("compute environment {name}"),
         WAIT,
         progress,
         || async {
-            Ok(match describe(c, name).await? {
-                None => Ok(()),
-                Some(env) => Err(env
-                    .status()
+            Ok(describe(c, name).await?.map(|env| {
+                env.status()
                     .map(|s| s.as_str().to_string())
-                    .unwrap_or_default()),
-            })
+                    .unwrap_or_default()
+            }))
         },
     )
     .await

@@ -305,20 +305,13 @@ async fn disable_and_delete(
 }
 
 async fn wait_deleted(c: &Clients, name: &str, progress: Progress<'_>) -> Result<()> {
-    wait_for(
-        &format!("job queue {name} to be deleted"),
-        WAIT,
-        progress,
-        || async {
-            Ok(match describe(c, name).await? {
-                None => Ok(()),
-                Some(q) => Err(q
-                    .status()
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_default()),
-            })
-        },
-    )
+    super::wait_deleted(&format!("job queue {name}"), WAIT, progress, || async {
+        Ok(describe(c, name).await?.map(|q| {
+            q.status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default()
+        }))
+    })
     .await
 }
 

@@ -512,6 +512,32 @@ where
     }
 }
 
+/// Polls `status` until the resource is gone (`None`), showing its last status meanwhile:
+/// Batch deletes queues and compute environments in the background, DELETING then gone.
+pub async fn wait_deleted<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    progress: Progress<'_>,
+    status: F,
+) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Option<String>>>,
+{
+    wait_for(
+        &format!("{what} to be deleted"),
+        timeout,
+        progress,
+        || async {
+            Ok(match status().await? {
+                None => Ok(()),
+                Some(status) => Err(status),
+            })
+        },
+    )
+    .await
+}
+
 /// `PROVISION_WAIT_TIMEOUT_S` caps every wait (a CI job with a time budget would rather fail
 /// early and converge on the next apply); without it each wait keeps its own default.
 fn wait_timeout(default: Duration) -> Duration {
