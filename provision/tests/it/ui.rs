@@ -240,6 +240,16 @@ impl Drop for Ui {
     }
 }
 
+/// The data a page's HTML carries for its first draw (`<script id="boot">`).
+pub fn boot(html: &str) -> Value {
+    let start = html
+        .find("id=\"boot\">")
+        .unwrap_or_else(|| panic!("no boot data in {html}"))
+        + "id=\"boot\">".len();
+    let len = html[start..].find("</script>").unwrap();
+    serde_json::from_str(&html[start..start + len]).unwrap()
+}
+
 /// One HTTP/1.0 request (no chunked answers, the connection closes after the body).
 pub fn http(method: &str, url: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").unwrap();
@@ -262,15 +272,18 @@ fn ui_json_endpoints_answer_from_the_clis_code() {
     let f = fixture();
     let ui = Ui::for_fixture(f);
 
-    let (status, page) = http("GET", &format!("{}/", ui.url));
+    // A page is one request: its style, script and first data are inline.
+    let (status, page) = http("GET", &format!("{}/jobs/{}", ui.url, f.array_id));
     assert_eq!(status, 200);
-    assert!(page.contains("/assets/app.js"));
-    let (status, script) = http("GET", &format!("{}/assets/app.js", ui.url));
-    assert_eq!(status, 200);
-    assert!(script.contains("function jobsPage"));
+    assert!(page.contains("<style>") && page.contains("function jobsPage"));
+    assert!(!page.contains("src=\"/") && !page.contains("href=\"/assets"));
     assert_eq!(
-        http("GET", &format!("{}/jobs/{}", ui.url, f.array_id)).0,
-        200
+        boot(&page)["overview"]["stack"],
+        f.prefix.trim_end_matches("-dev")
+    );
+    assert!(
+        boot(&page).get("stack").is_none(),
+        "only the stack page reads the stack"
     );
 
     let overview = ui.get_ok("/api/overview");
@@ -280,6 +293,30 @@ fn ui_json_endpoints_answer_from_the_clis_code() {
 
     // The graph: the plan's resources; the queue changed outside the tool shows as drift.
     let graph = ui.get_ok("/api/stack");
+    // One reading answers every page until it is FRESH s old; `fresh` asks for a new one.
+    assert!(
+        graph["read_at"].is_string() && graph["took_ms"].is_u64(),
+        "{graph}"
+    );
+    assert_eq!(graph["poll_after_ms"], 30_000);
+    assert_eq!(ui.get_ok("/api/stack")["read_at"], graph["read_at"]);
+    let again = ui.get_ok("/api/stack?fresh=1");
+    assert!(
+        again["read_at"].as_str() > graph["read_at"].as_str(),
+        "{again}"
+    );
+    // The stack page carries that reading (and the stack file's resources) in its HTML.
+    let (status, page) = http("GET", &format!("{}/", ui.url));
+    assert_eq!(status, 200);
+    let known = &boot(&page)["stack"];
+    assert_eq!(known["fresh"], true);
+    assert_eq!(known["reading"]["read_at"], again["read_at"]);
+    assert_eq!(known["reading"]["nodes"], again["nodes"]);
+    assert!(known["failed"].is_null());
+    let structure = known["structure"].as_array().unwrap();
+    assert_eq!(structure.len(), again["nodes"].as_array().unwrap().len());
+    assert!(structure.iter().any(|n| n["address"] == "queue.main"
+        && n["deps"] == json!(["compute.spot", "compute.ondemand"])));
     assert_eq!(graph["gpu"], false);
     assert_eq!(graph["image_type"], "ECS_AL2023");
     let nodes = graph["nodes"].as_array().unwrap();
@@ -426,7 +463,6 @@ fn ui_json_endpoints_answer_from_the_clis_code() {
 
 #[test]
 fn ui_refuses_a_taken_port_and_a_bad_stack_before_any_aws_call() {
-    // Nothing listens at this endpoint: any AWS call would fail differently.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let dir = tempfile::tempdir().unwrap();
@@ -443,13 +479,12 @@ fn ui_refuses_a_taken_port_and_a_bad_stack_before_any_aws_call() {
     )
     .unwrap();
 
+    // Every AWS request would pass this proxy and be counted.
+    let proxy =
+        testkit::faults::FaultProxy::start(&testkit::emulator().endpoint, crate::joblist::ACCOUNT);
     let run = |stack: &std::path::Path, args: &[&str]| {
-        let mut cmd = testkit::emulator().command(BIN);
-        cmd.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-            .arg("ui")
-            .arg("--stack")
-            .arg(stack)
-            .args(args);
+        let mut cmd = proxy.command(BIN);
+        cmd.arg("ui").arg("--stack").arg(stack).args(args);
         let start = Instant::now();
         let out = cmd.output().unwrap();
         assert!(start.elapsed() < Duration::from_secs(10));
@@ -472,6 +507,7 @@ fn ui_refuses_a_taken_port_and_a_bad_stack_before_any_aws_call() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("bad.toml:5:"), "{stderr}");
     assert!(stdout.is_empty());
+    assert_eq!(proxy.counts().requests, 0, "no AWS call before serving");
 }
 
 #[test]
@@ -496,7 +532,10 @@ fn ui_answers_with_an_error_when_the_emulator_stops_and_keeps_serving() {
         body["error"].as_str().unwrap().contains("provision apply"),
         "{body}"
     );
+    let graph = ui.get_ok("/api/stack");
+    assert!(graph["summary"]["add"].as_u64().unwrap() >= 12, "{graph}");
 
+    let endpoint = emulator.endpoint.clone();
     drop(emulator);
     std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();
@@ -511,9 +550,27 @@ fn ui_answers_with_an_error_when_the_emulator_stops_and_keeps_serving() {
         "answered in {:?}",
         start.elapsed()
     );
-    // Still serving: the pages and what needs no AWS.
+    // A new reading of the stack says what is wrong in one sentence.
+    let unreachable = format!("cannot reach AWS at {endpoint}");
+    let (status, body) = ui.get("/api/stack?fresh=1");
+    assert_eq!(status, 502, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("reading the stack: ") && error.contains(&unreachable),
+        "{body}"
+    );
+    // Still serving: the pages and what needs no AWS; the stack page draws the last reading
+    // and says why it is not the latest.
     assert_eq!(http("GET", &format!("{}/jobs", ui.url)).0, 200);
     assert_eq!(ui.get_ok("/api/overview")["stack"], name);
+    let (status, page) = http("GET", &format!("{}/", ui.url));
+    assert_eq!(status, 200);
+    let known = &boot(&page)["stack"];
+    assert_eq!(known["reading"]["read_at"], graph["read_at"]);
+    assert!(
+        known["failed"].as_str().unwrap().contains(&unreachable),
+        "{known}"
+    );
     assert!(ui.alive());
 
     if let Some(browser) = browser::Browser::start() {
@@ -524,9 +581,112 @@ fn ui_answers_with_an_error_when_the_emulator_stops_and_keeps_serving() {
             let text = banner.text().await?;
             assert!(!text.is_empty());
             browser::screenshot(&client, "error").await?;
+            client.goto(&format!("{url}/")).await?;
+            browser::wait_visible(&client, "#graph.live svg g.node").await?;
+            browser::wait_text(&client, "#error", "cannot reach AWS").await?;
+            browser::wait_text(&client, "#stack-read", "the latest read failed").await?;
+            browser::screenshot(&client, "stack-error").await?;
             Ok(())
         });
     }
+}
+
+#[test]
+fn ui_reads_the_stack_once_for_every_page_and_gives_up_on_a_silent_endpoint() {
+    let f = fixture();
+    let proxy =
+        testkit::faults::FaultProxy::start(&testkit::emulator().endpoint, crate::joblist::ACCOUNT);
+    let requests = || proxy.counts().requests;
+    let mut cmd = proxy.command(BIN);
+    cmd.args(["ui", "--port", "0", "--env", "dev", "--stack"])
+        .arg(&f.path)
+        .env_remove("PROVISION_STACK")
+        .env_remove("PROVISION_ENV");
+    let ui = Ui::start(cmd);
+
+    // The server reads the stack as it starts, before any page asks.
+    let start = Instant::now();
+    while requests() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no reading at start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = ui.get_ok("/api/stack");
+    // Pages opened meanwhile share that reading: no request of their own.
+    let before = requests();
+    let read_ats = |paths: Vec<&'static str>| {
+        let url = ui.url.clone();
+        let answers: Vec<_> = paths
+            .into_iter()
+            .map(|path| {
+                let url = url.clone();
+                std::thread::spawn(move || http("GET", &format!("{url}{path}")))
+            })
+            .collect();
+        let mut read_ats: Vec<String> = answers
+            .into_iter()
+            .map(|a| {
+                let (status, body) = a.join().unwrap();
+                assert_eq!(status, 200, "{body}");
+                let body: Value = serde_json::from_str(&body).unwrap();
+                body["read_at"].as_str().unwrap().to_string()
+            })
+            .collect();
+        read_ats.sort();
+        read_ats.dedup();
+        read_ats
+    };
+    assert_eq!(
+        read_ats(vec!["/api/stack"; 8]),
+        [first["read_at"].as_str().unwrap()]
+    );
+    assert_eq!(requests(), before);
+    // What one reading costs; pages that all ask for a new one at once share at most two
+    // (a page that asked after one started waits for the next).
+    let before = requests();
+    ui.get_ok("/api/stack?fresh=1");
+    let one = requests() - before;
+    assert!(one > 0);
+    let before = requests();
+    assert!(read_ats(vec!["/api/stack?fresh=1"; 6]).len() <= 2);
+    assert!(
+        requests() - before <= 2 * one,
+        "{} > 2 × {one}",
+        requests() - before
+    );
+
+    // AWS stops answering (connections accepted, no answer ever): each endpoint answers with
+    // an error when its time is up instead of hanging on the SDK's retries.
+    proxy.set_latency(Duration::from_secs(3600));
+    for path in ["/api/stack?fresh=1", "/api/jobs"] {
+        let start = Instant::now();
+        let (status, body) = ui.get(path);
+        assert_eq!(status, 504, "{path}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("AWS did not answer within 10 s"),
+            "{body}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{path}: {:?}",
+            start.elapsed()
+        );
+    }
+    // The stack page still answers at once, with the last reading and why it is not newer.
+    let (status, page) = http("GET", &format!("{}/", ui.url));
+    assert_eq!(status, 200);
+    let known = &boot(&page)["stack"];
+    assert!(known["reading"]["nodes"].as_array().unwrap().len() >= 12);
+    assert_eq!(known["fresh"], false);
+    assert!(
+        known["failed"].as_str().unwrap().contains("did not answer"),
+        "{known}"
+    );
 }
 
 #[test]
@@ -542,7 +702,7 @@ fn ui_pages_in_a_headless_browser() {
         use fantoccini::Locator::Css;
         // The stack graph: a box per resource, the drifted queue marked.
         client.goto(&format!("{url}/")).await?;
-        browser::wait_visible(&client, "#graph svg g.node").await?;
+        browser::wait_visible(&client, "#graph.live svg g.node").await?;
         let boxes = client.find_all(Css("#graph svg g.node")).await?;
         assert!(boxes.len() >= 12, "{} boxes", boxes.len());
         client
