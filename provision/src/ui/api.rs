@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::readings::Reading;
+use super::readings::{Reading, FAILED_HOLD};
 use super::{results, App, REQUEST_TIMEOUT};
 use crate::jobs::describe::{self, JobReport};
 use crate::jobs::list::{self, Listing, QueueRef};
@@ -177,9 +177,12 @@ pub struct JobsParams {
 }
 
 /// Listings by query, each kept until its next refresh is due: any number of open pages
-/// cost Batch no more than one.
+/// cost Batch no more than one. A failed listing answers for a moment too, so that pages
+/// waiting on it do not each wait as long again.
 #[derive(Default)]
-pub struct JobsCache(tokio::sync::Mutex<HashMap<String, (Instant, Arc<Listing>)>>);
+pub struct JobsCache(
+    tokio::sync::Mutex<HashMap<String, (Instant, Result<Arc<Listing>, ApiError>)>>,
+);
 
 fn split(list: &str) -> Vec<String> {
     list.split(',')
@@ -203,14 +206,16 @@ pub async fn jobs(State(app): State<Arc<App>>, Query(params): Query<JobsParams>)
     // Held while listing: a second page asking meanwhile waits for this answer.
     let mut cache = app.jobs_cache.0.lock().await;
     let (listing, cached) = match cache.get(&key) {
-        Some((at, listing)) if at.elapsed() < listing.next_poll(list::MIN_POLL_INTERVAL) => {
+        Some((at, Ok(listing))) if at.elapsed() < listing.next_poll(list::MIN_POLL_INTERVAL) => {
             (listing.clone(), true)
         }
+        Some((at, Err(err))) if at.elapsed() < FAILED_HOLD => return Err(err.clone()),
         _ => {
-            let listing =
-                Arc::new(bounded("listing jobs", list::list(app.clients.batch(), &query)).await?);
+            let listing = bounded("listing jobs", list::list(app.clients.batch(), &query))
+                .await
+                .map(Arc::new);
             cache.insert(key, (Instant::now(), listing.clone()));
-            (listing, false)
+            (listing?, false)
         }
     };
     drop(cache);

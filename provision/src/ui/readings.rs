@@ -14,9 +14,10 @@ use super::{graph, App};
 
 /// How long a reading answers pages before the next one asks AWS again.
 pub const FRESH: Duration = Duration::from_secs(10);
-/// How long a failed reading answers pages: a page reloaded in a loop, or many pages open,
-/// do not turn an outage (or throttling) into a stream of retries.
-const FAILED_HOLD: Duration = Duration::from_secs(2);
+/// How long a failed reading answers pages, from when it failed: a page reloaded in a loop,
+/// many pages open, or pages that waited on it, do not turn an outage (or throttling) into a
+/// stream of retries, each as slow as the last.
+pub const FAILED_HOLD: Duration = Duration::from_secs(2);
 
 /// One finished reading.
 pub struct Reading {
@@ -30,16 +31,13 @@ pub struct Reading {
 
 impl Reading {
     /// Whether it answers a request made at `now` that wants AWS as seen at `not_before` or
-    /// later (`None`: within the usual freshness).
+    /// later (`None`: within the usual freshness). A failure answers every request for a
+    /// moment after it failed.
     fn answers(&self, now: Instant, not_before: Option<Instant>) -> bool {
-        let hold = if self.outcome.is_ok() {
-            FRESH
-        } else {
-            FAILED_HOLD
-        };
-        match not_before {
-            Some(t) => self.started >= t,
-            None => now.duration_since(self.started) < hold,
+        match (&self.outcome, not_before) {
+            (Err(_), _) => now.duration_since(self.started + self.took) < FAILED_HOLD,
+            (Ok(_), Some(t)) => self.started >= t,
+            (Ok(_), None) => now.duration_since(self.started) < FRESH,
         }
     }
 

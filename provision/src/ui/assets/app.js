@@ -174,7 +174,7 @@ function drawStack(g, live, note) {
   const drifted = g.nodes.filter((n) => n.drift).length;
   const switched = g.applied_gpu !== null && g.applied_gpu !== undefined && g.applied_gpu !== g.gpu;
   const read = live
-    ? `Live read at ${esc(timeOf(g.read_at))} (${esc(g.took_ms)} ms)` + (note ? ` · ${esc(note)}` : "")
+    ? `Live read at ${esc(timeOf(g.read_at))}, in ${esc(g.took_ms)} ms` + (note ? ` · ${esc(note)}` : "")
     : "Reading the state and every resource from AWS…";
   let html = `<h1>Stack ${esc(g.stack)} <span class="muted">(${esc(g.env)}` +
     (live ? `, account ${esc(g.account)}, serial ${esc(g.serial)}` : "") + `)</span></h1>` +
