@@ -175,10 +175,17 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     }
 }
 
+/// Starts the stack's first reading, so that the first page finds it ready or under way; the
+/// handle resolves when it is in (dropping it does not stop it).
+pub fn start_reading(app: &Arc<App>) -> tokio::task::JoinHandle<()> {
+    let app = app.clone();
+    tokio::spawn(async move {
+        app.readings.current(&app, None).await;
+    })
+}
+
 /// Serves until Ctrl-C or SIGTERM.
 pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) -> anyhow::Result<()> {
-    // The first page finds the stack's reading ready, or under way.
-    readings::StackReadings::refresh_soon(&app);
     axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown())
         .await

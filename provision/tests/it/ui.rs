@@ -505,7 +505,12 @@ fn ui_refuses_a_taken_port_and_a_bad_stack_before_any_aws_call() {
     assert!(stdout.is_empty());
     let (code, stderr, stdout) = run(&bad, &["--port", "0"]);
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("bad.toml:5:"), "{stderr}");
+    // Every problem, each at its file:line:column.
+    assert!(
+        stderr.contains("bad.toml:5:12: error: expected an integer")
+            && stderr.contains("bad.toml:4:1: error: missing required key `compute`"),
+        "{stderr}"
+    );
     assert!(stdout.is_empty());
     assert_eq!(proxy.counts().requests, 0, "no AWS call before serving");
 }
@@ -1021,10 +1026,20 @@ fn bench_dashboard() {
             // As a user opens it: the URL the moment `provision ui` prints it, its reading of
             // the stack under way.
             let mut samples = Vec::new();
+            let mut starts = Vec::new();
             for _ in 0..3 {
+                let start = Instant::now();
                 let fresh = Ui::for_fixture(fixture());
+                starts.push(start.elapsed());
                 samples.push(load(format!("{}/", fresh.url), LIVE).await?);
             }
+            let started = median(starts);
+            tx.send((
+                "`provision ui` started to its URL printed (its first reading of the stack in)",
+                None,
+                started,
+            ))
+            .unwrap();
             let (drawn, live) = medians(samples);
             tx.send((
                 "stack graph (`/`), opened as `provision ui` prints its URL",
@@ -1111,8 +1126,13 @@ fn bench_dashboard() {
         } else {
             String::new()
         };
+        let page = if page.starts_with('`') {
+            page.to_string()
+        } else {
+            format!("page: {page}")
+        };
         md.push_str(&format!(
-            "| page: {page} | {} | {} | {vs} | {target} |\n",
+            "| {page} | {} | {} | {vs} | {target} |\n",
             drawn.map(ms).unwrap_or_default(),
             ms(*shown)
         ));
