@@ -180,9 +180,9 @@ pub struct JobsParams {
 /// cost Batch no more than one. A failed listing answers for a moment too, so that pages
 /// waiting on it do not each wait as long again.
 #[derive(Default)]
-pub struct JobsCache(
-    tokio::sync::Mutex<HashMap<String, (Instant, Result<Arc<Listing>, ApiError>)>>,
-);
+pub struct JobsCache(tokio::sync::Mutex<HashMap<String, (Instant, ListingOutcome)>>);
+
+type ListingOutcome = Result<Arc<Listing>, ApiError>;
 
 fn split(list: &str) -> Vec<String> {
     list.split(',')
