@@ -11,7 +11,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{graph, results, App, REQUEST_TIMEOUT};
+use super::readings::{Reading, FAILED_HOLD};
+use super::{results, App, REQUEST_TIMEOUT};
 use crate::jobs::describe::{self, JobReport};
 use crate::jobs::list::{self, Listing, QueueRef};
 use crate::stack::ComputeEnvironment;
@@ -19,13 +20,16 @@ use crate::stack::ComputeEnvironment;
 /// The browser's auto-refresh interval for the jobs table, before the request budget
 /// stretches it (`Listing::next_poll`).
 const JOBS_REFRESH: Duration = Duration::from_secs(5);
+/// The stack page reads the graph again this often (each time from the shared reading).
+const STACK_REFRESH: Duration = Duration::from_secs(30);
 /// A log being followed is read again this often.
 const LOGS_REFRESH: Duration = Duration::from_secs(3);
 
 /// An error as the page shows it: `{"error": "..."}` with the HTTP status that fits.
+#[derive(Clone, Debug)]
 pub struct ApiError {
     status: StatusCode,
-    message: String,
+    pub message: String,
 }
 
 impl ApiError {
@@ -60,28 +64,35 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
-/// Runs `work(app)` on a blocking thread of the runtime. The plan and the results reader poll
-/// streams of futures made by borrowing closures, which the compiler cannot prove `Send` for
-/// every lifetime, as axum requires of a handler's future; there they need not be.
-async fn on_own_thread<T, F, Fut>(app: &Arc<App>, work: F) -> anyhow::Result<T>
+/// Runs `work(app)` against AWS on a blocking thread of the runtime, bounded by
+/// [`REQUEST_TIMEOUT`] there (so the thread, too, gives up). The plan and the results reader
+/// poll streams of futures made by borrowing closures, which the compiler cannot prove `Send`
+/// for every lifetime, as axum requires of a handler's future; there they need not be.
+pub(super) async fn on_own_thread<T, F, Fut>(
+    app: &Arc<App>,
+    what: &'static str,
+    work: F,
+) -> Result<T, ApiError>
 where
     F: FnOnce(Arc<App>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
     T: Send + 'static,
 {
     let app = app.clone();
-    tokio::task::spawn_blocking(move || tokio::runtime::Handle::current().block_on(work(app)))
-        .await
-        .map_err(|e| anyhow::anyhow!("the dashboard's worker thread failed: {e}"))?
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Handle::current().block_on(bounded(what, work(app)))
+    })
+    .await
+    .map_err(|e| ApiError::from(anyhow::anyhow!("the dashboard's worker thread failed: {e}")))?
 }
 
-/// Runs `work` against AWS, bounded by [`REQUEST_TIMEOUT`].
+/// Runs `work` against AWS, bounded by [`REQUEST_TIMEOUT`]; its error starts with `what`.
 async fn bounded<T>(
     what: &str,
     work: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> Result<T, ApiError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
-        Ok(result) => result.map_err(ApiError::from),
+        Ok(result) => result.map_err(|e| ApiError::from(e.context(what.to_string()))),
         Err(_) => Err(ApiError {
             status: StatusCode::GATEWAY_TIMEOUT,
             message: format!(
@@ -103,8 +114,11 @@ pub async fn not_found() -> ApiError {
 /// The stack as the stack file says, without any AWS call: what the pages' headers and filters
 /// need.
 pub async fn overview(State(app): State<Arc<App>>) -> Json<Value> {
-    let s = &app.stack;
-    Json(json!({
+    Json(overview_of(&app.stack))
+}
+
+pub fn overview_of(s: &crate::stack::Stack) -> Value {
+    json!({
         "stack": s.name,
         "env": s.env,
         "region": s.region,
@@ -115,18 +129,39 @@ pub async fn overview(State(app): State<Arc<App>>) -> Json<Value> {
         "jobs": s.job_definitions().iter().map(|d| d.key.clone()).collect::<Vec<_>>(),
         "buckets": s.buckets.keys().collect::<Vec<_>>(),
         "source": s.source.display().to_string(),
-    }))
+    })
 }
 
-/// The stack graph: every resource with its status from the plan (state and a live read).
-pub async fn stack_graph(State(app): State<Arc<App>>) -> ApiResult {
-    let work = on_own_thread(&app, |app| async move {
-        graph::read(&app.clients, &app.stack).await
-    });
-    let graph = bounded("reading the stack", work).await?;
-    Ok(Json(
-        serde_json::to_value(graph).map_err(anyhow::Error::from)?,
-    ))
+#[derive(Debug, Deserialize)]
+pub struct StackParams {
+    /// Present: a reading started after this request (the page's "read again").
+    fresh: Option<String>,
+}
+
+/// The stack graph: every resource with its status from the plan (state and a live read),
+/// from the shared reading (see [`super::readings`]), and when it was read.
+pub async fn stack_graph(
+    State(app): State<Arc<App>>,
+    Query(params): Query<StackParams>,
+) -> ApiResult {
+    let not_before = params.fresh.is_some().then(Instant::now);
+    let reading = app.readings.current(&app, not_before).await;
+    match &reading.outcome {
+        Ok(graph) => Ok(Json(with_reading_times(graph, &reading))),
+        Err(err) => Err(err.clone()),
+    }
+}
+
+/// The graph of `reading` with when it was read and when a page should ask again.
+pub fn with_reading_times(graph: &Value, reading: &Reading) -> Value {
+    let mut value = graph.clone();
+    value["read_at"] = json!(reading
+        .read_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    value["age_ms"] = json!(reading.age().as_millis() as u64);
+    value["took_ms"] = json!(reading.took.as_millis() as u64);
+    value["poll_after_ms"] = json!(STACK_REFRESH.as_millis() as u64);
+    value
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,9 +177,12 @@ pub struct JobsParams {
 }
 
 /// Listings by query, each kept until its next refresh is due: any number of open pages
-/// cost Batch no more than one.
+/// cost Batch no more than one. A failed listing answers for a moment too, so that pages
+/// waiting on it do not each wait as long again.
 #[derive(Default)]
-pub struct JobsCache(tokio::sync::Mutex<HashMap<String, (Instant, Arc<Listing>)>>);
+pub struct JobsCache(tokio::sync::Mutex<HashMap<String, (Instant, ListingOutcome)>>);
+
+type ListingOutcome = Result<Arc<Listing>, ApiError>;
 
 fn split(list: &str) -> Vec<String> {
     list.split(',')
@@ -168,14 +206,16 @@ pub async fn jobs(State(app): State<Arc<App>>, Query(params): Query<JobsParams>)
     // Held while listing: a second page asking meanwhile waits for this answer.
     let mut cache = app.jobs_cache.0.lock().await;
     let (listing, cached) = match cache.get(&key) {
-        Some((at, listing)) if at.elapsed() < listing.next_poll(list::MIN_POLL_INTERVAL) => {
+        Some((at, Ok(listing))) if at.elapsed() < listing.next_poll(list::MIN_POLL_INTERVAL) => {
             (listing.clone(), true)
         }
+        Some((at, Err(err))) if at.elapsed() < FAILED_HOLD => return Err(err.clone()),
         _ => {
-            let listing =
-                Arc::new(bounded("listing jobs", list::list(app.clients.batch(), &query)).await?);
+            let listing = bounded("listing jobs", list::list(app.clients.batch(), &query))
+                .await
+                .map(Arc::new);
             cache.insert(key, (Instant::now(), listing.clone()));
-            (listing, false)
+            (listing?, false)
         }
     };
     drop(cache);
@@ -336,10 +376,10 @@ async fn log_page(app: &App, id: &str, token: Option<String>) -> anyhow::Result<
 
 /// Training summaries and prepared datasets found in the stack's buckets.
 pub async fn results(State(app): State<Arc<App>>) -> ApiResult {
-    let work = on_own_thread(&app, |app| async move {
+    let found = on_own_thread(&app, "reading the results", |app| async move {
         results::read(&app.clients, &app.stack).await
-    });
-    let found = bounded("reading the results", work).await?;
+    })
+    .await?;
     Ok(Json(
         serde_json::to_value(found).map_err(anyhow::Error::from)?,
     ))

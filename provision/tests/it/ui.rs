@@ -240,6 +240,16 @@ impl Drop for Ui {
     }
 }
 
+/// The data a page's HTML carries for its first draw (`<script id="boot">`).
+pub fn boot(html: &str) -> Value {
+    let start = html
+        .find("id=\"boot\">")
+        .unwrap_or_else(|| panic!("no boot data in {html}"))
+        + "id=\"boot\">".len();
+    let len = html[start..].find("</script>").unwrap();
+    serde_json::from_str(&html[start..start + len]).unwrap()
+}
+
 /// One HTTP/1.0 request (no chunked answers, the connection closes after the body).
 pub fn http(method: &str, url: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").unwrap();
@@ -262,15 +272,18 @@ fn ui_json_endpoints_answer_from_the_clis_code() {
     let f = fixture();
     let ui = Ui::for_fixture(f);
 
-    let (status, page) = http("GET", &format!("{}/", ui.url));
+    // A page is one request: its style, script and first data are inline.
+    let (status, page) = http("GET", &format!("{}/jobs/{}", ui.url, f.array_id));
     assert_eq!(status, 200);
-    assert!(page.contains("/assets/app.js"));
-    let (status, script) = http("GET", &format!("{}/assets/app.js", ui.url));
-    assert_eq!(status, 200);
-    assert!(script.contains("function jobsPage"));
+    assert!(page.contains("<style>") && page.contains("function jobsPage"));
+    assert!(!page.contains("src=\"/") && !page.contains("href=\"/assets"));
     assert_eq!(
-        http("GET", &format!("{}/jobs/{}", ui.url, f.array_id)).0,
-        200
+        boot(&page)["overview"]["stack"],
+        f.prefix.trim_end_matches("-dev")
+    );
+    assert!(
+        boot(&page).get("stack").is_none(),
+        "only the stack page reads the stack"
     );
 
     let overview = ui.get_ok("/api/overview");
@@ -280,6 +293,30 @@ fn ui_json_endpoints_answer_from_the_clis_code() {
 
     // The graph: the plan's resources; the queue changed outside the tool shows as drift.
     let graph = ui.get_ok("/api/stack");
+    // One reading answers every page until it is FRESH s old; `fresh` asks for a new one.
+    assert!(
+        graph["read_at"].is_string() && graph["took_ms"].is_u64(),
+        "{graph}"
+    );
+    assert_eq!(graph["poll_after_ms"], 30_000);
+    assert_eq!(ui.get_ok("/api/stack")["read_at"], graph["read_at"]);
+    let again = ui.get_ok("/api/stack?fresh=1");
+    assert!(
+        again["read_at"].as_str() > graph["read_at"].as_str(),
+        "{again}"
+    );
+    // The stack page carries that reading (and the stack file's resources) in its HTML.
+    let (status, page) = http("GET", &format!("{}/", ui.url));
+    assert_eq!(status, 200);
+    let known = &boot(&page)["stack"];
+    assert_eq!(known["fresh"], true);
+    assert_eq!(known["reading"]["read_at"], again["read_at"]);
+    assert_eq!(known["reading"]["nodes"], again["nodes"]);
+    assert!(known["failed"].is_null());
+    let structure = known["structure"].as_array().unwrap();
+    assert_eq!(structure.len(), again["nodes"].as_array().unwrap().len());
+    assert!(structure.iter().any(|n| n["address"] == "queue.main"
+        && n["deps"] == json!(["compute.spot", "compute.ondemand"])));
     assert_eq!(graph["gpu"], false);
     assert_eq!(graph["image_type"], "ECS_AL2023");
     let nodes = graph["nodes"].as_array().unwrap();
@@ -426,7 +463,6 @@ fn ui_json_endpoints_answer_from_the_clis_code() {
 
 #[test]
 fn ui_refuses_a_taken_port_and_a_bad_stack_before_any_aws_call() {
-    // Nothing listens at this endpoint: any AWS call would fail differently.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let dir = tempfile::tempdir().unwrap();
@@ -443,13 +479,12 @@ fn ui_refuses_a_taken_port_and_a_bad_stack_before_any_aws_call() {
     )
     .unwrap();
 
+    // Every AWS request would pass this proxy and be counted.
+    let proxy =
+        testkit::faults::FaultProxy::start(&testkit::emulator().endpoint, crate::joblist::ACCOUNT);
     let run = |stack: &std::path::Path, args: &[&str]| {
-        let mut cmd = testkit::emulator().command(BIN);
-        cmd.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-            .arg("ui")
-            .arg("--stack")
-            .arg(stack)
-            .args(args);
+        let mut cmd = proxy.command(BIN);
+        cmd.arg("ui").arg("--stack").arg(stack).args(args);
         let start = Instant::now();
         let out = cmd.output().unwrap();
         assert!(start.elapsed() < Duration::from_secs(10));
@@ -470,8 +505,14 @@ fn ui_refuses_a_taken_port_and_a_bad_stack_before_any_aws_call() {
     assert!(stdout.is_empty());
     let (code, stderr, stdout) = run(&bad, &["--port", "0"]);
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("bad.toml:5:"), "{stderr}");
+    // Every problem, each at its file:line:column.
+    assert!(
+        stderr.contains("bad.toml:5:12: error: expected an integer")
+            && stderr.contains("bad.toml:4:1: error: missing required key `compute`"),
+        "{stderr}"
+    );
     assert!(stdout.is_empty());
+    assert_eq!(proxy.counts().requests, 0, "no AWS call before serving");
 }
 
 #[test]
@@ -496,7 +537,10 @@ fn ui_answers_with_an_error_when_the_emulator_stops_and_keeps_serving() {
         body["error"].as_str().unwrap().contains("provision apply"),
         "{body}"
     );
+    let graph = ui.get_ok("/api/stack");
+    assert!(graph["summary"]["add"].as_u64().unwrap() >= 12, "{graph}");
 
+    let endpoint = emulator.endpoint.clone();
     drop(emulator);
     std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();
@@ -511,9 +555,27 @@ fn ui_answers_with_an_error_when_the_emulator_stops_and_keeps_serving() {
         "answered in {:?}",
         start.elapsed()
     );
-    // Still serving: the pages and what needs no AWS.
+    // A new reading of the stack says what is wrong in one sentence.
+    let unreachable = format!("cannot reach AWS at {endpoint}");
+    let (status, body) = ui.get("/api/stack?fresh=1");
+    assert_eq!(status, 502, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("reading the stack: ") && error.contains(&unreachable),
+        "{body}"
+    );
+    // Still serving: the pages and what needs no AWS; the stack page draws the last reading
+    // and says why it is not the latest.
     assert_eq!(http("GET", &format!("{}/jobs", ui.url)).0, 200);
     assert_eq!(ui.get_ok("/api/overview")["stack"], name);
+    let (status, page) = http("GET", &format!("{}/", ui.url));
+    assert_eq!(status, 200);
+    let known = &boot(&page)["stack"];
+    assert_eq!(known["reading"]["read_at"], graph["read_at"]);
+    assert!(
+        known["failed"].as_str().unwrap().contains(&unreachable),
+        "{known}"
+    );
     assert!(ui.alive());
 
     if let Some(browser) = browser::Browser::start() {
@@ -524,9 +586,118 @@ fn ui_answers_with_an_error_when_the_emulator_stops_and_keeps_serving() {
             let text = banner.text().await?;
             assert!(!text.is_empty());
             browser::screenshot(&client, "error").await?;
+            client.goto(&format!("{url}/")).await?;
+            browser::wait_visible(&client, "#graph.live svg g.node").await?;
+            browser::wait_text(&client, "#error", "cannot reach AWS").await?;
+            browser::wait_text(&client, "#stack-read", "the latest read failed").await?;
+            browser::screenshot(&client, "stack-error").await?;
             Ok(())
         });
     }
+}
+
+#[test]
+fn ui_reads_the_stack_once_for_every_page_and_gives_up_on_a_silent_endpoint() {
+    let f = fixture();
+    let proxy =
+        testkit::faults::FaultProxy::start(&testkit::emulator().endpoint, crate::joblist::ACCOUNT);
+    let requests = || proxy.counts().requests;
+    let mut cmd = proxy.command(BIN);
+    cmd.args(["ui", "--port", "0", "--env", "dev", "--stack"])
+        .arg(&f.path)
+        .env_remove("PROVISION_STACK")
+        .env_remove("PROVISION_ENV");
+    let ui = Ui::start(cmd);
+
+    // The server reads the stack as it starts, before any page asks.
+    let start = Instant::now();
+    while requests() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no reading at start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = ui.get_ok("/api/stack");
+    // Pages opened meanwhile share that reading: no request of their own.
+    let before = requests();
+    let read_ats = |paths: Vec<&'static str>| {
+        let url = ui.url.clone();
+        let answers: Vec<_> = paths
+            .into_iter()
+            .map(|path| {
+                let url = url.clone();
+                std::thread::spawn(move || http("GET", &format!("{url}{path}")))
+            })
+            .collect();
+        let mut read_ats: Vec<String> = answers
+            .into_iter()
+            .map(|a| {
+                let (status, body) = a.join().unwrap();
+                assert_eq!(status, 200, "{body}");
+                let body: Value = serde_json::from_str(&body).unwrap();
+                body["read_at"].as_str().unwrap().to_string()
+            })
+            .collect();
+        read_ats.sort();
+        read_ats.dedup();
+        read_ats
+    };
+    assert_eq!(
+        read_ats(vec!["/api/stack"; 8]),
+        [first["read_at"].as_str().unwrap()]
+    );
+    assert_eq!(requests(), before);
+    // What one reading costs; pages that all ask for a new one at once share at most two
+    // (a page that asked after one started waits for the next).
+    let before = requests();
+    ui.get_ok("/api/stack?fresh=1");
+    let one = requests() - before;
+    assert!(one > 0);
+    let before = requests();
+    assert!(read_ats(vec!["/api/stack?fresh=1"; 6]).len() <= 2);
+    assert!(
+        requests() - before <= 2 * one,
+        "{} > 2 × {one}",
+        requests() - before
+    );
+
+    // AWS stops answering (connections accepted, no answer ever): each endpoint answers with
+    // an error when its time is up instead of hanging on the SDK's retries, and pages that
+    // asked meanwhile get that answer too instead of waiting as long again, one after another.
+    proxy.set_latency(Duration::from_secs(3600));
+    for path in ["/api/stack?fresh=1", "/api/jobs"] {
+        let pages: Vec<_> = (0..3)
+            .map(|_| {
+                let url = format!("{}{path}", ui.url);
+                std::thread::spawn(move || {
+                    let start = Instant::now();
+                    let (status, body) = http("GET", &url);
+                    (status, body, start.elapsed())
+                })
+            })
+            .collect();
+        for page in pages {
+            let (status, body, took) = page.join().unwrap();
+            assert_eq!(status, 504, "{path}: {body}");
+            assert!(
+                body.contains("AWS did not answer within 10 s (is the endpoint up?"),
+                "{body}"
+            );
+            // Well under two timeouts back to back.
+            assert!(took < Duration::from_secs(18), "{path}: {took:?}");
+        }
+    }
+    // The stack page still answers at once, with the last reading and why it is not newer.
+    let (status, page) = http("GET", &format!("{}/", ui.url));
+    assert_eq!(status, 200);
+    let known = &boot(&page)["stack"];
+    assert!(known["reading"]["nodes"].as_array().unwrap().len() >= 12);
+    assert_eq!(known["fresh"], false);
+    assert!(
+        known["failed"].as_str().unwrap().contains("did not answer"),
+        "{known}"
+    );
 }
 
 #[test]
@@ -542,7 +713,7 @@ fn ui_pages_in_a_headless_browser() {
         use fantoccini::Locator::Css;
         // The stack graph: a box per resource, the drifted queue marked.
         client.goto(&format!("{url}/")).await?;
-        browser::wait_visible(&client, "#graph svg g.node").await?;
+        browser::wait_visible(&client, "#graph.live svg g.node").await?;
         let boxes = client.find_all(Css("#graph svg g.node")).await?;
         assert!(boxes.len() >= 12, "{} boxes", boxes.len());
         client
@@ -773,7 +944,21 @@ fn bench_dashboard() {
     })
     .join()
     .unwrap();
+    // The reference a user would otherwise run to see where the stack stands.
+    let plan_cli = median(
+        (0..3)
+            .map(|_| {
+                let mut cmd = provision(&["plan"], &f.path);
+                let start = Instant::now();
+                let out = cmd.output().unwrap();
+                assert!(matches!(out.status.code(), Some(0 | 2)), "{out:?}");
+                start.elapsed()
+            })
+            .collect(),
+    );
     let ui = Ui::for_fixture(f);
+    // Let the reading made at start finish, so the first server figures are all the shell's.
+    ui.get_ok("/api/stack");
     let shell = median(
         (0..20)
             .map(|_| timed_get(&format!("{}/", ui.url)))
@@ -784,9 +969,14 @@ fn bench_dashboard() {
             .map(|_| timed_get(&format!("{}/api/overview", ui.url)))
             .collect(),
     );
+    let shared = median(
+        (0..20)
+            .map(|_| timed_get(&format!("{}/api/stack", ui.url)))
+            .collect(),
+    );
     let graph = median(
         (0..5)
-            .map(|_| timed_get(&format!("{}/api/stack", ui.url)))
+            .map(|_| timed_get(&format!("{}/api/stack?fresh=1", ui.url)))
             .collect(),
     );
     // Each `since` is a query of its own, so none of these is answered from the cache.
@@ -801,14 +991,86 @@ fn bench_dashboard() {
         .len();
     assert!(listed >= JOBS, "{listed}");
 
-    let mut browser_rows = Vec::new();
+    // Page rows: (what, drawn, live status or data shown).
+    let mut pages: Vec<(&str, Option<Duration>, Duration)> = Vec::new();
     if let Some(browser) = browser::Browser::start() {
         let url = ui.url.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         browser.run(|client| async move {
             use fantoccini::Locator::Css;
+            // One load: (drawn, shown) in the page's own clock.
+            let load = |url: String, css: &'static str| {
+                let client = client.clone();
+                async move {
+                    client.goto(&url).await?;
+                    browser::wait_visible(&client, css).await?;
+                    // The stack page may draw its graph before it shows the live status.
+                    browser::wait_visible(&client, "body[data-rendered-ms]").await?;
+                    let body = client.find(Css("body")).await?;
+                    let ms = |v: Option<String>| {
+                        let ms: f64 = v.unwrap_or_default().parse().unwrap_or(f64::NAN);
+                        Duration::from_secs_f64(ms / 1000.0)
+                    };
+                    let drawn = ms(body.attr("data-drawn-ms").await?);
+                    let shown = ms(body.attr("data-rendered-ms").await?);
+                    Ok::<_, fantoccini::error::CmdError>((drawn, shown))
+                }
+            };
+            let medians = |samples: Vec<(Duration, Duration)>| {
+                (
+                    median(samples.iter().map(|s| s.0).collect()),
+                    median(samples.iter().map(|s| s.1).collect()),
+                )
+            };
+            const LIVE: &str = "#graph.live svg g.node";
+            // As a user opens it: the URL the moment `provision ui` prints it, its reading of
+            // the stack under way.
+            let mut samples = Vec::new();
+            let mut starts = Vec::new();
+            for _ in 0..3 {
+                let start = Instant::now();
+                let fresh = Ui::for_fixture(fixture());
+                starts.push(start.elapsed());
+                samples.push(load(format!("{}/", fresh.url), LIVE).await?);
+            }
+            let started = median(starts);
+            tx.send((
+                "`provision ui` started to its URL printed (its first reading of the stack in)",
+                None,
+                started,
+            ))
+            .unwrap();
+            let (drawn, live) = medians(samples);
+            tx.send((
+                "stack graph (`/`), opened as `provision ui` prints its URL",
+                Some(drawn),
+                live,
+            ))
+            .unwrap();
+            let mut samples = Vec::new();
+            for _ in 0..3 {
+                samples.push(load(format!("{url}/"), LIVE).await?);
+            }
+            let (drawn, live) = medians(samples);
+            tx.send((
+                "stack graph (`/`), reloaded within 10 s (the reading shared)",
+                Some(drawn),
+                live,
+            ))
+            .unwrap();
+            let mut samples = Vec::new();
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(10_500)).await;
+                samples.push(load(format!("{url}/"), LIVE).await?);
+            }
+            let (drawn, live) = medians(samples);
+            tx.send((
+                "stack graph (`/`), the reading over 10 s old (drawn from it, then a new one)",
+                Some(drawn),
+                live,
+            ))
+            .unwrap();
             for (page, path, css) in [
-                ("stack graph (`/`)", "/", "#graph svg g.node"),
                 (
                     "jobs table, 1,000 jobs (`/jobs`)",
                     "/jobs",
@@ -818,52 +1080,40 @@ fn bench_dashboard() {
             ] {
                 let mut samples = Vec::new();
                 for _ in 0..3 {
-                    client.goto(&format!("{url}{path}")).await?;
-                    browser::wait_visible(&client, css).await?;
-                    let body = client.find(Css("body")).await?;
-                    let ms: f64 = body
-                        .attr("data-rendered-ms")
-                        .await?
-                        .unwrap_or_default()
-                        .parse()
-                        .unwrap_or(f64::NAN);
-                    samples.push(Duration::from_secs_f64(ms / 1000.0));
+                    samples.push(load(format!("{url}{path}"), css).await?);
                     if path == "/jobs" {
                         let rows = client.find_all(Css("#jobs tbody tr.job")).await?.len();
                         assert!(rows >= JOBS, "{rows} rows");
                     }
                 }
-                tx.send((page, median(samples))).unwrap();
+                tx.send((page, None, medians(samples).1)).unwrap();
             }
             Ok(())
         });
-        browser_rows = rx.try_iter().collect();
+        pages = rx.try_iter().collect();
     }
 
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+    let ratio = |d: Duration| format!("{:.1}x", plan_cli.as_secs_f64() / d.as_secs_f64());
     let mut md = String::from(
         "# `provision ui`: page times against the emulator\n\n\
          Written by `make bench-ui` (an ignored test, `ui::bench_dashboard`): the debug binary \
-         serving an applied copy of `stacks/orderflow.toml` on moto, with 1,000 jobs in its \
-         queue. Server times are medians of HTTP requests from the test; page times are \
-         medians of 3 loads in headless chromium, from the start of navigation to the page \
-         showing its data (the page's own `performance.now()` when it rendered).\n\n\
-         | what | time | target |\n|---|---|---|\n",
+         (`target/debug/provision`, as `cargo test` builds it) serving an applied copy of \
+         `stacks/orderflow.toml` on moto, with 1,000 jobs in its queue, on a shared machine. \
+         Server times are medians of HTTP requests from the test. Page times are medians of 3 \
+         loads in headless chromium, in the page's own clock (`performance.now()`, from the \
+         start of navigation): *drawn* when the page first showed the stack (from what the \
+         server knew: its latest reading, or the stack file's resources), *shown* when it \
+         showed its data (on the stack page: the live status of every resource). The \
+         reference is `provision plan` run in a terminal (same binary, same reads: the state \
+         and a live read of every resource); the ratio is its time over the page's.\n\n",
     );
-    md.push_str(&format!("| HTML shell `/` (server) | {} | |\n", ms(shell)));
+    md.push_str("| what | drawn | shown | vs `provision plan` | target |\n|---|---|---|---|---|\n");
     md.push_str(&format!(
-        "| `/api/overview` (no AWS call) | {} | |\n",
-        ms(overview)
+        "| reference: `provision plan` (process start to exit) | | {} | 1.0x | |\n",
+        ms(plan_cli)
     ));
-    md.push_str(&format!(
-        "| `/api/stack`: plan of the stack, state and a live read of every resource | {} | |\n",
-        ms(graph)
-    ));
-    md.push_str(&format!(
-        "| `/api/jobs` listing {listed} jobs (uncached) | {} | |\n",
-        ms(jobs_api)
-    ));
-    for (page, time) in &browser_rows {
+    for (page, drawn, shown) in &pages {
         let target = if page.starts_with("stack") {
             "first page under 200 ms"
         } else if page.starts_with("jobs") {
@@ -871,11 +1121,45 @@ fn bench_dashboard() {
         } else {
             ""
         };
-        md.push_str(&format!("| page: {page} | {} | {target} |\n", ms(*time)));
+        let vs = if page.starts_with("stack") {
+            ratio(*shown)
+        } else {
+            String::new()
+        };
+        let page = if page.starts_with('`') {
+            page.to_string()
+        } else {
+            format!("page: {page}")
+        };
+        md.push_str(&format!(
+            "| {page} | {} | {} | {vs} | {target} |\n",
+            drawn.map(ms).unwrap_or_default(),
+            ms(*shown)
+        ));
     }
-    if browser_rows.is_empty() {
-        md.push_str("\n(No browser here: page times not measured.)\n");
+    if pages.is_empty() {
+        md.push_str("| (no browser here: page times not measured) | | | | |\n");
     }
+    md.push_str(&format!(
+        "| server: a page's HTML, style and script inline (`/`) | | {} | | |\n",
+        ms(shell)
+    ));
+    md.push_str(&format!(
+        "| server: `/api/overview` (no AWS call) | | {} | | |\n",
+        ms(overview)
+    ));
+    md.push_str(&format!(
+        "| server: `/api/stack`, the shared reading | | {} | | |\n",
+        ms(shared)
+    ));
+    md.push_str(&format!(
+        "| server: `/api/stack?fresh=1`, a new reading (plan of the stack: state and a live read of every resource) | | {} | | |\n",
+        ms(graph)
+    ));
+    md.push_str(&format!(
+        "| server: `/api/jobs` listing {listed} jobs (uncached) | | {} | | |\n",
+        ms(jobs_api)
+    ));
     let path = testkit::workspace_root().join("bench/ui.md");
     std::fs::write(&path, md).unwrap();
     eprintln!("wrote {}", path.display());

@@ -6,6 +6,9 @@
 const main = document.getElementById("main");
 const errorBox = document.getElementById("error");
 const MAX_BACKOFF_MS = 60000;
+// What the server put in the page: the stack file's overview, and on the stack page what is
+// known of the stack now. Drawn before any request.
+const boot = JSON.parse(document.getElementById("boot").textContent);
 
 function esc(v) {
   return String(v ?? "").replace(/[&<>"']/g, (c) =>
@@ -21,8 +24,13 @@ function showError(message) {
 }
 function clearError() { errorBox.hidden = true; errorBox.textContent = ""; }
 
-// When the page first showed its data, in ms since navigation started (read by the benchmark).
+// When the page first drew anything of its own, and when it first showed its data (on the
+// stack page: the live status), in ms since navigation started (read by the benchmark).
+function markDrawn() {
+  if (!document.body.dataset.drawnMs) document.body.dataset.drawnMs = String(Math.round(performance.now()));
+}
 function markRendered() {
+  markDrawn();
   if (!document.body.dataset.renderedMs) document.body.dataset.renderedMs = String(Math.round(performance.now()));
 }
 
@@ -46,9 +54,10 @@ async function api(path) {
   return body;
 }
 
-// Runs `load` now and again after the delay it returns; after an error, waits twice as long
-// as before (up to a minute) and shows the error until a load succeeds.
-function poll(load, firstDelay) {
+// Runs `load` after `startAfter` ms (default: now) and again after the delay it returns; after
+// an error, waits twice as long as before (up to a minute) and shows the error until a load
+// succeeds.
+function poll(load, firstDelay, startAfter) {
   let backoff = firstDelay;
   const tick = async () => {
     let next;
@@ -63,21 +72,16 @@ function poll(load, firstDelay) {
     }
     if (next) setTimeout(tick, next);
   };
-  tick();
+  if (startAfter) setTimeout(tick, startAfter); else tick();
 }
 
-async function header() {
-  try {
-    const o = await api("/api/overview");
-    document.title = `${o.stack} (${o.env}) · provision ui`;
-    document.getElementById("meta").innerHTML =
-      `${esc(o.stack)} · env ${esc(o.env)} · ${esc(o.region)} · ` +
-      badge(o.gpu ? "GPU on" : "GPU off", o.gpu ? "gpu" : "") + ` <span class="muted">${esc(o.image_type)}</span>`;
-    return o;
-  } catch (e) {
-    showError(e.message);
-    return null;
-  }
+function header() {
+  const o = boot.overview;
+  document.title = `${o.stack} (${o.env}) · provision ui`;
+  document.getElementById("meta").innerHTML =
+    `${esc(o.stack)} · env ${esc(o.env)} · ${esc(o.region)} · ` +
+    badge(o.gpu ? "GPU on" : "GPU off", o.gpu ? "gpu" : "") + ` <span class="muted">${esc(o.image_type)}</span>`;
+  return o;
 }
 
 function activate(page) {
@@ -88,7 +92,7 @@ function activate(page) {
 
 // ---- Stack graph -------------------------------------------------------------------------
 
-const STATUS_TEXT = { "no-op": "in sync", create: "missing: apply creates it", update: "differs: apply updates it",
+const STATUS_TEXT = { unknown: "not read yet", "no-op": "in sync", create: "missing: apply creates it", update: "differs: apply updates it",
   replace: "differs: apply replaces it", delete: "not in the stack: apply deletes it" };
 
 function depthOf(nodes) {
@@ -114,6 +118,10 @@ function isGpu(node, graph) {
   const t = node.live && node.live.image_type;
   if (typeof t === "string") return t.includes("NVIDIA");
   return node.kind === "compute_environment" && graph.gpu;
+}
+
+function actionText(action) {
+  return action === "no-op" ? "in sync" : action === "unknown" ? "reading…" : action;
 }
 
 function graphSvg(graph) {
@@ -144,36 +152,93 @@ function graphSvg(graph) {
       `<title>${esc(n.name)}: ${esc(STATUS_TEXT[n.action] || n.action)}${n.drift ? " (changed outside the tool)" : ""}</title>` +
       `<rect width="${W}" height="${H}" rx="5"/>` +
       `<text x="8" y="18" font-weight="600">${esc(n.address)}</text>` +
-      `<text x="8" y="36" fill="#6b7580">${esc(n.action === "no-op" ? "in sync" : n.action)}${esc(tags)}</text></g>`;
+      `<text x="8" y="36" fill="#6b7580">${esc(actionText(n.action))}${esc(tags)}</text></g>`;
   }
   return `<svg width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">${edges}${boxes}</svg>`;
 }
 
-async function stackPage() {
-  activate("stack");
-  main.innerHTML = `<h1>Stack</h1><p class="muted">Planning against AWS (state and a live read of every resource)…</p>`;
-  const g = await api("/api/stack");
+// The stack as the page shows it before a reading: the stack file's resources and their
+// dependencies, each "reading…".
+function structureGraph(structure) {
+  const o = boot.overview;
+  return { stack: o.stack, env: o.env, gpu: o.gpu, image_type: o.image_type, applied_gpu: null, summary: null,
+    nodes: structure.map((n) => ({ ...n, name: "", action: "unknown", drift: false, diffs: [], live: null })) };
+}
+
+function timeOf(iso) { return iso ? new Date(iso).toLocaleTimeString() : "–"; }
+
+// Draws graph `g`; `live`: it comes from a reading (not the stack file alone); `note`: what
+// the read line adds (a newer reading under way, or the latest one failed).
+function drawStack(g, live, note) {
   const s = g.summary;
   const drifted = g.nodes.filter((n) => n.drift).length;
-  const switched = g.applied_gpu !== null && g.applied_gpu !== g.gpu;
-  let html = `<h1>Stack ${esc(g.stack)} <span class="muted">(${esc(g.env)}, account ${esc(g.account)}, serial ${esc(g.serial)})</span></h1>` +
+  const switched = g.applied_gpu !== null && g.applied_gpu !== undefined && g.applied_gpu !== g.gpu;
+  const read = live
+    ? `Live read at ${esc(timeOf(g.read_at))}, in ${esc(g.took_ms)} ms` + (note ? ` · ${esc(note)}` : "")
+    : "Reading the state and every resource from AWS…";
+  let html = `<h1>Stack ${esc(g.stack)} <span class="muted">(${esc(g.env)}` +
+    (live ? `, account ${esc(g.account)}, serial ${esc(g.serial)}` : "") + `)</span></h1>` +
+    `<p class="status-line" id="stack-read">${read} <button id="read-again" type="button"${live ? "" : " disabled"}>Read again</button></p>` +
     `<p id="gpu-switch">GPU switch: ${badge(g.gpu ? "gpu = true" : "gpu = false", g.gpu ? "gpu" : "")} → compute environments use <code>${esc(g.image_type)}</code>` +
-    (g.applied_gpu === null ? " · never applied" : ` · last apply: gpu = ${esc(g.applied_gpu)}`) +
+    (!live ? "" : g.applied_gpu === null ? " · never applied" : ` · last apply: gpu = ${esc(g.applied_gpu)}`) +
     (switched ? ` ${badge("switch pending: apply replaces the compute environments", "a-replace")}` : "") + `</p>` +
-    `<p id="plan-summary">Plan: ${s.add} to add, ${s.change} to change, ${s.destroy} to destroy.` +
-    (drifted ? ` ${badge(drifted + " drifted", "drift")}` : "") + `</p>` +
+    (s ? `<p id="plan-summary">Plan: ${s.add} to add, ${s.change} to change, ${s.destroy} to destroy.` +
+      (drifted ? ` ${badge(drifted + " drifted", "drift")}` : "") + `</p>` : `<p class="muted">Plan: not read yet.</p>`) +
     `<p class="legend muted"><span>${badge("in sync", "a-no-op")}</span><span>${badge("create", "a-create")}</span>` +
     `<span>${badge("update", "a-update")}</span><span>${badge("replace / delete", "a-replace")}</span><span>${badge("drift", "drift")}</span></p>` +
-    `<div id="graph">${graphSvg(g)}</div><h2>Resources</h2>` +
+    `<div id="graph"${live ? ' class="live"' : ""}>${graphSvg(g)}</div><h2>Resources</h2>` +
     `<table id="resources"><thead><tr><th>Address</th><th>Name</th><th>Status</th><th>Differences</th></tr></thead><tbody>`;
   for (const n of g.nodes) {
     const diffs = n.diffs.map((d) => `<div><code>${esc(d.name)}</code>: ${esc(JSON.stringify(d.before))} → ${esc(JSON.stringify(d.after))}</div>`).join("");
-    html += `<tr data-address="${esc(n.address)}"><td><code>${esc(n.address)}</code></td><td>${esc(n.name)}</td>` +
-      `<td>${badge(n.action === "no-op" ? "in sync" : n.action, "a-" + n.action)}${n.drift ? " " + badge("drift", "drift") : ""}` +
+    html += `<tr data-address="${esc(n.address)}"><td><code>${esc(n.address)}</code></td><td>${dash(n.name)}</td>` +
+      `<td>${badge(actionText(n.action), "a-" + n.action)}${n.drift ? " " + badge("drift", "drift") : ""}` +
       `${isGpu(n, g) ? " " + badge("GPU", "gpu") : ""}</td><td>${diffs || '<span class="muted">–</span>'}</td></tr>`;
   }
   main.innerHTML = html + "</tbody></table>";
-  markRendered();
+  document.getElementById("read-again").addEventListener("click", readAgain);
+}
+
+let shownStack = null;
+
+async function readAgain() {
+  const button = document.getElementById("read-again");
+  button.disabled = true;
+  try {
+    shownStack = await api("/api/stack?fresh=1");
+    clearError();
+    drawStack(shownStack, true, "");
+  } catch (e) {
+    showError(e.message);
+    button.disabled = false;
+  }
+}
+
+// Draws at once what the server knew (the latest reading, else the stack file's resources),
+// then the live status when the reading it started arrives, then again every poll_after_ms.
+function stackPage() {
+  activate("stack");
+  const known = boot.stack;
+  shownStack = known.reading;
+  if (shownStack) {
+    drawStack(shownStack, true, known.fresh ? "" : known.failed ? "the latest read failed" : "reading again…");
+  } else {
+    drawStack(structureGraph(known.structure), false, "");
+  }
+  if (known.failed) showError(known.failed);
+  markDrawn();
+  if (known.fresh) markRendered();
+  poll(async () => {
+    try {
+      shownStack = await api("/api/stack");
+    } catch (e) {
+      // Keep what is drawn; say that it is not the latest.
+      if (shownStack) drawStack(shownStack, true, "the latest read failed");
+      throw e;
+    }
+    drawStack(shownStack, true, "");
+    markRendered();
+    return shownStack.poll_after_ms;
+  }, 5000, known.fresh ? known.reading.poll_after_ms : 0);
 }
 
 // ---- Jobs table -----------------------------------------------------------------------------
@@ -449,8 +514,7 @@ async function costPage() {
 
 // ---- Routing --------------------------------------------------------------------------------
 
-async function route() {
-  // The header's request runs beside the page's own: the first page waits for one round trip.
+function route() {
   const overview = header();
   const path = location.pathname;
   const show = async (render) => {
@@ -459,8 +523,8 @@ async function route() {
       main.innerHTML = `<p class="muted">This page could not be loaded; reload to try again.</p>`;
     }
   };
-  if (path === "/" || path === "") return show(stackPage);
-  if (path === "/jobs") return jobsPage(await overview);
+  if (path === "/" || path === "") return stackPage();
+  if (path === "/jobs") return jobsPage(overview);
   if (path.startsWith("/jobs/")) return show(() => jobPage(decodeURIComponent(path.slice(6))));
   if (path === "/results") return show(resultsPage);
   if (path === "/cost") return show(costPage);
