@@ -402,3 +402,62 @@ def batch_list_jobs_pages_and_time_filters():
         return json.dumps(result)
 
     BatchResponse.listjobs = listjobs
+
+
+@patch
+def s3_new_bucket_refuses_its_first_configuration_write():
+    """AWS: S3 answers 409 OperationAborted ("A conflicting conditional operation is currently in
+    progress against this resource. Please try again.") to a bucket configuration write (its
+    tagging, versioning, lifecycle, encryption, public access block, ...) that meets another one
+    to the same bucket, and at times to the writes that follow CreateBucket closely; the caller
+    is to try again (Terraform AWS provider #7628, #12949). moto accepts every write, so a tool
+    that sends a new bucket's settings together and does not retry would pass here and stop
+    half-way on AWS. The emulator handles one request at a time, so writes never overlap here;
+    instead a new bucket refuses its first configuration write, so every apply that creates a
+    bucket meets the rule, at the cost of one retry."""
+    import threading
+
+    from moto.s3.responses import S3Response
+
+    lock = threading.Lock()
+    settling = set()  # buckets created whose first configuration write is yet to come
+
+    def refused(bucket_name):
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>OperationAborted</Code>'
+            "<Message>A conflicting conditional operation is currently in progress against this "
+            f"resource. Please try again.</Message><BucketName>{bucket_name}</BucketName></Error>"
+        )
+        return 409, {"Content-Type": "application/xml"}, body
+
+    def first_write(bucket_name):
+        with lock:
+            if bucket_name in settling:
+                settling.discard(bucket_name)
+                return True
+            return False
+
+    original_put = S3Response._bucket_response_put
+    original_delete = S3Response._bucket_response_delete
+
+    def bucket_response_put(self, request, bucket_name, querystring):
+        if querystring:  # a configuration write (?tagging, ?versioning, ...)
+            if first_write(bucket_name):
+                return refused(bucket_name)
+            return original_put(self, request, bucket_name, querystring)
+        created = original_put(self, request, bucket_name, querystring)  # CreateBucket
+        with lock:
+            settling.add(bucket_name)
+        return created
+
+    def bucket_response_delete(self, bucket_name, querystring):
+        if querystring:  # a configuration delete (?lifecycle, ?tagging, ...)
+            if first_write(bucket_name):
+                return refused(bucket_name)
+        else:  # DeleteBucket
+            with lock:
+                settling.discard(bucket_name)
+        return original_delete(self, bucket_name, querystring)
+
+    S3Response._bucket_response_put = bucket_response_put
+    S3Response._bucket_response_delete = bucket_response_delete

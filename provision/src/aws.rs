@@ -141,6 +141,7 @@ impl Clients {
         self.s3.get_or_init(|| {
             let config = aws_sdk_s3::config::Builder::from(&self.config)
                 .force_path_style(s3_path_style(&self.config))
+                .retry_classifier(crate::resources::bucket::RetryOperationAborted)
                 .build();
             aws_sdk_s3::Client::from_conf(config)
         })

@@ -12,6 +12,11 @@ use aws_sdk_s3::types::{
     ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
     ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
 };
+use aws_smithy_runtime_api::client::interceptors::context::{
+    Error as OperationError, InterceptorContext,
+};
+use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::{json, Value};
 
 use super::error_codes::S3Code;
@@ -209,6 +214,69 @@ pub async fn create(
         },
     )?;
     Ok(handle(spec))
+}
+
+/// Has the SDK's standard retry (its attempts and backoff, set in `crate::aws`) try a bucket's
+/// configuration writes again when S3 answers them 409 `OperationAborted`; registered on the S3
+/// client.
+///
+/// S3 gives that answer ("A conflicting conditional operation is currently in progress against
+/// this resource. Please try again.") to a configuration write that meets another one on the same
+/// bucket, and at times to the writes that follow CreateBucket closely: `create` sends all of a
+/// new bucket's settings at once, right after making it. The answer asks for another try, and a
+/// later one succeeds, but the SDK does not retry it by itself (a 409 is a client error to it,
+/// and the code is not among its transient ones), so an apply would stop half-way with a bucket
+/// that lacks some of its settings. Terraform's AWS provider retries this code on its S3 bucket
+/// calls for the same reason; its users report that one retry is usually enough.
+#[derive(Debug, Default)]
+pub struct RetryOperationAborted;
+
+impl ClassifyRetry for RetryOperationAborted {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        match ctx.output_or_error() {
+            Some(Err(err))
+                if err
+                    .as_operation_error()
+                    .is_some_and(is_aborted_configuration_write) =>
+            {
+                RetryAction::server_error()
+            }
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "S3 OperationAborted on bucket configuration writes"
+    }
+}
+
+/// Whether `err` is `OperationAborted` answering one of the configuration writes this module
+/// makes. The SDK types each operation's error apart, so each is tried in turn.
+fn is_aborted_configuration_write(err: &OperationError) -> bool {
+    use aws_sdk_s3::operation::{
+        delete_bucket_lifecycle::DeleteBucketLifecycleError,
+        put_bucket_encryption::PutBucketEncryptionError,
+        put_bucket_lifecycle_configuration::PutBucketLifecycleConfigurationError,
+        put_bucket_tagging::PutBucketTaggingError, put_bucket_versioning::PutBucketVersioningError,
+        put_public_access_block::PutPublicAccessBlockError,
+    };
+    fn aborted<E>(err: &OperationError) -> bool
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        err.downcast_ref::<E>()
+            .is_some_and(|e| S3Code::OperationAborted.matches(e))
+    }
+    [
+        aborted::<PutBucketTaggingError>,
+        aborted::<PutPublicAccessBlockError>,
+        aborted::<PutBucketEncryptionError>,
+        aborted::<PutBucketVersioningError>,
+        aborted::<PutBucketLifecycleConfigurationError>,
+        aborted::<DeleteBucketLifecycleError>,
+    ]
+    .iter()
+    .any(|is_aborted| is_aborted(err))
 }
 
 fn handle(spec: &Spec) -> Handle {

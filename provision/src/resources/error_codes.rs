@@ -49,6 +49,8 @@ pub enum S3Code {
     NoSuchLifecycleConfiguration,
     NoEncryptionConfiguration,
     NoSuchPublicAccessBlockConfiguration,
+    /// 409: another write to the bucket is in progress; try again (`bucket::RetryOperationAborted`).
+    OperationAborted,
 }
 
 impl S3Code {
@@ -60,6 +62,7 @@ impl S3Code {
             S3Code::NoSuchLifecycleConfiguration => "NoSuchLifecycleConfiguration",
             S3Code::NoEncryptionConfiguration => "ServerSideEncryptionConfigurationNotFoundError",
             S3Code::NoSuchPublicAccessBlockConfiguration => "NoSuchPublicAccessBlockConfiguration",
+            S3Code::OperationAborted => "OperationAborted",
         }
     }
 

@@ -151,7 +151,9 @@ fn apply_from_nothing_takes_11_round_trips_and_destroy_12() {
         apply.waves,
         timeline(&stack.proxy)
     );
-    assert_eq!(apply.requests, 85, "apply's calls changed: {shown}");
+    // One of them is the bucket's first configuration write tried again: the emulator refuses
+    // it with 409 OperationAborted, as S3 may a write that follows CreateBucket closely.
+    assert_eq!(apply.requests, 86, "apply's calls changed: {shown}");
     assert!(
         apply.critical_path <= 11,
         "{} round trips one after another: {:?}\n{shown}",

@@ -1,6 +1,7 @@
 //! The provision crate's one integration-test binary (one build, one moto server).
 
 mod addresses;
+mod bucket_conflicts;
 mod common;
 mod delivery;
 mod engine;
