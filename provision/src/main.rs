@@ -23,7 +23,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // A plan reads every resource at once, so its future is deep; `provision ui` runs it on
+    // worker threads, whose default 2 MiB stack a debug build overflows. 8 MiB, as the main
+    // thread has.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(8 << 20)
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

@@ -17,7 +17,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::plan::{Action, Item, Plan};
 use super::progress::Reporter;
-use super::{spec, Refs};
+use super::{spec, Node, Refs};
 use crate::aws::Clients;
 use crate::resources::{
     self, bucket, is_unknown, repository, Address, Attrs, Extra, Handle, Kind, Spec,
@@ -219,6 +219,13 @@ struct Applied {
     ahead: Mutex<BTreeMap<Address, String>>,
 }
 
+impl Applied {
+    /// `node`'s desired spec with the references known so far.
+    fn desired(&self, plan: &Plan, node: &Node) -> Result<Spec> {
+        spec(&plan.stack, &plan.facts, &self.refs.lock().unwrap(), node)
+    }
+}
+
 /// Applies `plan`: forward phase, then delete phase; records every step in `store`.
 pub async fn apply(c: &Clients, plan: &Plan, store: &Store, reporter: &Reporter) -> Result<Report> {
     let dels = deletions(plan);
@@ -284,12 +291,7 @@ async fn record_unchanged(
     for item in plan.items.iter().filter(|i| i.action == Action::NoOp) {
         match (&item.node, &item.live) {
             (Some(node), Some(live)) => {
-                let desired = spec(
-                    &plan.stack,
-                    &plan.facts,
-                    &applied.refs.lock().unwrap(),
-                    node,
-                )?;
+                let desired = applied.desired(plan, node)?;
                 let attrs = desired.attributes();
                 let stale = item
                     .record
@@ -419,12 +421,7 @@ async fn create_ahead(c: &Clients, plan: &Plan, item: &Item, applied: &Applied) 
     let Some(node) = item.node.as_ref().filter(|_| item.action == Action::Create) else {
         return Ok(());
     };
-    let desired = spec(
-        &plan.stack,
-        &plan.facts,
-        &applied.refs.lock().unwrap(),
-        node,
-    )?;
+    let desired = applied.desired(plan, node)?;
     let made = desired
         .create_ahead(c, &plan.stack.tags())
         .await
@@ -468,12 +465,7 @@ async fn act(
         .node
         .as_ref()
         .context("a forward action without a node")?;
-    let mut desired = spec(
-        &plan.stack,
-        &plan.facts,
-        &applied.refs.lock().unwrap(),
-        node,
-    )?;
+    let mut desired = applied.desired(plan, node)?;
     if let Some(made) = applied.ahead.lock().unwrap().get(&item.address) {
         desired.made_ahead(made.clone());
     }

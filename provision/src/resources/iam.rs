@@ -505,22 +505,12 @@ pub async fn delete_role_known(c: &Clients, name: &str, live: &Live, stripped: b
     if !stripped {
         strip_role(c, name, live).await?;
     }
-    match c.iam().delete_role().role_name(name).send().await {
-        Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_no_such_entity_exception()) =>
-        {
-            Ok(())
-        }
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_delete_conflict_exception()) =>
-        {
-            delete_role(c, name).await
-        }
-        Err(e) => Err(e).ctx(format!("deleting role {name}")),
-    }
+    delete_or_again(
+        c.iam().delete_role().role_name(name).send().await,
+        format!("deleting role {name}"),
+        || delete_role(c, name),
+    )
+    .await
 }
 
 /// Detaches and deletes the policies the plan read of role `name` (`live`), all at once.
@@ -562,14 +552,32 @@ pub async fn strip_role(c: &Clients, name: &str, live: &Live) -> Result<()> {
     Ok(())
 }
 
-/// A removal that found nothing to remove (NoSuchEntity) has nothing left to do.
+/// A removal that found nothing to remove (NoSuchEntity) has nothing left to do. Read through
+/// the SDK's service-wide error, which every operation's error converts into.
 fn gone_is_done<T, E>(result: std::result::Result<T, E>, what: String) -> Result<()>
 where
-    E: aws_sdk_iam::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    aws_sdk_iam::Error: From<E>,
 {
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) if e.code() == Some("NoSuchEntity") => Ok(()),
+    match result.map_err(aws_sdk_iam::Error::from) {
+        Ok(_) | Err(aws_sdk_iam::Error::NoSuchEntityException(_)) => Ok(()),
+        Err(e) => Err(e).ctx(what),
+    }
+}
+
+/// A delete made from what the plan read: done, or gone already; on DeleteConflict (something
+/// attached since the read) `again`, the full path that lists it all and removes it.
+async fn delete_or_again<T, E, Fut>(
+    result: std::result::Result<T, E>,
+    what: String,
+    again: impl FnOnce() -> Fut,
+) -> Result<()>
+where
+    aws_sdk_iam::Error: From<E>,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    match result.map_err(aws_sdk_iam::Error::from) {
+        Ok(_) | Err(aws_sdk_iam::Error::NoSuchEntityException(_)) => Ok(()),
+        Err(aws_sdk_iam::Error::DeleteConflictException(_)) => again().await,
         Err(e) => Err(e).ctx(what),
     }
 }
@@ -789,28 +797,16 @@ pub async fn delete_profile_known(
     .await?;
     // Its roles can go now.
     roles_gone("");
-    match c
-        .iam()
-        .delete_instance_profile()
-        .instance_profile_name(name)
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_no_such_entity_exception()) =>
-        {
-            Ok(())
-        }
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_delete_conflict_exception()) =>
-        {
-            delete_profile(c, name).await
-        }
-        Err(e) => Err(e).ctx(format!("deleting instance profile {name}")),
-    }
+    delete_or_again(
+        c.iam()
+            .delete_instance_profile()
+            .instance_profile_name(name)
+            .send()
+            .await,
+        format!("deleting instance profile {name}"),
+        || delete_profile(c, name),
+    )
+    .await
 }
 
 /// Adds `tags` to role `name` (what `import` does to adopt it).

@@ -85,6 +85,31 @@ fn timeline(proxy: &FaultProxy) -> String {
         .collect()
 }
 
+/// Holds `trips` to exactly `requests` calls and at most `round_trips` one after another;
+/// returns what a failure message shows (calls by service, the waves, the timeline).
+fn assert_trips(
+    what: &str,
+    trips: &RoundTrips,
+    proxy: &FaultProxy,
+    requests: usize,
+    round_trips: usize,
+) -> String {
+    let shown = format!(
+        "{:?}\nwaves: {:#?}\n{}",
+        by_service(trips),
+        trips.waves,
+        timeline(proxy)
+    );
+    assert_eq!(trips.requests, requests, "{what}'s calls changed: {shown}");
+    assert!(
+        trips.critical_path <= round_trips,
+        "{what}: {} round trips one after another: {:?}\n{shown}",
+        trips.critical_path,
+        trips.path
+    );
+    shown
+}
+
 /// Calls by service, for a failure message that says what changed.
 fn by_service(trips: &RoundTrips) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
@@ -102,23 +127,11 @@ fn no_op_plan_of_the_reference_stack_is_34_requests_in_3_round_trips() {
     stack.proxy.set_latency(LATENCY);
 
     let plan = stack.run(&["plan", "--detailed-exitcode"], 0);
-    let shown = format!(
-        "{:?}\nwaves: {:#?}\n{}",
-        by_service(&plan),
-        plan.waves,
-        timeline(&stack.proxy)
-    );
     // STS, the VPC, the state, the repository's image digests (ECR); subnets, route tables, S3 endpoints; then the 15 recorded
     // resources: security group 1, bucket 4, repository 2, log group 1, roles 4 x 3 + the job role's inline
     // policy, instance profile 1, compute environments 1 (one call for both) + the spot
     // launch template, queue 1, job definitions 2.
-    assert_eq!(plan.requests, 34, "a no-op plan's calls changed: {shown}");
-    assert!(
-        plan.critical_path <= 3,
-        "{} round trips one after another: {:?}\n{shown}",
-        plan.critical_path,
-        plan.path
-    );
+    let shown = assert_trips("a no-op plan", &plan, &stack.proxy, 34, 3);
     // Concurrency survives the latency: the resources are read together.
     assert!(plan.max_in_flight >= 20, "{shown}");
 
@@ -145,21 +158,9 @@ fn apply_from_nothing_takes_11_round_trips_and_destroy_12() {
     // that records the end and releases the lock. Moto makes environments and queues VALID at
     // once: one poll each.
     let apply = stack.run(&["apply", "--auto-approve"], 0);
-    let shown = format!(
-        "{:?}\nwaves: {:#?}\n{}",
-        by_service(&apply),
-        apply.waves,
-        timeline(&stack.proxy)
-    );
     // One of them is the bucket's first configuration write tried again: the emulator refuses
     // it with 409 OperationAborted, as S3 may a write that follows CreateBucket closely.
-    assert_eq!(apply.requests, 86, "apply's calls changed: {shown}");
-    assert!(
-        apply.critical_path <= 11,
-        "{} round trips one after another: {:?}\n{shown}",
-        apply.critical_path,
-        apply.path
-    );
+    let shown = assert_trips("apply", &apply, &stack.proxy, 86, 11);
     // The state is written as it goes, and its end goes with the lock's release.
     let last = apply.waves.last().unwrap();
     assert_eq!(
@@ -173,19 +174,7 @@ fn apply_from_nothing_takes_11_round_trips_and_destroy_12() {
     // the profile emptied beside the roles' policies, profile and roles, all from what the plan
     // read of them), the end with the release.
     let destroy = stack.run(&["destroy", "--auto-approve"], 0);
-    let shown = format!(
-        "{:?}\nwaves: {:#?}\n{}",
-        by_service(&destroy),
-        destroy.waves,
-        timeline(&stack.proxy)
-    );
-    assert_eq!(destroy.requests, 73, "destroy's calls changed: {shown}");
-    assert!(
-        destroy.critical_path <= 12,
-        "{} round trips one after another: {:?}\n{shown}",
-        destroy.critical_path,
-        destroy.path
-    );
+    assert_trips("destroy", &destroy, &stack.proxy, 73, 12);
 }
 
 #[test]
