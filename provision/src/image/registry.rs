@@ -251,10 +251,28 @@ fn push_error(
         BlobError::Registry(err) if is_unauthorized(&err) => anyhow::anyhow!(
             "the registry at {scheme}://{host} refused the credentials from ECR GetAuthorizationToken (401 Unauthorized, {step}); {outcome}: push to the repository's own registry (check --registry or PROVISION_REGISTRY)"
         ),
-        BlobError::Registry(err) => anyhow::anyhow!(
-            "{step} to the registry at {scheme}://{host}: {}; {outcome}: run the push again once the registry answers",
-            innermost(&err)
-        ),
+        BlobError::Registry(err) => {
+            // A connection lost on the way is worth a retry; an answer is the registry's word.
+            let retry = if is_transport(&err) {
+                ": run the push again once the registry answers"
+            } else {
+                ""
+            };
+            anyhow::anyhow!(
+                "{step} to the registry at {scheme}://{host}: {}; {outcome}{retry}",
+                innermost(&err)
+            )
+        }
+    }
+}
+
+/// No answer came: the connection failed or was cut.
+fn is_transport(err: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::OciDistributionError as E;
+    match err {
+        E::RequestError(e) => e.status().is_none(),
+        E::IoError(_) => true,
+        _ => false,
     }
 }
 

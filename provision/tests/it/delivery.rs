@@ -507,7 +507,10 @@ async fn a_push_cut_off_during_the_layers_leaves_no_manifest() {
     // The registry goes away while the second blob's bytes are on their way (one PATCH per
     // blob of this size): the first blob is in, the second half-sent, the config never sent.
     let cut = testkit::registry::Interruption::start(registry, "PATCH", "/blobs/uploads/", 2);
-    one_line_error(push_to(&stack, &image, &cut.host), "no tag was pushed");
+    one_line_error(
+        push_to(&stack, &image, &cut.host),
+        "no tag was pushed: run the push again",
+    );
     assert!(cut.was_cut(), "the push never reached the second blob");
     let tags = registry
         .get(&format!("/v2/{repository}/tags/list"))
