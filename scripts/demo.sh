@@ -13,9 +13,12 @@ stack=(--stack stacks/orderflow.toml --env dev)
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 work=$(mktemp -d -t provision-demo.XXXXXX)
-# A container registry on loopback stands in for the repository's ECR registry endpoint.
+# A container registry on loopback stands in for the repository's ECR registry endpoint. Like
+# ECR's, it asks for basic auth: user AWS and the password in the emulator's ECR token for its
+# default account, so the push below gets in only with what GetAuthorizationToken answers.
 registry_port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$work/registry"
+htpasswd -nbB AWS 123456789012-auth-token > "$work/htpasswd"
 cat > "$work/registry.yml" <<YML
 version: 0.1
 log:
@@ -27,6 +30,10 @@ storage:
     rootdirectory: $work/registry
 http:
   addr: 127.0.0.1:$registry_port
+auth:
+  htpasswd:
+    realm: demo
+    path: $work/htpasswd
 YML
 docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
 registry_pid=$!

@@ -256,7 +256,10 @@ def ecr_sees_the_registry():
     its tags and digest. moto's ECR has no registry endpoint. When MOTO_ECR_REGISTRY names a
     registry (`http://127.0.0.1:PORT`, the tests' loopback `docker-registry`), these calls first
     read the asked tags from it, so what `provision image push` pushed there is what ECR
-    answers, digest included."""
+    answers, digest included. It reads with the basic-auth credentials moto's own
+    GetAuthorizationToken hands out for the account (user `AWS`, password
+    `{account}-auth-token`), as a registry that checks ECR tokens asks for them."""
+    import base64
     import json
     import os
     import urllib.error
@@ -270,12 +273,18 @@ def ecr_sees_the_registry():
         "application/vnd.docker.distribution.manifest.v2+json",
     ])
 
-    def registry_tags(registry, repository_name, image_ids):
+    def authorization(account_id):
+        token = base64.b64encode(f"AWS:{account_id}-auth-token".encode()).decode()
+        return f"Basic {token}"
+
+    def registry_tags(registry, repository_name, image_ids, auth):
         """The tags asked for, or every tag the registry holds when none is named."""
         if image_ids:
             return [i["imageTag"] for i in image_ids if i.get("imageTag")]
+        url = f"{registry}/v2/{repository_name}/tags/list"
+        request = urllib.request.Request(url, headers={"Authorization": auth})
         try:
-            with urllib.request.urlopen(f"{registry}/v2/{repository_name}/tags/list", timeout=10) as answer:
+            with urllib.request.urlopen(request, timeout=10) as answer:
                 return json.loads(answer.read()).get("tags") or []
         except (urllib.error.URLError, OSError, ValueError):
             return []
@@ -284,9 +293,10 @@ def ecr_sees_the_registry():
         registry = os.environ.get("MOTO_ECR_REGISTRY")
         if not registry or repository_name not in self.repositories:
             return
-        for tag in registry_tags(registry, repository_name, image_ids):
+        auth = authorization(self.account_id)
+        for tag in registry_tags(registry, repository_name, image_ids, auth):
             url = f"{registry}/v2/{repository_name}/manifests/{tag}"
-            request = urllib.request.Request(url, headers={"Accept": accept})
+            request = urllib.request.Request(url, headers={"Accept": accept, "Authorization": auth})
             try:
                 with urllib.request.urlopen(request, timeout=10) as answer:
                     body = answer.read().decode()

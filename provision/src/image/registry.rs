@@ -100,7 +100,8 @@ pub async fn ecr_auth(clients: &Clients) -> anyhow::Result<RegistryAuth> {
 }
 
 /// Pushes `image` to `repository` at `endpoint` under each of `tags`: every blob the registry
-/// lacks first, the manifest last, so a tag never names an image whose layers are missing.
+/// lacks first, the manifest last, so a tag never names an image whose layers are missing: a
+/// push cut short leaves only unreferenced blobs, which the next push finds and skips.
 pub async fn push(
     endpoint: &Endpoint,
     auth: &RegistryAuth,
@@ -120,23 +121,15 @@ pub async fn push(
         .await
         .map_err(|e| unreachable_registry(e, endpoint))?;
     for blob in image.blobs() {
-        let exists = client
-            .blob_exists(&first, &blob.digest)
+        upload_blob(&client, &first, image, &blob.digest)
             .await
-            .map_err(|e| unreachable_registry(e, endpoint))?;
-        if !exists {
-            let path = image.blob_path(&blob.digest);
-            let bytes = tokio::fs::read(&path)
-                .await
-                .with_context(|| format!("reading {}", path.display()))?;
-            client
-                .push_blob(&first, bytes, &blob.digest)
-                .await
-                .map_err(|e| registry_error(e, "uploading blob", &blob.digest))?;
-        }
+            .map_err(|e| {
+                let step = format!("uploading blob {}", blob.digest);
+                push_error(e, endpoint, &step, "no tag was pushed")
+            })?;
         progress.inc(blob.size as u64);
     }
-    for tag in tags {
+    for (done, tag) in tags.iter().enumerate() {
         let reference = Reference::with_tag(endpoint.host.clone(), repository.into(), tag.clone());
         client
             .push_manifest_raw(
@@ -145,9 +138,49 @@ pub async fn push(
                 MANIFEST_TYPE.parse().expect("a valid header value"),
             )
             .await
-            .map_err(|e| registry_error(e, "pushing the manifest as", tag))?;
+            .map_err(|e| {
+                let pushed = match &tags[..done] {
+                    [] => "no tag was pushed".to_string(),
+                    some => format!("tagged only {}", some.join(", ")),
+                };
+                push_error(
+                    e,
+                    endpoint,
+                    &format!("pushing the manifest as {tag}"),
+                    &pushed,
+                )
+            })?;
     }
     Ok(())
+}
+
+/// Uploads one blob unless the registry has it already.
+async fn upload_blob(
+    client: &Client,
+    reference: &Reference,
+    image: &layout::Image,
+    digest: &str,
+) -> Result<(), BlobError> {
+    if client.blob_exists(reference, digest).await? {
+        return Ok(());
+    }
+    let path = image.blob_path(digest);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| BlobError::Read(path, e))?;
+    client.push_blob(reference, bytes, digest).await?;
+    Ok(())
+}
+
+enum BlobError {
+    Registry(oci_client::errors::OciDistributionError),
+    Read(std::path::PathBuf, std::io::Error),
+}
+
+impl From<oci_client::errors::OciDistributionError> for BlobError {
+    fn from(err: oci_client::errors::OciDistributionError) -> Self {
+        BlobError::Registry(err)
+    }
 }
 
 /// Pulls a base image (manifest, config, layers) for the GPU flavour; `http` as for
@@ -198,6 +231,64 @@ fn registry_error(
     name: &str,
 ) -> anyhow::Error {
     anyhow::anyhow!("{what} {name}: {}", innermost(&err))
+}
+
+/// One line for a step of a push that failed, ending with what the push left (`outcome`):
+/// refused credentials say where they came from; anything else names the registry and the
+/// cause.
+fn push_error(
+    err: impl Into<BlobError>,
+    endpoint: &Endpoint,
+    step: &str,
+    outcome: &str,
+) -> anyhow::Error {
+    let scheme = if endpoint.http { "http" } else { "https" };
+    let host = &endpoint.host;
+    match err.into() {
+        BlobError::Read(path, e) => {
+            anyhow::anyhow!("{step}: reading {}: {e}; {outcome}", path.display())
+        }
+        BlobError::Registry(err) if is_unauthorized(&err) => anyhow::anyhow!(
+            "the registry at {scheme}://{host} refused the credentials from ECR GetAuthorizationToken (401 Unauthorized, {step}); {outcome}: push to the repository's own registry (check --registry or PROVISION_REGISTRY)"
+        ),
+        BlobError::Registry(err) => {
+            // A connection lost on the way is worth a retry; an answer is the registry's word.
+            let retry = if is_transport(&err) {
+                ": run the push again once the registry answers"
+            } else {
+                ""
+            };
+            anyhow::anyhow!(
+                "{step} to the registry at {scheme}://{host}: {}; {outcome}{retry}",
+                innermost(&err)
+            )
+        }
+    }
+}
+
+/// No answer came: the connection failed or was cut.
+fn is_transport(err: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::OciDistributionError as E;
+    match err {
+        E::RequestError(e) => e.status().is_none(),
+        E::IoError(_) => true,
+        _ => false,
+    }
+}
+
+/// A 401, whichever way oci-client reports it.
+fn is_unauthorized(err: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::OciDistributionError as E;
+    match err {
+        E::UnauthorizedError { .. } => true,
+        E::ServerError { code, .. } => *code == 401,
+        E::RequestError(e) => e.status().map(|s| s.as_u16()) == Some(401),
+        E::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| e.code == oci_client::errors::OciErrorCode::Unauthorized),
+        _ => false,
+    }
 }
 
 /// The innermost cause: reqwest's outer layers say only "error sending request".

@@ -2,7 +2,6 @@
 //! `image push` to a real registry on loopback with moto answering ECR, job definitions that
 //! pin the pushed digest, `submit --all`, and `upload` syncing only what changed.
 
-use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -130,22 +129,6 @@ gpus = 1
     )
 }
 
-/// A plain HTTP GET on loopback (the registry), returning the body.
-fn http_get(host: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
 /// Unpacks every layer of the image at `dir` into `root`, in order, checking that each layer
 /// is reproducible: entries sorted, every mtime 0.
 fn unpack(dir: &Path, root: &Path) -> layout::Image {
@@ -245,7 +228,8 @@ fn cpu_image_is_reproducible_and_its_binary_runs_from_its_own_root() {
 
 #[tokio::test]
 async fn gpu_flavour_layers_onto_a_base_pulled_from_a_registry() {
-    let registry = testkit::registry::registry();
+    // A public registry's base image: pulled without credentials.
+    let registry = testkit::registry::open_registry();
     let stack = TestStack::new(&testkit::emulator().endpoint);
     let out = stack.dir.path();
     // A small base image, pushed to the loopback registry as a CUDA image would be there.
@@ -317,7 +301,10 @@ async fn push_pins_the_digest_in_job_definitions_and_submit_all_runs_every_value
     assert_eq!(pushed["repository"], uri.as_str());
     assert_eq!(pushed["digest"], digest.as_str());
     assert_eq!(pushed["tags"], serde_json::json!(["abc123", "cpu"]));
-    let tags = http_get(&registry.host, &format!("/v2/{p}-runtime/tags/list"));
+    let tags = registry
+        .get(&format!("/v2/{p}-runtime/tags/list"))
+        .unwrap()
+        .body;
     assert!(
         tags.contains("\"abc123\"") && tags.contains("\"cpu\""),
         "{tags}"
@@ -446,6 +433,111 @@ fn push_to_an_unreachable_registry_fails_in_one_line() {
         .arg(&out)
         .env("PROVISION_REGISTRY", format!("127.0.0.1:{port}"));
     one_line_error(cmd, "cannot reach the registry");
+}
+
+/// The stack's repository, made directly in moto's ECR (what `apply` would make): the push
+/// tests below need nothing else of the stack.
+async fn create_repository(stack: &TestStack) -> String {
+    let config = moto().config_loader().load().await;
+    let name = format!("{}-runtime", stack.p());
+    aws_sdk_ecr::Client::new(&config)
+        .create_repository()
+        .repository_name(&name)
+        .send()
+        .await
+        .unwrap();
+    name
+}
+
+/// `image build` of the stand-in binary into the stack's directory.
+fn build_stand_in(stack: &TestStack) -> PathBuf {
+    let out = stack.dir.path().join("image");
+    let mut cmd = stack.command(&["image", "build", "--binary", STAND_IN, "--tag", "abc123"]);
+    cmd.arg("--out").arg(&out);
+    expect(cmd, 0);
+    out
+}
+
+fn push_to(stack: &TestStack, image: &Path, registry: &str) -> Command {
+    let mut cmd = stack.command(&["image", "push"]);
+    cmd.arg("--image")
+        .arg(image)
+        .env("PROVISION_REGISTRY", registry);
+    cmd
+}
+
+#[tokio::test]
+async fn push_authenticates_with_the_token_from_ecr_and_only_with_it() {
+    let registry = testkit::registry::registry();
+    let stack = TestStack::new(&moto().endpoint);
+    let repository = create_repository(&stack).await;
+    let image = build_stand_in(&stack);
+    // The registry asks for credentials, as ECR's does: without them it answers nothing.
+    let anonymous = registry.get_as("/v2/", None).unwrap();
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+
+    // A registry whose password is not the one in ECR's token refuses the push.
+    let other = testkit::registry::start(Some(testkit::registry::Credentials::new(
+        testkit::registry::ECR_USER,
+        "not-the-ecr-token",
+    )));
+    one_line_error(
+        push_to(&stack, &image, &other.host),
+        "refused the credentials from ECR GetAuthorizationToken (401 Unauthorized, uploading blob sha256:",
+    );
+    let tags = other.get(&format!("/v2/{repository}/tags/list")).unwrap();
+    assert_eq!(tags.status, 404, "nothing pushed: {tags:?}");
+
+    // The registry that takes ECR's token gets the image under both tags.
+    expect(push_to(&stack, &image, &registry.host), 0);
+    for tag in ["abc123", "cpu"] {
+        let manifest = registry
+            .get(&format!("/v2/{repository}/manifests/{tag}"))
+            .unwrap();
+        assert_eq!(manifest.status, 200, "{tag}: {manifest:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_push_cut_off_during_the_layers_leaves_no_manifest() {
+    let registry = testkit::registry::registry();
+    let stack = TestStack::new(&moto().endpoint);
+    let repository = create_repository(&stack).await;
+    let image = build_stand_in(&stack);
+    // The registry goes away while the second blob's bytes are on their way (one PATCH per
+    // blob of this size): the first blob is in, the second half-sent, the config never sent.
+    let cut = testkit::registry::Interruption::start(registry, "PATCH", "/blobs/uploads/", 2);
+    one_line_error(
+        push_to(&stack, &image, &cut.host),
+        "no tag was pushed: run the push again",
+    );
+    assert!(cut.was_cut(), "the push never reached the second blob");
+    let tags = registry
+        .get(&format!("/v2/{repository}/tags/list"))
+        .unwrap();
+    assert_eq!(tags.status, 404, "no tag may exist: {tags:?}");
+    for tag in ["abc123", "cpu"] {
+        let manifest = registry
+            .get(&format!("/v2/{repository}/manifests/{tag}"))
+            .unwrap();
+        assert_eq!(manifest.status, 404, "{tag}: {manifest:?}");
+    }
+
+    // Run again once the registry answers: the image arrives whole.
+    let out = expect(push_to(&stack, &image, &registry.host), 0).0;
+    let digest = out.trim().rsplit_once('@').unwrap().1.to_string();
+    let manifest = registry
+        .get(&format!("/v2/{repository}/manifests/cpu"))
+        .unwrap();
+    assert_eq!(manifest.status, 200, "{manifest:?}");
+    let pushed = layout::read(&image).unwrap();
+    assert_eq!(digest, pushed.digest);
+    for blob in pushed.blobs() {
+        let answer = registry
+            .get(&format!("/v2/{repository}/blobs/{}", blob.digest))
+            .unwrap();
+        assert_eq!(answer.status, 200, "{}", blob.digest);
+    }
 }
 
 #[tokio::test]
