@@ -338,7 +338,7 @@ impl Taking {
     /// Starts taking the lock for `operation`: the table's status first (beside the state
     /// read), then the lock's write (beside the plan's live reads, which need no lock). With
     /// `create_table`, a missing state table is created first (a first apply) and the lock
-    /// taken once it is ACTIVE; without, a missing table is [`LockError::NoTable`] and nothing
+    /// taken once it is ACTIVE (see [`acquire_once_active`]); without, a missing table is [`LockError::NoTable`] and nothing
     /// is written.
     pub fn start(store: &Store, operation: &str, create_table: bool) -> Taking {
         let store = store.clone();
@@ -350,8 +350,13 @@ impl Taking {
                     table: store.table.clone(),
                 });
             }
-            store.ensure_table(status).await?;
-            Lock::acquire(&store, &operation).await
+            if status.is_none() {
+                store.create_table().await?;
+            }
+            if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
+                return Lock::acquire(&store, &operation).await;
+            }
+            acquire_once_active(&store, &operation).await
         }))
     }
 
@@ -359,6 +364,33 @@ impl Taking {
         self.0
             .await
             .map_err(|e| LockError::Other(anyhow::anyhow!("taking the state lock: {e}")))?
+    }
+}
+
+/// Takes the lock on a table that is not ACTIVE yet (just created, by us or by another first
+/// apply): DynamoDB refuses item writes with ResourceNotFoundException until it is, so the
+/// lock's own write is the poll, instead of DescribeTable until ACTIVE and then the write (one
+/// round trip less). Gives up after [`super::TABLE_ACTIVE_WITHIN`].
+async fn acquire_once_active(
+    store: &Store,
+    operation: &str,
+) -> std::result::Result<Lock, LockError> {
+    let deadline = tokio::time::Instant::now() + super::TABLE_ACTIVE_WITHIN;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match Lock::acquire(store, operation).await {
+            Err(LockError::NoTable { table }) => {
+                if tokio::time::Instant::now() + pause > deadline {
+                    return Err(LockError::Other(anyhow::anyhow!(
+                        "state table {table} did not become ACTIVE within {} s; see it with `aws dynamodb describe-table --table-name {table}`, then run the command again",
+                        super::TABLE_ACTIVE_WITHIN.as_secs()
+                    )));
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            taken => return taken,
+        }
     }
 }
 

@@ -128,6 +128,9 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// How long a new state table may take to become ACTIVE (AWS: seconds).
+pub const TABLE_ACTIVE_WITHIN: Duration = Duration::from_secs(300);
+
 impl Store {
     pub fn new(client: aws_sdk_dynamodb::Client, table: &str, pk: &str) -> Self {
         Self {
@@ -175,50 +178,13 @@ impl Store {
             return Ok(());
         }
         if status.is_none() {
-            let created = self
-                .client
-                .create_table()
-                .table_name(&self.table)
-                .billing_mode(BillingMode::PayPerRequest)
-                .attribute_definitions(
-                    AttributeDefinition::builder()
-                        .attribute_name("pk")
-                        .attribute_type(ScalarAttributeType::S)
-                        .build()?,
-                )
-                .attribute_definitions(
-                    AttributeDefinition::builder()
-                        .attribute_name("sk")
-                        .attribute_type(ScalarAttributeType::S)
-                        .build()?,
-                )
-                .key_schema(
-                    KeySchemaElement::builder()
-                        .attribute_name("pk")
-                        .key_type(KeyType::Hash)
-                        .build()?,
-                )
-                .key_schema(
-                    KeySchemaElement::builder()
-                        .attribute_name("sk")
-                        .key_type(KeyType::Range)
-                        .build()?,
-                )
-                .send()
-                .await;
-            match created {
-                Ok(_) => {}
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_resource_in_use_exception()) => {}
-                Err(e) => return Err(e).ctx(format!("creating state table {}", self.table)),
-            }
+            self.create_table().await?;
         }
         // The SDK's waiter: DescribeTable until ACTIVE (at once when it already is).
         self.client
             .wait_until_table_exists()
             .table_name(&self.table)
-            .wait(Duration::from_secs(300))
+            .wait(TABLE_ACTIVE_WITHIN)
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
@@ -227,6 +193,51 @@ impl Store {
                     aws_smithy_types::error::display::DisplayErrorContext(e)
                 )
             })?;
+        Ok(())
+    }
+
+    /// Creates the table; one that another first apply created meanwhile is fine. It is not
+    /// ACTIVE yet: DynamoDB answers its item reads and writes ResourceNotFoundException until
+    /// it is.
+    pub async fn create_table(&self) -> Result<()> {
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("sk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("sk")
+                    .key_type(KeyType::Range)
+                    .build()?,
+            )
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+            Err(e) => return Err(e).ctx(format!("creating state table {}", self.table)),
+        }
         Ok(())
     }
 
