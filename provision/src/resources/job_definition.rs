@@ -376,6 +376,24 @@ pub async fn register(
     })
 }
 
+/// [`delete`], told what the plan's read found: when that was one ACTIVE revision (what the
+/// tool leaves), it is deregistered without reading the revisions again; otherwise, or when
+/// Batch refuses, [`delete`] reads them and deregisters each.
+pub async fn delete_known(c: &Clients, name: &str, live: &Live) -> Result<()> {
+    if live.attrs.get("active_revisions") == Some(&json!(1)) && !live.id.is_empty() {
+        let deregistered = c
+            .batch()
+            .deregister_job_definition()
+            .job_definition(&live.id)
+            .send()
+            .await;
+        if deregistered.is_ok() {
+            return Ok(());
+        }
+    }
+    delete(c, name).await
+}
+
 /// Deregisters every ACTIVE revision.
 pub async fn delete(c: &Clients, name: &str) -> Result<()> {
     for def in active(c, name).await? {

@@ -358,7 +358,7 @@ impl Spec {
 
 /// [`delete`], told what the plan's read just found (`live`), so that it does not read again
 /// what it must remove or change first: a role's policies, a profile's roles, the state of a
-/// queue or compute environment. Where AWS then refuses, it falls back to [`delete`].
+/// queue or compute environment, a job definition's revision. Where AWS then refuses, it falls back to [`delete`].
 /// `gone` is told when what dependents wait for is gone: a compute environment (its launch
 /// template still to go), a profile's roles (the profile still to go). `ahead`: what
 /// [`delete_ahead`] did.
@@ -380,6 +380,7 @@ pub async fn delete_known(
             compute_environment::delete_known(c, handle, live, ahead, progress, gone).await
         }
         Kind::JobQueue => job_queue::delete_known(c, &handle.name, live, progress).await,
+        Kind::JobDefinition => job_definition::delete_known(c, &handle.name, live).await,
         _ => delete(c, handle, progress).await,
     }
 }

@@ -174,7 +174,7 @@ fn apply_from_nothing_takes_10_round_trips_and_destroy_12() {
     // the profile emptied beside the roles' policies, profile and roles, all from what the plan
     // read of them), the end with the release.
     let destroy = stack.run(&["destroy", "--auto-approve"], 0);
-    assert_trips("destroy", &destroy, &stack.proxy, 73, 12);
+    assert_trips("destroy", &destroy, &stack.proxy, 71, 12);
 }
 
 #[test]
