@@ -358,7 +358,13 @@ impl Removal {
             Some(record) if refresh == Refresh::StateOnly && !self.deposed => recorded_live(record),
             _ => None,
         };
-        self.live = recorded_or(recorded, resources::read_handle(c, &self.handle)).await?;
+        // A deposed handle's record is its successor's: nothing of it to expect.
+        let expected = match &self.record {
+            Some(record) if !self.deposed => Some(&record.attributes),
+            _ => None,
+        };
+        let read = resources::read_handle_expecting(c, &self.handle, expected);
+        self.live = recorded_or(recorded, read).await?;
         Ok(self)
     }
 

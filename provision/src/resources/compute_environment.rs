@@ -164,6 +164,24 @@ pub async fn read(c: &Clients, name: &str) -> Result<Option<Live>> {
     read_detail(c, describe(c, name).await?.as_ref()).await
 }
 
+/// [`read`], with the launch template the environment is expected to name (`launch_template`:
+/// what the state recorded) read beside it instead of after it: one round trip instead of
+/// two. When the environment names another, that one is read after it as before.
+pub async fn read_expecting(
+    c: &Clients,
+    name: &str,
+    launch_template: Option<&str>,
+) -> Result<Option<Live>> {
+    let Some(expected) = launch_template else {
+        return read(c, name).await;
+    };
+    let (env, root_volume) = tokio::join!(
+        describe(c, name),
+        launch_template::root_volume_gb(c, expected)
+    );
+    read_detail_with(c, env?.as_ref(), Some((expected, root_volume))).await
+}
+
 /// Every environment of `names` that exists, by name, in one call (AWS takes up to 100).
 pub async fn describe_many(
     c: &Clients,
@@ -194,15 +212,25 @@ pub async fn read_detail(
     c: &Clients,
     env: Option<&ComputeEnvironmentDetail>,
 ) -> Result<Option<Live>> {
+    read_detail_with(c, env, None).await
+}
+
+/// [`read_detail`], given a launch template's root volume read ahead (its name, the answer).
+async fn read_detail_with(
+    c: &Clients,
+    env: Option<&ComputeEnvironmentDetail>,
+    read_ahead: Option<(&str, Result<Option<Option<i32>>>)>,
+) -> Result<Option<Live>> {
     let Some(env) = env else { return Ok(None) };
     let cr = env.compute_resources();
     let lt_name = cr
         .and_then(|r| r.launch_template())
         .and_then(|t| t.launch_template_name())
         .map(String::from);
-    let root_volume = match &lt_name {
-        Some(lt) => launch_template::root_volume_gb(c, lt).await?.flatten(),
-        None => None,
+    let root_volume = match (&lt_name, read_ahead) {
+        (Some(lt), Some((ahead, root_volume))) if lt == ahead => root_volume?.flatten(),
+        (Some(lt), _) => launch_template::root_volume_gb(c, lt).await?.flatten(),
+        (None, _) => None,
     };
     let strings = |v: &[String]| super::string_set(v.iter().cloned());
     let attrs = Attrs::from([

@@ -228,12 +228,35 @@ fn percent_decode(s: &str) -> String {
 }
 
 pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
-    // The three reads need only the name: one round trip, not two. A missing role is told
-    // by GetRole; the lists then fail the same way and are not looked at.
-    let (role, attached, names) = tokio::join!(
+    read_role_expecting(c, name, &[]).await
+}
+
+/// [`read_role`], with the inline policies the role is expected to hold (`expected`: what the
+/// state recorded) read beside the role and its lists instead of after them: one round trip
+/// instead of two. A listed policy that was not expected, or whose early read failed, is read
+/// after the list as before; an expected one the list lacks is ignored.
+pub async fn read_role_expecting(
+    c: &Clients,
+    name: &str,
+    expected: &[String],
+) -> Result<Option<Live>> {
+    // The reads need only names: one round trip, not two. A missing role is told by GetRole;
+    // the lists and the early policy reads then fail the same way and are not looked at.
+    let early = futures::future::join_all(expected.iter().map(|policy| async move {
+        let doc = c
+            .iam()
+            .get_role_policy()
+            .role_name(name)
+            .policy_name(policy)
+            .send()
+            .await;
+        (policy.clone(), doc)
+    }));
+    let (role, attached, names, early) = tokio::join!(
         c.iam().get_role().role_name(name).send(),
         c.iam().list_attached_role_policies().role_name(name).send(),
         c.iam().list_role_policies().role_name(name).send(),
+        early,
     );
     let role = match role {
         Ok(out) => out.role.context("GetRole answered without a role")?,
@@ -263,7 +286,17 @@ pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
             .map(String::from),
     );
     let names = names.ctx(format!("listing inline policies of role {name}"))?;
-    let docs = futures::future::join_all(names.policy_names().iter().map(|policy| async move {
+    let mut inline: BTreeMap<String, Value> = early
+        .into_iter()
+        .filter(|(policy, _)| names.policy_names().contains(policy))
+        .filter_map(|(policy, doc)| Some((policy, decode_policy(doc.ok()?.policy_document()))))
+        .collect();
+    let late: Vec<&String> = names
+        .policy_names()
+        .iter()
+        .filter(|p| !inline.contains_key(*p))
+        .collect();
+    let docs = futures::future::join_all(late.into_iter().map(|policy| async move {
         let doc = c
             .iam()
             .get_role_policy()
@@ -275,7 +308,10 @@ pub async fn read_role(c: &Clients, name: &str) -> Result<Option<Live>> {
         anyhow::Ok((policy.clone(), decode_policy(doc.policy_document())))
     }))
     .await;
-    let inline: BTreeMap<String, Value> = docs.into_iter().collect::<Result<_>>()?;
+    for doc in docs {
+        let (policy, doc) = doc?;
+        inline.insert(policy, doc);
+    }
     Ok(Some(Live {
         id: role.arn,
         attrs: Attrs::from([

@@ -437,6 +437,32 @@ pub async fn read_handle(c: &Clients, handle: &Handle) -> Result<Option<Live>> {
     }
 }
 
+/// [`read_handle`], told what the state recorded of the resource (`recorded`: its attributes;
+/// its handle names a compute environment's launch template), so that the reads that would
+/// wait for a first answer go beside it: a role's inline policies, a compute environment's
+/// launch template. What differs from the record is read after, as without it.
+pub async fn read_handle_expecting(
+    c: &Clients,
+    handle: &Handle,
+    recorded: Option<&Attrs>,
+) -> Result<Option<Live>> {
+    match handle.kind {
+        Kind::Role => {
+            let inline: Vec<String> = recorded
+                .and_then(|a| a.get("inline_policies"))
+                .and_then(|v| v.as_object())
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            iam::read_role_expecting(c, &handle.name, &inline).await
+        }
+        Kind::ComputeEnvironment => {
+            let lt = handle.extra.launch_template.as_deref();
+            compute_environment::read_expecting(c, &handle.name, lt).await
+        }
+        _ => read_handle(c, handle).await,
+    }
+}
+
 /// An SDK error with its service message, for `anyhow` context.
 pub fn describe_error<E>(err: &E) -> String
 where
