@@ -113,7 +113,13 @@ async fn locked(
     }
     let tags = stack.tags();
     let live = spec
-        .read(c, &tags, TagRead::Read, &ReadAhead::default())
+        .read(
+            c,
+            &tags,
+            TagRead::Read,
+            &ReadAhead::default(),
+            &Default::default(),
+        )
         .await?
         .with_context(|| {
             format!(

@@ -14,7 +14,8 @@ use super::{
 };
 use crate::aws::Clients;
 use crate::resources::{
-    self, is_unknown, owned_by, Address, Extra, Handle, Kind, Live, ReadAhead, Spec, TagRead,
+    self, is_unknown, owned_by, Address, Expected, Extra, Handle, Kind, Live, ReadAhead, Spec,
+    TagRead,
 };
 use crate::stack::Stack;
 use crate::state::{Record, Snapshot};
@@ -315,9 +316,12 @@ async fn read_desired(
         } else {
             TagRead::Read
         };
+        let expected = record
+            .map(|r| Expected::recorded(&r.handle, &r.attributes))
+            .unwrap_or_default();
         let ahead = &ahead;
         let tags = &tags;
-        recorded_or(recorded, s.read(c, tags, tag_read, ahead))
+        async move { recorded_or(recorded, s.read(c, tags, tag_read, ahead, &expected)).await }
     }))
     .buffered(READ_CONCURRENCY)
     .collect::<Vec<_>>()
@@ -360,10 +364,10 @@ impl Removal {
         };
         // A deposed handle's record is its successor's: nothing of it to expect.
         let expected = match &self.record {
-            Some(record) if !self.deposed => Some(&record.attributes),
-            _ => None,
+            Some(record) if !self.deposed => Expected::recorded(&self.handle, &record.attributes),
+            _ => Expected::default(),
         };
-        let read = resources::read_handle_expecting(c, &self.handle, expected);
+        let read = resources::read_handle_expecting(c, &self.handle, &expected);
         self.live = recorded_or(recorded, read).await?;
         Ok(self)
     }
@@ -608,10 +612,11 @@ async fn find_unrecorded(
         .map(|n| Ok((n, spec(stack, facts, &refs, n)?)))
         .collect::<Result<_>>()?;
     let ahead = ReadAhead::default();
+    let nothing_recorded = Expected::default();
     let found = stream::iter(
         unrecorded
             .iter()
-            .map(|(_, s)| s.read(c, &tags, TagRead::Read, &ahead)),
+            .map(|(_, s)| s.read(c, &tags, TagRead::Read, &ahead, &nothing_recorded)),
     )
     .buffered(READ_CONCURRENCY)
     .collect::<Vec<_>>()

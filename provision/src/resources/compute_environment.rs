@@ -172,14 +172,21 @@ pub async fn read_expecting(
     name: &str,
     launch_template: Option<&str>,
 ) -> Result<Option<Live>> {
-    let Some(expected) = launch_template else {
+    if launch_template.is_none() {
         return read(c, name).await;
-    };
-    let (env, root_volume) = tokio::join!(
-        describe(c, name),
-        launch_template::root_volume_gb(c, expected)
-    );
-    read_detail_with(c, env?.as_ref(), Some((expected, root_volume))).await
+    }
+    let (env, root_volume) = tokio::join!(describe(c, name), root_volume_ahead(c, launch_template));
+    read_detail_with(c, env?.as_ref(), root_volume).await
+}
+
+/// The root volume of the launch template an environment is expected to name, read ahead of
+/// its description (for [`read_detail_with`]); nothing without one.
+pub async fn root_volume_ahead<'a>(
+    c: &Clients,
+    launch_template: Option<&'a str>,
+) -> Option<(&'a str, Result<Option<Option<i32>>>)> {
+    let lt = launch_template?;
+    Some((lt, launch_template::root_volume_gb(c, lt).await))
 }
 
 /// Every environment of `names` that exists, by name, in one call (AWS takes up to 100).
@@ -215,8 +222,9 @@ pub async fn read_detail(
     read_detail_with(c, env, None).await
 }
 
-/// [`read_detail`], given a launch template's root volume read ahead (its name, the answer).
-async fn read_detail_with(
+/// [`read_detail`], given a launch template's root volume read ahead (its name, the answer):
+/// used when the environment names that template, else the one it names is read.
+pub async fn read_detail_with(
     c: &Clients,
     env: Option<&ComputeEnvironmentDetail>,
     read_ahead: Option<(&str, Result<Option<Option<i32>>>)>,

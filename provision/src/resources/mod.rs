@@ -251,13 +251,14 @@ impl Spec {
     }
 
     /// Reads the live resource this spec names (adoption finds it by name and tags), from
-    /// `ahead` where it holds the answer.
+    /// `ahead` where it holds the answer, with what the state recorded of it (`expected`).
     pub async fn read(
         &self,
         c: &Clients,
         tags: &BTreeMap<String, String>,
         tag_read: TagRead,
         ahead: &ReadAhead,
+        expected: &Expected<'_>,
     ) -> Result<Option<Live>> {
         match self {
             Spec::VpcEndpoint(s) => match &ahead.s3_endpoints {
@@ -270,16 +271,20 @@ impl Spec {
             Spec::Bucket(s) => bucket::read(c, &s.name, tag_read).await,
             Spec::Repository(s) => repository::read(c, &s.name, tag_read).await,
             Spec::LogGroup(s) => log_group::read(c, &s.name, tag_read).await,
-            Spec::Role(s) => iam::read_role(c, &s.name).await,
+            Spec::Role(s) => iam::read_role_expecting(c, &s.name, &expected.inline_policies).await,
             Spec::InstanceProfile(s) => iam::read_profile(c, &s.name).await,
             Spec::ComputeEnvironment(s) if ahead.compute_names.contains(&s.name) => {
-                let found = ahead
-                    .compute
-                    .get_or_try_init(|| compute_environment::describe_many(c, &ahead.compute_names))
-                    .await?;
-                compute_environment::read_detail(c, found.get(&s.name)).await
+                let found = ahead.compute.get_or_try_init(|| {
+                    compute_environment::describe_many(c, &ahead.compute_names)
+                });
+                let lt = expected.launch_template;
+                let (found, root_volume) =
+                    tokio::join!(found, compute_environment::root_volume_ahead(c, lt));
+                compute_environment::read_detail_with(c, found?.get(&s.name), root_volume).await
             }
-            Spec::ComputeEnvironment(s) => compute_environment::read(c, &s.name).await,
+            Spec::ComputeEnvironment(s) => {
+                compute_environment::read_expecting(c, &s.name, expected.launch_template).await
+            }
             Spec::JobQueue(s) => job_queue::read(c, &s.name).await,
             Spec::JobDefinition(s) => job_definition::read(c, &s.name).await,
         }
@@ -437,27 +442,40 @@ pub async fn read_handle(c: &Clients, handle: &Handle) -> Result<Option<Live>> {
     }
 }
 
-/// [`read_handle`], told what the state recorded of the resource (`recorded`: its attributes;
-/// its handle names a compute environment's launch template), so that the reads that would
-/// wait for a first answer go beside it: a role's inline policies, a compute environment's
-/// launch template. What differs from the record is read after, as without it.
+/// What the state recorded of a resource that its read would otherwise learn only from a
+/// first answer: a role's inline policy names, a compute environment's launch template. Read
+/// beside the rest by these names (one round trip instead of two); what differs from the
+/// record is read after, as without it.
+#[derive(Debug, Default)]
+pub struct Expected<'a> {
+    pub inline_policies: Vec<String>,
+    pub launch_template: Option<&'a str>,
+}
+
+impl<'a> Expected<'a> {
+    /// From a record's handle and applied attributes.
+    pub fn recorded(handle: &'a Handle, attrs: &Attrs) -> Expected<'a> {
+        Expected {
+            inline_policies: attrs
+                .get("inline_policies")
+                .and_then(|v| v.as_object())
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
+            launch_template: handle.extra.launch_template.as_deref(),
+        }
+    }
+}
+
+/// [`read_handle`], with what the state recorded of it (see [`Expected`]).
 pub async fn read_handle_expecting(
     c: &Clients,
     handle: &Handle,
-    recorded: Option<&Attrs>,
+    expected: &Expected<'_>,
 ) -> Result<Option<Live>> {
     match handle.kind {
-        Kind::Role => {
-            let inline: Vec<String> = recorded
-                .and_then(|a| a.get("inline_policies"))
-                .and_then(|v| v.as_object())
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default();
-            iam::read_role_expecting(c, &handle.name, &inline).await
-        }
+        Kind::Role => iam::read_role_expecting(c, &handle.name, &expected.inline_policies).await,
         Kind::ComputeEnvironment => {
-            let lt = handle.extra.launch_template.as_deref();
-            compute_environment::read_expecting(c, &handle.name, lt).await
+            compute_environment::read_expecting(c, &handle.name, expected.launch_template).await
         }
         _ => read_handle(c, handle).await,
     }
