@@ -12,6 +12,7 @@ mod jobs;
 mod latency;
 mod operations;
 mod operations_logs;
+mod read_ahead;
 mod snapshots;
 mod stack;
 mod ui;
