@@ -5,7 +5,7 @@
 //! answered. Counted structurally, never timed.
 //!
 //! These tests pin the no-op plan of the reference stack: its request count (a change that
-//! adds a call shows here) and its critical path (3 round trips; `docs/engine.md` says where
+//! adds a call shows here) and its critical path (2 round trips; `docs/engine.md` says where
 //! each goes); and likewise `apply` from nothing and `destroy`.
 
 use std::collections::BTreeMap;
@@ -130,7 +130,8 @@ fn no_op_plan_of_the_reference_stack_is_34_requests_in_2_round_trips() {
     // STS, the VPC, the state, the repository's image digests (ECR); subnets, route tables, S3 endpoints; then the 15 recorded
     // resources: security group 1, bucket 4, repository 2, log group 1, roles 4 x 3 + the job role's inline
     // policy, instance profile 1, compute environments 1 (one call for both) + the spot
-    // launch template, queue 1, job definitions 2.
+    // launch template, queue 1, job definitions 2. The inline policy and the launch template
+    // are read beside the rest by the names the state recorded: two round trips, not three.
     let shown = assert_trips("a no-op plan", &plan, &stack.proxy, 34, 2);
     // Concurrency survives the latency: the resources are read together.
     assert!(plan.max_in_flight >= 20, "{shown}");
