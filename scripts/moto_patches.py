@@ -471,3 +471,57 @@ def s3_new_bucket_refuses_its_first_configuration_write():
 
     S3Response._bucket_response_put = bucket_response_put
     S3Response._bucket_response_delete = bucket_response_delete
+
+
+@patch
+def dynamodb_new_table_is_creating_for_a_while():
+    """AWS: a new DynamoDB table is CREATING for some seconds; DescribeTable says so, and item
+    reads and writes answer ResourceNotFoundException until it is ACTIVE. moto makes it ACTIVE
+    at once. With MOTO_DYNAMODB_CREATING_SECONDS (default 0: at once, as moto does) a new table
+    stays CREATING that long, so a test holds a first apply to waiting for its state table."""
+    import os
+    import time
+
+    seconds = float(os.environ.get("MOTO_DYNAMODB_CREATING_SECONDS", "0"))
+    if seconds <= 0:
+        return
+    from moto.dynamodb.exceptions import ResourceNotFoundException
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
+
+    original_create = DynamoDBBackend.create_table
+
+    def create_table(self, name, *args, **kwargs):
+        table = original_create(self, name, *args, **kwargs)
+        table._active_at = time.monotonic() + seconds
+        return table
+
+    DynamoDBBackend.create_table = create_table
+
+    def creating(table):
+        return time.monotonic() < getattr(table, "_active_at", 0)
+
+    original_describe = Table.describe
+
+    def describe(self, *args, **kwargs):
+        out = original_describe(self, *args, **kwargs)
+        if creating(self):
+            for value in out.values():
+                value["TableStatus"] = "CREATING"
+        return out
+
+    Table.describe = describe
+
+    def refuse_while_creating(name):
+        original = getattr(DynamoDBBackend, name)
+
+        def wrapper(self, table_name, *args, **kwargs):
+            table = self.tables.get(table_name)
+            if table is not None and creating(table):
+                raise ResourceNotFoundException()
+            return original(self, table_name, *args, **kwargs)
+
+        setattr(DynamoDBBackend, name, wrapper)
+
+    for name in ("put_item", "get_item", "query", "update_item", "delete_item"):
+        refuse_while_creating(name)

@@ -15,4 +15,5 @@ mod operations_logs;
 mod read_ahead;
 mod snapshots;
 mod stack;
+mod state_table;
 mod ui;
