@@ -242,16 +242,11 @@ pub async fn read_role_expecting(
 ) -> Result<Option<Live>> {
     // The reads need only names: one round trip, not two. A missing role is told by GetRole;
     // the lists and the early policy reads then fail the same way and are not looked at.
-    let early = futures::future::join_all(expected.iter().map(|policy| async move {
-        let doc = c
-            .iam()
-            .get_role_policy()
-            .role_name(name)
-            .policy_name(policy)
-            .send()
-            .await;
-        (policy.clone(), doc)
-    }));
+    let early = futures::future::join_all(
+        expected
+            .iter()
+            .map(|policy| async move { (policy.clone(), get_role_policy(c, name, policy).await) }),
+    );
     let (role, attached, names, early) = tokio::join!(
         c.iam().get_role().role_name(name).send(),
         c.iam().list_attached_role_policies().role_name(name).send(),
@@ -297,12 +292,7 @@ pub async fn read_role_expecting(
         .filter(|p| !inline.contains_key(*p))
         .collect();
     let docs = futures::future::join_all(late.into_iter().map(|policy| async move {
-        let doc = c
-            .iam()
-            .get_role_policy()
-            .role_name(name)
-            .policy_name(policy)
-            .send()
+        let doc = get_role_policy(c, name, policy)
             .await
             .ctx(format!("reading policy {policy} of role {name}"))?;
         anyhow::Ok((policy.clone(), decode_policy(doc.policy_document())))
@@ -321,6 +311,22 @@ pub async fn read_role_expecting(
         ]),
         tags: Some(tags),
     }))
+}
+
+async fn get_role_policy(
+    c: &Clients,
+    role: &str,
+    policy: &str,
+) -> std::result::Result<
+    aws_sdk_iam::operation::get_role_policy::GetRolePolicyOutput,
+    aws_sdk_iam::error::SdkError<aws_sdk_iam::operation::get_role_policy::GetRolePolicyError>,
+> {
+    c.iam()
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(policy)
+        .send()
+        .await
 }
 
 fn iam_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>> {

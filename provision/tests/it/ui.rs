@@ -1140,26 +1140,16 @@ fn bench_dashboard() {
     if pages.is_empty() {
         md.push_str("| (no browser here: page times not measured) | | | | |\n");
     }
-    md.push_str(&format!(
-        "| server: a page's HTML, style and script inline (`/`) | | {} | | |\n",
-        ms(shell)
-    ));
-    md.push_str(&format!(
-        "| server: `/api/overview` (no AWS call) | | {} | | |\n",
-        ms(overview)
-    ));
-    md.push_str(&format!(
-        "| server: `/api/stack`, the shared reading | | {} | | |\n",
-        ms(shared)
-    ));
-    md.push_str(&format!(
-        "| server: `/api/stack?fresh=1`, a new reading (plan of the stack: state and a live read of every resource) | | {} | | |\n",
-        ms(graph)
-    ));
-    md.push_str(&format!(
-        "| server: `/api/jobs` listing {listed} jobs (uncached) | | {} | | |\n",
-        ms(jobs_api)
-    ));
+    let listing = format!("server: `/api/jobs` listing {listed} jobs (uncached)");
+    for (what, time) in [
+        ("server: a page's HTML, style and script inline (`/`)", shell),
+        ("server: `/api/overview` (no AWS call)", overview),
+        ("server: `/api/stack`, the shared reading", shared),
+        ("server: `/api/stack?fresh=1`, a new reading (plan of the stack: state and a live read of every resource)", graph),
+        (listing.as_str(), jobs_api),
+    ] {
+        md.push_str(&format!("| {what} | | {} | | |\n", ms(time)));
+    }
     let path = testkit::workspace_root().join("bench/ui.md");
     std::fs::write(&path, md).unwrap();
     eprintln!("wrote {}", path.display());
