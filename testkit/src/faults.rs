@@ -62,6 +62,8 @@ struct Shared {
     /// Plus a uniform random share of this many microseconds (the jittered variant).
     jitter_us: AtomicU64,
     jitter_rng: AtomicU64,
+    /// The next request whose `service action` contains this is held this much longer.
+    hold_next: Mutex<Option<(String, Duration)>>,
     /// Requests handled one at a time, whatever the client sends at once (the serial bound).
     serial: AtomicBool,
     serial_gate: Mutex<()>,
@@ -183,6 +185,7 @@ impl FaultProxy {
             latency_us: AtomicU64::new(0),
             jitter_us: AtomicU64::new(0),
             jitter_rng: AtomicU64::new(0x2545_F491_4F6C_DD1D),
+            hold_next: Mutex::new(None),
             serial: AtomicBool::new(false),
             serial_gate: Mutex::new(()),
             timeline: Mutex::new(Vec::new()),
@@ -286,6 +289,12 @@ impl FaultProxy {
         self.shared
             .latency_us
             .store(delay.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// Holds the next request whose `service action` contains `pattern` (`dynamodb PutItem`)
+    /// `delay` longer than the rest, once: to make one answer come after another's.
+    pub fn hold_next(&self, pattern: &str, delay: Duration) {
+        *self.shared.hold_next.lock().unwrap() = Some((pattern.to_string(), delay));
     }
 
     /// Handles requests one at a time (latency included): what a client that sends each
@@ -616,7 +625,7 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
             .serial
             .load(Ordering::SeqCst)
             .then(|| shared.serial_gate.lock().unwrap_or_else(|e| e.into_inner()));
-        std::thread::sleep(latency(shared));
+        std::thread::sleep(latency(shared) + held(shared, &req));
         answer(shared, &req, client, &mut answered)
     };
     shared.timeline.lock().unwrap().push(Span {
@@ -625,6 +634,21 @@ fn serve(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
         answered: answered.unwrap_or_else(Instant::now),
     });
     result
+}
+
+/// How much longer this request is held: the delay of [`FaultProxy::hold_next`] when it is
+/// the request that one waits for.
+fn held(shared: &Shared, req: &Request) -> Duration {
+    let mut hold = shared.hold_next.lock().unwrap();
+    let call = format!("{} {}", req.service(), req.action());
+    match hold.as_ref() {
+        Some((pattern, delay)) if call.contains(pattern.as_str()) => {
+            let delay = *delay;
+            *hold = None;
+            delay
+        }
+        _ => Duration::ZERO,
+    }
 }
 
 /// How long this request is held: the latency, plus its share of the jitter.

@@ -335,26 +335,28 @@ fn unchanged(seen: &Option<LockSeen>, previous: &Option<LockSeen>, token: &str) 
 pub struct Taking(tokio::task::JoinHandle<std::result::Result<Lock, LockError>>);
 
 impl Taking {
-    /// Starts taking the lock for `operation`: the table's status first (beside the state
-    /// read), then the lock's write (beside the plan's live reads, which need no lock). With
-    /// `create_table`, a missing state table is created first (a first apply) and the lock
-    /// taken once it is ACTIVE (see [`acquire_once_active`]); without, a missing table is [`LockError::NoTable`] and nothing
-    /// is written.
+    /// Starts taking the lock for `operation`: its write at once, beside the plan's first
+    /// reads (the table and the lock's key are known from the stack), with no DescribeTable
+    /// before it. Only a write that finds no table (ResourceNotFoundException: missing, or
+    /// not ACTIVE yet) goes further: with `create_table` the table is created (a first apply;
+    /// one that exists already is left as it is) and the lock taken once it is ACTIVE (see
+    /// [`acquire_once_active`]); without, a missing table is [`LockError::NoTable`] and
+    /// nothing is written.
     pub fn start(store: &Store, operation: &str, create_table: bool) -> Taking {
         let store = store.clone();
         let operation = operation.to_string();
         Taking(tokio::spawn(async move {
-            let status = store.table_status().await?;
-            if status.is_none() && !create_table {
+            match Lock::acquire(&store, &operation).await {
+                Err(LockError::NoTable { .. }) => {}
+                // Taken, held by another, or refused for another reason.
+                taken => return taken,
+            }
+            if create_table {
+                store.create_table().await?;
+            } else if store.table_status().await?.is_none() {
                 return Err(LockError::NoTable {
                     table: store.table.clone(),
                 });
-            }
-            if status.is_none() {
-                store.create_table().await?;
-            }
-            if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
-                return Lock::acquire(&store, &operation).await;
             }
             acquire_once_active(&store, &operation).await
         }))

@@ -6,7 +6,7 @@
 //!
 //! These tests pin the no-op plan of the reference stack: its request count (a change that
 //! adds a call shows here) and its critical path (2 round trips; `docs/engine.md` says where
-//! each goes); and likewise `apply` from nothing and `destroy`.
+//! each goes); and likewise a no-op `apply`, `apply` from nothing and `destroy`.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -121,7 +121,7 @@ fn by_service(trips: &RoundTrips) -> BTreeMap<String, usize> {
 }
 
 #[test]
-fn no_op_plan_of_the_reference_stack_is_34_requests_in_2_round_trips() {
+fn no_op_plan_is_2_round_trips_and_no_op_apply_3() {
     let stack = Reference::new("rtt");
     stack.run(&["apply", "--auto-approve"], 0);
     stack.proxy.set_latency(LATENCY);
@@ -143,6 +143,16 @@ fn no_op_plan_of_the_reference_stack_is_34_requests_in_2_round_trips() {
     assert_eq!(state_only.requests, 7, "{shown}");
     assert_eq!(state_only.critical_path, 2, "{shown}");
 
+    // A no-op apply is the plan with the lock around it: the lock's write beside the first
+    // reads (the table and the lock's key come from the stack: nothing to ask first), and
+    // the release, which waits for the plan to say there is nothing to do.
+    let apply = stack.run(&["apply", "--auto-approve"], 0);
+    let shown = assert_trips("a no-op apply", &apply, &stack.proxy, 36, 3);
+    assert!(
+        apply.waves[0].contains(&"dynamodb PutItem".to_string()),
+        "the lock is taken in the first round trip: {shown}"
+    );
+
     stack.proxy.set_latency(Duration::ZERO);
     stack.run(&["destroy", "--auto-approve"], 0);
 }
@@ -152,7 +162,8 @@ fn apply_from_nothing_takes_10_round_trips_and_destroy_11() {
     let stack = Reference::new("rtt-ad");
     stack.proxy.set_latency(LATENCY);
 
-    // The preamble (the table's status, the state and the facts; the table created beside
+    // The preamble (the lock's write, refused: no table; the state and the facts; the table
+    // created beside
     // the reads; the lock, whose write is also the wait for the new table), the forward phase down the compute chain (the
     // roles, the profile and the launch template at once; the service role's policy and the
     // profile's role; the environments and their wait; the queue and its wait), the one write
@@ -170,13 +181,66 @@ fn apply_from_nothing_takes_10_round_trips_and_destroy_11() {
         "{shown}"
     );
 
-    // The plan's reads (a role's inline policies and an environment's launch template read
+    // The plan's reads with the lock's write in the first round trip (a role's inline policies and an environment's launch template read
     // beside the rest, by the names the state recorded), then the delete phase down the same chain in reverse (the queue and
     // the environments disabled at once, the queue deleted, the environments deleted, then
     // the profile emptied beside the roles' policies, profile and roles, all from what the plan
     // read of them), the end with the release.
     let destroy = stack.run(&["destroy", "--auto-approve"], 0);
-    assert_trips("destroy", &destroy, &stack.proxy, 71, 11);
+    assert_trips("destroy", &destroy, &stack.proxy, 70, 11);
+}
+
+/// How many `call`s the proxy saw in the last run.
+fn count(trips: &RoundTrips, call: &str) -> usize {
+    trips.waves.iter().flatten().filter(|c| *c == call).count()
+}
+
+/// The lock's write and the state read go out together, so DynamoDB may answer either first.
+/// The read is kept when it saw the lock item the write replaced (read first) or our own lock
+/// (read after): one state Query, no second plan. When another process took and released the
+/// lock between the read and the write, the plan is made again under the lock.
+#[test]
+fn the_state_read_beside_the_lock_is_kept_only_when_nobody_held_the_lock_between() {
+    let stack = Reference::new("rtt-lk");
+    stack.run(&["apply", "--auto-approve"], 0);
+    let query = "dynamodb Query";
+
+    // The read answered after the write: it sees our own lock.
+    stack.proxy.hold_next(query, Duration::from_millis(1500));
+    let apply = stack.run(&["apply", "--auto-approve"], 0);
+    assert_eq!(count(&apply, query), 1, "{:#?}", apply.waves);
+    assert_eq!(apply.requests, 36, "{:#?}", apply.waves);
+
+    // The write answered after the read: the read saw the item the write replaced.
+    stack
+        .proxy
+        .hold_next("dynamodb PutItem", Duration::from_millis(1500));
+    let apply = stack.run(&["apply", "--auto-approve"], 0);
+    assert_eq!(count(&apply, query), 1, "{:#?}", apply.waves);
+    assert_eq!(apply.requests, 36, "{:#?}", apply.waves);
+
+    // Between the read and the write, `state rm` (of nothing) takes and releases the lock:
+    // the read is not trusted, and the state is read again under the lock.
+    stack
+        .proxy
+        .hold_next("dynamodb PutItem", Duration::from_secs(6));
+    let apply = std::thread::scope(|scope| {
+        let apply = scope.spawn(|| stack.run(&["apply", "--auto-approve"], 0));
+        std::thread::sleep(Duration::from_millis(2000));
+        let out = stack
+            .proxy
+            .command(env!("CARGO_BIN_EXE_provision"))
+            .args(["state", "rm", "queue.nothing", "--stack"])
+            .arg(&stack.path)
+            .args(["--env", "dev"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("is not in the state"), "{stderr}");
+        apply.join().unwrap()
+    });
+    // The apply's read, `state rm`'s, the apply's read again.
+    assert_eq!(count(&apply, query), 3, "{:#?}", apply.waves);
 }
 
 #[test]
