@@ -15,15 +15,7 @@ if [ -z "${PROVISION:-}" ]; then
 fi
 provision=$PROVISION
 
-# The emulator: a private moto for this run, stopped on exit.
-"$root/scripts/venv.sh"
-rm -f "$work/endpoint"
-"$root/.venv/bin/python" "$root/scripts/emulator.py" --port-file "$work/endpoint" > "$work/emulator.log" 2>&1 &
-emulator=$!
-trap 'kill $emulator 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do [ -f "$work/endpoint" ] && break; sleep 0.1; done
-export AWS_ENDPOINT_URL=$(cat "$work/endpoint") AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing \
-  AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
+. "$root/bench/emulator.sh"
 stack="--stack stacks/orderflow.toml --env dev"
 "$provision" apply $stack --auto-approve > /dev/null
 "$provision" plan $stack --detailed-exitcode > /dev/null   # exit 0: a no-op plan

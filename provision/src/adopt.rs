@@ -8,8 +8,7 @@ use anyhow::{bail, Result};
 
 use crate::aws::Clients;
 use crate::resources::{
-    bucket, compute_environment, iam, job_definition, job_queue, log_group, repository, Address,
-    Kind, Live,
+    bucket, iam, log_group, repository, tag_batch_resource, Address, Kind, Live,
 };
 use crate::stack::Stack;
 
@@ -125,9 +124,9 @@ pub async fn tag(
         Kind::Repository => repository::tag(c, name, tags).await,
         Kind::Role => iam::tag_role(c, name, tags).await,
         Kind::LogGroup => log_group::tag(c, name, tags).await,
-        Kind::ComputeEnvironment => compute_environment::tag(c, id, tags).await,
-        Kind::JobQueue => job_queue::tag(c, id, tags).await,
-        Kind::JobDefinition => job_definition::tag(c, id, tags).await,
+        Kind::ComputeEnvironment | Kind::JobQueue | Kind::JobDefinition => {
+            tag_batch_resource(c, id, tags).await
+        }
         other => bail!("{} resources cannot be imported", other.as_str()),
     }
 }

@@ -403,16 +403,7 @@ pub async fn update_role(c: &Clients, spec: &RoleSpec, live: &Live) -> Result<Ha
     let detach = live_managed
         .iter()
         .filter(|arn| !spec.managed.contains(arn))
-        .map(|arn| async move {
-            c.iam()
-                .detach_role_policy()
-                .role_name(name)
-                .policy_arn(arn)
-                .send()
-                .await
-                .map(|_| ())
-                .ctx(format!("detaching {arn} from role {name}"))
-        });
+        .map(|arn| async move { detach_policy(c, name, arn).await });
     let live_inline: BTreeMap<String, Value> = live
         .attrs
         .get("inline_policies")
@@ -436,16 +427,7 @@ pub async fn update_role(c: &Clients, spec: &RoleSpec, live: &Live) -> Result<Ha
     let delete = live_inline
         .keys()
         .filter(|policy| !spec.inline.contains_key(*policy))
-        .map(|policy| async move {
-            c.iam()
-                .delete_role_policy()
-                .role_name(name)
-                .policy_name(policy)
-                .send()
-                .await
-                .map(|_| ())
-                .ctx(format!("deleting policy {policy} of role {name}"))
-        });
+        .map(|policy| async move { delete_inline_policy(c, name, policy).await });
     tokio::try_join!(
         trust,
         try_join_all(attach),
@@ -489,26 +471,11 @@ pub async fn delete_role(c: &Clients, name: &str) -> Result<()> {
         .attached_policies()
         .iter()
         .filter_map(|p| p.policy_arn())
-        .map(|arn| async move {
-            c.iam()
-                .detach_role_policy()
-                .role_name(name)
-                .policy_arn(arn)
-                .send()
-                .await
-                .map(|_| ())
-                .ctx(format!("detaching {arn} from role {name}"))
-        });
-    let delete = inline.policy_names().iter().map(|policy| async move {
-        c.iam()
-            .delete_role_policy()
-            .role_name(name)
-            .policy_name(policy)
-            .send()
-            .await
-            .map(|_| ())
-            .ctx(format!("deleting policy {policy} of role {name}"))
-    });
+        .map(|arn| async move { detach_policy(c, name, arn).await });
+    let delete = inline
+        .policy_names()
+        .iter()
+        .map(|policy| async move { delete_inline_policy(c, name, policy).await });
     let leave = profiles
         .instance_profiles()
         .iter()
@@ -568,30 +535,40 @@ pub async fn strip_role(c: &Clients, name: &str, live: &Live) -> Result<()> {
         .and_then(|v| v.as_object())
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
-    let detach = managed.iter().map(|arn| async move {
-        gone_is_done(
-            c.iam()
-                .detach_role_policy()
-                .role_name(name)
-                .policy_arn(arn)
-                .send()
-                .await,
-            format!("detaching {arn} from role {name}"),
-        )
-    });
-    let delete = inline.iter().map(|policy| async move {
-        gone_is_done(
-            c.iam()
-                .delete_role_policy()
-                .role_name(name)
-                .policy_name(policy)
-                .send()
-                .await,
-            format!("deleting policy {policy} of role {name}"),
-        )
-    });
+    let detach = managed
+        .iter()
+        .map(|arn| async move { detach_policy(c, name, arn).await });
+    let delete = inline
+        .iter()
+        .map(|policy| async move { delete_inline_policy(c, name, policy).await });
     tokio::try_join!(try_join_all(detach), try_join_all(delete))?;
     Ok(())
+}
+
+/// Detaches managed policy `arn` from `role`; one detached already is done.
+async fn detach_policy(c: &Clients, role: &str, arn: &str) -> Result<()> {
+    gone_is_done(
+        c.iam()
+            .detach_role_policy()
+            .role_name(role)
+            .policy_arn(arn)
+            .send()
+            .await,
+        format!("detaching {arn} from role {role}"),
+    )
+}
+
+/// Deletes inline policy `policy` of `role`; one deleted already is done.
+async fn delete_inline_policy(c: &Clients, role: &str, policy: &str) -> Result<()> {
+    gone_is_done(
+        c.iam()
+            .delete_role_policy()
+            .role_name(role)
+            .policy_name(policy)
+            .send()
+            .await,
+        format!("deleting policy {policy} of role {role}"),
+    )
 }
 
 /// A removal that found nothing to remove (NoSuchEntity) has nothing left to do. Read through

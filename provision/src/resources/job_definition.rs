@@ -407,17 +407,3 @@ pub async fn delete(c: &Clients, name: &str) -> Result<()> {
     }
     Ok(())
 }
-
-/// Adds `tags` to the job definition `arn` (what `import` does to adopt it).
-pub async fn tag(c: &Clients, arn: &str, tags: &BTreeMap<String, String>) -> Result<()> {
-    c.batch()
-        .tag_resource()
-        .resource_arn(arn)
-        .set_tags(Some(
-            tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        ))
-        .send()
-        .await
-        .ctx(format!("tagging {arn}"))?;
-    Ok(())
-}

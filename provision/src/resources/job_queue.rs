@@ -314,17 +314,3 @@ async fn wait_deleted(c: &Clients, name: &str, progress: Progress<'_>) -> Result
     })
     .await
 }
-
-/// Adds `tags` to the job queue `arn` (what `import` does to adopt it).
-pub async fn tag(c: &Clients, arn: &str, tags: &BTreeMap<String, String>) -> Result<()> {
-    c.batch()
-        .tag_resource()
-        .resource_arn(arn)
-        .set_tags(Some(
-            tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        ))
-        .send()
-        .await
-        .ctx(format!("tagging {arn}"))?;
-    Ok(())
-}

@@ -557,6 +557,25 @@ where
     }
 }
 
+/// Adds `tags` to the Batch resource `arn` (a compute environment, queue or job definition:
+/// Batch tags them all through one call), what `import` does to adopt it.
+pub async fn tag_batch_resource(
+    c: &Clients,
+    arn: &str,
+    tags: &BTreeMap<String, String>,
+) -> Result<()> {
+    c.batch()
+        .tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(
+            tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ))
+        .send()
+        .await
+        .ctx(format!("tagging {arn}"))?;
+    Ok(())
+}
+
 /// Polls `status` until the resource is gone (`None`), showing its last status meanwhile:
 /// Batch deletes queues and compute environments in the background, DELETING then gone.
 pub async fn wait_deleted<F, Fut>(
