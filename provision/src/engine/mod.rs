@@ -235,6 +235,7 @@ pub async fn first_facts(
     stack: &Stack,
     account: impl std::future::Future<Output = Result<String>>,
 ) -> Result<Facts> {
+    let account = async { confirm_account(stack, account.await?) };
     let (account, (vpc_id, secrets, image_digests)) = join_first_error_wins(account, async {
         tokio::try_join!(
             vpc_id(c, stack),
@@ -261,6 +262,46 @@ pub async fn first_facts(
         })
         .collect();
     Ok(facts)
+}
+
+/// The credentials' `account`, when it is the one the stack names (`[stack] account`): a
+/// stack that names its account refuses other credentials before anything is written.
+pub fn confirm_account(stack: &Stack, account: String) -> Result<String> {
+    match &stack.account {
+        Some(named) if *named != account => bail!(
+            "these credentials are for AWS account {account}, but {}/{} deploys to account {named} ([stack] account in {}): use credentials for {named}",
+            stack.name,
+            stack.env,
+            stack.source.display()
+        ),
+        _ => Ok(account),
+    }
+}
+
+/// The facts a stack names itself, when it names its account and its VPC id: every name a
+/// read needs (bucket names hold the account, the security group is looked up in the VPC), so
+/// that every read can go out in the first round trip, beside the credentials check that
+/// confirms the account. Values that only answers give (secrets' ARNs, image digests, the
+/// VPC's subnets) are not in them: a spec built from them is good for its names only.
+pub fn named_facts(stack: &Stack) -> Option<Facts> {
+    let (Some(account), Vpc::Id(vpc_id)) = (&stack.account, &stack.network.vpc) else {
+        return None;
+    };
+    Some(Facts {
+        account: account.clone(),
+        partition: partition(&stack.region).to_string(),
+        vpc_id: vpc_id.clone(),
+        subnets: vec![],
+        route_tables: vec![],
+        secrets: stack
+            .jobs
+            .values()
+            .flat_map(|job| job.secrets.values())
+            .map(|secret| (secret.clone(), (UNKNOWN.to_string(), None)))
+            .collect(),
+        s3_endpoints: vec![],
+        image_digests: BTreeMap::new(),
+    })
 }
 
 impl Facts {
@@ -524,13 +565,24 @@ impl Locked {
         }
     }
 
+    /// Plans under the lock; `confirmed` is told whether the credentials check passed (the
+    /// account is the stack's), which a missing state table waits for before it is created.
     async fn plan(
         self,
         c: &Clients,
         stack: &Stack,
         state: impl std::future::Future<Output = Result<Snapshot>>,
+        confirmed: Option<tokio::sync::oneshot::Sender<bool>>,
     ) -> Result<plan::Plan> {
-        let account = crate::aws::check_access(c);
+        let account = async {
+            let account = crate::aws::check_access(c)
+                .await
+                .and_then(|account| confirm_account(stack, account));
+            if let Some(confirmed) = confirmed {
+                let _ = confirmed.send(account.is_ok());
+            }
+            account
+        };
         match self {
             // apply always reads AWS: it must not act on a stale picture.
             Locked::Apply => plan::plan_from(c, stack, account, state, plan::Refresh::Live).await,
@@ -551,20 +603,24 @@ pub async fn plan_locked(
     store: &Store,
     what: Locked,
 ) -> Result<(Lock, Result<plan::Plan>)> {
-    let taking = Taking::start(store, what.operation(), what == Locked::Apply);
+    // A first apply creates the state table, but only in the account the credentials check
+    // confirms (it answers in the same round trip as the lock's refused write).
+    let (confirmed, confirmation) = tokio::sync::oneshot::channel();
+    let create_table = (what == Locked::Apply).then_some(confirmation);
+    let taking = Taking::start(store, what.operation(), create_table);
     let seen: std::sync::Mutex<Option<Option<LockSeen>>> = std::sync::Mutex::new(None);
     let state = async {
         let snapshot = store.load().await?;
         *seen.lock().unwrap() = Some(snapshot.lock.clone());
         Ok(snapshot)
     };
-    let planned = what.plan(c, stack, state).await;
+    let planned = what.plan(c, stack, state, Some(confirmed)).await;
     let lock = match taking.taken().await {
         Ok(lock) => lock,
         Err(held @ LockError::Held { .. }) => return Err(held.into()),
         // Only destroy leaves a missing table alone: creating an empty one would hide that the
         // stack's region or state_table is not the one that was applied.
-        Err(LockError::NoTable { table }) => bail!(
+        Err(LockError::NoTable { table }) if what == Locked::Destroy => bail!(
             "state table {table} does not exist in {}: nothing was applied to {} there; check [stack] region and state_table",
             stack.region,
             store.pk
@@ -575,7 +631,7 @@ pub async fn plan_locked(
     if lock.saw_unchanged(seen.into_inner().unwrap().as_ref()) {
         return Ok((lock, planned));
     }
-    let again = what.plan(c, stack, store.load()).await;
+    let again = what.plan(c, stack, store.load(), None).await;
     Ok((lock, again))
 }
 

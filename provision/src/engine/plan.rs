@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    first_facts, graph, graph_for, join_first_error_wins, network, spec, store, Facts, Node, Refs,
+    first_facts, graph, graph_for, join_first_error_wins, named_facts, network, spec, store, Facts,
+    Node, Refs,
 };
 use crate::aws::Clients;
 use crate::resources::{
@@ -209,9 +210,13 @@ async fn recorded_or(
 /// against AWS):
 /// 1. the account (`account`, see [`first_facts`]), the VPC id, the secrets and the state, at once;
 /// 2. the VPC's subnets, route tables and S3 endpoints, and beside them every live read: a
-///    read needs only names, and names need only the account and the state;
-/// 3. the second half of the reads that need one (a role's inline policies, a compute
-///    environment's launch template).
+///    read needs only names, and names need only the account and the state; a role's inline
+///    policies and an environment's launch template are read beside the rest by the names
+///    the state recorded.
+///
+/// A stack that names its account and VPC id needs no answer for its names: its reads go out
+/// in the first round trip (see [`named_facts`]), and only what they guessed wrong without
+/// the state is read again (see [`settle_guesses`]).
 pub async fn plan(
     c: &Clients,
     stack: &Stack,
@@ -229,18 +234,43 @@ pub async fn plan_from(
     state: impl std::future::Future<Output = Result<Snapshot>>,
     refresh: Refresh,
 ) -> Result<Plan> {
-    // The facts lead: they carry the credentials check (see `join_first_error_wins`).
-    let (first, snapshot) = join_first_error_wins(first_facts(c, stack, account), state).await?;
     let declared = graph(stack);
-    let ((network, mut lives), mut removals) = tokio::try_join!(
-        async {
-            tokio::try_join!(
-                network(c, stack, &first.vpc_id),
-                read_desired(c, stack, &first, &snapshot, &declared, refresh),
-            )
-        },
-        read_removals(c, &snapshot, &declared, refresh),
-    )?;
+    // Without refresh the state decides what is read at all: it goes first.
+    let (first, snapshot, network, lives, mut removals) =
+        match named_facts(stack).filter(|_| refresh == Refresh::Live) {
+            Some(named) => {
+                // The facts lead: they carry the credentials check (see `join_first_error_wins`).
+                let (first, (snapshot, network, lives)) =
+                    join_first_error_wins(first_facts(c, stack, account), async {
+                        tokio::try_join!(
+                            state,
+                            network(c, stack, &named.vpc_id),
+                            read_desired(c, stack, &named, None, &declared, refresh),
+                        )
+                    })
+                    .await?;
+                let (lives, removals) = tokio::try_join!(
+                    settle_guesses(c, stack, &first, &snapshot, &declared, lives),
+                    read_removals(c, &snapshot, &declared, refresh),
+                )?;
+                (first, snapshot, network, lives, removals)
+            }
+            None => {
+                let (first, snapshot) =
+                    join_first_error_wins(first_facts(c, stack, account), state).await?;
+                let ((network, lives), removals) = tokio::try_join!(
+                    async {
+                        tokio::try_join!(
+                            network(c, stack, &first.vpc_id),
+                            read_desired(c, stack, &first, Some(&snapshot), &declared, refresh),
+                        )
+                    },
+                    read_removals(c, &snapshot, &declared, refresh),
+                )?;
+                (first, snapshot, network, lives, removals)
+            }
+        };
+    let mut lives = lives;
     let facts = first.with_network(network);
     let nodes = graph_for(stack, &facts);
     // The S3 endpoint is found in the listing the facts hold: no call of its own.
@@ -249,7 +279,7 @@ pub async fn plan_from(
             c,
             stack,
             &facts,
-            &snapshot,
+            Some(&snapshot),
             std::slice::from_ref(node),
             refresh,
         )
@@ -266,7 +296,7 @@ pub async fn plan_from(
 }
 
 /// The initial references: every compute environment's current suffix, from the state.
-fn recorded_suffixes(nodes: &[Node], snapshot: &Snapshot) -> Refs {
+fn recorded_suffixes<'a>(nodes: impl IntoIterator<Item = &'a Node>, snapshot: &Snapshot) -> Refs {
     let mut refs = Refs::default();
     for node in nodes {
         if node.kind == Kind::ComputeEnvironment {
@@ -283,17 +313,22 @@ fn recorded_suffixes(nodes: &[Node], snapshot: &Snapshot) -> Refs {
 type Lives = BTreeMap<Address, Option<Live>>;
 
 /// Reads every desired resource at once (names do not depend on ids), but the S3 endpoint,
-/// which needs the VPC's endpoint listing (see [`plan`]) unless `facts` hold it.
+/// which needs the VPC's endpoint listing (see [`plan`]) unless `facts` hold it. Without the
+/// state (`None`: it is still being read) the reads guess what it records: environments by
+/// their first name, inline policies and launch templates by the stack's names, tags not
+/// needed (the resource is ours); [`settle_guesses`] reads again where that was wrong.
 async fn read_desired(
     c: &Clients,
     stack: &Stack,
     facts: &Facts,
-    snapshot: &Snapshot,
+    snapshot: Option<&Snapshot>,
     nodes: &[Node],
     refresh: Refresh,
 ) -> Result<Lives> {
     let tags = stack.tags();
-    let refs = recorded_suffixes(nodes, snapshot);
+    let refs = snapshot
+        .map(|snapshot| recorded_suffixes(nodes, snapshot))
+        .unwrap_or_default();
     // Route tables for an endpoint are known once the VPC's endpoints were listed.
     let listed = !facts.route_tables.is_empty();
     let nodes: Vec<&Node> = nodes
@@ -306,19 +341,21 @@ async fn read_desired(
         .collect::<Result<_>>()?;
     let ahead = read_ahead(&specs, facts);
     let lives: Vec<Option<Live>> = stream::iter(nodes.iter().zip(&specs).map(|(node, s)| {
-        let record = snapshot.records.get(&node.address);
+        let record = snapshot.and_then(|snapshot| snapshot.records.get(&node.address));
         let recorded = record
             .filter(|_| refresh == Refresh::StateOnly)
             .and_then(recorded_live);
         // A recorded resource is ours: its tags are not worth a call.
-        let tag_read = if record.is_some() {
+        let tag_read = if record.is_some() || snapshot.is_none() {
             TagRead::Skip
         } else {
             TagRead::Read
         };
-        let expected = record
-            .map(|r| Expected::recorded(&r.handle, &r.attributes))
-            .unwrap_or_default();
+        let expected = match (snapshot, record) {
+            (None, _) => Expected::desired(s),
+            (Some(_), Some(r)) => Expected::recorded(&r.handle, &r.attributes),
+            (Some(_), None) => Expected::default(),
+        };
         let ahead = &ahead;
         let tags = &tags;
         async move { recorded_or(recorded, s.read(c, tags, tag_read, ahead, &expected)).await }
@@ -329,6 +366,59 @@ async fn read_desired(
     .into_iter()
     .collect::<Result<_>>()?;
     Ok(nodes.iter().map(|n| n.address.clone()).zip(lives).collect())
+}
+
+/// Reads again what [`read_desired`] guessed wrong without the state: an environment the
+/// state records under a replacement's name (the guess was its first name), and the tags of a
+/// resource that exists but the state does not record (the guess was "ours"; the tags tell
+/// whose it is). Nothing is read again when the guesses held: a stack applied in place.
+async fn settle_guesses<N: std::borrow::Borrow<Node>>(
+    c: &Clients,
+    stack: &Stack,
+    facts: &Facts,
+    snapshot: &Snapshot,
+    nodes: &[N],
+    mut lives: Lives,
+) -> Result<Lives> {
+    let tags = stack.tags();
+    let nodes: Vec<&Node> = nodes.iter().map(|n| n.borrow()).collect();
+    let refs = recorded_suffixes(nodes.iter().copied(), snapshot);
+    let mut again = Vec::new();
+    for node in nodes {
+        let record = snapshot.records.get(&node.address);
+        let renamed = refs
+            .suffixes
+            .get(&node.address)
+            .copied()
+            .flatten()
+            .is_some();
+        let untold = record.is_none()
+            && node.kind.tags_cost_a_call()
+            && matches!(lives.get(&node.address), Some(Some(live)) if live.tags.is_none());
+        if renamed || untold {
+            again.push((node, record, spec(stack, facts, &refs, node)?));
+        }
+    }
+    let ahead = ReadAhead::default();
+    let read = stream::iter(again.iter().map(|(node, record, s)| {
+        let (tag_read, expected) = match record {
+            Some(r) => (TagRead::Skip, Expected::recorded(&r.handle, &r.attributes)),
+            None => (TagRead::Read, Expected::default()),
+        };
+        let (tags, ahead) = (&tags, &ahead);
+        async move {
+            let live = s.read(c, tags, tag_read, ahead, &expected).await?;
+            anyhow::Ok((node.address.clone(), live))
+        }
+    }))
+    .buffered(READ_CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
+    for result in read {
+        let (address, live) = result?;
+        lives.insert(address, live);
+    }
+    Ok(lives)
 }
 
 /// A resource to delete: one the state records and the stack no longer declares, a deposed
@@ -565,13 +655,18 @@ fn compare(
 
 /// The plan of `destroy`: every recorded resource, and every live resource the stack file
 /// names that the state lacks (created by an apply that crashed before recording it). Read in
-/// the round trips of [`plan`]: the facts and the state, then every resource at once.
+/// the round trips of [`plan`]: the facts and the state, then every resource at once; for a
+/// stack that names its account and VPC, every resource beside the facts, the records then
+/// taking what the stack's names found (see [`destroy_plan_named`]).
 pub async fn destroy_plan(
     c: &Clients,
     stack: &Stack,
     account: impl std::future::Future<Output = Result<String>>,
     state: impl std::future::Future<Output = Result<Snapshot>>,
 ) -> Result<Plan> {
+    if let Some(named) = named_facts(stack) {
+        return destroy_plan_named(c, stack, &named, account, state).await;
+    }
     let (first, snapshot) = join_first_error_wins(first_facts(c, stack, account), state).await?;
     let ((network, found), recorded) = tokio::try_join!(
         async {
@@ -582,18 +677,140 @@ pub async fn destroy_plan(
         },
         read_removals(c, &snapshot, &[], Refresh::Live),
     )?;
-    let items = recorded
-        .into_iter()
-        .chain(found)
-        .map(Removal::item)
-        .collect();
-    Ok(Plan {
-        stack: stack.clone(),
-        facts: first.with_network(network),
+    Ok(destroy_plan_of(
+        stack,
+        first.with_network(network),
         snapshot,
-        items,
+        recorded,
+        found,
+    ))
+}
+
+fn destroy_plan_of(
+    stack: &Stack,
+    facts: Facts,
+    snapshot: Snapshot,
+    recorded: Vec<Removal>,
+    found: Vec<Removal>,
+) -> Plan {
+    Plan {
+        stack: stack.clone(),
+        facts,
+        snapshot,
+        items: recorded
+            .into_iter()
+            .chain(found)
+            .map(Removal::item)
+            .collect(),
         refs: Refs::default(),
-    })
+    }
+}
+
+/// [`destroy_plan`] of a stack whose names need no answer: every resource the stack names is
+/// read beside the facts and the state, as [`plan`] does. A record then takes the read of its
+/// own resource (the same name, or for a security group or endpoint the same id); only the
+/// records those reads did not find (a removed or replaced resource) are read after, by their
+/// handles, beside the tags of unrecorded resources that exist.
+async fn destroy_plan_named(
+    c: &Clients,
+    stack: &Stack,
+    named: &Facts,
+    account: impl std::future::Future<Output = Result<String>>,
+    state: impl std::future::Future<Output = Result<Snapshot>>,
+) -> Result<Plan> {
+    let declared = graph(stack);
+    let (first, (snapshot, network, mut lives)) =
+        join_first_error_wins(first_facts(c, stack, account), async {
+            tokio::try_join!(
+                state,
+                network(c, stack, &named.vpc_id),
+                read_desired(c, stack, named, None, &declared, Refresh::Live),
+            )
+        })
+        .await?;
+    let facts = first.with_network(network);
+    // The S3 endpoint is found in the listing the facts hold: no call.
+    let endpoint: Vec<Node> = graph_for(stack, &facts)
+        .into_iter()
+        .filter(|n| n.kind == Kind::VpcEndpoint)
+        .collect();
+    lives.extend(read_desired(c, stack, &facts, Some(&snapshot), &endpoint, Refresh::Live).await?);
+
+    let refs = recorded_suffixes(&declared, &snapshot);
+    let names: BTreeMap<&Address, String> = declared
+        .iter()
+        .map(|n| {
+            Ok((
+                &n.address,
+                spec(stack, &facts, &refs, n)?.name().to_string(),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let mut pending = Vec::new();
+    for record in snapshot.records.values() {
+        let found = names
+            .get(&record.address)
+            .and_then(|name| Some((name, lives.get(&record.address)?)))
+            .filter(|(name, live)| same_resource(record, name, live));
+        match found {
+            Some((_, live)) => pending.push((
+                Removal {
+                    live: live.clone(),
+                    ..Removal::of(record, None)
+                },
+                false,
+            )),
+            None => pending.push((Removal::of(record, None), true)),
+        }
+        for deposed in &record.deposed {
+            pending.push((Removal::of(record, Some(deposed)), true));
+        }
+    }
+    let unrecorded: Vec<&Node> = declared
+        .iter()
+        .filter(|n| !snapshot.records.contains_key(&n.address))
+        .collect();
+    let (recorded, told) = tokio::try_join!(
+        async {
+            stream::iter(pending.into_iter().map(|(removal, unread)| async move {
+                if unread {
+                    removal.read(c, Refresh::Live).await
+                } else {
+                    Ok(removal)
+                }
+            }))
+            .buffered(READ_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()
+        },
+        settle_guesses(c, stack, &facts, &snapshot, &unrecorded, lives),
+    )?;
+    let tags = stack.tags();
+    let mut found = Vec::new();
+    for node in unrecorded {
+        let live = told.get(&node.address).cloned().flatten();
+        found.extend(unrecorded_removal(
+            node,
+            &spec(stack, &facts, &refs, node)?,
+            live,
+            &tags,
+        ));
+    }
+    Ok(destroy_plan_of(stack, facts, snapshot, recorded, found))
+}
+
+/// Whether a read by the stack's name found the resource a record holds, or found it gone:
+/// for the kinds read by name, the record's name; for a security group or an S3 endpoint
+/// (read by id from a record), the same id.
+fn same_resource(record: &Record, name: &str, live: &Option<Live>) -> bool {
+    match record.handle.kind {
+        Kind::SecurityGroup | Kind::VpcEndpoint => {
+            live.as_ref().is_some_and(|l| l.id == record.handle.id)
+        }
+        _ => name == record.handle.name,
+    }
 }
 
 /// The resources the stack declares, the state lacks, and AWS holds with the stack's tags.
@@ -623,19 +840,28 @@ async fn find_unrecorded(
     .await;
     let mut removals = Vec::new();
     for ((node, spec), live) in unrecorded.into_iter().zip(found) {
-        // Only what carries the stack's tags is ours to delete.
-        if let Some(live) = live?.filter(|l| l.tags.is_some() && owned_by(&l.tags, &tags)) {
-            removals.push(Removal {
-                address: node.address.clone(),
-                handle: handle_of(&spec, &live),
-                deps: node.deps.clone(),
-                record: None,
-                deposed: false,
-                live: Some(live),
-            });
-        }
+        removals.extend(unrecorded_removal(node, &spec, live?, &tags));
     }
     Ok(removals)
+}
+
+/// The removal of an unrecorded resource found live, when it carries the stack's tags: only
+/// what does is ours to delete.
+fn unrecorded_removal(
+    node: &Node,
+    spec: &Spec,
+    live: Option<Live>,
+    tags: &BTreeMap<String, String>,
+) -> Option<Removal> {
+    let live = live.filter(|l| l.tags.is_some() && owned_by(&l.tags, tags))?;
+    Some(Removal {
+        address: node.address.clone(),
+        handle: handle_of(spec, &live),
+        deps: node.deps.clone(),
+        record: None,
+        deposed: false,
+        live: Some(live),
+    })
 }
 
 #[cfg(test)]

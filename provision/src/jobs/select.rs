@@ -213,6 +213,7 @@ mod tests {
         Stack {
             name: "demo".into(),
             region: "us-east-1".into(),
+            account: None,
             state_table: "provision-state".into(),
             env: "dev".into(),
             gpu: false,

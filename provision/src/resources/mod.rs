@@ -127,6 +127,11 @@ impl Kind {
         }
     }
 
+    /// Kinds whose tags take a call of their own (see [`TagRead`]).
+    pub fn tags_cost_a_call(self) -> bool {
+        matches!(self, Kind::Bucket | Kind::Repository | Kind::LogGroup)
+    }
+
     /// Attributes whose change AWS cannot make in place: the resource is replaced,
     /// create-before-destroy.
     pub fn forces_replacement(self, attribute: &str) -> bool {
@@ -462,6 +467,25 @@ impl<'a> Expected<'a> {
                 .map(|m| m.keys().cloned().collect())
                 .unwrap_or_default(),
             launch_template: handle.extra.launch_template.as_deref(),
+        }
+    }
+}
+
+impl<'a> Expected<'a> {
+    /// What the stack itself says a read will find (the guess while the state is not in yet):
+    /// a role's inline policies by their desired names, an environment's launch template by
+    /// its first name.
+    pub fn desired(spec: &'a Spec) -> Expected<'a> {
+        match spec {
+            Spec::Role(s) => Expected {
+                inline_policies: s.inline.keys().cloned().collect(),
+                launch_template: None,
+            },
+            Spec::ComputeEnvironment(s) => Expected {
+                inline_policies: vec![],
+                launch_template: s.launch_template.as_ref().map(|(name, _)| name.as_str()),
+            },
+            _ => Expected::default(),
         }
     }
 }

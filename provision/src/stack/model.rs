@@ -12,6 +12,9 @@ pub struct Stack {
     /// `[stack] name`: prefix of every resource name.
     pub name: String,
     pub region: String,
+    /// `[stack] account`: the AWS account the stack (or this environment) deploys to, checked
+    /// against the credentials' account; `None`: whatever account the credentials are for.
+    pub account: Option<String>,
     /// `[stack] state_table`, default `provision-state`.
     pub state_table: String,
     /// `--env NAME`, or `default` without `--env`.

@@ -51,8 +51,12 @@ static INT: Ty = Ty::Int;
 static STR: Ty = Ty::Str;
 static STRS: Ty = Ty::List(&STR);
 
-pub(crate) static STACK: Ty =
-    Ty::Record(&[("name", &STR), ("region", &STR), ("state_table", &STR)]);
+pub(crate) static STACK: Ty = Ty::Record(&[
+    ("name", &STR),
+    ("region", &STR),
+    ("account", &STR),
+    ("state_table", &STR),
+]);
 pub(crate) static NETWORK: Ty = Ty::Record(&[
     ("vpc", &STR),
     ("subnets", &STRS),

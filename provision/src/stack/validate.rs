@@ -33,6 +33,7 @@ static STACK_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z][a-z0-9-]{2,20}
 static KEY: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"));
 static REGION: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"));
 static TABLE_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9_.-]{3,255}$"));
+static ACCOUNT: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]{12}$"));
 static VPC_ID: LazyLock<Regex> = LazyLock::new(|| re(r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$"));
 static SUBNET_ID: LazyLock<Regex> = LazyLock::new(|| re(r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$"));
 static SG_ID: LazyLock<Regex> = LazyLock::new(|| re(r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$"));
@@ -75,7 +76,7 @@ pub(crate) fn build(
     // The sections in the file's usual order; references point back only (a job at its queue,
     // a queue at its compute environments), so each section is checked once the ones it names are.
     b.env_names(envs);
-    let (name, region, state_table) = b.stack_section(root);
+    let (name, region, account, state_table) = b.stack_section(root);
 
     let gpu = b.opt_bool(root, "gpu").unwrap_or(false);
     let protect = b.opt_bool(root, "protect").unwrap_or(false);
@@ -125,6 +126,7 @@ pub(crate) fn build(
     Some(Stack {
         name,
         region,
+        account,
         state_table: state_table.unwrap_or_else(|| "provision-state".to_string()),
         env: env.to_string(),
         gpu,
@@ -504,9 +506,10 @@ impl Builder<'_> {
         Option<(String, Origin)>,
         Option<(String, Origin)>,
         Option<String>,
+        Option<String>,
     ) {
         let Some(stack) = self.req(root, "", "stack") else {
-            return (None, None, None);
+            return (None, None, None, None);
         };
         let name = self.req_str(stack, "stack", "name").filter(|(n, at)| {
             self.check(STACK_NAME.is_match(n), at, "stack.name", || {
@@ -518,12 +521,17 @@ impl Builder<'_> {
                 format!("`{r}` is not an AWS region name (like `us-east-1`)")
             })
         });
+        let account = self.opt_str(stack, "account").filter(|(a, at)| {
+            self.check(ACCOUNT.is_match(a), at, "stack.account", || {
+                format!("`{a}` is not an AWS account id (12 digits, as a string: account = \"123456789012\")")
+            })
+        });
         let table = self.opt_str(stack, "state_table").filter(|(t, at)| {
             self.check(TABLE_NAME.is_match(t), at, "stack.state_table", || {
                 format!("`{t}` is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
             })
         });
-        (name, region, table.map(|(t, _)| t))
+        (name, region, account.map(|(a, _)| a), table.map(|(t, _)| t))
     }
 
     /// `[compute.KEY]`, step by step: type, vCPUs, instance types, root volume, allocation

@@ -338,11 +338,16 @@ impl Taking {
     /// Starts taking the lock for `operation`: its write at once, beside the plan's first
     /// reads (the table and the lock's key are known from the stack), with no DescribeTable
     /// before it. Only a write that finds no table (ResourceNotFoundException: missing, or
-    /// not ACTIVE yet) goes further: with `create_table` the table is created (a first apply;
-    /// one that exists already is left as it is) and the lock taken once it is ACTIVE (see
-    /// [`acquire_once_active`]); without, a missing table is [`LockError::NoTable`] and
-    /// nothing is written.
-    pub fn start(store: &Store, operation: &str, create_table: bool) -> Taking {
+    /// not ACTIVE yet) goes further: with `create_table` the table is created once that
+    /// answers `true` (a first apply whose credentials check passed; a table that exists
+    /// already is left as it is) and the lock taken once it is ACTIVE (see
+    /// [`acquire_once_active`]); without (or answered `false`), a missing table is
+    /// [`LockError::NoTable`] and nothing is written.
+    pub fn start(
+        store: &Store,
+        operation: &str,
+        create_table: Option<tokio::sync::oneshot::Receiver<bool>>,
+    ) -> Taking {
         let store = store.clone();
         let operation = operation.to_string();
         Taking(tokio::spawn(async move {
@@ -351,7 +356,11 @@ impl Taking {
                 // Taken, held by another, or refused for another reason.
                 taken => return taken,
             }
-            if create_table {
+            let create = match create_table {
+                Some(confirmed) => confirmed.await.unwrap_or(false),
+                None => false,
+            };
+            if create {
                 store.create_table().await?;
             } else if store.table_status().await?.is_none() {
                 return Err(LockError::NoTable {

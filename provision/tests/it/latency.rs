@@ -47,6 +47,24 @@ impl Reference {
         }
     }
 
+    /// The reference stack naming `account` (`[stack] account`) and its account's default
+    /// VPC by id: every name a read needs is in the stack file.
+    fn named(prefix: &str, account: Option<&str>) -> Reference {
+        let stack = Reference::new(prefix);
+        let account = account.unwrap_or(&stack.proxy.account).to_string();
+        let vpc = default_vpc(&stack.proxy);
+        let text = std::fs::read_to_string(&stack.path).unwrap();
+        let text = text
+            .replacen(
+                "region = \"us-east-1\"",
+                &format!("region = \"us-east-1\"\naccount = \"{account}\""),
+                1,
+            )
+            .replacen("vpc = \"default\"", &format!("vpc = \"{vpc}\""), 1);
+        std::fs::write(&stack.path, text).unwrap();
+        stack
+    }
+
     /// Runs `provision {args} --stack ... --env dev`, expecting exit `code`; returns the
     /// shape of its traffic.
     fn run(&self, args: &[&str], code: i32) -> RoundTrips {
@@ -69,6 +87,33 @@ impl Reference {
         );
         self.proxy.round_trips()
     }
+}
+
+/// The id of the default VPC of the proxy's account.
+fn default_vpc(proxy: &FaultProxy) -> String {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&proxy.endpoint)
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .load()
+            .await;
+        let out = aws_sdk_ec2::Client::new(&config)
+            .describe_vpcs()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("is-default")
+                    .values("true")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        out.vpcs()[0].vpc_id().unwrap().to_string()
+    })
 }
 
 /// Every request with when it arrived and was answered (ms from the first), for a failure
@@ -188,6 +233,79 @@ fn apply_from_nothing_takes_10_round_trips_and_destroy_11() {
     // read of them), the end with the release.
     let destroy = stack.run(&["destroy", "--auto-approve"], 0);
     assert_trips("destroy", &destroy, &stack.proxy, 70, 11);
+}
+
+/// A stack that names its account and VPC id needs no answer for any name: every read goes
+/// out in the first round trip, beside the credentials check that confirms the account, and
+/// the state, which tells only after the reads whether they guessed right (nothing to read
+/// again here: the stack is applied as it stands).
+#[test]
+fn a_stack_naming_its_account_and_vpc_reads_everything_in_the_first_round_trip() {
+    let stack = Reference::named("rtt-nm", None);
+    stack.proxy.set_latency(LATENCY);
+
+    // A first apply: as above, with the reads in the first round trip (the table created
+    // once the lock's write is refused and the account is confirmed; the lock, whose write
+    // is the wait for the table), then the forward phase and the end.
+    let apply = stack.run(&["apply", "--auto-approve"], 0);
+    let shown = assert_trips("a first apply", &apply, &stack.proxy, 86, 10);
+    assert_eq!(count(&apply, "dynamodb CreateTable"), 1, "{shown}");
+
+    let plan = stack.run(&["plan", "--detailed-exitcode"], 0);
+    let shown = assert_trips("a no-op plan", &plan, &stack.proxy, 34, 1);
+    assert!(plan.max_in_flight >= 30, "{shown}");
+
+    // The plan and the release.
+    let apply = stack.run(&["apply", "--auto-approve"], 0);
+    assert_trips("a no-op apply", &apply, &stack.proxy, 36, 2);
+
+    // The plan's one round trip, then the delete phase as above.
+    let destroy = stack.run(&["destroy", "--auto-approve"], 0);
+    assert_trips("destroy", &destroy, &stack.proxy, 68, 10);
+
+    // From nothing again, the state table there: the reads with the lock, the graph's 4
+    // levels, the waits for the environments and the queue, the end.
+    let apply = stack.run(&["apply", "--auto-approve"], 0);
+    assert_trips("apply from nothing", &apply, &stack.proxy, 84, 8);
+
+    stack.proxy.set_latency(Duration::ZERO);
+    stack.run(&["destroy", "--auto-approve"], 0);
+}
+
+/// The account a stack names is checked against the credentials' before anything is written:
+/// the plan fails with both accounts named, and a first apply creates no state table.
+#[test]
+fn credentials_for_another_account_than_the_stack_names_change_nothing() {
+    let stack = Reference::named("rtt-wa", Some("210987654321"));
+    stack.proxy.clear_timeline();
+    let out = stack
+        .proxy
+        .command(env!("CARGO_BIN_EXE_provision"))
+        .args(["apply", "--auto-approve", "--stack"])
+        .arg(&stack.path)
+        .args(["--env", "dev"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "these credentials are for AWS account {}, but",
+            stack.proxy.account
+        )) && stderr.contains("deploys to account 210987654321 ([stack] account in"),
+        "{stderr}"
+    );
+    let trips = stack.proxy.round_trips();
+    let writes: Vec<&String> = trips
+        .waves
+        .iter()
+        .flatten()
+        .filter(|c| c.contains("Create") || c.contains("Put") && c != &"dynamodb PutItem")
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}\n{:#?}", trips.waves);
+    // The lock's write was refused (no table), and none was made.
+    assert_eq!(count(&trips, "dynamodb PutItem"), 1, "{:#?}", trips.waves);
 }
 
 /// How many `call`s the proxy saw in the last run.
