@@ -142,13 +142,38 @@ fn waves(trips: &RoundTrips) -> String {
     out
 }
 
-fn stack_copy(dir: &Path, name: &str) -> PathBuf {
+/// The reference stack under `name`; `named`: naming the proxy's account and default VPC (see
+/// `testkit::naming_account_and_vpc`).
+fn stack_copy(dir: &Path, name: &str, named: Option<&FaultProxy>) -> PathBuf {
     let root = testkit::workspace_root();
     let text = std::fs::read_to_string(root.join("stacks/orderflow.toml")).unwrap();
-    let text = text.replace("name = \"orderflow\"", &format!("name = \"{name}\""));
+    let mut text = text.replace("name = \"orderflow\"", &format!("name = \"{name}\""));
+    if let Some(proxy) = named {
+        let vpc = tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let c = provision::aws::Clients::from_config(proxy.config_loader().load().await);
+            provision::engine::default_vpc(&c).await.unwrap().unwrap()
+        });
+        text = testkit::naming_account_and_vpc(&text, &proxy.account, &vpc);
+    }
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     path
+}
+
+impl Bench {
+    /// The reference stack in an account of its own, every request held `delay`.
+    fn new(binary: &Path, dir: &Path, delay: Duration, named: bool) -> Bench {
+        let proxy = FaultProxy::start(&testkit::emulator().endpoint, &testkit::unique_account());
+        let name = testkit::unique_name("lat");
+        let path = stack_copy(dir, &name, named.then_some(&proxy));
+        proxy.set_latency(delay);
+        Bench {
+            proxy,
+            binary: binary.to_path_buf(),
+            path,
+            delay,
+        }
+    }
 }
 
 fn main() {
@@ -184,7 +209,9 @@ fn main() {
          `round trips (counted)` is the critical path the proxy counts (the longest chain of requests each \
          sent after the previous one was answered); `wall / D` counts by the clock, and so includes process start, the \
          tool's CPU (a debug build on a shared machine) and moto's own time, which the same command takes at \
-         D = 0 (its column). The serial bound answers one request at a time: each of its requests is a round trip.",
+         D = 0 (its column). The serial bound answers one request at a time: each of its requests is a round trip. \
+         Rows marked `named` run the same stack naming its account (`[stack] account`) and its VPC by id: \
+         every name a read needs is in the file, so every read goes out in the first round trip.",
         nodes.len()
     );
     let mut details = String::new();
@@ -192,16 +219,11 @@ fn main() {
     let mut base: Vec<Duration> = Vec::new();
     for ms in [0u64, 50, 100] {
         let delay = Duration::from_millis(ms);
-        let proxy = FaultProxy::start(&testkit::emulator().endpoint, &testkit::unique_account());
-        let name = testkit::unique_name("lat");
-        let bench = Bench {
-            proxy,
-            binary: binary.clone(),
-            path: stack_copy(dir.path(), &name),
-            delay,
-        };
-        bench.proxy.set_latency(delay);
-        let apply = bench.run("`apply` from nothing", &["apply", "--auto-approve"]);
+        let bench = Bench::new(&binary, dir.path(), delay, false);
+        let apply = bench.run(
+            "`apply` from nothing, first in its account (state table created)",
+            &["apply", "--auto-approve"],
+        );
         let plan = bench.run("no-op `plan`", &["plan", "--detailed-exitcode"]);
         let state_only = bench.run(
             "`plan --refresh=false`",
@@ -215,10 +237,63 @@ fn main() {
         );
         bench.proxy.set_serial(false);
         let destroy = bench.run("`destroy`", &["destroy", "--auto-approve"]);
+        let again = bench.run(
+            "`apply` from nothing (state table there)",
+            &["apply", "--auto-approve"],
+        );
+        bench.run("`destroy`", &["destroy", "--auto-approve"]);
 
-        let runs = [&plan, &state_only, &apply, &noop_apply, &destroy, &serial];
+        // The same stack naming its account and VPC id: no name waits for an answer.
+        let named = Bench::new(&binary, dir.path(), delay, true);
+        let named_first = named.run(
+            "named: `apply` from nothing, first in its account",
+            &["apply", "--auto-approve"],
+        );
+        let named_plan = named.run("named: no-op `plan`", &["plan", "--detailed-exitcode"]);
+        let named_noop = named.run("named: no-op `apply`", &["apply", "--auto-approve"]);
+        let named_destroy = named.run("named: `destroy`", &["destroy", "--auto-approve"]);
+        let named_again = named.run(
+            "named: `apply` from nothing (state table there)",
+            &["apply", "--auto-approve"],
+        );
+        named.run("named: `destroy`", &["destroy", "--auto-approve"]);
+
+        let lower_note = format!("lower bound: depth {lower} ({} ms)", lower as u64 * ms);
+        let apply_target = format!(
+            "{lower_note}; target: depth + 2 = {}, plus the waits for VALID (environments, queue): {}",
+            lower + 2,
+            lower + 4
+        );
+        let destroy_target = format!(
+            "{lower_note}; target: depth + 2 = {}, plus the waits (disabled, queue gone, environments gone): {}, plus the disable Batch requires first",
+            lower + 2,
+            lower + 5
+        );
+        let first_note =
+            "plus the state table's creation: the lock's refused write, the table, the lock once ACTIVE"
+                .to_string();
+        let lines = [
+            (&plan, "target: 3".to_string()),
+            (&state_only, String::new()),
+            (&apply, first_note.clone()),
+            (&again, apply_target.clone()),
+            (&noop_apply, String::new()),
+            (&destroy, destroy_target.clone()),
+            (
+                &serial,
+                format!(
+                    "{:.1}x the no-op plan",
+                    serial.wall.as_secs_f64() / plan.wall.as_secs_f64()
+                ),
+            ),
+            (&named_plan, "target: 3".to_string()),
+            (&named_first, first_note),
+            (&named_again, apply_target),
+            (&named_noop, String::new()),
+            (&named_destroy, destroy_target),
+        ];
         if ms == 0 {
-            base = runs.iter().map(|r| r.wall).collect();
+            base = lines.iter().map(|(r, _)| r.wall).collect();
             continue;
         }
         let _ = writeln!(report, "\n## D = {ms} ms\n");
@@ -227,39 +302,12 @@ fn main() {
             "| command | wall ms | wall ms at D = 0 | requests | round trips (counted) | wall / D | most in flight | bound |"
         );
         let _ = writeln!(report, "|---|---|---|---|---|---|---|---|");
-        let lower_note = format!("lower bound: depth {lower} ({} ms)", lower as u64 * ms);
-        let lines = [
-            (&plan, "target: 3".to_string()),
-            (&state_only, String::new()),
-            (
-                &apply,
-                format!(
-                    "{lower_note}; target: depth + 2 = {}, plus the waits for VALID",
-                    lower + 2
-                ),
-            ),
-            (&noop_apply, String::new()),
-            (
-                &destroy,
-                format!(
-                    "{lower_note}; target: depth + 2 = {}, plus the waits",
-                    lower + 2
-                ),
-            ),
-            (
-                &serial,
-                format!(
-                    "{:.1}x the no-op plan",
-                    serial.wall.as_secs_f64() / plan.wall.as_secs_f64()
-                ),
-            ),
-        ];
-        for (i, (run, note)) in lines.into_iter().enumerate() {
-            let base = base[i];
-            let _ = writeln!(report, "{}", bench.row(run, base, i == 5, &note));
+        for (i, (run, note)) in lines.iter().enumerate() {
+            let serial = std::ptr::eq(*run, &serial);
+            let _ = writeln!(report, "{}", bench.row(run, base[i], serial, note));
         }
         if ms == 100 {
-            for run in [&plan, &state_only, &apply, &noop_apply, &destroy] {
+            for (run, _) in lines.iter().filter(|(r, _)| !std::ptr::eq(*r, &serial)) {
                 let _ = writeln!(
                     details,
                     "\n### {} ({} round trips)\n\n{}",

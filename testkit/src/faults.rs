@@ -342,6 +342,11 @@ impl FaultProxy {
     }
 
     /// A `Command` for `program` that talks to moto through this proxy.
+    /// SDK configuration through this proxy, in its account.
+    pub fn config_loader(&self) -> aws_config::ConfigLoader {
+        crate::config_loader(&self.endpoint)
+    }
+
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
         let mut cmd = std::process::Command::new(program);
         cmd.env_remove("AWS_PROFILE")

@@ -135,13 +135,30 @@ impl Emulator {
     /// process environment. (Setting process variables while other test threads read them is
     /// undefined behaviour on most platforms; tests pass the configuration instead.)
     pub fn config_loader(&self) -> aws_config::ConfigLoader {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(aws_config::Region::new(REGION))
-            .credentials_provider(aws_credential_types::Credentials::new(
-                "testing", "testing", None, None, "testkit",
-            ))
+        config_loader(&self.endpoint)
     }
+}
+
+/// SDK configuration for `endpoint` (the emulator, or a proxy in front of it), with the test
+/// region and credentials (see [`Emulator::config_loader`]).
+pub fn config_loader(endpoint: &str) -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "testkit",
+        ))
+}
+
+/// A copy of a stack file's text that names `account` (`[stack] account`) and the VPC `vpc`
+/// by id in place of `vpc = "default"`: a stack whose every name is in the file.
+pub fn naming_account_and_vpc(text: &str, account: &str, vpc: &str) -> String {
+    text.replacen(
+        "[stack]\n",
+        &format!("[stack]\naccount = \"{account}\"\n"),
+        1,
+    )
+    .replacen("vpc = \"default\"", &format!("vpc = \"{vpc}\""), 1)
 }
 
 /// The region every test uses.

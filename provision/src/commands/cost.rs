@@ -58,7 +58,7 @@ pub async fn run(args: CostArgs) -> Result<ExitCode> {
 async fn measured_storage(stack: &crate::stack::Stack) -> Result<StorageUse> {
     const GB: f64 = 1e9;
     let clients = crate::aws::Clients::new(&stack.region).await?;
-    let account = crate::aws::check_access(&clients).await?;
+    let account = crate::engine::stack_account(&clients, stack).await?;
     let mut s3 = 0u64;
     for key in stack.buckets.keys() {
         s3 += bucket::stored_bytes(&clients, &stack.bucket_name(key, &account)).await?;

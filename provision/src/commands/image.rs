@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::aws::{self, Clients};
+use crate::aws::Clients;
 use crate::cli::{ImageArgs, ImageBuildArgs, ImageCommand, ImagePushArgs};
 use crate::image::{build, layout, registry};
 use crate::jobs;
@@ -82,7 +82,7 @@ async fn push_image(args: ImagePushArgs) -> anyhow::Result<ExitCode> {
     let tags = tags(&image)?;
 
     let clients = Clients::new(&stack.region).await?;
-    aws::check_access(&clients).await?;
+    crate::engine::stack_account(&clients, &stack).await?;
     let name = stack.repository_name(&key);
     let uri = repository_uri(&clients, &name, &args.stack).await?;
     let endpoint = match override_endpoint {

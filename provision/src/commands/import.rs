@@ -23,9 +23,11 @@ pub async fn run(args: ImportArgs) -> Result<ExitCode> {
 
     let clients = Clients::new(&stack.region).await?;
     let store = engine::store(&clients, &stack);
-    let (account, table) =
-        engine::join_first_error_wins(crate::aws::check_access(&clients), store.table_status())
-            .await?;
+    let (account, table) = engine::join_first_error_wins(
+        engine::stack_account(&clients, &stack),
+        store.table_status(),
+    )
+    .await?;
     store.ensure_table(table).await?;
     let lock = Lock::acquire(&store, "import").await?;
     let result = locked(

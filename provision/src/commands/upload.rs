@@ -14,7 +14,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
-use crate::aws::{self, Clients};
+use crate::aws::Clients;
 use crate::cli::UploadArgs;
 use crate::jobs;
 use crate::stack::Stack;
@@ -40,7 +40,7 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
     let files = local_files(&args.source, &prefix)?;
 
     let clients = Clients::new(&stack.region).await?;
-    let account = aws::check_access(&clients).await?;
+    let account = crate::engine::stack_account(&clients, &stack).await?;
     let bucket = stack.bucket_name(&bucket_key, &account);
     let remote = list(&clients, &bucket, &prefix, &args.stack).await?;
     let changed = changed_files(files.clone(), &remote)?;

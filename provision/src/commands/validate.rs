@@ -9,7 +9,10 @@ use crate::cli::ValidateArgs;
 use crate::stack::{self, ComputeEnvironment, Image, Stack, Vpc};
 
 /// Shown where a name holds the AWS account id, which only `plan` learns (STS).
-const ACCOUNT: &str = "{account}";
+/// The account in derived names: the one the stack names, else a placeholder (no AWS call).
+fn account(stack: &Stack) -> &str {
+    stack.account.as_deref().unwrap_or("{account}")
+}
 
 pub async fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let stack = match stack::load_args(&args.stack) {
@@ -33,7 +36,7 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The resolved model plus every derived name (account-dependent ones with `{account}`).
+/// The resolved model plus every derived name (account-dependent ones with the account the stack names, or `{account}`).
 pub fn to_json(stack: &Stack) -> Value {
     let mut value = serde_json::to_value(stack).expect("the model serializes");
     let names = |f: &dyn Fn(&str) -> String, keys: Vec<&String>| -> Value {
@@ -47,8 +50,8 @@ pub fn to_json(stack: &Stack) -> Value {
         "prefix": stack.prefix(),
         "tags": stack.tags(),
         "state_pk": stack.state_pk(),
-        "buckets": names(&|k| stack.bucket_name(k, ACCOUNT), stack.buckets.keys().collect()),
-        "repositories": names(&|k| stack.repository_uri(k, ACCOUNT), stack.repositories.keys().collect()),
+        "buckets": names(&|k| stack.bucket_name(k, account(stack)), stack.buckets.keys().collect()),
+        "repositories": names(&|k| stack.repository_uri(k, account(stack)), stack.repositories.keys().collect()),
         "log_group": stack.log_group_name(),
         "roles": {
             "instance": stack.role_name("instance"),
@@ -66,12 +69,12 @@ pub fn to_json(stack: &Stack) -> Value {
         ),
         "queues": names(&|k| stack.queue_name(k), stack.queues.keys().collect()),
         "job_definitions": Value::Object(stack.job_definitions().into_iter().map(|d| {
-            let mut env = stack.injected_env(ACCOUNT);
+            let mut env = stack.injected_env(account(stack));
             env.extend(d.env.clone());
             (d.key.clone(), json!({
                 "name": d.name,
                 "job": d.job_key,
-                "image": stack.image_uri(&d.job.image, ACCOUNT),
+                "image": stack.image_uri(&d.job.image, account(stack)),
                 "command": d.command,
                 "environment": env,
                 "log_stream_prefix": d.key,
@@ -115,8 +118,14 @@ fn yes(b: bool) -> &'static str {
 fn header(out: &mut String, stack: &Stack) {
     let _ = writeln!(
         out,
-        "stack {} (env {}, region {})",
-        stack.name, stack.env, stack.region
+        "stack {} (env {}, region {}{})",
+        stack.name,
+        stack.env,
+        stack.region,
+        match &stack.account {
+            Some(account) => format!(", account {account}"),
+            None => String::new(),
+        }
     );
     let _ = writeln!(
         out,
@@ -158,7 +167,7 @@ fn buckets(out: &mut String, stack: &Stack) {
         let _ = writeln!(
             out,
             "  {key}: {}  (versioning {}{expire}, {enc}, env BUCKET_{})",
-            stack.bucket_name(key, ACCOUNT),
+            stack.bucket_name(key, account(stack)),
             yes(b.versioning),
             key.to_uppercase().replace('-', "_")
         );
@@ -175,7 +184,7 @@ fn repositories(out: &mut String, stack: &Stack) {
         let _ = writeln!(
             out,
             "  {key}: {}  ({keep}, scan on push {})",
-            stack.repository_uri(key, ACCOUNT),
+            stack.repository_uri(key, account(stack)),
             yes(r.scan_on_push)
         );
     }
@@ -260,7 +269,7 @@ fn jobs(out: &mut String, stack: &Stack) {
             Image::Repository(k) => {
                 format!(
                     "{} (repository {})",
-                    stack.image_uri(&job.image, ACCOUNT),
+                    stack.image_uri(&job.image, account(stack)),
                     k.key
                 )
             }
@@ -284,7 +293,7 @@ fn jobs(out: &mut String, stack: &Stack) {
             job.retry.attempts,
             rules.join("; ")
         );
-        let mut env = stack.injected_env(ACCOUNT);
+        let mut env = stack.injected_env(account(stack));
         env.extend(d.env.clone());
         let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "    env: {}", env.join(" "));

@@ -278,6 +278,12 @@ pub fn confirm_account(stack: &Stack, account: String) -> Result<String> {
     }
 }
 
+/// The credentials' account ([`crate::aws::check_access`]), refused when it is not the one the
+/// stack names.
+pub async fn stack_account(c: &Clients, stack: &Stack) -> Result<String> {
+    confirm_account(stack, crate::aws::check_access(c).await?)
+}
+
 /// The facts a stack names itself, when it names its account and its VPC id: every name a
 /// read needs (bucket names hold the account, the security group is looked up in the VPC), so
 /// that every read can go out in the first round trip, beside the credentials check that
@@ -355,28 +361,31 @@ pub struct Network {
     s3_endpoints: Vec<aws_sdk_ec2::types::VpcEndpoint>,
 }
 
+/// The region's default VPC, if it has one.
+pub async fn default_vpc(c: &Clients) -> Result<Option<String>> {
+    let out = c
+        .ec2()
+        .describe_vpcs()
+        .filters(filter("is-default", "true"))
+        .send()
+        .await
+        .ctx("finding the default VPC")?;
+    Ok(out
+        .vpcs()
+        .first()
+        .and_then(|v| v.vpc_id())
+        .map(String::from))
+}
+
 /// The stack's VPC: the region's default one, or the one the stack names (checked to exist).
 async fn vpc_id(c: &Clients, stack: &Stack) -> Result<String> {
     Ok(match &stack.network.vpc {
-        Vpc::Default => {
-            let out = c
-                .ec2()
-                .describe_vpcs()
-                .filters(filter("is-default", "true"))
-                .send()
-                .await
-                .ctx("finding the default VPC")?;
-            out.vpcs()
-                .first()
-                .and_then(|v| v.vpc_id())
-                .map(String::from)
-                .with_context(|| {
-                    format!(
-                        "region {} has no default VPC; set network.vpc to a VPC id",
-                        stack.region
-                    )
-                })?
-        }
+        Vpc::Default => default_vpc(c).await?.with_context(|| {
+            format!(
+                "region {} has no default VPC; set network.vpc to a VPC id",
+                stack.region
+            )
+        })?,
         Vpc::Id(id) => {
             let out = c
                 .ec2()
@@ -575,9 +584,7 @@ impl Locked {
         confirmed: Option<tokio::sync::oneshot::Sender<bool>>,
     ) -> Result<plan::Plan> {
         let account = async {
-            let account = crate::aws::check_access(c)
-                .await
-                .and_then(|account| confirm_account(stack, account));
+            let account = stack_account(c, stack).await;
             if let Some(confirmed) = confirmed {
                 let _ = confirmed.send(account.is_ok());
             }

@@ -51,16 +51,9 @@ impl Reference {
     /// VPC by id: every name a read needs is in the stack file.
     fn named(prefix: &str, account: Option<&str>) -> Reference {
         let stack = Reference::new(prefix);
-        let account = account.unwrap_or(&stack.proxy.account).to_string();
-        let vpc = default_vpc(&stack.proxy);
+        let account = account.unwrap_or(&stack.proxy.account);
         let text = std::fs::read_to_string(&stack.path).unwrap();
-        let text = text
-            .replacen(
-                "region = \"us-east-1\"",
-                &format!("region = \"us-east-1\"\naccount = \"{account}\""),
-                1,
-            )
-            .replacen("vpc = \"default\"", &format!("vpc = \"{vpc}\""), 1);
+        let text = testkit::naming_account_and_vpc(&text, account, &default_vpc(&stack.proxy));
         std::fs::write(&stack.path, text).unwrap();
         stack
     }
@@ -91,28 +84,9 @@ impl Reference {
 
 /// The id of the default VPC of the proxy's account.
 fn default_vpc(proxy: &FaultProxy) -> String {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&proxy.endpoint)
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
-            .load()
-            .await;
-        let out = aws_sdk_ec2::Client::new(&config)
-            .describe_vpcs()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("is-default")
-                    .values("true")
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        out.vpcs()[0].vpc_id().unwrap().to_string()
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let c = provision::aws::Clients::from_config(proxy.config_loader().load().await);
+        provision::engine::default_vpc(&c).await.unwrap().unwrap()
     })
 }
 
