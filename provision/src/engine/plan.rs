@@ -736,19 +736,17 @@ async fn destroy_plan_named(
         .collect();
     lives.extend(read_desired(c, stack, &facts, Some(&snapshot), &endpoint, Refresh::Live).await?);
 
-    let refs = recorded_suffixes(&declared, &snapshot);
-    let names: BTreeMap<&Address, String> = declared
+    // The names the reads went by: environments by their first name (see `read_desired`).
+    let read_by: BTreeMap<&Address, String> = declared
         .iter()
         .map(|n| {
-            Ok((
-                &n.address,
-                spec(stack, &facts, &refs, n)?.name().to_string(),
-            ))
+            let name = spec(stack, &facts, &Refs::default(), n)?.name().to_string();
+            Ok((&n.address, name))
         })
         .collect::<Result<_>>()?;
     let mut pending = Vec::new();
     for record in snapshot.records.values() {
-        let found = names
+        let found = read_by
             .get(&record.address)
             .and_then(|name| Some((name, lives.get(&record.address)?)))
             .filter(|(name, live)| same_resource(record, name, live));
@@ -788,6 +786,7 @@ async fn destroy_plan_named(
         settle_guesses(c, stack, &facts, &snapshot, &unrecorded, lives),
     )?;
     let tags = stack.tags();
+    let refs = recorded_suffixes(&declared, &snapshot);
     let mut found = Vec::new();
     for node in unrecorded {
         let live = told.get(&node.address).cloned().flatten();

@@ -58,12 +58,10 @@ impl Reference {
         stack
     }
 
-    /// Runs `provision {args} --stack ... --env dev`, expecting exit `code`; returns the
-    /// shape of its traffic.
-    fn run(&self, args: &[&str], code: i32) -> RoundTrips {
+    /// Runs `provision {args} --stack ... --env dev` (the proxy's timeline cleared first).
+    fn output(&self, args: &[&str]) -> std::process::Output {
         self.proxy.clear_timeline();
-        let out = self
-            .proxy
+        self.proxy
             .command(env!("CARGO_BIN_EXE_provision"))
             .args(args)
             .arg("--stack")
@@ -71,7 +69,13 @@ impl Reference {
             .args(["--env", "dev"])
             .stdin(Stdio::null())
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Runs `provision {args} --stack ... --env dev`, expecting exit `code`; returns the
+    /// shape of its traffic.
+    fn run(&self, args: &[&str], code: i32) -> RoundTrips {
+        let out = self.output(args);
         assert_eq!(
             out.status.code(),
             Some(code),
@@ -251,16 +255,7 @@ fn a_stack_naming_its_account_and_vpc_reads_everything_in_the_first_round_trip()
 #[test]
 fn credentials_for_another_account_than_the_stack_names_change_nothing() {
     let stack = Reference::named("rtt-wa", Some("210987654321"));
-    stack.proxy.clear_timeline();
-    let out = stack
-        .proxy
-        .command(env!("CARGO_BIN_EXE_provision"))
-        .args(["apply", "--auto-approve", "--stack"])
-        .arg(&stack.path)
-        .args(["--env", "dev"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = stack.output(&["apply", "--auto-approve"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

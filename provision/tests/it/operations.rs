@@ -7,7 +7,7 @@ use aws_sdk_batch::types::JobDetail;
 use provision::aws::Clients;
 use serde_json::Value;
 
-use crate::common::{bucket_tags, job_queue, Provision, StackCopy, World};
+use crate::common::{bucket_tags, compute_env, job_queue, Provision, StackCopy, World};
 
 /// One test's world: a private account behind a proxy and a uniquely named copy of the
 /// reference stack (without the S3 endpoint, which one route table allows only once).
@@ -475,6 +475,43 @@ async fn state_rm_forgets_without_deleting() {
     // The tagged queue is adopted back by the next apply (crash recovery's adoption by tags).
     w.apply(&[]);
     assert!(state_addresses(&w).contains(&"queue.main".to_string()));
+}
+
+/// A stack that names its account and VPC reads every resource before the state answers,
+/// guessing what it records; what it guessed wrong is read again: an environment the state
+/// records under its replacement's name, a bucket the state forgot (its tags say it is ours).
+/// `destroy` then finds both: the replacement by its record, the bucket by its tags.
+#[tokio::test]
+async fn a_stack_naming_its_account_and_vpc_reads_again_what_it_guessed_wrong() {
+    let w = world("nmd");
+    let c = w.clients().await;
+    let vpc = provision::engine::default_vpc(&c).await.unwrap().unwrap();
+    w.stack
+        .rewrite(|t| testkit::naming_account_and_vpc(&t, w.account(), &vpc));
+    w.apply(&[]);
+    let p = w.p();
+
+    // Other instance types replace the spot environment: `{P}-spot-r1` from now on.
+    w.stack.rewrite(|t| {
+        t.replacen(
+            r#"instance_types = ["c5.xlarge", "c5.2xlarge", "m5.xlarge", "m5.2xlarge"]"#,
+            r#"instance_types = ["c5.xlarge", "m5.xlarge"]"#,
+            1,
+        )
+    });
+    w.apply(&[]);
+    assert!(compute_env(&c, &format!("{p}-spot-r1")).await.is_some());
+    w.expect(&["state", "rm", "bucket.data"], 0);
+    // Nothing to change: the environment was read again under its recorded name, the bucket's
+    // tags were read (without them it would belong to someone else).
+    w.expect(&["plan", "--detailed-exitcode"], 0);
+
+    w.expect(&["destroy", "--auto-approve"], 0);
+    assert!(compute_env(&c, &format!("{p}-spot-r1")).await.is_none());
+    let bucket = format!("{p}-data-{}", w.account());
+    let gone = c.s3().head_bucket().bucket(&bucket).send().await;
+    assert!(gone.is_err(), "{bucket} is still there");
+    assert!(state_addresses(&w).is_empty(), "{:?}", state_addresses(&w));
 }
 
 /// Takes `address` out of the state and strips the stack's tags from it, as if it had been
