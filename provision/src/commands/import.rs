@@ -18,7 +18,7 @@ use crate::state::{self, Lock, Snapshot, Store};
 pub async fn run(args: ImportArgs) -> Result<ExitCode> {
     let stack = engine::load_stack(&args.stack)?;
     let node = importable_node(&stack, &args.address)?;
-    let name = adopt::resource_name(node.kind, &stack.region, &args.resource)?;
+    let name = adopt::resource_name(node.address.kind, &stack.region, &args.resource)?;
     engine::require_confirmation_possible(args.auto_approve, "import")?;
 
     let clients = Clients::new(&stack.region).await?;
@@ -56,11 +56,11 @@ fn importable_node(stack: &Stack, address: &Address) -> Result<Node> {
             stack.env
         );
     };
-    if !adopt::IMPORTABLE.contains(&node.kind) {
+    if !adopt::IMPORTABLE.contains(&node.address.kind) {
         let kinds: Vec<&str> = adopt::IMPORTABLE.iter().map(|k| k.as_str()).collect();
         bail!(
             "{address}: {} resources cannot be imported (apply creates them); import adopts {}",
-            node.kind.as_str(),
+            node.address.kind.as_str(),
             kinds.join(", ")
         );
     }
@@ -126,7 +126,7 @@ async fn locked(
         .with_context(|| {
             format!(
                 "no {} named `{name}` in {} of account {account}",
-                node.kind.as_str(),
+                node.address.kind.as_str(),
                 stack.region
             )
         })?;
@@ -142,7 +142,7 @@ async fn locked(
         eprintln!("Import cancelled.");
         return Ok(ExitCode::from(1));
     }
-    adopt::tag(c, node.kind, name, &live.id, &tags).await?;
+    adopt::tag(c, node.address.kind, name, &live.id, &tags).await?;
     let record = state::record(
         &node.address,
         plan::handle_of(&spec, &live),
@@ -173,7 +173,7 @@ fn show_import(
     for (k, v) in tags {
         let _ = writeln!(out, "        + tag {k} = {v:?}");
     }
-    let diffs = plan::diff(node.kind, &spec.attributes(), &live.attrs);
+    let diffs = plan::diff(node.address.kind, &spec.attributes(), &live.attrs);
     if diffs.is_empty() {
         let _ = writeln!(
             out,

@@ -359,7 +359,7 @@ async fn forward_phase(
                 .iter()
                 .filter_map(|d| forward.iter().position(|other| &other.address == d))
                 .map(|j| {
-                    if needs_only_existence(item.kind, forward[j].kind) {
+                    if needs_only_existence(item.address.kind, forward[j].address.kind) {
                         After::Ready(j)
                     } else {
                         After::Done(j)

@@ -67,9 +67,6 @@ impl Refs {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
     pub address: Address,
-    pub kind: Kind,
-    /// The key after the kind (`spot` in `compute.spot`).
-    pub key: String,
     pub deps: Vec<Address>,
 }
 
@@ -96,8 +93,6 @@ pub fn graph(stack: &Stack) -> Vec<Node> {
     let mut push = |kind: Kind, key: &str, deps: Vec<Address>| {
         nodes.push(Node {
             address: Address::new(kind, key),
-            kind,
-            key: key.to_string(),
             deps,
         });
     };
@@ -205,8 +200,8 @@ pub fn compute_name(stack: &Stack, refs: &Refs, key: &str) -> String {
 /// The desired spec of one node, references resolved through `refs`. Each kind's module
 /// builds its own from the stack.
 pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Spec> {
-    let key = node.key.as_str();
-    Ok(match node.kind {
+    let key = node.address.key.as_str();
+    Ok(match node.address.kind {
         Kind::VpcEndpoint => Spec::VpcEndpoint(vpc_endpoint::Spec::desired(stack, facts)),
         Kind::SecurityGroup => Spec::SecurityGroup(security_group::Spec::desired(stack, facts)),
         Kind::Bucket => Spec::Bucket(bucket::Spec::desired(stack, facts, key)),
@@ -555,7 +550,7 @@ fn foreign_s3_route_tables(
 pub fn graph_for(stack: &Stack, facts: &Facts) -> Vec<Node> {
     graph(stack)
         .into_iter()
-        .filter(|n| n.kind != Kind::VpcEndpoint || !facts.route_tables.is_empty())
+        .filter(|n| n.address.kind != Kind::VpcEndpoint || !facts.route_tables.is_empty())
         .collect()
 }
 

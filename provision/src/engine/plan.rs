@@ -48,7 +48,6 @@ pub struct AttrDiff {
 #[derive(Debug, Clone)]
 pub struct Item {
     pub address: Address,
-    pub kind: Kind,
     pub action: Action,
     /// Live differs from what the last apply recorded (changed outside the tool).
     pub drift: bool,
@@ -274,7 +273,7 @@ pub async fn plan_from(
     let facts = first.with_network(network);
     let nodes = graph_for(stack, &facts);
     // The S3 endpoint is found in the listing the facts hold: no call of its own.
-    if let Some(node) = nodes.iter().find(|n| n.kind == Kind::VpcEndpoint) {
+    if let Some(node) = nodes.iter().find(|n| n.address.kind == Kind::VpcEndpoint) {
         let live = read_desired(
             c,
             stack,
@@ -299,7 +298,7 @@ pub async fn plan_from(
 fn recorded_suffixes<'a>(nodes: impl IntoIterator<Item = &'a Node>, snapshot: &Snapshot) -> Refs {
     let mut refs = Refs::default();
     for node in nodes {
-        if node.kind == Kind::ComputeEnvironment {
+        if node.address.kind == Kind::ComputeEnvironment {
             refs.suffixes.insert(
                 node.address.clone(),
                 snapshot.records.get(&node.address).and_then(|r| r.suffix),
@@ -333,7 +332,7 @@ async fn read_desired(
     let listed = !facts.route_tables.is_empty();
     let nodes: Vec<&Node> = nodes
         .iter()
-        .filter(|n| n.kind != Kind::VpcEndpoint || listed)
+        .filter(|n| n.address.kind != Kind::VpcEndpoint || listed)
         .collect();
     let specs: Vec<Spec> = nodes
         .iter()
@@ -393,7 +392,7 @@ async fn settle_guesses<N: std::borrow::Borrow<Node>>(
             .flatten()
             .is_some();
         let untold = record.is_none()
-            && node.kind.tags_cost_a_call()
+            && node.address.kind.tags_cost_a_call()
             && matches!(lives.get(&node.address), Some(Some(live)) if live.tags.is_none());
         if renamed || untold {
             again.push((node, record, spec(stack, facts, &refs, node)?));
@@ -471,7 +470,6 @@ impl Removal {
         };
         Item {
             address: self.address,
-            kind: self.handle.kind,
             action: if self.live.is_some() {
                 Action::Delete
             } else {
@@ -546,7 +544,6 @@ fn desired_item(
     let mut desired = spec(stack, facts, refs, node)?;
     let mut item = Item {
         address: node.address.clone(),
-        kind: node.kind,
         action: Action::NoOp,
         drift: false,
         diffs: vec![],
@@ -566,13 +563,17 @@ fn desired_item(
             // Applied before (a record with attributes, not a mere intent) and gone now:
             // deleted outside the tool.
             item.drift = record.as_ref().is_some_and(|r| !r.attributes.is_empty());
-            item.diffs = diff(node.kind, &desired.attributes(), &Default::default())
-                .into_iter()
-                .map(|d| AttrDiff {
-                    before: Value::Null,
-                    ..d
-                })
-                .collect();
+            item.diffs = diff(
+                node.address.kind,
+                &desired.attributes(),
+                &Default::default(),
+            )
+            .into_iter()
+            .map(|d| AttrDiff {
+                before: Value::Null,
+                ..d
+            })
+            .collect();
         }
         Some(live) => {
             if record.is_none() && !owned_by(&live.tags, &tags) {
@@ -588,7 +589,7 @@ fn desired_item(
                     crate::adopt::import_hint(stack, &node.address, desired.name())
                 );
             }
-            let diffs = diff(node.kind, &desired.attributes(), &live.attrs);
+            let diffs = diff(node.address.kind, &desired.attributes(), &live.attrs);
             if let Some(rec) = &record {
                 item.drift = !diffs.is_empty()
                     && rec
@@ -604,19 +605,19 @@ fn desired_item(
                     Some(r) if r.handle.name == desired.name() => r.handle.clone(),
                     _ => handle_of(&desired, live),
                 });
-                if node.kind == Kind::ComputeEnvironment {
+                if node.address.kind == Kind::ComputeEnvironment {
                     let next = Some(item.suffix.unwrap_or(0) + 1);
                     refs.suffixes.insert(node.address.clone(), next);
                     item.suffix = next;
                     desired = spec(stack, facts, refs, node)?;
                     item.new_name = Some(desired.name().to_string());
                 }
-                item.diffs = diff(node.kind, &desired.attributes(), &live.attrs);
+                item.diffs = diff(node.address.kind, &desired.attributes(), &live.attrs);
             } else {
                 item.action = Action::Update;
                 item.diffs = diffs;
                 // A new job definition revision gets a new ARN; everything else keeps its id.
-                if node.kind != Kind::JobDefinition {
+                if node.address.kind != Kind::JobDefinition {
                     refs.ids.insert(node.address.clone(), live.id.clone());
                 }
             }
@@ -732,7 +733,7 @@ async fn destroy_plan_named(
     // The S3 endpoint is found in the listing the facts hold: no call.
     let endpoint: Vec<Node> = graph_for(stack, &facts)
         .into_iter()
-        .filter(|n| n.kind == Kind::VpcEndpoint)
+        .filter(|n| n.address.kind == Kind::VpcEndpoint)
         .collect();
     lives.extend(read_desired(c, stack, &facts, Some(&snapshot), &endpoint, Refresh::Live).await?);
 

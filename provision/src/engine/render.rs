@@ -17,7 +17,7 @@ fn heading(item: &Item) -> (&'static str, String) {
     match item.action {
         Action::Create => ("+", format!("# {what} will be created")),
         Action::Update => {
-            let how = if item.kind == crate::resources::Kind::JobDefinition {
+            let how = if item.address.kind == crate::resources::Kind::JobDefinition {
                 "updated (new revision, the old one deregistered)"
             } else {
                 "updated in place"
@@ -143,7 +143,7 @@ pub fn json(plan: &Plan) -> Value {
         .map(|item| {
             json!({
                 "address": item.address,
-                "type": item.kind.as_str(),
+                "type": item.address.kind.as_str(),
                 "action": item.action,
                 "drift": item.drift,
                 "name": item.name,

@@ -53,7 +53,7 @@ pub async fn read(clients: &Clients, stack: &Stack) -> anyhow::Result<StackGraph
         .iter()
         .map(|item| GraphNode {
             address: item.address.clone(),
-            kind: item.kind.as_str(),
+            kind: item.address.kind.as_str(),
             name: item.name.clone(),
             action: item.action,
             drift: item.drift,

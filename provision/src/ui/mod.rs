@@ -149,7 +149,7 @@ async fn stack_page(State(app): State<Arc<App>>) -> Html<String> {
     });
     let structure: Vec<_> = crate::engine::graph(&app.stack)
         .into_iter()
-        .map(|n| serde_json::json!({"address": n.address, "kind": n.kind.as_str(), "deps": n.deps}))
+        .map(|n| serde_json::json!({"address": n.address, "kind": n.address.kind.as_str(), "deps": n.deps}))
         .collect();
     shell_with(&serde_json::json!({
         "overview": api::overview_of(&app.stack),
