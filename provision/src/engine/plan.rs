@@ -235,7 +235,7 @@ pub async fn plan_from(
 ) -> Result<Plan> {
     let declared = graph(stack);
     // Without refresh the state decides what is read at all: it goes first.
-    let (first, snapshot, network, lives, mut removals) =
+    let (first, snapshot, network, mut lives, mut removals) =
         match named_facts(stack).filter(|_| refresh == Refresh::Live) {
             Some(named) => {
                 // The facts lead: they carry the credentials check (see `join_first_error_wins`).
@@ -269,7 +269,6 @@ pub async fn plan_from(
                 (first, snapshot, network, lives, removals)
             }
         };
-    let mut lives = lives;
     let facts = first.with_network(network);
     let nodes = graph_for(stack, &facts);
     // The S3 endpoint is found in the listing the facts hold: no call of its own.
