@@ -38,6 +38,20 @@ struct Bench {
 }
 
 impl Bench {
+    /// The reference stack in an account of its own, every request held `delay`.
+    fn new(binary: &Path, dir: &Path, delay: Duration, named: bool) -> Bench {
+        let proxy = FaultProxy::start(&testkit::emulator().endpoint, &testkit::unique_account());
+        let name = testkit::unique_name("lat");
+        let path = stack_copy(dir, &name, named.then_some(&proxy));
+        proxy.set_latency(delay);
+        Bench {
+            proxy,
+            binary: binary.to_path_buf(),
+            path,
+            delay,
+        }
+    }
+
     fn run(&self, what: &'static str, args: &[&str]) -> Run {
         self.proxy.clear_timeline();
         let start = Instant::now();
@@ -158,22 +172,6 @@ fn stack_copy(dir: &Path, name: &str, named: Option<&FaultProxy>) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-impl Bench {
-    /// The reference stack in an account of its own, every request held `delay`.
-    fn new(binary: &Path, dir: &Path, delay: Duration, named: bool) -> Bench {
-        let proxy = FaultProxy::start(&testkit::emulator().endpoint, &testkit::unique_account());
-        let name = testkit::unique_name("lat");
-        let path = stack_copy(dir, &name, named.then_some(&proxy));
-        proxy.set_latency(delay);
-        Bench {
-            proxy,
-            binary: binary.to_path_buf(),
-            path,
-            delay,
-        }
-    }
 }
 
 fn main() {

@@ -27,7 +27,7 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
     let plan = plan::plan(
         &clients,
         &stack,
-        crate::aws::check_access(&clients),
+        crate::engine::stack_account(&clients, &stack),
         refresh,
     )
     .await?;

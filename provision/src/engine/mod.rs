@@ -223,14 +223,13 @@ pub fn spec(stack: &Stack, facts: &Facts, refs: &Refs, node: &Node) -> Result<Sp
 }
 
 /// The facts no other answer is needed for, read at once (one round trip): the account, the
-/// VPC id, the secrets and the digests of the repositories' images. `account` answers the account id (`aws::check_access`, or what it
+/// VPC id, the secrets and the digests of the repositories' images. `account` answers the account id ([`stack_account`], or what it
 /// already answered), awaited beside the reads: its error wins (see [`join_first_error_wins`]). The VPC's subnets, route tables and endpoints come from [`network`].
 pub async fn first_facts(
     c: &Clients,
     stack: &Stack,
     account: impl std::future::Future<Output = Result<String>>,
 ) -> Result<Facts> {
-    let account = async { confirm_account(stack, account.await?) };
     let (account, (vpc_id, secrets, image_digests)) = join_first_error_wins(account, async {
         tokio::try_join!(
             vpc_id(c, stack),
@@ -261,7 +260,7 @@ pub async fn first_facts(
 
 /// The credentials' `account`, when it is the one the stack names (`[stack] account`): a
 /// stack that names its account refuses other credentials before anything is written.
-pub fn confirm_account(stack: &Stack, account: String) -> Result<String> {
+fn confirm_account(stack: &Stack, account: String) -> Result<String> {
     match &stack.account {
         Some(named) if *named != account => bail!(
             "these credentials are for AWS account {account}, but {}/{} deploys to account {named} ([stack] account in {}): use credentials for {named}",
@@ -274,7 +273,7 @@ pub fn confirm_account(stack: &Stack, account: String) -> Result<String> {
 }
 
 /// The credentials' account ([`crate::aws::check_access`]), refused when it is not the one the
-/// stack names.
+/// stack names: what every command that plans or names resources takes the account from.
 pub async fn stack_account(c: &Clients, stack: &Stack) -> Result<String> {
     confirm_account(stack, crate::aws::check_access(c).await?)
 }

@@ -356,16 +356,22 @@ impl Taking {
                 // Taken, held by another, or refused for another reason.
                 taken => return taken,
             }
-            let create = match create_table {
-                Some(confirmed) => confirmed.await.unwrap_or(false),
-                None => false,
+            let no_table = || LockError::NoTable {
+                table: store.table.clone(),
             };
-            if create {
-                store.create_table().await?;
-            } else if store.table_status().await?.is_none() {
-                return Err(LockError::NoTable {
-                    table: store.table.clone(),
-                });
+            match create_table {
+                Some(confirmed) => {
+                    // Refused credentials: their own error says why, nothing more to ask.
+                    if !confirmed.await.unwrap_or(false) {
+                        return Err(no_table());
+                    }
+                    store.create_table().await?;
+                }
+                None => {
+                    if store.table_status().await?.is_none() {
+                        return Err(no_table());
+                    }
+                }
             }
             acquire_once_active(&store, &operation).await
         }))

@@ -45,7 +45,7 @@ pub struct GraphNode {
 
 /// Plans `stack` read-only (no lock, nothing written) and returns its graph.
 pub async fn read(clients: &Clients, stack: &Stack) -> anyhow::Result<StackGraph> {
-    let account = crate::aws::check_access(clients);
+    let account = crate::engine::stack_account(clients, stack);
     let planned = plan::plan(clients, stack, account, plan::Refresh::Live).await?;
     let account = planned.facts.account.clone();
     let nodes = planned
