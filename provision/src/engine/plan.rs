@@ -736,19 +736,17 @@ async fn destroy_plan_named(
         .collect();
     lives.extend(read_desired(c, stack, &facts, Some(&snapshot), &endpoint, Refresh::Live).await?);
 
-    // The names the reads went by: environments by their first name (see `read_desired`).
-    let read_by: BTreeMap<&Address, String> = declared
+    // The specs the reads went by: environments by their first name (see `read_desired`);
+    // an unrecorded resource keeps that name.
+    let read_by: BTreeMap<&Address, Spec> = declared
         .iter()
-        .map(|n| {
-            let name = spec(stack, &facts, &Refs::default(), n)?.name().to_string();
-            Ok((&n.address, name))
-        })
+        .map(|n| Ok((&n.address, spec(stack, &facts, &Refs::default(), n)?)))
         .collect::<Result<_>>()?;
     let mut pending = Vec::new();
     for record in snapshot.records.values() {
         let found = read_by
             .get(&record.address)
-            .and_then(|name| Some((name, lives.get(&record.address)?)))
+            .and_then(|spec| Some((spec.name(), lives.get(&record.address)?)))
             .filter(|(name, live)| same_resource(record, name, live));
         match found {
             Some((_, live)) => pending.push((
@@ -786,17 +784,13 @@ async fn destroy_plan_named(
         settle_guesses(c, stack, &facts, &snapshot, &unrecorded, lives),
     )?;
     let tags = stack.tags();
-    let refs = recorded_suffixes(&declared, &snapshot);
-    let mut found = Vec::new();
-    for node in unrecorded {
-        let live = told.get(&node.address).cloned().flatten();
-        found.extend(unrecorded_removal(
-            node,
-            &spec(stack, &facts, &refs, node)?,
-            live,
-            &tags,
-        ));
-    }
+    let found = unrecorded
+        .into_iter()
+        .filter_map(|node| {
+            let live = told.get(&node.address).cloned().flatten();
+            unrecorded_removal(node, &read_by[&node.address], live, &tags)
+        })
+        .collect();
     Ok(destroy_plan_of(stack, facts, snapshot, recorded, found))
 }
 
